@@ -1,0 +1,180 @@
+"""Frozen value objects: a member as the population sees it, and the population snapshot.
+
+These are what :func:`genepool.policy.Policy.decide` reads. They never change once made:
+the store hands out a new :class:`Population` after every write.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ACTIVE",
+    "FAILED",
+    "FINISHED",
+    "CheckpointRef",
+    "Event",
+    "MemberView",
+    "Mode",
+    "Population",
+    "Report",
+    "Status",
+]
+
+Mode = Literal["max", "min"]
+Status = Literal["active", "finished", "failed"]
+ACTIVE: Status = "active"
+FINISHED: Status = "finished"
+FAILED: Status = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRef:
+    """An immutable checkpoint: its id and what the member was when it was taken.
+
+    Attributes:
+        id: The checkpoint's id in the checkpoint store.
+        member: The member that wrote it.
+        step: The member's step (training its weights had) when it was taken.
+        counter: The value of the ready counter then (equal to ``step`` for ``"steps"``).
+        score: The decision score at that moment, ``None`` when the member had none.
+        hparams: The hyperparameters in effect when it was taken.
+    """
+
+    id: str
+    member: int
+    step: int
+    counter: float
+    score: float | None
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """One member as the population sees it at a moment.
+
+    Attributes:
+        id: The member's number, 0 to population - 1.
+        hparams: The hyperparameters in effect now.
+        step: The training its weights have had (after an exploit: the donor's step).
+        generation: How many times it was exploited; seeds its random stream.
+        parent: The donor of its last exploit, ``None`` before any.
+        status: ``"active"``, ``"finished"`` or ``"failed"``.
+        checkpoint: Its latest checkpoint, ``None`` before the first.
+        score: The score attached to ``checkpoint`` (the one a copier would get).
+        recent: Its decision scores since its last exploit, oldest first (bounded window).
+        failures: Consecutive failed rounds (an exception, or a NaN/inf score).
+        ready_count: How many ready rounds it has completed.
+        stop_reason: Why it stopped, when it did.
+        pending: It has trained and checkpointed its latest round and waits for its decision
+            (synchronous runs: until every active member has finished the round).
+    """
+
+    id: int
+    hparams: Mapping[str, Any]
+    step: int = 0
+    generation: int = 0
+    parent: int | None = None
+    status: Status = ACTIVE
+    checkpoint: CheckpointRef | None = None
+    score: float | None = None
+    recent: tuple[float, ...] = ()
+    failures: int = 0
+    ready_count: int = 0
+    stop_reason: str | None = None
+    pending: bool = False
+
+    @property
+    def failed(self) -> bool:
+        """Whether its latest round failed (or the failure policy stopped it)."""
+        return self.failures > 0 or self.status == FAILED
+
+    @property
+    def can_donate(self) -> bool:
+        """A donor holds a checkpoint of its own with a finite score and is not failed.
+
+        A member that has just exploited holds its donor's checkpoint until its next ready:
+        it is not a donor before then (its new hyperparameters are unmeasured, and the
+        donor itself offers the same weights), which also keeps two members from copying
+        one old checkpoint back and forth forever.
+        """
+        return (
+            self.checkpoint is not None
+            and self.checkpoint.member == self.id
+            and self.score is not None
+            and math.isfinite(self.score)
+            and not self.failed
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Population:
+    """An immutable snapshot of every member, with the direction of the metric.
+
+    Attributes:
+        members: The members, ordered by id.
+        mode: ``"max"`` when a higher score is better, ``"min"`` otherwise.
+    """
+
+    members: tuple[MemberView, ...]
+    mode: Mode = "max"
+    _index: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self._index:
+            self._index.update({m.id: i for i, m in enumerate(self.members)})
+
+    def __iter__(self) -> Iterator[MemberView]:
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __getitem__(self, member_id: int) -> MemberView:
+        return self.members[self._index[member_id]]
+
+    def fitness(self, member: MemberView) -> float:
+        """The member's score turned so that higher is better; ``-inf`` if failed or unscored."""
+        if member.failed or member.score is None or not math.isfinite(member.score):
+            return -math.inf
+        return member.score if self.mode == "max" else -member.score
+
+    def donors(self, *, exclude: int | None = None) -> list[MemberView]:
+        """The members another may copy: a scored checkpoint and no failure."""
+        return [m for m in self.members if m.can_donate and m.id != exclude]
+
+    def best(self) -> MemberView | None:
+        """The member with the best checkpoint score, ``None`` when nobody has one."""
+        scored = [m for m in self.members if m.can_donate]
+        if not scored:
+            return None
+        return max(scored, key=lambda m: (self.fitness(m), -m.id))
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One call of ``step`` / ``report``: the member, its step after it, and the metrics."""
+
+    member: int
+    step: int
+    metrics: Mapping[str, Any]
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that changed a member: an exploit, an explore, a failure, a stop.
+
+    ``kind`` is one of ``"start"``, ``"exploit"``, ``"explore"``, ``"failure"``, ``"stop"``,
+    ``"resume"``. ``data`` holds the details (for an exploit: ``donor``, ``checkpoint``,
+    ``donor_step``, ``old_step``, ``old_hparams``, ``new_hparams``).
+    """
+
+    kind: str
+    member: int
+    step: int
+    data: Mapping[str, Any]
+    time: float

@@ -1,0 +1,160 @@
+"""The PBT decision: ready, exploit (select a donor) and explore, composed into one pure rule.
+
+:meth:`Policy.decide` reads a frozen :class:`~genepool.member.Population` snapshot and a
+member and returns data: :class:`Continue`, :class:`Exploit` or :class:`Stop`. It never
+touches a process, a file or a database; the worker carries the decision out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from genepool._errors import invalid
+from genepool.member import CheckpointRef, MemberView, Population
+from genepool.policy.explore import (
+    Explore,
+    ExploreFunction,
+    GaussianNoise,
+    Perturb,
+    Resample,
+)
+from genepool.policy.ready import Every, Ready
+from genepool.policy.select import Select, Tournament, Truncation, WelchTTest
+from genepool.policy.stop import Budget, PlateauTracker, run_stop_reason
+from genepool.space import Space
+
+__all__ = [
+    "Budget",
+    "Continue",
+    "Decision",
+    "Every",
+    "Exploit",
+    "Explore",
+    "ExploreFunction",
+    "GaussianNoise",
+    "Perturb",
+    "PlateauTracker",
+    "Policy",
+    "Ready",
+    "Resample",
+    "Select",
+    "Stop",
+    "Tournament",
+    "Truncation",
+    "WelchTTest",
+    "run_stop_reason",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Keep training from the member's own state; with ``hparams``, switch to those first."""
+
+    hparams: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Exploit:
+    """Continue from the donor's checkpoint with the (explored) hyperparameters ``hparams``."""
+
+    donor: int
+    checkpoint: CheckpointRef
+    hparams: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The member trains no more (``reason``: ``"budget"``, ``"failed"``, ...)."""
+
+    reason: str
+
+
+Decision = Continue | Exploit | Stop
+
+
+class Policy:
+    """Ready + exploit + explore + the member's budget, as one pure decision.
+
+    Args:
+        space: The search space (explore keeps values inside it).
+        ready: When a member may be compared.
+        exploit: How a donor is chosen; ``None`` never copies (the toy's "explore only").
+        explore: How copied hyperparameters change; ``None`` copies them unchanged. With
+            ``exploit=None`` it applies at every ready instead.
+        budget: The member's step budget (``budget.steps``, in the ready counter's units).
+        max_failures: Consecutive failed rounds after which a member is stopped.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: Space,
+        ready: Ready,
+        exploit: Select | None,
+        explore: Explore | None,
+        budget: Budget,
+        max_failures: int = 3,
+    ) -> None:
+        if not isinstance(space, Space):
+            raise invalid("Policy", "space", "a gp.Space", repr(space))
+        if not isinstance(ready, Ready):
+            raise invalid("Policy", "ready", "a ready rule such as gp.Every(4)", repr(ready))
+        if exploit is not None and not isinstance(exploit, Select):
+            raise invalid(
+                "Policy",
+                "exploit",
+                "gp.Truncation(), gp.Tournament(), gp.WelchTTest() or None",
+                repr(exploit),
+            )
+        if explore is not None and not isinstance(explore, Explore):
+            raise invalid(
+                "Policy",
+                "explore",
+                "gp.Perturb(), gp.Resample(), gp.GaussianNoise(), gp.ExploreFunction(fn) or None",
+                repr(explore),
+            )
+        if not isinstance(budget, Budget):
+            raise invalid("Policy", "budget", "a gp.Budget", repr(budget))
+        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
+            raise invalid("Policy", "max_failures", "an integer >= 1", repr(max_failures))
+        self.space = space
+        self.ready = ready
+        self.exploit = exploit
+        self.explore = explore
+        self.budget = budget
+        self.max_failures = max_failures
+
+    def budget_reached(self, counter: float) -> bool:
+        """Whether a member whose ready counter is ``counter`` has used its budget."""
+        return self.budget.steps is not None and counter >= self.budget.steps
+
+    def decide(
+        self, population: Population, member: MemberView, rng: np.random.Generator
+    ) -> Decision:
+        """The decision for a ready ``member``: pure, deterministic for a given ``rng``."""
+        if member.failures >= self.max_failures:
+            return Stop("failed")
+        if (
+            not member.failed
+            and member.checkpoint is not None
+            and self.budget_reached(member.checkpoint.counter)
+        ):
+            return Stop("budget")
+        if self.exploit is None:
+            if self.explore is None or member.failed:
+                return Continue()
+            return Continue(hparams=self.explore.explore(self.space, member.hparams, rng))
+        donor = self.exploit.select(population, member, rng)
+        if donor is None or donor.checkpoint is None:
+            return Continue()
+        inherited = donor.checkpoint.hparams
+        new = (
+            self.explore.explore(self.space, inherited, rng)
+            if self.explore is not None
+            else dict(inherited)
+        )
+        return Exploit(donor=donor.id, checkpoint=donor.checkpoint, hparams=new)

@@ -1,0 +1,183 @@
+"""Explore: how a member's hyperparameters change after it exploits.
+
+Each strategy is pure: ``explore(space, hparams, rng)`` returns a new dict and leaves the
+input alone. Fixed values never change, and every value stays inside its declared bounds
+with its declared type (the space's domains guarantee it; a user function is checked).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from genepool._errors import InvalidArgumentError, invalid
+from genepool.space import Space
+
+__all__ = ["Explore", "ExploreFunction", "GaussianNoise", "Perturb", "Resample"]
+
+
+def _check_probability(owner: str, name: str, p: Any) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        raise invalid(owner, name, "a probability in [0, 1]", repr(p))
+    return float(p)
+
+
+class Explore(ABC):
+    """Turns a member's hyperparameters into new ones."""
+
+    @abstractmethod
+    def explore(
+        self, space: Space, hparams: Mapping[str, Any], rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """Return new hyperparameters (a new dict; ``hparams`` is not changed)."""
+
+
+class Perturb(Explore):
+    """The paper's perturb: multiply each value by a factor drawn from ``factors``.
+
+    With probability ``resample`` a value is instead drawn again from its prior. For a
+    log-scale value the factor is a shift in log space; integers move by at least one unit;
+    ordered choices move to the neighbour on the factor's side; unordered choices have no
+    neighbours and are resampled. Results are clipped to the bounds.
+
+    Args:
+        factors: The factors to draw from, each > 0 (the paper: 0.8 and 1.2).
+        resample: The probability, per hyperparameter, of resampling from the prior.
+
+    Example:
+        >>> import numpy as np, genepool as gp
+        >>> space = gp.Space(lr=gp.Float(1e-4, 1.0, log=True))
+        >>> new = gp.Perturb().explore(space, {"lr": 0.1}, np.random.default_rng(0))
+        >>> round(new["lr"], 6) in (0.08, 0.12)
+        True
+    """
+
+    def __init__(self, factors: Sequence[float] = (0.8, 1.2), *, resample: float = 0.0) -> None:
+        if isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence) or not factors:
+            raise invalid("Perturb", "factors", "a non-empty list of numbers > 0", repr(factors))
+        for f in factors:
+            if (
+                isinstance(f, bool)
+                or not isinstance(f, (int, float))
+                or not (math.isfinite(f) and f > 0)
+            ):
+                raise invalid("Perturb", "factors", "a list of finite numbers > 0", repr(factors))
+        self.factors = tuple(float(f) for f in factors)
+        self.resample = _check_probability("Perturb", "resample", resample)
+
+    def explore(
+        self, space: Space, hparams: Mapping[str, Any], rng: np.random.Generator
+    ) -> dict[str, Any]:
+        new = dict(hparams)
+        for name in space.mutable_names:
+            domain = space[name]
+            if self.resample > 0.0 and rng.random() < self.resample:
+                new[name] = domain.sample(rng)
+            else:
+                factor = self.factors[int(rng.integers(len(self.factors)))]
+                new[name] = domain.perturb(new[name], factor, rng)
+        return new
+
+    def __repr__(self) -> str:
+        return f"Perturb({list(self.factors)!r}, resample={self.resample!r})"
+
+
+class Resample(Explore):
+    """Draw each hyperparameter again from its prior with probability ``probability``."""
+
+    def __init__(self, probability: float = 1.0) -> None:
+        self.probability = _check_probability("Resample", "probability", probability)
+
+    def explore(
+        self, space: Space, hparams: Mapping[str, Any], rng: np.random.Generator
+    ) -> dict[str, Any]:
+        new = dict(hparams)
+        for name in space.mutable_names:
+            if rng.random() < self.probability:
+                new[name] = space[name].sample(rng)
+        return new
+
+    def __repr__(self) -> str:
+        return f"Resample({self.probability!r})"
+
+
+class GaussianNoise(Explore):
+    """Add Gaussian noise (the paper's toy example) to each hyperparameter.
+
+    The noise's standard deviation is ``sigma`` times the domain's width, measured on the
+    domain's own scale (log space for ``log=True``; the index for ordered choices), so one
+    ``sigma`` suits every hyperparameter. Results are clipped to the bounds; integers and
+    ordered choices are rounded; unordered choices are resampled.
+
+    Args:
+        sigma: The standard deviation as a fraction of each domain's width (> 0).
+        resample: The probability, per hyperparameter, of resampling from the prior instead.
+    """
+
+    def __init__(self, sigma: float = 0.1, *, resample: float = 0.0) -> None:
+        if (
+            isinstance(sigma, bool)
+            or not isinstance(sigma, (int, float))
+            or not (math.isfinite(sigma) and sigma > 0)
+        ):
+            raise invalid("GaussianNoise", "sigma", "a finite number > 0", repr(sigma))
+        self.sigma = float(sigma)
+        self.resample = _check_probability("GaussianNoise", "resample", resample)
+
+    def explore(
+        self, space: Space, hparams: Mapping[str, Any], rng: np.random.Generator
+    ) -> dict[str, Any]:
+        new = dict(hparams)
+        for name in space.mutable_names:
+            domain = space[name]
+            if self.resample > 0.0 and rng.random() < self.resample:
+                new[name] = domain.sample(rng)
+            else:
+                new[name] = domain.noise(new[name], self.sigma, rng)
+        return new
+
+    def __repr__(self) -> str:
+        return f"GaussianNoise({self.sigma!r}, resample={self.resample!r})"
+
+
+class ExploreFunction(Explore):
+    """A user's own explore rule: ``fn(hparams, rng) -> new hparams``.
+
+    The result is checked against the space: a value out of bounds, of the wrong type, a
+    changed fixed value or an unknown key raises :class:`~genepool.InvalidArgumentError`.
+    Keys the function leaves out keep their values.
+    """
+
+    def __init__(
+        self, fn: Callable[[dict[str, Any], np.random.Generator], Mapping[str, Any]]
+    ) -> None:
+        if not callable(fn):
+            raise invalid("ExploreFunction", "fn", "a callable (hparams, rng) -> dict", repr(fn))
+        self.fn = fn
+
+    def explore(
+        self, space: Space, hparams: Mapping[str, Any], rng: np.random.Generator
+    ) -> dict[str, Any]:
+        out = self.fn(dict(hparams), rng)
+        if not isinstance(out, Mapping):
+            raise invalid(
+                "ExploreFunction",
+                "fn",
+                "a function returning a dict",
+                f"{type(out).__name__} from {self.fn!r}",
+            )
+        merged = {**hparams, **out}
+        try:
+            return space.validate(merged, name="explored hparams")
+        except InvalidArgumentError as err:
+            raise InvalidArgumentError(
+                f"The explore function {getattr(self.fn, '__name__', self.fn)!r} returned "
+                f"hyperparameters outside the space: {err}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"ExploreFunction({getattr(self.fn, '__name__', self.fn)!r})"

@@ -1,0 +1,144 @@
+"""What a run leaves: the best member, every member, and the full history."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from genepool._errors import invalid, missing_dependency
+from genepool.checkpoints import CheckpointStore, decode
+from genepool.member import Event, MemberView, Population, Report
+from genepool.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["MemberResult", "Result"]
+
+
+@dataclass(frozen=True)
+class MemberResult:
+    """A member at the end of the run.
+
+    Attributes:
+        id: The member's number.
+        hparams: The hyperparameters its final checkpoint was trained with.
+        score: The score attached to its final checkpoint.
+        step: The training its final weights had.
+        checkpoint: The id of its final checkpoint (load it with :meth:`Result.load`).
+        status: ``"finished"``, ``"failed"``, or ``"active"`` for an interrupted run.
+        generation: How many times it exploited another member.
+        parent: The donor of its last exploit.
+    """
+
+    id: int
+    hparams: Mapping[str, Any]
+    score: float | None
+    step: int
+    checkpoint: str | None
+    status: str
+    generation: int
+    parent: int | None
+
+    @classmethod
+    def of(cls, m: MemberView) -> MemberResult:
+        ckpt = m.checkpoint
+        return cls(
+            id=m.id,
+            hparams=dict(ckpt.hparams) if ckpt is not None else dict(m.hparams),
+            score=ckpt.score if ckpt is not None else None,
+            step=ckpt.step if ckpt is not None else 0,
+            checkpoint=ckpt.id if ckpt is not None else None,
+            status=m.status,
+            generation=m.generation,
+            parent=m.parent,
+        )
+
+
+class Result:
+    """The outcome of :func:`genepool.run`, read from the store.
+
+    Attributes:
+        name: The run's name.
+        seed: The run seed (pass it again to reproduce a serial run exactly).
+        stop_reason: Why the run ended: ``"budget"``, ``"time"``, ``"target"``,
+            ``"plateau"`` or ``"interrupted"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        seed: int,
+        metric: str,
+        stop_reason: str,
+        store: Store,
+        checkpoints: CheckpointStore,
+    ) -> None:
+        self.name = name
+        self.seed = seed
+        self.metric = metric
+        self.stop_reason = stop_reason
+        self._store = store
+        self._checkpoints = checkpoints
+        self.population: Population = store.population(name)
+        history = store.history(name)
+        self.reports: tuple[Report, ...] = history.reports
+        self.events: tuple[Event, ...] = history.events
+
+    @property
+    def members(self) -> list[MemberResult]:
+        """Every member, by id."""
+        return [MemberResult.of(m) for m in self.population]
+
+    @property
+    def best(self) -> MemberResult:
+        """The member whose final checkpoint scores best."""
+        best = self.population.best()
+        if best is None:
+            raise invalid(
+                "Result",
+                "best",
+                "defined",
+                "no member with a scored checkpoint",
+                "Every member failed before its first checkpoint: see result.events.",
+            )
+        return MemberResult.of(best)
+
+    def load(self, member: int | None = None) -> Any:
+        """The state of a member's final checkpoint (the best member's by default)."""
+        target = self.best if member is None else MemberResult.of(self.population[member])
+        if target.checkpoint is None:
+            raise invalid("Result.load", "member", "a member with a checkpoint", repr(member))
+        blob = self._checkpoints.get(target.checkpoint)
+        return decode(blob, checkpoint_id=target.checkpoint)["state"]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per report: ``member``, ``step``, ``time`` and the metrics."""
+        return [
+            {"member": r.member, "step": r.step, "time": r.time, **r.metrics} for r in self.reports
+        ]
+
+    def event_records(self) -> list[dict[str, Any]]:
+        """One dict per event: ``kind``, ``member``, ``step``, ``time`` and its details."""
+        return [
+            {"kind": e.kind, "member": e.member, "step": e.step, "time": e.time, **e.data}
+            for e in self.events
+        ]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The reports as a pandas DataFrame (needs ``pandas``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise missing_dependency("pandas", "pandas", "Result.to_frame()") from None
+        return pd.DataFrame.from_records(self.records())
+
+    def __repr__(self) -> str:
+        best = self.population.best()
+        score = best.score if best is not None else None
+        return (
+            f"Result(name={self.name!r}, members={len(self.population)}, best_score={score!r}, "
+            f"stop_reason={self.stop_reason!r})"
+        )

@@ -1,0 +1,128 @@
+"""The population's datastore: the contract every backend keeps.
+
+Workers meet only here. A backend stores, per run: the run's config; one row per member
+(a :class:`~genepool.member.MemberView`, with its lease); the reports; the events; and
+which checkpoints are pinned or collected.
+
+The contract (checked by ``tests/store/test_contract.py`` over every backend):
+
+* **Safe under concurrent workers.** Every method may be called at once from several
+  threads (and, for durable backends, processes and machines).
+* **Snapshots are immutable.** :meth:`Store.population` returns a new frozen object;
+  later writes never change one already handed out.
+* **A claim is compare-and-set.** :meth:`Store.claim` returns a lease only to one caller
+  per member; it picks the active, unleased member furthest behind (:func:`claim_order`:
+  fewest ready rounds, a member awaiting its decision counting half a round less, then
+  lowest step, then id), and none more than ``max_ahead`` ready rounds ahead of the
+  slowest active member.
+* **The synchronous barrier.** A member ``pending`` its decision is claimable only once
+  no active member has done fewer ready rounds: it counts live members only, so a
+  finished or failed member never holds it.
+* **Fencing.** Each claim bumps the member's token; :meth:`Store.commit` and
+  :meth:`Store.renew` with an older token raise :class:`~genepool.StaleLeaseError`.
+* **A finished member cannot change.** Committing to a member whose status is not
+  ``"active"`` raises :class:`~genepool.StorageError`.
+* **Pins.** A commit may pin a checkpoint (an exploit's donor checkpoint) in the same
+  write; committing a member's own new checkpoint releases that member's pins. A
+  checkpoint that is some member's current one, or pinned, is never returned by
+  :meth:`Store.collect`; a collected checkpoint can no longer be pinned (the commit
+  raises :class:`~genepool.StorageError`, and the worker decides again).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from genepool.member import Event, MemberView, Population, Report
+
+__all__ = ["History", "Lease", "Store", "WorkerInfo", "claim_order"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """Who holds a lease: a worker's name, host, process id and start time."""
+
+    name: str
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    started: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to train one member until ``expires``, proven by ``token``."""
+
+    run: str
+    member: int
+    token: int
+    worker: WorkerInfo
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Everything recorded of a run: its reports and its events, in order."""
+
+    reports: tuple[Report, ...]
+    events: tuple[Event, ...]
+
+
+def claim_order(member: MemberView) -> tuple[float, int, int]:
+    """The order in which members are claimed: the one furthest behind first."""
+    return (member.ready_count - (0.5 if member.pending else 0.0), member.step, member.id)
+
+
+class Store(ABC):
+    """The datastore contract (see the module's docstring)."""
+
+    @abstractmethod
+    def create_run(
+        self, run: str, *, config: Mapping[str, Any], members: Sequence[MemberView]
+    ) -> bool:
+        """Create the run with its starting members; ``False`` (and no change) if it exists."""
+
+    @abstractmethod
+    def run_config(self, run: str) -> Mapping[str, Any]:
+        """The config the run was created with; :class:`KeyError` if there is no such run."""
+
+    @abstractmethod
+    def population(self, run: str) -> Population:
+        """An immutable snapshot of every member of the run."""
+
+    @abstractmethod
+    def claim(
+        self, run: str, worker: WorkerInfo, *, lease_seconds: float, max_ahead: int | None = None
+    ) -> Lease | None:
+        """Claim the member furthest behind that nobody holds; ``None`` if there is none."""
+
+    @abstractmethod
+    def renew(self, lease: Lease, *, lease_seconds: float) -> Lease:
+        """Extend a lease (a heartbeat); raises ``StaleLeaseError`` if it was lost."""
+
+    @abstractmethod
+    def commit(
+        self,
+        lease: Lease,
+        *,
+        member: MemberView | None = None,
+        reports: Sequence[Report] = (),
+        events: Sequence[Event] = (),
+        pin: str | None = None,
+        release: bool = False,
+    ) -> Population:
+        """Write, atomically, the member's new row, reports, events and a pin; return a
+        fresh snapshot. With ``release`` the lease ends in the same write."""
+
+    @abstractmethod
+    def collect(self, run: str, candidates: Sequence[str]) -> list[str]:
+        """Mark the candidates that nothing references as collected and return them: the
+        caller may then delete their bytes."""
+
+    @abstractmethod
+    def history(self, run: str) -> History:
+        """All reports and events of the run, each in the order they were written."""

@@ -1,0 +1,181 @@
+"""An in-memory store: the reference backend, for tests and serial runs in one process."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from genepool._errors import StaleLeaseError, StorageError
+from genepool.clock import Clock, SystemClock
+from genepool.member import ACTIVE, Event, MemberView, Mode, Population, Report
+from genepool.store._base import History, Lease, Store, WorkerInfo, claim_order
+
+__all__ = ["MemoryStore"]
+
+
+@dataclasses.dataclass
+class _Run:
+    config: Mapping[str, Any]
+    mode: Mode
+    members: list[MemberView]
+    snapshot: Population
+    tokens: list[int]
+    leases: list[Lease | None]
+    reports: list[Report] = dataclasses.field(default_factory=list)
+    events: list[Event] = dataclasses.field(default_factory=list)
+    pins: dict[str, set[int]] = dataclasses.field(default_factory=dict)
+    collected: set[str] = dataclasses.field(default_factory=set)
+
+
+class MemoryStore(Store):
+    """Keeps everything in this process's memory; thread-safe; gone when the process ends.
+
+    Args:
+        clock: Times leases (a :class:`~genepool.clock.ManualClock` in tests).
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._runs: dict[str, _Run] = {}
+
+    def _run(self, run: str) -> _Run:
+        try:
+            return self._runs[run]
+        except KeyError:
+            raise KeyError(f"no run named {run!r} in this store") from None
+
+    def create_run(
+        self, run: str, *, config: Mapping[str, Any], members: Sequence[MemberView]
+    ) -> bool:
+        with self._lock:
+            if run in self._runs:
+                return False
+            rows = sorted(members, key=lambda m: m.id)
+            if [m.id for m in rows] != list(range(len(rows))):
+                raise StorageError("member ids must be 0 .. population - 1")
+            mode: Mode = config.get("mode", "max")
+            self._runs[run] = _Run(
+                config=dict(config),
+                mode=mode,
+                members=list(rows),
+                snapshot=Population(tuple(rows), mode),
+                tokens=[0] * len(rows),
+                leases=[None] * len(rows),
+            )
+            return True
+
+    def run_config(self, run: str) -> Mapping[str, Any]:
+        with self._lock:
+            return dict(self._run(run).config)
+
+    def population(self, run: str) -> Population:
+        with self._lock:
+            return self._run(run).snapshot
+
+    def claim(
+        self, run: str, worker: WorkerInfo, *, lease_seconds: float, max_ahead: int | None = None
+    ) -> Lease | None:
+        with self._lock:
+            r = self._run(run)
+            now = self._clock.now()
+            active = [m for m in r.members if m.status == ACTIVE]
+            if not active:
+                return None
+            slowest = min(m.ready_count for m in active)
+            best: MemberView | None = None
+            best_key: tuple[float, int, int] | None = None
+            for m in active:
+                lease = r.leases[m.id]
+                if lease is not None and lease.expires > now:
+                    continue
+                if m.pending:
+                    if m.ready_count > slowest:  # the barrier: someone has not finished yet
+                        continue
+                elif max_ahead is not None and m.ready_count > slowest + max_ahead:
+                    continue
+                key = claim_order(m)
+                if best_key is None or key < best_key:
+                    best, best_key = m, key
+            if best is None:
+                return None
+            r.tokens[best.id] += 1
+            lease = Lease(run, best.id, r.tokens[best.id], worker, now + lease_seconds)
+            r.leases[best.id] = lease
+            return lease
+
+    def _check(self, r: _Run, lease: Lease) -> None:
+        current = r.leases[lease.member]
+        if current is None or current.token != lease.token:
+            raise StaleLeaseError(
+                f"member {lease.member}: lease token {lease.token} is no longer current "
+                f"(held now: {current.token if current else 'nobody'}); this worker must stop "
+                "writing for it"
+            )
+
+    def renew(self, lease: Lease, *, lease_seconds: float) -> Lease:
+        with self._lock:
+            r = self._run(lease.run)
+            self._check(r, lease)
+            new = dataclasses.replace(lease, expires=self._clock.now() + lease_seconds)
+            r.leases[lease.member] = new
+            return new
+
+    def commit(
+        self,
+        lease: Lease,
+        *,
+        member: MemberView | None = None,
+        reports: Sequence[Report] = (),
+        events: Sequence[Event] = (),
+        pin: str | None = None,
+        release: bool = False,
+    ) -> Population:
+        with self._lock:
+            r = self._run(lease.run)
+            self._check(r, lease)
+            old = r.members[lease.member]
+            if member is not None:
+                if member.id != lease.member:
+                    raise StorageError(f"lease for member {lease.member} cannot write {member.id}")
+                if old.status != ACTIVE:
+                    raise StorageError(f"member {old.id} is {old.status} and cannot change")
+            if pin is not None and pin in r.collected:
+                raise StorageError(f"checkpoint {pin} was collected and cannot be pinned")
+            # all checks passed: apply
+            if pin is not None:
+                r.pins.setdefault(pin, set()).add(lease.member)
+            if member is not None:
+                own_new = (
+                    member.checkpoint is not None
+                    and member.checkpoint.member == member.id
+                    and (old.checkpoint is None or member.checkpoint.id != old.checkpoint.id)
+                )
+                if own_new:
+                    for holders in r.pins.values():
+                        holders.discard(member.id)
+                    r.pins = {k: v for k, v in r.pins.items() if v}
+                r.members[member.id] = member
+                members = list(r.snapshot.members)
+                members[member.id] = member
+                r.snapshot = Population(tuple(members), r.mode)
+            r.reports.extend(reports)
+            r.events.extend(events)
+            if release:
+                r.leases[lease.member] = None
+            return r.snapshot
+
+    def collect(self, run: str, candidates: Sequence[str]) -> list[str]:
+        with self._lock:
+            r = self._run(run)
+            used = {m.checkpoint.id for m in r.members if m.checkpoint is not None}
+            out = [c for c in candidates if c not in used and c not in r.pins]
+            r.collected.update(out)
+            return out
+
+    def history(self, run: str) -> History:
+        with self._lock:
+            r = self._run(run)
+            return History(tuple(r.reports), tuple(r.events))

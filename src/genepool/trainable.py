@@ -1,0 +1,396 @@
+"""The user's side: a :class:`Trainable` class, or a plain function that calls ``report``.
+
+Both are driven by the same worker loop, through a small "session" adapter each. The
+library, not the user, decides when a checkpoint is taken: at every ready (before any
+decision), and when the run stops.
+
+Class API::
+
+    class Toy(gp.Trainable):
+        def setup(self, hparams):       # build from hyperparameters
+            self.theta = np.array([0.9, 0.9]); self.h = np.array([hparams["h0"], hparams["h1"]])
+        def step(self):                 # train a chunk, return metrics
+            self.theta += 0.02 * self.h * -self.theta
+            return {"Q": 1.2 - float(self.theta @ self.theta)}
+        def save(self):                 # plain data
+            return {"theta": self.theta.copy()}
+        def load(self, state):
+            self.theta = state["theta"].copy()
+        def apply_hparams(self, hparams):   # new values mid-training (after a load)
+            self.h = np.array([hparams["h0"], hparams["h1"]])
+
+Function API::
+
+    def train(member: gp.Member) -> None:
+        state = member.restore()        # None at the start; the donor's state after an exploit
+        theta = np.array([0.9, 0.9]) if state is None else state["theta"]
+        h = np.array([member.hparams["h0"], member.hparams["h1"]])
+        while member.running:
+            theta += 0.02 * h * -theta
+            member.report(Q=1.2 - float(theta @ theta), state=lambda: {"theta": theta.copy()})
+
+A function is started again, from the checkpoint, whenever its hyperparameters change (an
+exploit, or an explore without one): values it read at the start can never go stale.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from genepool._errors import TrainableError, invalid
+
+__all__ = ["Member", "Trainable", "TrainableLike"]
+
+
+class Member:
+    """A member as its training code sees it.
+
+    Attributes:
+        id: The member's number, 0 to population - 1.
+        rng: The member's own random stream (a ``numpy.random.Generator``): seeded from the
+            run seed, the member's id and its generation, reseeded on every exploit (so a
+            copy does not train on the donor's batches), and saved in its checkpoints.
+    """
+
+    def __init__(self, *, id: int, hparams: Mapping[str, Any], rng: np.random.Generator) -> None:
+        self.id = id
+        self.rng = rng
+        self._hparams: Mapping[str, Any] = MappingProxyType(dict(hparams))
+        self._step = 0
+        self._generation = 0
+        self._session: _FunctionSession | None = None
+        self._restore_state: Any = None
+
+    @property
+    def hparams(self) -> Mapping[str, Any]:
+        """The hyperparameters in effect (read-only)."""
+        return self._hparams
+
+    @property
+    def step(self) -> int:
+        """The training the member's weights have had, in calls of ``step`` / ``report``."""
+        return self._step
+
+    @property
+    def generation(self) -> int:
+        """How many times this member has exploited another."""
+        return self._generation
+
+    @property
+    def running(self) -> bool:
+        """Function API: whether to keep training (``while member.running: ...``)."""
+        session = self._session
+        return session is not None and not session.finishing
+
+    def restore(self) -> Any:
+        """Function API: the state to start from, or ``None`` for a fresh start.
+
+        After a resume this is the member's own last checkpoint; after an exploit, the
+        donor's checkpoint (with this member's new hyperparameters in :attr:`hparams`).
+        """
+        return self._restore_state
+
+    def report(
+        self,
+        metrics: Mapping[str, Any] | None = None,
+        /,
+        *,
+        state: Callable[[], Any] | Any = None,
+        **more: Any,
+    ) -> None:
+        """Function API: record one step's metrics.
+
+        Args:
+            metrics: The metrics as a dict (or give them as keyword arguments).
+            state: A callable returning the state to checkpoint (called only when the
+                library takes a checkpoint, with your loop paused inside this call), or
+                the state itself.
+            **more: Metrics as keyword arguments.
+        """
+        session = self._session
+        if session is None:
+            raise TrainableError(
+                "Member.report() is for function trainables; a Trainable class returns its "
+                "metrics from step()."
+            )
+        merged = dict(metrics) if metrics is not None else {}
+        merged.update(more)
+        session.on_report(merged, state)
+
+
+class Trainable(ABC):
+    """The class API: subclass it and implement ``setup``, ``step``, ``save`` and ``load``.
+
+    The library sets :attr:`member` (id, hyperparameters, random stream) before calling
+    :meth:`setup`. Override :meth:`apply_hparams` to take new hyperparameters in place; if
+    you do not, the library builds the trainable again (``setup`` with the new values,
+    then ``load`` of the state), which is always correct but slower. Override
+    :meth:`hparams_in_effect` to have the library check, after every change, that the
+    values your code really uses are the ones decided.
+    """
+
+    member: Member
+
+    @abstractmethod
+    def setup(self, hparams: Mapping[str, Any]) -> None:
+        """Build the model (and optimizer, data, ...) from hyperparameters."""
+
+    @abstractmethod
+    def step(self) -> Mapping[str, Any]:
+        """Train one chunk; return its metrics (they must include the run's metric)."""
+
+    @abstractmethod
+    def save(self) -> Any:
+        """Return the whole training state as plain data."""
+
+    @abstractmethod
+    def load(self, state: Any) -> None:
+        """Restore a state returned by :meth:`save` (maybe another member's)."""
+
+    def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
+        """Take new hyperparameters mid-training (called after every ``load``)."""
+        raise NotImplementedError
+
+    def hparams_in_effect(self) -> Mapping[str, Any] | None:
+        """The values the training code really uses now, to be checked; ``None``: no check."""
+        return None
+
+
+TrainableLike = type[Trainable] | Callable[[Member], Any]
+
+Observe = Callable[[Mapping[str, Any]], bool]
+
+
+class _Returned(Exception):
+    """The user's function returned: the member can train no more."""
+
+
+class _Unwind(BaseException):
+    """Raised inside the user's function to end it (a restart or the end of the run)."""
+
+
+def _overrides(obj: object, name: str) -> bool:
+    return getattr(type(obj), name) is not getattr(Trainable, name)
+
+
+class _Session(ABC):
+    """Adapts one member's trainable to the worker loop."""
+
+    @abstractmethod
+    def start(self, hparams: Mapping[str, Any], state: Any) -> None: ...
+
+    @abstractmethod
+    def run_round(self, observe: Observe) -> None:
+        """Train until ``observe`` returns True; user errors propagate."""
+
+    @abstractmethod
+    def save(self) -> Any: ...
+
+    @abstractmethod
+    def switch(self, hparams: Mapping[str, Any], state: Any) -> None:
+        """Load ``state`` (``None``: keep the current one) and apply ``hparams`` after it."""
+
+    @abstractmethod
+    def hparams_in_effect(self) -> Mapping[str, Any] | None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class _ClassSession(_Session):
+    def __init__(self, cls: type[Trainable], member: Member) -> None:
+        self.cls = cls
+        self.member = member
+        self.obj: Trainable | None = None
+
+    def start(self, hparams: Mapping[str, Any], state: Any) -> None:
+        obj = self.cls()
+        obj.member = self.member
+        obj.setup(hparams)
+        if state is not None:
+            obj.load(state)
+            if _overrides(obj, "apply_hparams"):
+                obj.apply_hparams(hparams)
+        self.obj = obj
+
+    def _obj(self) -> Trainable:
+        if self.obj is None:
+            raise TrainableError("the trainable was used before it was started")
+        return self.obj
+
+    def run_round(self, observe: Observe) -> None:
+        obj = self._obj()
+        step = obj.step
+        while True:
+            metrics = step()
+            if not isinstance(metrics, Mapping):
+                raise TrainableError(
+                    f"{self.cls.__name__}.step() must return a dict of metrics; it returned "
+                    f"{type(metrics).__name__}."
+                )
+            if observe(metrics):
+                return
+
+    def save(self) -> Any:
+        return self._obj().save()
+
+    def switch(self, hparams: Mapping[str, Any], state: Any) -> None:
+        obj = self._obj()
+        if _overrides(obj, "apply_hparams"):
+            if state is not None:
+                obj.load(state)
+            obj.apply_hparams(hparams)
+        else:
+            self.start(hparams, obj.save() if state is None else state)
+
+    def hparams_in_effect(self) -> Mapping[str, Any] | None:
+        return self._obj().hparams_in_effect()
+
+    def close(self) -> None:
+        self.obj = None
+
+
+class _FunctionSession(_Session):
+    """Runs the user's function in a thread that only runs while the worker waits.
+
+    The two threads hand control to each other with semaphores, so exactly one runs at a
+    time and a serial run stays deterministic. The function keeps control for a whole
+    ready round: per-step bookkeeping (``observe``) runs inside ``report``.
+    """
+
+    def __init__(self, fn: Callable[[Member], Any], member: Member) -> None:
+        self.fn = fn
+        self.member = member
+        self.finishing = False
+        self._thread: threading.Thread | None = None
+        self._state: Any = None
+        self._has_state = False
+        self._observe: Observe | None = None
+
+    # -- worker side -------------------------------------------------------------------
+    def start(self, hparams: Mapping[str, Any], state: Any) -> None:
+        self.close()
+        self.member._hparams = MappingProxyType(dict(hparams))
+        self.member._restore_state = state
+        self.member._session = self
+        self.finishing = False
+        self._unwind = False
+        self._done = False
+        self._error: BaseException | None = None
+        self._has_state = False
+        self._state = None
+        self._to_fn = threading.Semaphore(0)
+        self._to_worker = threading.Semaphore(0)
+        self._thread = threading.Thread(
+            target=self._main, name=f"genepool-member-{self.member.id}", daemon=True
+        )
+        self._thread.start()
+
+    def _handoff(self) -> None:
+        self._to_fn.release()
+        self._to_worker.acquire()
+
+    def run_round(self, observe: Observe) -> None:
+        if self._thread is None or self._done:
+            raise _Returned()
+        self._observe = observe
+        self._handoff()
+        if self._done:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            raise _Returned()
+
+    def save(self) -> Any:
+        if not self._has_state:
+            raise TrainableError(
+                f"The function {getattr(self.fn, '__name__', self.fn)!r} gave no state to "
+                "checkpoint. Fix: pass it to report: member.report(score=..., "
+                "state=lambda: {...}); the library checkpoints at every ready."
+            )
+        return self._state() if callable(self._state) else self._state
+
+    def switch(self, hparams: Mapping[str, Any], state: Any) -> None:
+        self.start(hparams, self.save() if state is None else state)
+
+    def hparams_in_effect(self) -> Mapping[str, Any] | None:
+        return self.member.hparams
+
+    def close(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._thread = None
+        if not self._done:
+            self._unwind = True
+            self._handoff()
+        thread.join()
+        self.member._session = None
+
+    def finish(self) -> None:
+        """Let the function see ``running == False`` and return by itself."""
+        thread = self._thread
+        if thread is None:
+            return
+        self.finishing = True
+        self._thread = None
+        if not self._done:
+            self._handoff()
+        thread.join()
+        self.member._session = None
+
+    # -- function side -----------------------------------------------------------------
+    def _main(self) -> None:
+        self._to_fn.acquire()
+        try:
+            if not self._unwind:
+                self.fn(self.member)
+        except _Unwind:
+            pass
+        except BaseException as err:  # handed to the worker thread, which re-raises it
+            self._error = err
+        finally:
+            self._done = True
+            self._to_worker.release()
+
+    def on_report(self, metrics: dict[str, Any], state: Any) -> None:
+        if self._unwind or self.finishing:
+            raise _Unwind()
+        if state is not None:
+            self._state = state
+            self._has_state = True
+        observe = self._observe
+        if observe is not None and observe(metrics):
+            self._to_worker.release()
+            self._to_fn.acquire()
+            if self._unwind:
+                raise _Unwind()
+
+
+def check_trainable(trainable: Any) -> None:
+    """Raise unless ``trainable`` is a Trainable subclass or a function."""
+    if inspect.isclass(trainable):
+        if not issubclass(trainable, Trainable):
+            raise invalid(
+                "run",
+                "trainable",
+                "a subclass of gp.Trainable or a function (member) -> None",
+                repr(trainable),
+            )
+    elif not callable(trainable):
+        raise invalid("run", "trainable", "a gp.Trainable subclass or a function", repr(trainable))
+
+
+def make_session(trainable: TrainableLike, member: Member) -> _Session:
+    """The session adapter for a trainable class or function."""
+    check_trainable(trainable)
+    if isinstance(trainable, type):
+        return _ClassSession(trainable, member)
+    return _FunctionSession(trainable, member)

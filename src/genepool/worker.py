@@ -1,0 +1,485 @@
+"""The worker: the paper's loop, the same in every executor.
+
+claim a member -> load its state -> step ... step (reporting) -> ready -> save a checkpoint
+-> decide -> carry the decision out (exploit: load the donor's checkpoint, apply the
+explored hyperparameters, verify they took) -> release -> claim the next.
+
+Everything a worker knows it reads from the store and writes back to it; the sessions it
+keeps resident are only a cache, checked against the store at every claim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from genepool._errors import (
+    CheckpointError,
+    HyperparameterNotAppliedError,
+    StorageError,
+    TrainableError,
+)
+from genepool._rng import decision_stream, member_stream
+from genepool.checkpoints import CheckpointStore, decode, encode
+from genepool.clock import Clock
+from genepool.member import (
+    ACTIVE,
+    FAILED,
+    FINISHED,
+    CheckpointRef,
+    Event,
+    MemberView,
+    Population,
+    Report,
+)
+from genepool.policy import Continue, Exploit, Policy, Stop
+from genepool.policy.stop import PlateauTracker, run_stop_reason
+from genepool.store import Lease, Store, WorkerInfo
+from genepool.trainable import Member, TrainableLike, _FunctionSession, _Returned, _Session
+from genepool.trainable import make_session as _make_session
+
+__all__ = ["RunContext", "Worker"]
+
+log = logging.getLogger("genepool.worker")
+
+
+@dataclass
+class RunContext:
+    """Everything a worker needs to train a run's members (built by :func:`genepool.run`)."""
+
+    name: str
+    trainable: TrainableLike
+    policy: Policy
+    metric: str
+    seed: int
+    store: Store
+    checkpoints: CheckpointStore
+    clock: Clock
+    started: float
+    recent_window: int = 100
+    lease_seconds: float = 60.0
+    max_ahead: int | None = None
+    synchronous: bool = False
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str | None = None
+
+
+@dataclass
+class _Resident:
+    session: _Session
+    handle: Member
+    checkpoint: str | None
+    generation: int
+    hparams: Mapping[str, Any]
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-12)
+        except (TypeError, ValueError):
+            return False
+    return bool(a == b)
+
+
+class Worker:
+    """Runs ready rounds of claimed members until the run ends.
+
+    Args:
+        ctx: The run.
+        name: This worker's name (appears in leases and logs).
+    """
+
+    def __init__(self, ctx: RunContext, *, name: str = "worker-0") -> None:
+        self.ctx = ctx
+        self.info = WorkerInfo(name=name, started=ctx.clock.now())
+        self._resident: dict[int, _Resident] = {}
+        self._plateau = PlateauTracker(min_delta=ctx.policy.budget.min_delta)
+        self._counter = ctx.policy.ready.counter
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self) -> str:
+        """Train until no member is left to train; return why the run ended."""
+        ctx = self.ctx
+        try:
+            while True:
+                if ctx.stop_event.is_set():
+                    return ctx.stop_reason or "interrupted"
+                lease = ctx.store.claim(
+                    ctx.name, self.info, lease_seconds=ctx.lease_seconds, max_ahead=ctx.max_ahead
+                )
+                if lease is None:
+                    pop = ctx.store.population(ctx.name)
+                    if not any(m.status == ACTIVE for m in pop):
+                        return "budget"
+                    return "no claimable member"
+                pop = self._round(lease)
+                reason = run_stop_reason(
+                    pop,
+                    ctx.policy.budget,
+                    elapsed=ctx.clock.now() - ctx.started,
+                    plateau=self._plateau,
+                )
+                if reason is not None and reason != "budget":
+                    self._finish_all(reason)
+                    return reason
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End every resident session."""
+        for res in self._resident.values():
+            res.session.close()
+        self._resident.clear()
+
+    # -- one ready round ---------------------------------------------------------------
+    def _resident_for(self, view: MemberView) -> _Resident:
+        """The member's session, in the state the store says it is in."""
+        res = self._resident.get(view.id)
+        ckpt = view.checkpoint.id if view.checkpoint is not None else None
+        if (
+            res is not None
+            and res.checkpoint == ckpt
+            and res.generation == view.generation
+            and res.hparams == view.hparams
+            and res.handle.step == view.step
+        ):
+            return res
+        if res is not None:
+            res.session.close()
+        ctx = self.ctx
+        rng = member_stream(ctx.seed, view.id, view.generation, view.failures)
+        handle = Member(id=view.id, hparams=view.hparams, rng=rng)
+        handle._generation = view.generation
+        handle._step = view.step
+        state = None
+        if view.checkpoint is not None:
+            payload = decode(ctx.checkpoints.get(view.checkpoint.id), checkpoint_id=ckpt or "?")
+            state = payload["state"]
+            own = view.checkpoint.member == view.id and view.failures == 0
+            if own and payload.get("rng") is not None:
+                rng.bit_generator.state = payload["rng"]
+        session = _make_session(ctx.trainable, handle)
+        session.start(view.hparams, state)
+        self._verify(session, view.hparams, view.id)
+        res = _Resident(session, handle, ckpt, view.generation, view.hparams)
+        self._resident[view.id] = res
+        return res
+
+    def _round(self, lease: Lease) -> Population:
+        ctx = self.ctx
+        pop = ctx.store.population(ctx.name)
+        view = pop[lease.member]
+        if view.pending:  # synchronous: the barrier is passed, decide now
+            view = dataclasses.replace(view, pending=False)
+            return self._decide(lease, view, pop)
+        return self._train(lease, view)
+
+    def _decide(
+        self, lease: Lease, view: MemberView, pop: Population, *, returned: bool = False
+    ) -> Population:
+        rng = decision_stream(self.ctx.seed, view.id, view.ready_count)
+        decision = self.ctx.policy.decide(pop, view, rng)
+        if returned and not isinstance(decision, Stop):
+            decision = Stop("returned")
+        return self._carry_out(lease, view, decision)
+
+    def _train(self, lease: Lease, view: MemberView) -> Population:
+        ctx = self.ctx
+        policy = ctx.policy
+        res = self._resident_for(view)
+        handle = res.handle
+        metric = self.ctx.metric
+        counter_name = self._counter
+        ready_due = policy.ready.due
+        budget_reached = policy.budget_reached
+        seconds = policy.budget.seconds
+        clock = ctx.clock
+        stop_event = ctx.stop_event
+        last = view.checkpoint.counter if view.checkpoint is not None else 0.0
+        round_start = clock.now()
+        reports: list[Report] = []
+        scores: list[float] = []
+        bad: list[str] = []
+        counter_box = [last]
+
+        def observe(metrics: Mapping[str, Any]) -> bool:
+            handle._step += 1
+            step = handle._step
+            now = clock.now()
+            reports.append(Report(view.id, step, dict(metrics), now))
+            try:
+                value = float(metrics[metric])
+            except KeyError:
+                raise TrainableError(
+                    f"The trainable reported {sorted(metrics)} without the run's metric "
+                    f"{metric!r}. Fix: include it in every report, or pass metric= one of those."
+                ) from None
+            except (TypeError, ValueError):
+                raise TrainableError(
+                    f"The metric {metric!r} must be a number; got {metrics[metric]!r}."
+                ) from None
+            if not math.isfinite(value):
+                bad.append(f"the metric {metric!r} was {value} at step {step}")
+                return True
+            scores.append(value)
+            if counter_name == "steps":
+                counter: float = step
+            else:
+                try:
+                    counter = float(metrics[counter_name])
+                except KeyError:
+                    raise TrainableError(
+                        f"The ready rule counts {counter_name!r}, but a report had only "
+                        f"{sorted(metrics)}. Fix: report the cumulative {counter_name!r} "
+                        "with every step."
+                    ) from None
+            counter_box[0] = counter
+            if stop_event.is_set() or budget_reached(counter):
+                return True
+            if seconds is not None and now - ctx.started >= seconds:
+                ctx.stop_reason = "time"
+                stop_event.set()
+                return True
+            return ready_due(counter=counter, last=last, elapsed=now - round_start)
+
+        failure: BaseException | None = None
+        returned = False
+        try:
+            res.session.run_round(observe)
+        except _Returned:
+            returned = True
+        except (TrainableError, CheckpointError, HyperparameterNotAppliedError, StorageError):
+            raise
+        except Exception as err:
+            failure = err
+
+        if failure is not None or bad:
+            return self._failed_round(lease, view, reports, failure, bad)
+
+        if returned and not reports:
+            return self._stop(lease, view, "returned", reports)
+
+        # always a checkpoint before any decision
+        state = res.session.save()
+        blob = encode({"state": state, "rng": handle.rng.bit_generator.state})
+        step = handle._step
+        ckpt_id = ctx.checkpoints.put(ctx.name, view.id, step, blob)
+        score = scores[-1] if scores else view.score
+        ref = CheckpointRef(ckpt_id, view.id, step, counter_box[0], score, view.hparams)
+        new = dataclasses.replace(
+            view,
+            step=step,
+            checkpoint=ref,
+            score=score,
+            recent=(view.recent + tuple(scores))[-ctx.recent_window :],
+            failures=0,
+            ready_count=view.ready_count + 1,
+        )
+        pop = ctx.store.commit(lease, member=new, reports=reports)
+        res.checkpoint = ckpt_id
+        self._collect(view.checkpoint, ckpt_id)
+        self._plateau.observe(pop)
+
+        if stop_event.is_set():
+            return ctx.store.commit(lease, release=True)
+        if ctx.synchronous and not returned:
+            return ctx.store.commit(
+                lease, member=dataclasses.replace(new, pending=True), release=True
+            )
+        return self._decide(lease, new, pop, returned=returned)
+
+    # -- carrying decisions out --------------------------------------------------------
+    def _carry_out(self, lease: Lease, view: MemberView, decision: Any) -> Population:
+        ctx = self.ctx
+        if isinstance(decision, Stop):
+            return self._stop(lease, view, decision.reason, [])
+        if isinstance(decision, Exploit):
+            return self._exploit(lease, view, decision)
+        if isinstance(decision, Continue) and decision.hparams is not None:
+            new_hp = dict(decision.hparams)
+            res = self._resident.get(view.id)
+            event = Event(
+                "explore",
+                view.id,
+                view.step,
+                {"old_hparams": dict(view.hparams), "new_hparams": new_hp},
+                ctx.clock.now(),
+            )
+            new = dataclasses.replace(view, hparams=new_hp)
+            pop = ctx.store.commit(lease, member=new, events=[event], release=True)
+            if res is not None:
+                res.session.switch(new_hp, None)
+                res.hparams = new_hp
+                self._verify(res.session, new_hp, view.id)
+            return pop
+        return ctx.store.commit(lease, member=view, release=True)
+
+    def _exploit(self, lease: Lease, view: MemberView, decision: Exploit) -> Population:
+        ctx = self.ctx
+        donor_ckpt = decision.checkpoint
+        new_hp = dict(decision.hparams)
+        generation = view.generation + 1
+        new = dataclasses.replace(
+            view,
+            hparams=new_hp,
+            step=donor_ckpt.step,
+            generation=generation,
+            parent=decision.donor,
+            checkpoint=donor_ckpt,
+            score=donor_ckpt.score,
+            recent=(),
+        )
+        event = Event(
+            "exploit",
+            view.id,
+            donor_ckpt.step,
+            {
+                "donor": decision.donor,
+                "checkpoint": donor_ckpt.id,
+                "donor_step": donor_ckpt.step,
+                "donor_score": donor_ckpt.score,
+                "old_step": view.step,
+                "old_score": view.score,
+                "old_hparams": dict(view.hparams),
+                "new_hparams": new_hp,
+                "generation": generation,
+            },
+            ctx.clock.now(),
+        )
+        try:
+            # the pin and the member's new row in one write: the donor's bytes stay
+            pop = ctx.store.commit(lease, member=new, events=[event], pin=donor_ckpt.id)
+        except StorageError as err:
+            log.info("member %d: exploit of %s abandoned (%s)", view.id, donor_ckpt.id, err)
+            return ctx.store.commit(lease, member=view, release=True)
+        old = view.checkpoint
+        payload = decode(ctx.checkpoints.get(donor_ckpt.id), checkpoint_id=donor_ckpt.id)
+        res = self._resident.get(view.id)
+        rng = member_stream(ctx.seed, view.id, generation, view.failures)
+        if res is None or view.failed:
+            if res is not None:
+                res.session.close()
+                del self._resident[view.id]
+            handle = Member(id=view.id, hparams=new_hp, rng=rng)
+            session = _make_session(ctx.trainable, handle)
+            handle._generation = generation
+            handle._step = donor_ckpt.step
+            session.start(new_hp, payload["state"])
+            res = _Resident(session, handle, donor_ckpt.id, generation, new_hp)
+            self._resident[view.id] = res
+        else:
+            handle = res.handle
+            handle.rng.bit_generator.state = rng.bit_generator.state  # reseed in place
+            handle._generation = generation
+            handle._step = donor_ckpt.step
+            res.session.switch(new_hp, payload["state"])
+            res.checkpoint, res.generation, res.hparams = donor_ckpt.id, generation, new_hp
+        self._verify(res.session, new_hp, view.id)
+        self._collect(old, donor_ckpt.id)
+        del pop
+        return ctx.store.commit(lease, release=True)
+
+    def _failed_round(
+        self,
+        lease: Lease,
+        view: MemberView,
+        reports: list[Report],
+        failure: BaseException | None,
+        bad: list[str],
+    ) -> Population:
+        ctx = self.ctx
+        if failure is not None:
+            error = f"{type(failure).__name__}: {failure}"
+            tb = "".join(traceback.format_exception(failure))
+        else:
+            error, tb = "non-finite score: " + bad[0], ""
+        log.warning("member %d failed after step %d: %s", view.id, view.step + len(reports), error)
+        res = self._resident.pop(view.id, None)
+        if res is not None:
+            try:
+                res.session.close()
+            except Exception:  # a broken trainable may fail to close; it is dropped anyway
+                log.debug("closing the failed session of member %d raised", view.id, exc_info=True)
+        failures = view.failures + 1
+        step = view.checkpoint.step if view.checkpoint is not None else 0
+        event = Event(
+            "failure",
+            view.id,
+            step + len(reports),
+            {"error": error, "traceback": tb, "failures": failures},
+            ctx.clock.now(),
+        )
+        new = dataclasses.replace(view, step=step, failures=failures)
+        pop = ctx.store.commit(lease, member=new, reports=reports, events=[event])
+        if ctx.stop_event.is_set():
+            ctx.store.commit(lease, release=True)
+            return pop
+        decision = ctx.policy.decide(pop, new, decision_stream(ctx.seed, view.id, -failures))
+        if isinstance(decision, Stop) and decision.reason == "failed":
+            return self._stop(lease, new, "failed", [], status=FAILED)
+        return self._carry_out(lease, new, decision)
+
+    def _stop(
+        self,
+        lease: Lease,
+        view: MemberView,
+        reason: str,
+        reports: list[Report],
+        *,
+        status: str = FINISHED,
+    ) -> Population:
+        ctx = self.ctx
+        res = self._resident.pop(view.id, None)
+        if res is not None:
+            if isinstance(res.session, _FunctionSession):
+                res.session.finish()
+            else:
+                res.session.close()
+        new = dataclasses.replace(
+            view, status=FAILED if status == FAILED else FINISHED, stop_reason=reason
+        )
+        event = Event("stop", view.id, view.step, {"reason": reason}, ctx.clock.now())
+        return ctx.store.commit(lease, member=new, reports=reports, events=[event], release=True)
+
+    def _finish_all(self, reason: str) -> None:
+        """End the run for every active member (target, plateau or time reached)."""
+        ctx = self.ctx
+        while True:
+            lease = ctx.store.claim(ctx.name, self.info, lease_seconds=ctx.lease_seconds)
+            if lease is None:
+                return
+            view = ctx.store.population(ctx.name)[lease.member]
+            self._stop(lease, view, reason, [])
+
+    # -- helpers -----------------------------------------------------------------------
+    def _collect(self, old: CheckpointRef | None, current: str) -> None:
+        if old is None or old.id == current:
+            return
+        for checkpoint_id in self.ctx.store.collect(self.ctx.name, [old.id]):
+            self.ctx.checkpoints.delete(checkpoint_id)
+
+    def _verify(self, session: _Session, decided: Mapping[str, Any], member: int) -> None:
+        in_effect = session.hparams_in_effect()
+        if in_effect is None:
+            return
+        wrong = {
+            k: (in_effect[k], v)
+            for k, v in decided.items()
+            if k in in_effect and not _same_value(in_effect[k], v)
+        }
+        if wrong:
+            detail = ", ".join(
+                f"{k}: in effect {a!r}, decided {b!r}" for k, (a, b) in wrong.items()
+            )
+            raise HyperparameterNotAppliedError(
+                f"Member {member}: the trainable's hyperparameters in effect differ from the "
+                f"decided ones ({detail}). Fix: set them in apply_hparams(), after load() "
+                "restored the donor's state (an optimizer's state carries its old values)."
+            )
