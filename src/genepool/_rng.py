@@ -19,9 +19,12 @@ def member_stream(seed: int, member: int, generation: int, attempt: int = 0) -> 
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
-def decision_stream(seed: int, member: int, ready_count: int) -> np.random.Generator:
-    """The stream of one decision: a member's ``ready_count``-th."""
-    key = (_DECIDE, member, ready_count)
+def decision_stream(
+    seed: int, member: int, ready_count: int, failures: int = 0
+) -> np.random.Generator:
+    """The stream of one decision: a member's after its ``ready_count``-th ready (and, for
+    a failed round, its ``failures``-th failure in a row)."""
+    key = (_DECIDE, member, ready_count, failures)
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 

@@ -87,26 +87,28 @@ class MemberView:
     stop_reason: str | None = None
     pending: bool = False
 
-    @property
-    def failed(self) -> bool:
-        """Whether its latest round failed (or the failure policy stopped it)."""
-        return self.failures > 0 or self.status == FAILED
+    #: Whether its latest round failed (or the failure policy stopped it).
+    failed: bool = field(init=False, repr=False, compare=False)
+    #: Whether another member may copy it: it holds a checkpoint of its own with a finite
+    #: score and is not failed. A member that has just exploited holds its donor's
+    #: checkpoint until its next ready: it is no donor before then (its new hyperparameters
+    #: are unmeasured, and the donor offers the same weights), which also keeps two members
+    #: from copying one old checkpoint back and forth forever.
+    can_donate: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def can_donate(self) -> bool:
-        """A donor holds a checkpoint of its own with a finite score and is not failed.
-
-        A member that has just exploited holds its donor's checkpoint until its next ready:
-        it is not a donor before then (its new hyperparameters are unmeasured, and the
-        donor itself offers the same weights), which also keeps two members from copying
-        one old checkpoint back and forth forever.
-        """
-        return (
-            self.checkpoint is not None
-            and self.checkpoint.member == self.id
-            and self.score is not None
-            and math.isfinite(self.score)
-            and not self.failed
+    def __post_init__(self) -> None:
+        failed = self.failures > 0 or self.status == FAILED
+        object.__setattr__(self, "failed", failed)
+        ckpt = self.checkpoint
+        score = self.score
+        object.__setattr__(
+            self,
+            "can_donate",
+            not failed
+            and ckpt is not None
+            and ckpt.member == self.id
+            and score is not None
+            and math.isfinite(score),
         )
 
 
@@ -122,10 +124,12 @@ class Population:
     members: tuple[MemberView, ...]
     mode: Mode = "max"
     _index: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self._index:
-            self._index.update({m.id: i for i, m in enumerate(self.members)})
+        members = self.members
+        if any(m.id != i for i, m in enumerate(members)):
+            self._index.update({m.id: i for i, m in enumerate(members)})
 
     def __iter__(self) -> Iterator[MemberView]:
         return iter(self.members)
@@ -134,24 +138,39 @@ class Population:
         return len(self.members)
 
     def __getitem__(self, member_id: int) -> MemberView:
-        return self.members[self._index[member_id]]
+        index = self._index
+        return self.members[index[member_id] if index else member_id]
 
     def fitness(self, member: MemberView) -> float:
         """The member's score turned so that higher is better; ``-inf`` if failed or unscored."""
-        if member.failed or member.score is None or not math.isfinite(member.score):
+        score = member.score
+        if member.failed or score is None or not math.isfinite(score):
             return -math.inf
-        return member.score if self.mode == "max" else -member.score
+        return score if self.mode == "max" else -score
+
+    def _donors(self) -> list[MemberView]:
+        donors: list[MemberView] | None = self._cache.get("donors")
+        if donors is None:
+            donors = [m for m in self.members if m.can_donate]
+            self._cache["donors"] = donors
+        return donors
 
     def donors(self, *, exclude: int | None = None) -> list[MemberView]:
-        """The members another may copy: a scored checkpoint and no failure."""
-        return [m for m in self.members if m.can_donate and m.id != exclude]
+        """The members another may copy: a checkpoint of their own, a score, no failure."""
+        return [m for m in self._donors() if m.id != exclude]
 
     def best(self) -> MemberView | None:
         """The member with the best checkpoint score, ``None`` when nobody has one."""
-        scored = [m for m in self.members if m.can_donate]
-        if not scored:
-            return None
-        return max(scored, key=lambda m: (self.fitness(m), -m.id))
+        if "best" not in self._cache:
+            sign = 1.0 if self.mode == "max" else -1.0
+            scored = self._donors()
+            self._cache["best"] = (
+                max(scored, key=lambda m: (sign * m.score, -m.id))  # type: ignore[operator]
+                if scored
+                else None
+            )
+        best: MemberView | None = self._cache["best"]
+        return best
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,7 +156,7 @@ class Float(_Numeric):
         self.log = log
 
     def sample(self, rng: np.random.Generator) -> float:
-        return self._from_unit(float(rng.random()))
+        return self._clip(self._from_unit(float(rng.random())))
 
     def perturb(self, value: Any, factor: float, rng: np.random.Generator) -> float:
         _check_factor(factor)
@@ -172,7 +172,13 @@ class Float(_Numeric):
 
     def validate(self, value: Any, *, name: str = "value") -> float:
         if not _is_real(value) or not math.isfinite(float(value)):
-            raise invalid("Float", name, "a finite real number", repr(value))
+            raise invalid(
+                "Float",
+                name,
+                "a finite real number",
+                repr(value),
+                "Fix: give a number (not a bool, a string or NaN).",
+            )
         v = float(value)
         if not self.low <= v <= self.high:
             raise invalid(
@@ -214,9 +220,12 @@ class Int(_Numeric):
     def perturb(self, value: Any, factor: float, rng: np.random.Generator) -> int:
         _check_factor(factor)
         v = self.validate(value)
-        moved = round(v * factor)
+        scaled = self._clip(v * factor)  # clip first: a huge factor must not overflow round()
+        moved = round(scaled)
         if moved == v and factor != 1.0:
-            moved = v + (1 if factor > 1.0 else -1)
+            # rounding cancelled the move: step one unit the way multiplication moves it
+            up = factor > 1.0 if v >= 0 else factor < 1.0
+            moved = v + (1 if up else -1)
         return int(self._clip(moved))
 
     def noise(self, value: Any, sigma: float, rng: np.random.Generator) -> int:
@@ -227,7 +236,13 @@ class Int(_Numeric):
     def validate(self, value: Any, *, name: str = "value") -> int:
         ok = _is_real(value) and math.isfinite(float(value)) and float(value).is_integer()
         if not ok:
-            raise invalid("Int", name, "an integer", repr(value))
+            raise invalid(
+                "Int",
+                name,
+                "an integer",
+                repr(value),
+                "Fix: give a whole number (not a bool), or declare the hyperparameter gp.Float.",
+            )
         v = int(value)
         if not self.low <= v <= self.high:
             raise invalid(
@@ -257,7 +272,7 @@ class Choice(Domain):
             )
         for i, a in enumerate(options):
             for b in options[i + 1 :]:
-                if a == b:
+                if isinstance(a, bool) == isinstance(b, bool) and a == b:
                     raise invalid(
                         "Choice",
                         "options",
@@ -298,14 +313,20 @@ class Choice(Domain):
         if not self.ordered:
             return self.sample(rng)
         span = len(self.options) - 1
-        j = round(i + sigma * span * float(rng.standard_normal()))
-        return self.options[min(span, max(0, j))]
+        j = round(min(float(span), max(0.0, i + sigma * span * float(rng.standard_normal()))))
+        return self.options[j]
 
     def validate(self, value: Any, *, name: str = "value") -> Any:
         try:
             return self.options[self.index(value)]
         except InvalidArgumentError:
-            raise invalid("Choice", name, f"one of {list(self.options)!r}", repr(value)) from None
+            raise invalid(
+                "Choice",
+                name,
+                f"one of {list(self.options)!r}",
+                repr(value),
+                "Fix: use one of the options, or add the value to gp.Choice([...]).",
+            ) from None
 
     def __repr__(self) -> str:
         ordered = ", ordered=True" if self.ordered else ""
@@ -340,7 +361,8 @@ class Fixed(Domain):
         return self.value
 
     def validate(self, value: Any, *, name: str = "value") -> Any:
-        if value is self.value or value == self.value:
+        same_kind = isinstance(value, bool) == isinstance(self.value, bool)
+        if value is self.value or (same_kind and value == self.value):
             return self.value
         raise invalid(
             "Fixed",
@@ -357,7 +379,10 @@ class Fixed(Domain):
         return isinstance(other, Fixed) and bool(self.value == other.value)
 
     def __hash__(self) -> int:
-        return hash(("Fixed", repr(self.value)))
+        try:
+            return hash(("Fixed", self.value))
+        except TypeError:  # an unhashable fixed value (a list): equal objects still agree
+            return hash("Fixed")
 
 
 class Space(Mapping[str, Domain]):
@@ -421,7 +446,7 @@ class Space(Mapping[str, Domain]):
         return isinstance(other, Space) and self._domains == other._domains
 
     def __hash__(self) -> int:
-        return hash(tuple(self._domains))
+        return hash(frozenset(self._domains))
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         """Draw a whole config from the prior."""

@@ -421,7 +421,8 @@ class Worker:
         if ctx.stop_event.is_set():
             ctx.store.commit(lease, release=True)
             return pop
-        decision = ctx.policy.decide(pop, new, decision_stream(ctx.seed, view.id, -failures))
+        rng = decision_stream(ctx.seed, view.id, view.ready_count, failures)
+        decision = ctx.policy.decide(pop, new, rng)
         if isinstance(decision, Stop) and decision.reason == "failed":
             return self._stop(lease, new, "failed", [], status=FAILED)
         return self._carry_out(lease, new, decision)

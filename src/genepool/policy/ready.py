@@ -69,14 +69,14 @@ class Every(Ready):
             raise invalid("Every", "steps", "finite", repr(steps))
         if not isinstance(counter, str) or not counter:
             raise invalid("Every", "counter", "a non-empty string", repr(counter))
-        if isinstance(burn_in, bool) or not isinstance(burn_in, (int, float)) or burn_in < 0:
-            raise invalid("Every", "burn_in", "a number >= 0", repr(burn_in))
-        if (
-            isinstance(min_seconds, bool)
-            or not isinstance(min_seconds, (int, float))
-            or min_seconds < 0
-        ):
-            raise invalid("Every", "min_seconds", "a number >= 0", repr(min_seconds))
+        for name, value in (("burn_in", burn_in), ("min_seconds", min_seconds)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise invalid("Every", name, "a finite number >= 0", repr(value))
         self.steps = steps
         self.counter = counter
         self.burn_in = burn_in

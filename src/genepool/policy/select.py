@@ -10,6 +10,7 @@ A member whose latest round failed ranks worst.
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -183,10 +184,14 @@ class WelchTTest(Select):
             return None
         if float(np.mean(theirs)) <= float(np.mean(mine)):
             return None
-        result = self._ttest(theirs, mine, equal_var=False)
-        p = float(result.pvalue)
-        if math.isnan(p):  # both samples constant: the difference of means is certain
-            return other
+        if np.ptp(theirs) == 0 and np.ptp(mine) == 0:
+            return other  # both constant (saturated scores): the difference is certain
+        with warnings.catch_warnings():
+            # scipy warns of precision loss when one sample is (nearly) constant
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(self._ttest(theirs, mine, equal_var=False).pvalue)
+        if math.isnan(p):
+            return None
         return other if p < self.alpha else None
 
     def __repr__(self) -> str:

@@ -68,12 +68,16 @@ class Budget:
 
 
 class PlateauTracker:
-    """Follows the best score to tell when it stopped improving (for ``Budget.plateau``)."""
+    """Follows the best score to tell when it stopped improving (for ``Budget.plateau``).
+
+    When the best score improves it notes every member's ready count then, so that the
+    plateau counts each member's own rounds since (members may be out of step).
+    """
 
     def __init__(self, *, min_delta: float = 0.0) -> None:
         self.min_delta = min_delta
         self.best = -math.inf
-        self.round = 0
+        self.rounds_at_best: dict[int, int] = {}
 
     def observe(self, population: Population) -> None:
         best = population.best()
@@ -82,7 +86,16 @@ class PlateauTracker:
         fitness = population.fitness(best)
         if fitness > self.best + self.min_delta or self.best == -math.inf:
             self.best = fitness
-            self.round = best.ready_count
+            self.rounds_at_best = {m.id: m.ready_count for m in population}
+
+    def plateaued(self, population: Population, rounds: int) -> bool:
+        """Whether every active member has done ``rounds`` ready rounds since the best."""
+        if self.best == -math.inf:
+            return False
+        active = [m for m in population if m.status == ACTIVE]
+        return bool(active) and all(
+            m.ready_count >= self.rounds_at_best.get(m.id, 0) + rounds for m in active
+        )
 
 
 def run_stop_reason(
@@ -111,8 +124,7 @@ def run_stop_reason(
     if (
         budget.plateau is not None
         and plateau is not None
-        and plateau.best > -math.inf
-        and min(m.ready_count for m in active) >= plateau.round + budget.plateau
+        and plateau.plateaued(population, budget.plateau)
     ):
         return "plateau"
     return None

@@ -85,10 +85,11 @@ class MemoryStore(Store):
             if not active:
                 return None
             slowest = min(m.ready_count for m in active)
+            leases = r.leases
             best: MemberView | None = None
             best_key: tuple[float, int, int] | None = None
             for m in active:
-                lease = r.leases[m.id]
+                lease = leases[m.id]
                 if lease is not None and lease.expires > now:
                     continue
                 if m.pending:
