@@ -66,7 +66,7 @@ def test_ids_are_unique_under_concurrent_puts():
 def test_stored_bytes_are_immutable():
     store = MemoryCheckpoints()
     blob = bytearray(b"abc")
-    cid = store.put("run", 0, 1, blob)
+    cid = store.put("run", 0, 1, blob)  # type: ignore[arg-type]
     blob[0] = ord("z")  # the caller changes its buffer afterwards
     got = store.get(cid)
     assert got == b"abc"

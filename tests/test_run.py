@@ -52,7 +52,7 @@ class Climb(gp.Trainable):
 class ClimbRebuilt(Climb):
     """The same without ``apply_hparams``: the library must rebuild it on every change."""
 
-    apply_hparams = gp.Trainable.apply_hparams  # type: ignore[assignment]
+    apply_hparams = gp.Trainable.apply_hparams
     builds = 0
 
     def setup(self, hparams: Mapping[str, Any]) -> None:
@@ -149,12 +149,16 @@ def test_run_completes(trainable):
         assert result.load(m.id)["x"] == pytest.approx(m.score)
     # one report per step trained: a recipient re-trains the steps between donor and itself
     for m in result.members:
-        rewound = sum(e.data["old_step"] - e.data["donor_step"] for e in events_of(result, "exploit", m.id))
+        rewound = sum(
+            e.data["old_step"] - e.data["donor_step"] for e in events_of(result, "exploit", m.id)
+        )
         assert len(reports_of(result, m.id)) == m.step + rewound
     records = result.records()
     assert len(records) == len(result.reports)
     assert {"member", "step", "time", "score", "x", "lr_used", "draw"} <= set(records[0])
-    assert [(r["member"], r["step"]) for r in records] == [(r.member, r.step) for r in result.reports]
+    assert [(r["member"], r["step"]) for r in records] == [
+        (r.member, r.step) for r in result.reports
+    ]
     # the events: exploits, and one stop per member
     events = result.event_records()
     assert len(events) == len(result.events)
@@ -456,7 +460,7 @@ def test_ctrl_c_in_a_function_trainable():
             if member.id == 2 and member.step + 1 == 6 and not sent:
                 sent.append(member.step + 1)
                 os.kill(os.getpid(), signal.SIGINT)
-            member.report(score=x, state=lambda: x)
+            member.report(score=x, state=x)
 
     result = run(train, exploit=None, explore=None, initial=INITIAL)
     assert sent == [6]
@@ -525,7 +529,7 @@ def test_a_failing_function_trainable_is_recorded():
             if member.id == 2 and member.step + 1 == 7 and not done:
                 done.append(True)
                 raise KeyError("missing batch")
-            member.report(score=x, state=lambda: x)
+            member.report(score=x, state=x)
 
     result = run(train)
     failures = events_of(result, "failure")
@@ -595,14 +599,51 @@ def test_a_run_where_every_member_fails_still_ends():
 
 
 def test_a_member_failing_in_its_last_round_does_not_train_past_the_budget():
-    # member 3 fails once in its last round; its decision copies a donor that has already
-    # finished (its checkpoint is at the budget): the copy must not train a step past it
-    result = run(failing_once("raise", at_member=3, at_step=STEPS - 1), initial=INITIAL)
+    # member 3 (the worst) fails once in its last round; its decision copies a donor that
+    # has already finished (its checkpoint is at the budget): the copy must not train on
+    result = run(failing_once("raise", at_member=3, at_step=STEPS - 1), initial=INITIAL[::-1])
     assert [e.member for e in events_of(result, "failure")] == [3]
+    last_exploit = events_of(result, "exploit", 3)[-1]
+    assert last_exploit.time > events_of(result, "failure", 3)[0].time
+    assert last_exploit.data["donor_step"] == STEPS  # the scenario: a finished donor
     for m in result.members:
         assert m.status == "finished"
         assert max(r.step for r in reports_of(result, m.id)) <= STEPS, m
         assert m.step == STEPS, m
+
+
+def flaky(period: int) -> type[gp.Trainable]:
+    """Every member fails at every ``period``-th call of its step."""
+    calls: dict[int, int] = {}
+
+    class Flaky(Climb):
+        def step(self) -> dict[str, float]:
+            n = calls[self.member.id] = calls.get(self.member.id, 0) + 1
+            if n % period == 0:
+                raise RuntimeError("flaky")
+            return super().step()
+
+    return Flaky
+
+
+@pytest.mark.parametrize(
+    ("trainable", "options"),
+    [
+        pytest.param(Climb, {}, id="plain"),
+        pytest.param(climb, {"population": 6, "synchronous": True}, id="function-sync"),
+        pytest.param(failing_once("nan", 1, 6), {"initial": INITIAL}, id="fail-once"),
+        pytest.param(always_failing(2), {}, id="always-failing"),
+        pytest.param(flaky(6), {"population": 6, "max_failures": 5}, id="flaky"),
+    ],
+)
+def test_only_current_checkpoints_are_kept(trainable, options):
+    # a checkpoint nobody holds any more is deleted: the store does not grow with the run
+    checkpoints = gp.MemoryCheckpoints()
+    result = run(trainable, checkpoints=checkpoints, **options)
+    current = {m.checkpoint for m in result.members if m.checkpoint is not None}
+    for checkpoint in current:
+        checkpoints.get(checkpoint)
+    assert len(checkpoints) == len(current)
 
 
 # -- synchronous runs --------------------------------------------------------------------

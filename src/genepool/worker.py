@@ -193,6 +193,9 @@ class Worker:
     def _train(self, lease: Lease, view: MemberView) -> Population:
         ctx = self.ctx
         policy = ctx.policy
+        if view.checkpoint is not None and policy.budget_reached(view.checkpoint.counter):
+            # it copied a checkpoint that has used the whole budget: nothing left to train
+            return self._stop(lease, view, "budget", [])
         res = self._resident_for(view)
         handle = res.handle
         metric = self.ctx.metric

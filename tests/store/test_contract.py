@@ -50,20 +50,20 @@ def ref(checkpoint_id: str, member: int, step: int = 4) -> CheckpointRef:
     return CheckpointRef(checkpoint_id, member, step, float(step), 1.0, {"lr": 0.1})
 
 
-def claim(store: Store, worker: WorkerInfo = W1, **kwargs: object) -> Lease | None:
-    return store.claim(RUN, worker, lease_seconds=LEASE, **kwargs)  # type: ignore[arg-type]
+def claim(store: Store, worker: WorkerInfo = W1, max_ahead: int | None = None) -> Lease | None:
+    return store.claim(RUN, worker, lease_seconds=LEASE, max_ahead=max_ahead)
 
 
-def must_claim(store: Store, worker: WorkerInfo = W1, **kwargs: object) -> Lease:
-    lease = claim(store, worker, **kwargs)
+def must_claim(store: Store, worker: WorkerInfo = W1) -> Lease:
+    lease = claim(store, worker)
     assert lease is not None
     return lease
 
 
-def claim_all(store: Store, **kwargs: object) -> list[int]:
+def claim_all(store: Store, max_ahead: int | None = None) -> list[int]:
     """Claim until nothing is claimable (holding every lease); the member ids, in order."""
     out = []
-    while (lease := claim(store, **kwargs)) is not None:
+    while (lease := claim(store, max_ahead=max_ahead)) is not None:
         out.append(lease.member)
         assert len(out) < 100
     return out
@@ -126,7 +126,7 @@ def test_population_snapshot_is_immutable(store):
     assert after[lease.member].step == 7
     assert store.population(RUN)[lease.member].step == 7
     with pytest.raises(dataclasses.FrozenInstanceError):
-        before[0].step = 3  # type: ignore[misc]
+        before[0].step = 3
 
 
 # -- claims ------------------------------------------------------------------------------
@@ -283,6 +283,15 @@ def test_committing_to_a_finished_member_raises(store):
     store.commit(lease, release=True)
     # a finished member is never claimed again
     assert claim_all(store) == [1 - lease.member]
+
+
+def test_a_lease_writes_only_its_own_member(store):
+    store.create_run(RUN, config={}, members=members(2))
+    lease = must_claim(store)
+    other = 1 - lease.member
+    with pytest.raises(gp.StorageError):
+        store.commit(lease, member=dataclasses.replace(view(store, other), step=9))
+    assert view(store, other).step == 0
 
 
 def test_committing_to_a_failed_member_raises(store):
@@ -453,7 +462,7 @@ def test_a_non_pending_member_ahead_does_not_wait(store):
 def test_finished_or_failed_member_does_not_hold_the_barrier(store, status):
     rows = [
         MemberView(id=0, hparams={}, ready_count=2, step=8, pending=True),
-        MemberView(id=1, hparams={}, ready_count=0, step=0, status=status),  # type: ignore[arg-type]
+        MemberView(id=1, hparams={}, ready_count=0, step=0, status=status),
         MemberView(id=2, hparams={}, ready_count=2, step=8, pending=True),
     ]
     store.create_run(RUN, config={}, members=rows)

@@ -23,7 +23,8 @@ The contract (checked by ``tests/store/test_contract.py`` over every backend):
 * **A finished member cannot change.** Committing to a member whose status is not
   ``"active"`` raises :class:`~genepool.StorageError`.
 * **Pins.** A commit may pin a checkpoint (an exploit's donor checkpoint) in the same
-  write; committing a member's own new checkpoint releases that member's pins. A
+  write. A member holds one pin at most, on the checkpoint its weights come from: a new
+  pin, or committing a checkpoint of its own, releases its previous one. A
   checkpoint that is some member's current one, or pinned, is never returned by
   :meth:`Store.collect`; a collected checkpoint can no longer be pinned (the commit
   raises :class:`~genepool.StorageError`, and the worker decides again).

@@ -146,18 +146,19 @@ class MemoryStore(Store):
             if pin is not None and pin in r.collected:
                 raise StorageError(f"checkpoint {pin} was collected and cannot be pinned")
             # all checks passed: apply
+            own_new = (
+                member is not None
+                and member.checkpoint is not None
+                and member.checkpoint.member == member.id
+                and (old.checkpoint is None or member.checkpoint.id != old.checkpoint.id)
+            )
+            if pin is not None or own_new:  # a member holds one pin at most
+                for holders in r.pins.values():
+                    holders.discard(lease.member)
+                r.pins = {k: v for k, v in r.pins.items() if v}
             if pin is not None:
                 r.pins.setdefault(pin, set()).add(lease.member)
             if member is not None:
-                own_new = (
-                    member.checkpoint is not None
-                    and member.checkpoint.member == member.id
-                    and (old.checkpoint is None or member.checkpoint.id != old.checkpoint.id)
-                )
-                if own_new:
-                    for holders in r.pins.values():
-                        holders.discard(member.id)
-                    r.pins = {k: v for k, v in r.pins.items() if v}
                 r.members[member.id] = member
                 members = list(r.snapshot.members)
                 members[member.id] = member
