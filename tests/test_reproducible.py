@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -50,12 +50,12 @@ def noisy_function(member: gp.Member) -> None:
         member.report(score=x, state=x)
 
 
-EXPLOITS = {
+EXPLOITS: dict[str, Callable[[], gp.Select]] = {
     "truncation": lambda: gp.Truncation(0.25),
     "tournament": gp.Tournament,
     "welch": lambda: gp.WelchTTest(4),
 }
-EXPLORES = {
+EXPLORES: dict[str, Callable[[], gp.Explore]] = {
     "perturb": lambda: gp.Perturb(resample=0.2),
     "noise": lambda: gp.GaussianNoise(0.1),
     "resample": lambda: gp.Resample(0.5),
@@ -109,4 +109,6 @@ def test_the_lineage_has_exploits_to_compare() -> None:
     # the property above would be weak if runs had no exploit at all
     result = _run(3, 6, "truncation", "perturb", "class", False)
     assert any(e.kind == "exploit" for e in result.events)
-    assert np.isfinite(result.best.score)
+    score = result.best.score
+    assert score is not None
+    assert np.isfinite(score)
