@@ -138,7 +138,7 @@ def figure(path: Path, seed: int = 0) -> None:
                 label=f"member {member}",
             )
         top.set(title=variant.replace("_", " "), xlabel="θ0", ylabel="θ1", xlim=(0, 1), ylim=(0, 1))
-        bottom.set(xlabel="step", ylabel="Q(θ)", ylim=(0.3, 1.25))
+        bottom.set(xlabel="step", ylabel="Q(θ)", ylim=(-0.45, 1.25))
         bottom.axhline(1.2, color="grey", lw=0.5)
         top.legend(loc="lower left", fontsize=7)
     fig.suptitle(f"PBT toy example (paper Fig. 2), seed {seed}")

@@ -35,13 +35,21 @@ from __future__ import annotations
 import os
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from genepool.member import Event, MemberView, Population, Report
+from genepool.member import ACTIVE, Event, MemberView, Population, Report
 
-__all__ = ["History", "Lease", "Store", "WorkerInfo", "claim_order"]
+__all__ = [
+    "History",
+    "Lease",
+    "Store",
+    "WorkerInfo",
+    "claim_order",
+    "holder_dead",
+    "pick_claim",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,7 @@ class WorkerInfo:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     started: float = 0.0
+    proc_start: int | None = field(default_factory=lambda: _process_start(os.getpid()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +85,61 @@ class History:
 def claim_order(member: MemberView) -> tuple[float, int, int]:
     """The order in which members are claimed: the one furthest behind first."""
     return (member.ready_count - (0.5 if member.pending else 0.0), member.step, member.id)
+
+
+def pick_claim(
+    members: Iterable[MemberView], held: Callable[[int], bool], max_ahead: int | None
+) -> MemberView | None:
+    """The member a claim takes, or ``None``: the rule every backend shares.
+
+    Among active members that nobody holds (``held(id)`` is False): a member pending its
+    decision only once no active member has done fewer ready rounds (the synchronous
+    barrier, live members only); any other only if it is at most ``max_ahead`` ready rounds
+    ahead of the slowest active member. Then the first by :func:`claim_order`.
+    """
+    active = [m for m in members if m.status == ACTIVE]
+    if not active:
+        return None
+    slowest = min(m.ready_count for m in active)
+    best: MemberView | None = None
+    best_key: tuple[float, int, int] | None = None
+    for m in active:
+        if m.pending:
+            if m.ready_count > slowest:  # the barrier: someone has not finished the round
+                continue
+        elif max_ahead is not None and m.ready_count > slowest + max_ahead:
+            continue
+        key = claim_order(m)
+        if (best_key is None or key < best_key) and not held(m.id):
+            best, best_key = m, key
+    return best
+
+
+def _process_start(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot (Linux), to tell reused pids apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def holder_dead(worker: WorkerInfo) -> bool:
+    """Whether a lease holder is known dead: on this host, its process is gone (or its pid
+    now belongs to a process started later). Holders on other hosts are never known dead:
+    their leases run out instead."""
+    if worker.host != socket.gethostname():
+        return False
+    try:
+        os.kill(worker.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    if worker.proc_start is not None:
+        now = _process_start(worker.pid)
+        return now is not None and now != worker.proc_start
+    return False
 
 
 class Store(ABC):

@@ -10,7 +10,7 @@ from typing import Any
 from genepool._errors import StaleLeaseError, StorageError
 from genepool.clock import Clock, SystemClock
 from genepool.member import ACTIVE, Event, MemberView, Mode, Population, Report
-from genepool.store._base import History, Lease, Store, WorkerInfo, claim_order
+from genepool.store._base import History, Lease, Store, WorkerInfo, holder_dead, pick_claim
 
 __all__ = ["MemoryStore"]
 
@@ -81,25 +81,13 @@ class MemoryStore(Store):
         with self._lock:
             r = self._run(run)
             now = self._clock.now()
-            active = [m for m in r.members if m.status == ACTIVE]
-            if not active:
-                return None
-            slowest = min(m.ready_count for m in active)
             leases = r.leases
-            best: MemberView | None = None
-            best_key: tuple[float, int, int] | None = None
-            for m in active:
-                lease = leases[m.id]
-                if lease is not None and lease.expires > now:
-                    continue
-                if m.pending:
-                    if m.ready_count > slowest:  # the barrier: someone has not finished yet
-                        continue
-                elif max_ahead is not None and m.ready_count > slowest + max_ahead:
-                    continue
-                key = claim_order(m)
-                if best_key is None or key < best_key:
-                    best, best_key = m, key
+
+            def held(member: int) -> bool:
+                lease = leases[member]
+                return lease is not None and lease.expires > now and not holder_dead(lease.worker)
+
+            best = pick_claim(r.members, held, max_ahead)
             if best is None:
                 return None
             r.tokens[best.id] += 1
