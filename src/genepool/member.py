@@ -71,6 +71,8 @@ class MemberView:
         stop_reason: Why it stopped, when it did.
         pending: It has trained and checkpointed its latest round and waits for its decision
             (synchronous runs: until every active member has finished the round).
+        crashes: How many times a worker died (or hung) while holding it; a member that
+            keeps killing its worker (out of memory, say) is stopped.
     """
 
     id: int
@@ -86,6 +88,7 @@ class MemberView:
     ready_count: int = 0
     stop_reason: str | None = None
     pending: bool = False
+    crashes: int = 0
 
     #: Whether its latest round failed (or the failure policy stopped it).
     failed: bool = field(init=False, repr=False, compare=False)

@@ -18,6 +18,8 @@ The contract (checked by ``tests/store/test_contract.py`` over every backend):
 * **The synchronous barrier.** A member ``pending`` its decision is claimable only once
   no active member has done fewer ready rounds: it counts live members only, so a
   finished or failed member never holds it.
+* **Crashes.** A claim that takes a member whose previous lease was never released (it
+  expired, or its holder is dead) adds one to the member's ``crashes`` in the same write.
 * **Fencing.** Each claim bumps the member's token; :meth:`Store.commit` and
   :meth:`Store.renew` with an older token raise :class:`~genepool.StaleLeaseError`.
 * **A finished member cannot change.** Committing to a member whose status is not

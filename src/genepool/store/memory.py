@@ -90,10 +90,20 @@ class MemoryStore(Store):
             best = pick_claim(r.members, held, max_ahead)
             if best is None:
                 return None
+            if leases[best.id] is not None:  # never released: its holder died or hung
+                best = dataclasses.replace(best, crashes=best.crashes + 1)
+                self._write(r, best)
             r.tokens[best.id] += 1
             lease = Lease(run, best.id, r.tokens[best.id], worker, now + lease_seconds)
             r.leases[best.id] = lease
             return lease
+
+    @staticmethod
+    def _write(r: _Run, member: MemberView) -> None:
+        r.members[member.id] = member
+        members = list(r.snapshot.members)
+        members[member.id] = member
+        r.snapshot = Population(tuple(members), r.mode)
 
     def _check(self, r: _Run, lease: Lease) -> None:
         current = r.leases[lease.member]
@@ -147,10 +157,7 @@ class MemoryStore(Store):
             if pin is not None:
                 r.pins.setdefault(pin, set()).add(lease.member)
             if member is not None:
-                r.members[member.id] = member
-                members = list(r.snapshot.members)
-                members[member.id] = member
-                r.snapshot = Population(tuple(members), r.mode)
+                self._write(r, member)
             r.reports.extend(reports)
             r.events.extend(events)
             if release:
