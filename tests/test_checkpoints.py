@@ -1,51 +1,116 @@
-"""Checkpoint bytes: the in-memory store, and the encode / decode format."""
+"""Checkpoint stores (in memory and in a local directory), and the encode / decode format.
+
+The store contract is checked over both backends; the on-disk layout, atomicity under a
+crash, integrity checks and concurrency across processes are checked for LocalCheckpoints.
+"""
 
 from __future__ import annotations
 
+import datetime
+import errno
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
 import pickle
+import platform
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import genepool as gp
-from genepool.checkpoints import FORMAT_VERSION, MemoryCheckpoints, decode, encode
+from genepool import checkpoints as ck
+from genepool.checkpoints import (
+    FORMAT_VERSION,
+    MANIFEST_FORMAT,
+    CheckpointStore,
+    LocalCheckpoints,
+    MemoryCheckpoints,
+    decode,
+    encode,
+)
 
-# -- MemoryCheckpoints -------------------------------------------------------------------
+StoreFactory = Callable[[Path], "MemoryCheckpoints | LocalCheckpoints"]
+
+BACKENDS: list[object] = [
+    pytest.param(lambda root: MemoryCheckpoints(), id="memory"),
+    pytest.param(lambda root: LocalCheckpoints(root / "ckpt"), id="local"),
+]
 
 
-def test_put_get_delete():
-    store = MemoryCheckpoints()
+@pytest.fixture(params=BACKENDS)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
+    """A factory of stores of one backend; local stores made by it share one root."""
+    factory: StoreFactory = request.param
+    return lambda: factory(tmp_path)
+
+
+@pytest.fixture
+def store(make_store: Callable[[], Any]) -> MemoryCheckpoints | LocalCheckpoints:
+    return make_store()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> LocalCheckpoints:
+    return LocalCheckpoints(tmp_path / "ckpt")
+
+
+def spawn() -> Any:
+    return multiprocessing.get_context("spawn")
+
+
+# -- the contract, over both backends ------------------------------------------------------
+
+
+def test_put_get_delete(store):
     cid = store.put("run", 3, 8, b"hello")
     assert isinstance(cid, str)
+    assert cid.startswith("run/m3/s8-")
     assert store.get(cid) == b"hello"
     assert len(store) == 1
+    assert store.ids() == [cid]
     store.delete(cid)
     assert len(store) == 0
     with pytest.raises(gp.CheckpointError, match="No checkpoint"):
         store.get(cid)
+    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
+        store.manifest(cid)
     store.delete(cid)  # deleting twice is a no-op
 
 
-def test_get_unknown_id_raises_checkpoint_error():
+def test_get_unknown_id_raises_checkpoint_error(store):
     with pytest.raises(gp.CheckpointError, match="nope"):
-        MemoryCheckpoints().get("nope")
+        store.get("nope")
 
 
-def test_ids_are_never_reused():
-    store = MemoryCheckpoints()
+def test_get_unknown_well_formed_id_raises_checkpoint_error(store):
+    cid = store.put("run", 0, 1, b"x")
+    store.delete(cid)
+    with pytest.raises(gp.CheckpointError, match=r"No checkpoint .*run/m0/s1-"):
+        store.get(cid)
+
+
+def test_ids_are_never_reused(make_store):
+    store = make_store()
     seen = set()
     for _ in range(5):
         cid = store.put("run", 0, 4, b"x")
         assert cid not in seen
         seen.add(cid)
         store.delete(cid)  # even after a delete, the same (run, member, step) gets a new id
-    other = MemoryCheckpoints()
+    other = make_store()
     assert other.put("run2", 0, 4, b"x") not in seen
+    if isinstance(other, LocalCheckpoints):  # a restart on the same directory
+        assert other.put("run", 0, 4, b"x") not in seen
 
 
-def test_ids_are_unique_under_concurrent_puts():
-    store = MemoryCheckpoints()
+def test_ids_are_unique_under_concurrent_puts(store):
     ids: list[str] = []
     guard = threading.Lock()
 
@@ -61,24 +126,23 @@ def test_ids_are_unique_under_concurrent_puts():
         t.join()
     assert len(set(ids)) == len(ids) == 800
     assert len(store) == 800
+    assert store.ids() == sorted(ids)
 
 
-def test_stored_bytes_are_immutable():
-    store = MemoryCheckpoints()
+def test_stored_bytes_are_immutable(store):
     blob = bytearray(b"abc")
-    cid = store.put("run", 0, 1, blob)  # type: ignore[arg-type]
+    cid = store.put("run", 0, 1, blob)
     blob[0] = ord("z")  # the caller changes its buffer afterwards
     got = store.get(cid)
     assert got == b"abc"
     assert isinstance(got, bytes)
     view = memoryview(bytearray(b"def"))
-    cid2 = store.put("run", 0, 2, view)  # type: ignore[arg-type]
+    cid2 = store.put("run", 0, 2, view)
     view[0] = ord("z")
     assert store.get(cid2) == b"def"
 
 
-def test_checkpoints_of_different_members_are_independent():
-    store = MemoryCheckpoints()
+def test_checkpoints_of_different_members_are_independent(store):
     a = store.put("run", 0, 4, b"a")
     b = store.put("run", 1, 4, b"b")
     assert a != b
@@ -86,8 +150,549 @@ def test_checkpoints_of_different_members_are_independent():
     assert store.get(b) == b"b"
 
 
-def test_is_a_checkpoint_store():
-    assert isinstance(MemoryCheckpoints(), gp.CheckpointStore)
+def test_is_a_checkpoint_store(store):
+    assert isinstance(store, gp.CheckpointStore)
+    assert isinstance(store, CheckpointStore)
+
+
+def test_empty_and_large_payloads(store):
+    empty = store.put("run", 0, 0, b"")
+    big = bytes(np.random.default_rng(0).integers(0, 256, size=3_000_000, dtype=np.uint8))
+    large = store.put("run", 0, 1, big)
+    assert store.get(empty) == b""
+    assert store.get(large) == big
+    assert store.manifest(large)["payload"]["size"] == len(big)
+
+
+def test_put_keeps_its_positional_signature(store):
+    cid = store.put("run", 2, 6, b"x")  # what the worker calls today
+    assert store.manifest(cid)["fields"] == {}
+    cid = store.put(run="run", member=2, step=6, blob=b"y", manifest={"score": 1.0})
+    assert store.manifest(cid)["fields"] == {"score": 1.0}
+    with pytest.raises(TypeError):
+        store.put("run", 2, 6, b"z", {"score": 1.0})  # manifest is keyword-only
+
+
+def test_manifest_round_trip(store):
+    fields = {
+        "member": 3,
+        "step": 8,
+        "hparams": {"lr": np.float64(0.01), "layers": np.int64(4), "opt": "adam"},
+        "score": np.float32(0.5),
+        "history": np.array([1.0, 2.0]),
+        "pair": (1, 2),
+        "nothing": None,
+        "nan": float("nan"),
+    }
+    cid = store.put("run", 3, 8, encode({"w": 1}), manifest=fields)
+    manifest = store.manifest(cid)
+    assert manifest["format"] == MANIFEST_FORMAT == 1
+    assert manifest["id"] == cid
+    assert (manifest["run"], manifest["member"], manifest["step"]) == ("run", 3, 8)
+    got = manifest["fields"]
+    assert np.isnan(got.pop("nan"))
+    assert got == {
+        "member": 3,
+        "step": 8,
+        "hparams": {"lr": 0.01, "layers": 4, "opt": "adam"},
+        "score": 0.5,
+        "history": [1.0, 2.0],
+        "pair": [1, 2],
+        "nothing": None,
+    }
+    assert type(got["hparams"]["layers"]) is int
+    blob = store.get(cid)
+    assert manifest["payload"] == {
+        "file": "payload.bin",
+        "size": len(blob),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+    }
+    assert manifest["versions"] == {
+        "genepool": gp.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    created = datetime.datetime.fromisoformat(manifest["created"].replace("Z", "+00:00"))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert abs((now - created).total_seconds()) < 60
+
+
+def test_manifest_is_a_copy(store):
+    fields: dict[str, Any] = {"hparams": {"lr": 0.1}}
+    cid = store.put("run", 0, 1, b"x", manifest=fields)
+    fields["hparams"]["lr"] = 9.0  # the caller changes its dict afterwards
+    got = store.manifest(cid)
+    got["fields"]["hparams"]["lr"] = 7.0  # and the reader changes its copy
+    assert store.manifest(cid)["fields"] == {"hparams": {"lr": 0.1}}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"f": lambda: 1}, {"obj": object()}, {"s": {1, 2}}, {3: "int key"}, ["not", "a", "map"]],
+    ids=["lambda", "object", "set", "int-key", "list"],
+)
+def test_manifest_that_is_not_json_raises_invalid_argument(store, fields):
+    with pytest.raises(gp.InvalidArgumentError, match="'manifest' parameter"):
+        store.put("run", 0, 1, b"x", manifest=fields)
+    assert len(store) == 0
+
+
+@pytest.mark.parametrize(
+    "run",
+    ["", "a/b", "a\\b", ".", "..", ".hidden", ".tmp-x", "a:b", "x.", "x ", "a\x00b", "q?", 7],
+)
+def test_bad_run_name_raises_invalid_argument(store, run):
+    with pytest.raises(gp.InvalidArgumentError, match="'run' parameter"):
+        store.put(run, 0, 1, b"x")
+    assert len(store) == 0
+
+
+@pytest.mark.parametrize(("member", "step"), [(-1, 0), (0, -1), (1.0, 0), (0, "3"), (True, 0)])
+def test_bad_member_or_step_raises_invalid_argument(store, member, step):
+    with pytest.raises(gp.InvalidArgumentError, match="must be an int >= 0"):
+        store.put("run", member, step, b"x")
+
+
+def test_numpy_member_and_step_are_accepted(store):
+    cid = store.put("run", np.int64(2), np.int32(5), b"x")
+    assert cid.startswith("run/m2/s5-")
+    assert type(store.manifest(cid)["member"]) is int
+
+
+# -- LocalCheckpoints: layout ------------------------------------------------------------
+
+
+def test_on_disk_layout(tmp_path):
+    root = tmp_path / "ckpt"
+    store = LocalCheckpoints(root)
+    assert store.root == str(root)
+    assert not store.fsync
+    blob = encode({"state": [1, 2, 3]})
+    cid = store.put("exp-1", 4, 12, blob, manifest={"score": 0.25, "hparams": {"lr": 0.1}})
+    run, member, name = cid.split("/")
+    assert (run, member) == ("exp-1", "m4")
+    step, unique = name.split("-")
+    assert step == "s12"
+    assert len(unique) == 32
+    int(unique, 16)
+    path = root / "exp-1" / "m4" / name
+    assert path.is_dir()
+    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "payload.bin"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [name]  # no temporary left
+    assert (path / "payload.bin").read_bytes() == blob
+    on_disk = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    assert on_disk == store.manifest(cid)
+    assert on_disk["format"] == 1
+    assert on_disk["id"] == cid
+    assert on_disk["fields"] == {"score": 0.25, "hparams": {"lr": 0.1}}
+    assert on_disk["payload"]["size"] == len(blob)
+    assert on_disk["payload"]["sha256"] == hashlib.sha256(blob).hexdigest()
+    assert set(on_disk["versions"]) == {"genepool", "python", "numpy"}
+    assert decode(store.get(cid), checkpoint_id=cid) == {"state": [1, 2, 3]}
+
+
+def test_relative_root_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = LocalCheckpoints("rel")
+    cid = store.put("run", 0, 0, b"x")
+    monkeypatch.chdir("/")
+    assert store.root == str(tmp_path / "rel")
+    assert store.get(cid) == b"x"
+
+
+def test_checkpoints_survive_a_restart_and_a_pickle(tmp_path):
+    first = LocalCheckpoints(tmp_path)
+    cid = first.put("run", 1, 2, b"kept", manifest={"score": 3.0})
+    again = LocalCheckpoints(tmp_path)
+    assert again.ids() == [cid]
+    assert again.get(cid) == b"kept"
+    copied = pickle.loads(pickle.dumps(first))  # executors send it to worker processes
+    assert copied.get(cid) == b"kept"
+    assert copied.manifest(cid)["fields"] == {"score": 3.0}
+
+
+def test_ids_of_one_run(local):
+    a = local.put("a", 0, 1, b"x")
+    b = local.put("b", 1, 1, b"x")
+    assert local.ids("a") == [a]
+    assert local.ids("b") == [b]
+    assert local.ids("missing") == []
+    assert local.ids() == sorted([a, b])
+    assert len(local) == 2
+
+
+# -- LocalCheckpoints: atomicity ---------------------------------------------------------
+
+
+def _member_dir_entries(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "run" / "m0").iterdir())
+
+
+def test_failed_write_leaves_nothing(local, monkeypatch):
+    original = ck._write_file
+
+    def torn(path: str, data: bytes, *, fsync: bool) -> None:
+        if path.endswith("payload.bin"):
+            with open(path, "xb") as f:
+                f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(path, data, fsync=fsync)
+
+    monkeypatch.setattr(ck, "_write_file", torn)
+    with pytest.raises(gp.CheckpointError, match=r"No space left.*nothing was stored") as info:
+        local.put("run", 0, 5, b"x" * 1000)
+    assert isinstance(info.value.__cause__, OSError)
+    assert local.ids() == []
+    assert _member_dir_entries(Path(local.root)) == []  # the temporary was removed too
+    monkeypatch.setattr(ck, "_write_file", original)
+    cid = local.put("run", 0, 5, b"x" * 1000)  # and the store still works
+    assert local.get(cid) == b"x" * 1000
+
+
+def _crash_mid_write(root: str) -> None:
+    """In a child process: die (no clean-up at all) after writing half the payload."""
+    original = ck._write_file
+
+    def crash(path: str, data: bytes, *, fsync: bool) -> None:
+        if path.endswith("payload.bin"):
+            with open(path, "xb") as f:
+                f.write(data[: len(data) // 2])
+                f.flush()
+            os._exit(17)
+        original(path, data, fsync=fsync)
+
+    ck._write_file = crash
+    LocalCheckpoints(root).put("run", 0, 5, b"x" * 1000)
+
+
+def test_crash_mid_write_leaves_no_checkpoint_and_sweep_cleans_up(tmp_path, caplog):
+    root = tmp_path / "ckpt"
+    store = LocalCheckpoints(root)
+    done = store.put("run", 0, 4, b"before")
+    child = spawn().Process(target=_crash_mid_write, args=(str(root),))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 17
+
+    # the half-written checkpoint is only a temporary directory: no id shows it
+    entries = _member_dir_entries(root)
+    tmp = [e for e in entries if e.startswith(".tmp-")]
+    assert len(tmp) == 1
+    assert (root / "run" / "m0" / tmp[0] / "payload.bin").stat().st_size == 500
+    assert store.ids() == [done]
+    would_be = "run/m0/" + tmp[0].removeprefix(".tmp-")
+    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
+        store.get(would_be)
+    for malformed in ("run/m0/" + tmp[0], "run/m0/" + tmp[0] + "/payload.bin"):
+        with pytest.raises(gp.CheckpointError, match="not a checkpoint id"):
+            store.get(malformed)
+
+    # a fresh temporary may be a write in progress elsewhere: it is left alone
+    assert store.sweep() == 0
+    assert LocalCheckpoints(root).ids() == [done]
+    assert len(_member_dir_entries(root)) == 2
+
+    # once old, it is removed: by sweep(), and by the constructor
+    old = time.time() - 2 * ck.SWEEP_GRACE_SECONDS
+    for path in (root / "run" / "m0" / tmp[0]).iterdir():
+        os.utime(path, (old, old))
+    os.utime(root / "run" / "m0" / tmp[0], (old, old))
+    with caplog.at_level(logging.INFO, logger="genepool.checkpoints"):
+        LocalCheckpoints(root)
+    assert _member_dir_entries(root) == [done.split("/")[-1]]
+    assert "stale temporary" in caplog.text
+    assert store.get(done) == b"before"
+    assert store.sweep(grace_seconds=0) == 0
+
+
+def test_sweep_with_no_grace_removes_every_temporary(local):
+    local.put("run", 0, 1, b"x")
+    member_dir = Path(local.root) / "run" / "m0"
+    (member_dir / ".tmp-s2-abc").mkdir()
+    (member_dir / ".tmp-s2-abc" / "payload.bin").write_bytes(b"half")
+    (member_dir / ".tmp-del-xyz").mkdir()
+    (member_dir / ".tmp-file").write_bytes(b"not a directory: not ours")
+    assert local.sweep(grace_seconds=0) == 2
+    assert sorted(p.name for p in member_dir.iterdir() if p.name.startswith(".")) == [".tmp-file"]
+    assert len(local) == 1
+
+
+def test_a_write_whose_temporary_is_swept_fails_cleanly(local, monkeypatch):
+    original = ck._write_file
+
+    def swept_meanwhile(path: str, data: bytes, *, fsync: bool) -> None:
+        if path.endswith("manifest.json"):
+            assert local.sweep(grace_seconds=0) == 1  # another process thinks it stale
+        original(path, data, fsync=fsync)
+
+    monkeypatch.setattr(ck, "_write_file", swept_meanwhile)
+    with pytest.raises(gp.CheckpointError, match="could not be written"):
+        local.put("run", 0, 5, b"payload")
+    assert local.ids() == []
+    assert _member_dir_entries(Path(local.root)) == []
+
+
+def test_readers_never_see_a_partial_checkpoint(local):
+    blobs = [bytes([i]) * (50_000 + i) for i in range(60)]
+    stop = threading.Event()
+    problems: list[BaseException] = []
+    reads = 0
+
+    def read() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            for cid in local.ids():
+                try:
+                    blob = local.get(cid)
+                except BaseException as err:
+                    problems.append(err)
+                    return
+                assert blob in blobs
+                reads += 1
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 10
+    try:
+        i = 0
+        while i < len(blobs) or (reads < 50 and time.monotonic() < deadline):
+            local.put("run", 0, i, blobs[i % len(blobs)])
+            i += 1
+    finally:
+        stop.set()
+        reader.join()
+    assert problems == []
+    assert reads > 0
+
+
+# -- LocalCheckpoints: integrity ---------------------------------------------------------
+
+
+def _dir(store: LocalCheckpoints, cid: str) -> Path:
+    return Path(store.root, *cid.split("/"))
+
+
+def test_truncated_payload_is_torn(local):
+    cid = local.put("run", 0, 1, encode(list(range(1000))))
+    payload = _dir(local, cid) / "payload.bin"
+    size = payload.stat().st_size
+    with open(payload, "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises(gp.CheckpointError, match=r"is torn: payload\.bin has \d+ bytes"):
+        local.get(cid)
+    local.manifest(cid)  # the manifest alone is still readable
+
+
+def test_changed_payload_bytes_are_torn(local):
+    cid = local.put("run", 0, 1, b"abcdef")
+    (_dir(local, cid) / "payload.bin").write_bytes(b"abcdeX")  # same size
+    with pytest.raises(gp.CheckpointError, match="is torn: the SHA-256"):
+        local.get(cid)
+
+
+def test_missing_payload_is_torn(local):
+    cid = local.put("run", 0, 1, b"abc")
+    (_dir(local, cid) / "payload.bin").unlink()
+    with pytest.raises(gp.CheckpointError, match=r"is torn: payload\.bin is missing"):
+        local.get(cid)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda m: {**m, "payload": {**m["payload"], "size": 4}}, "has 3 bytes"),
+        (lambda m: {**m, "payload": {**m["payload"], "sha256": "0" * 64}}, "SHA-256"),
+        (lambda m: {k: v for k, v in m.items() if k != "payload"}, "lacks the payload"),
+        (lambda m: {**m, "id": "run/m1/s1-" + "0" * 32}, "is for checkpoint"),
+        (lambda m: {k: v for k, v in m.items() if k != "format"}, "not a genepool manifest"),
+        (lambda m: {**m, "format": "1"}, "has format '1'"),
+        (lambda m: [m], "not a genepool manifest"),
+    ],
+    ids=["size", "sha256", "no-payload", "other-id", "no-format", "str-format", "list"],
+)
+def test_edited_manifest_is_refused(local, edit, match):
+    cid = local.put("run", 0, 1, b"abc")
+    path = _dir(local, cid) / "manifest.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    with pytest.raises(gp.CheckpointError, match=match):
+        local.get(cid)
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b'{"format": 1,', b"\xff\xfe"])
+def test_unreadable_manifest_is_torn(local, content):
+    cid = local.put("run", 0, 1, b"abc")
+    (_dir(local, cid) / "manifest.json").write_bytes(content)
+    with pytest.raises(gp.CheckpointError, match=r"is torn: manifest\.json is not valid JSON"):
+        local.get(cid)
+    with pytest.raises(gp.CheckpointError, match="is torn"):
+        local.manifest(cid)
+
+
+def test_missing_manifest_is_torn(local):
+    cid = local.put("run", 0, 1, b"abc")
+    (_dir(local, cid) / "manifest.json").unlink()
+    with pytest.raises(gp.CheckpointError, match=r"is torn: manifest\.json is missing"):
+        local.get(cid)
+
+
+def test_newer_manifest_format_is_refused(local):
+    cid = local.put("run", 0, 1, b"abc")
+    path = _dir(local, cid) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["format"] = MANIFEST_FORMAT + 1
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(gp.CheckpointError, match="manifest format 2") as info:
+        local.get(cid)
+    assert "Fix: upgrade genepool" in str(info.value)
+    with pytest.raises(gp.CheckpointError, match="manifest format 2"):
+        local.manifest(cid)
+
+
+def test_foreign_directory_is_refused(local):
+    foreign_id = "run/m0/s1-" + "ab" * 16
+    path = Path(local.root, *foreign_id.split("/"))
+    path.mkdir(parents=True)
+    (path / "notes.txt").write_text("mine")
+    with pytest.raises(gp.CheckpointError, match="is not a genepool checkpoint: it has no"):
+        local.get(foreign_id)
+    (path / "manifest.json").write_text(json.dumps({"name": "some other tool"}))
+    with pytest.raises(gp.CheckpointError, match="is not a genepool checkpoint"):
+        local.get(foreign_id)
+    assert local.ids() == [foreign_id]  # it has a checkpoint's name, but cannot be read
+
+
+def test_file_in_place_of_a_checkpoint_is_foreign(local):
+    foreign_id = "run/m0/s1-" + "cd" * 16
+    path = Path(local.root, *foreign_id.split("/"))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")
+    with pytest.raises(gp.CheckpointError, match="not a directory"):
+        local.get(foreign_id)
+    assert local.ids() == []
+
+
+def test_checkpoint_copied_to_another_place_is_foreign(local):
+    cid = local.put("run", 0, 1, b"abc")
+    other = "run/m1/s1-" + "0" * 32
+    target = Path(local.root, *other.split("/"))
+    target.parent.mkdir(parents=True)
+    _dir(local, cid).rename(target)
+    with pytest.raises(gp.CheckpointError, match=f"is for checkpoint '{cid}'"):
+        local.get(other)
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "",
+        "nope",
+        "run/m0",
+        "../../etc/s1-" + "0" * 32,
+        "run/../s1-" + "0" * 32,
+        "run/m0/../../x",
+        "/abs/m0/s1-" + "0" * 32,
+        "run/m0/s1-" + "0" * 31,
+        "run/m0/s01-" + "0" * 32,
+        "run/m0/s1-" + "0" * 32 + "/payload.bin",
+        "run\\m0\\s1-" + "0" * 32,
+    ],
+)
+def test_malformed_ids_are_refused_and_never_deleted(local, bad_id):
+    keep = local.put("run", 0, 1, b"abc")
+    for call in (local.get, local.manifest, local.delete):
+        with pytest.raises(gp.CheckpointError, match="not a checkpoint id"):
+            call(bad_id)
+    assert local.get(keep) == b"abc"
+
+
+# -- LocalCheckpoints: delete, fsync, processes ------------------------------------------
+
+
+def test_delete_twice_and_concurrently(local):
+    cid = local.put("run", 0, 1, b"abc")
+    other = local.put("run", 0, 2, b"def")
+    local.delete(cid)
+    local.delete(cid)
+    assert local.ids() == [other]
+    errors: list[BaseException] = []
+
+    def delete() -> None:
+        try:
+            local.delete(other)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=delete) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert local.ids() == []
+    assert _member_dir_entries(Path(local.root)) == []  # no .tmp-del-* left
+
+
+def test_fsync_writes_and_reads(tmp_path, monkeypatch):
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store = LocalCheckpoints(tmp_path / "new" / "ckpt", fsync=True)
+    assert store.fsync
+    assert len(synced) == 1  # the new root's entry in its parent
+    first = store.put("run", 0, 1, b"abc", manifest={"score": 1.0})
+    # the run and member directories' entries, two files, the temporary, the rename
+    assert len(synced) == 1 + 6
+    second = store.put("run", 0, 2, b"def")
+    assert len(synced) == 1 + 6 + 4
+    assert store.get(first) == b"abc"
+    assert store.get(second) == b"def"
+    store.delete(first)
+    assert store.ids() == [second]
+    assert LocalCheckpoints(store.root).get(second) == b"def"
+
+
+def _put_many(root: str, worker: int, start: Any, out: Any) -> None:
+    """In a child process: wait for the others, then write 50 checkpoints."""
+    store = LocalCheckpoints(root)
+    start.wait()
+    out.put([store.put("run", 0, 7, f"{worker}-{i}".encode()) for i in range(50)])
+
+
+def test_ids_are_unique_across_processes(tmp_path):
+    root = str(tmp_path / "ckpt")
+    ctx = spawn()
+    start = ctx.Barrier(2)
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_put_many, args=(root, w, start, out)) for w in range(2)]
+    for w in workers:
+        w.start()
+    results = [out.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    ids = [cid for result in results for cid in result]
+    assert len(ids) == len(set(ids)) == 100
+    store = LocalCheckpoints(root)
+    assert store.ids() == sorted(ids)
+    payloads = {store.get(cid) for cid in ids}
+    assert payloads == {f"{w}-{i}".encode() for w in range(2) for i in range(50)}
+
+
+# -- MemoryCheckpoints ---------------------------------------------------------------------
+
+
+def test_memory_checkpoints_ids_are_sequential():
+    store = MemoryCheckpoints()
+    assert [store.put("run", 0, 3, b"x") for _ in range(3)] == [
+        "run/m0/s3-0",
+        "run/m0/s3-1",
+        "run/m0/s3-2",
+    ]
 
 
 # -- encode / decode ---------------------------------------------------------------------

@@ -827,7 +827,7 @@ def test_a_run_name_cannot_be_reused_in_a_store():
     store = gp.MemoryStore()
     run(Climb, store=store, budget=gp.Budget(steps=4))
     with pytest.raises(gp.InvalidArgumentError, match="name"):
-        run(Climb, store=store, budget=gp.Budget(steps=4))
+        run(Climb, store=store, budget=gp.Budget(steps=4), resume=False)
     run(Climb, store=store, budget=gp.Budget(steps=4), name="second")
 
 

@@ -23,8 +23,9 @@ from genepool._errors import (
     TrainableError,
 )
 from genepool._run import run
-from genepool.checkpoints import CheckpointStore, MemoryCheckpoints
+from genepool.checkpoints import CheckpointStore, LocalCheckpoints, MemoryCheckpoints
 from genepool.clock import ManualClock, SystemClock
+from genepool.executors import Executor, ProcessExecutor, SerialExecutor
 from genepool.member import CheckpointRef, Event, MemberView, Population, Report
 from genepool.policy import (
     Budget,
@@ -48,8 +49,7 @@ from genepool.result import MemberResult, Result
 from genepool.space import Choice, Domain, Fixed, Float, Int, Space
 from genepool.store import MemoryStore, Store
 from genepool.trainable import Member, Trainable
-
-__version__ = "0.1.0"
+from genepool.version import __version__
 
 __all__ = [
     "Budget",
@@ -61,6 +61,7 @@ __all__ = [
     "Domain",
     "Event",
     "Every",
+    "Executor",
     "Exploit",
     "Explore",
     "ExploreFunction",
@@ -71,6 +72,7 @@ __all__ = [
     "HyperparameterNotAppliedError",
     "Int",
     "InvalidArgumentError",
+    "LocalCheckpoints",
     "ManualClock",
     "Member",
     "MemberResult",
@@ -81,11 +83,13 @@ __all__ = [
     "Perturb",
     "Policy",
     "Population",
+    "ProcessExecutor",
     "Ready",
     "Report",
     "Resample",
     "Result",
     "Select",
+    "SerialExecutor",
     "Space",
     "StaleLeaseError",
     "Stop",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
+import os
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,13 +21,14 @@ from genepool._errors import invalid
 from genepool._rng import init_stream
 from genepool.checkpoints import CheckpointStore, MemoryCheckpoints
 from genepool.clock import Clock, SystemClock
-from genepool.executors import SerialExecutor
+from genepool.executors import Executor, ProcessExecutor, SerialExecutor
 from genepool.member import MemberView, Mode
 from genepool.policy import Budget, Explore, Perturb, Policy, Ready, Select, Truncation
 from genepool.result import Result
 from genepool.space import Space
 from genepool.store import MemoryStore, Store
 from genepool.trainable import TrainableLike, check_trainable
+from genepool.version import __version__
 from genepool.worker import RunContext
 
 __all__ = ["run"]
@@ -105,11 +111,21 @@ def run(
     seed: int | None = None,
     name: str = "run",
     max_failures: int = 3,
-    store: Store | None = None,
-    checkpoints: CheckpointStore | None = None,
+    storage: str | Store | None = None,
+    checkpoints: str | os.PathLike[str] | CheckpointStore | None = None,
+    workers: int = 1,
+    executor: Executor | None = None,
+    resume: bool | None = None,
+    allow_config_change: bool = False,
+    synchronous: bool = False,
+    lease_seconds: float = 30.0,
+    progress_timeout: float | None = None,
+    max_crashes: int = 3,
+    max_ahead: int | None = None,
     clock: Clock | None = None,
     recent_window: int = 100,
-    synchronous: bool = False,
+    store: Store | None = None,
+    progress: bool = False,
 ) -> Result:
     """Train a population with Population Based Training.
 
@@ -132,13 +148,32 @@ def run(
         seed: The run seed; ``None`` draws one (``result.seed`` tells which).
         name: The run's name in the store.
         max_failures: Consecutive failed rounds after which a member is stopped.
-        store: The datastore (default: in memory).
-        checkpoints: Where checkpoints go (default: in memory).
-        clock: The time source (default: the system's); a ``ManualClock`` in tests.
-        recent_window: How many recent scores each member keeps for ``WelchTTest``.
+        storage: The datastore: ``"sqlite:///pbt.db"`` (durable, resumable: the embedded
+            default for several workers), ``"postgresql://..."`` (several machines),
+            ``"memory"``, or a :class:`~genepool.store.Store`. Default: in memory for one
+            worker; a SQLite file in a new temporary directory for several.
+        checkpoints: A directory, or a checkpoint store. Default: in memory with an
+            in-memory store, else ``<database file>.checkpoints`` beside a SQLite file.
+        workers: How many worker processes (1: this process, serially).
+        executor: How workers run; default ``SerialExecutor()`` for one worker, else
+            ``ProcessExecutor(workers=workers)``.
+        resume: ``None`` (default): continue the run named ``name`` if the store has it,
+            else start it. ``True``: it must exist. ``False``: it must not.
+        allow_config_change: Resume even if the run's settings differ from the stored ones.
         synchronous: Decide in generations: a ready member waits until every active
             member has finished the same round, so all compare scores of the same round.
             A finished or failed member never holds the others up.
+        lease_seconds: How long a worker's claim on a member lasts without a heartbeat.
+        progress_timeout: Seconds without a step after which a worker is taken for hung
+            and its member is handed to another worker.
+        max_crashes: A member whose worker died this many times is stopped as failed.
+        max_ahead: No member may run more than this many ready rounds ahead of the
+            slowest (workers time-sharing a large population).
+        clock: The time source (default: the system's); a ``ManualClock`` in tests.
+        recent_window: How many recent scores each member keeps for ``WelchTTest``.
+        store: Same as ``storage`` given a :class:`~genepool.store.Store` (kept for
+            symmetry with ``checkpoints``).
+        progress: Show a live table of the population on the terminal (rich).
 
     Returns:
         A :class:`~genepool.Result`: ``result.best.hparams``, ``result.best.score``,
@@ -164,11 +199,16 @@ def run(
         raise invalid("run", "metric", "the name of a reported metric", repr(metric))
     if mode not in ("max", "min"):
         raise invalid("run", "mode", "'max' or 'min'", repr(mode))
+    user_seed = seed
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise invalid("run", "seed", "an integer >= 0 or None", repr(seed))
     seed = int(seed)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise invalid("run", "workers", "an integer >= 1", repr(workers))
+    if resume not in (None, True, False):
+        raise invalid("run", "resume", "None, True or False", repr(resume))
     if not isinstance(synchronous, bool):
         raise invalid("run", "synchronous", "True or False", repr(synchronous))
     if isinstance(recent_window, bool) or not isinstance(recent_window, int) or recent_window < 2:
@@ -187,52 +227,171 @@ def run(
         raise invalid(
             "run", "recent_window", "at least the WelchTTest window", f"{recent_window} < {window}"
         )
-    configs = _initial_configs(space, population, initial, seed)
     clock = clock or SystemClock()
-    store = store if store is not None else MemoryStore(clock=clock)
-    checkpoints = checkpoints if checkpoints is not None else MemoryCheckpoints()
-    members = [MemberView(id=i, hparams=c) for i, c in enumerate(configs)]
-    config = {
+    if store is not None and storage is not None:
+        raise invalid(
+            "run", "store", "given once", "both store= and storage=", "Fix: pass only storage=."
+        )
+    the_store, the_checkpoints = _open_storage(
+        storage if storage is not None else store, checkpoints, workers, clock
+    )
+    settings = {
         "mode": mode,
         "metric": metric,
-        "seed": seed,
         "space": repr(space),
-        "initial": configs,
+        "population": population,
+        "initial": [dict(c) for c in initial] if initial is not None else None,
+        "seed": user_seed,
         "ready": repr(ready),
         "exploit": repr(policy.exploit),
         "explore": repr(policy.explore),
         "budget": repr(budget),
+        "max_failures": max_failures,
         "synchronous": synchronous,
     }
-    if not store.create_run(name, config=config, members=members):
-        raise invalid(
-            "run",
-            "name",
-            "a new run name for this store",
-            repr(name),
-            "Fix: choose another name (resuming a run comes with durable stores).",
-        )
+    digest = config_hash(settings)
+    try:
+        stored = the_store.run_config(name)
+    except KeyError:
+        stored = None
+    if stored is None:
+        if resume is True:
+            raise invalid(
+                "run",
+                "resume",
+                "False or None for a run the store does not have",
+                f"resume=True and no run named {name!r}",
+                "Fix: check name= and storage=, or drop resume=True.",
+            )
+        configs = _initial_configs(space, population, initial, seed)
+        members = [MemberView(id=i, hparams=c) for i, c in enumerate(configs)]
+        config = {
+            **settings,
+            "hash": digest,
+            "seed": seed,
+            "initial": configs,
+            "population": len(configs),
+            "genepool": __version__,
+        }
+        if not the_store.create_run(name, config=config, members=members):
+            raise invalid(
+                "run",
+                "name",
+                "a new run name",
+                repr(name),
+                "Fix: another process created it meanwhile; run again to resume it.",
+            )
+    else:
+        if resume is False:
+            raise invalid(
+                "run",
+                "name",
+                "a run name not in the store (resume=False)",
+                repr(name),
+                "Fix: choose another name, or resume=None to continue that run.",
+            )
+        if stored.get("hash") != digest and not allow_config_change:
+            raise invalid(
+                "run",
+                "resume",
+                "the same settings as the stored run",
+                _diff(stored, settings),
+                "Fix: run with the same settings, or pass allow_config_change=True.",
+            )
+        seed = int(stored["seed"])
+        members = list(the_store.population(name))
+        log.info("resuming run %r", name)
     ctx = RunContext(
         name=name,
         trainable=trainable,
         policy=policy,
         metric=metric,
         seed=seed,
-        store=store,
-        checkpoints=checkpoints,
+        store=the_store,
+        checkpoints=the_checkpoints,
         clock=clock,
         started=clock.now(),
         recent_window=recent_window,
         synchronous=synchronous,
+        lease_seconds=lease_seconds,
+        progress_timeout=progress_timeout,
+        max_crashes=max_crashes,
+        max_ahead=max_ahead,
     )
     log.info("run %r: %d members, seed %d", name, len(members), seed)
-    with _graceful_interrupt(ctx.stop_event, ctx):
-        reason = SerialExecutor().run(ctx)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_graceful_interrupt(ctx.stop_event, ctx))
+        if progress:
+            from genepool._progress import live_progress
+
+            stack.enter_context(live_progress(the_store, name, metric=metric))
+        if executor is None:
+            executor = SerialExecutor() if workers == 1 else ProcessExecutor(workers=workers)
+        reason = executor.run(ctx)
     return Result(
         name=name,
         seed=seed,
         metric=metric,
         stop_reason=reason,
-        store=store,
-        checkpoints=checkpoints,
+        store=the_store,
+        checkpoints=the_checkpoints,
     )
+
+
+def config_hash(settings: Mapping[str, Any]) -> str:
+    """A stable hash of a run's settings (what must match to resume it)."""
+    text = json.dumps(settings, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _diff(stored: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    changed = [
+        f"{k}: stored {stored.get(k)!r}, now {v!r}"
+        for k, v in settings.items()
+        if v is not None
+        and json.dumps(stored.get(k), default=repr, sort_keys=True)
+        != json.dumps(v, default=repr, sort_keys=True)
+    ]
+    return "; ".join(changed) or "settings that hash differently"
+
+
+def _open_storage(
+    storage: str | Store | None,
+    checkpoints: str | os.PathLike[str] | CheckpointStore | None,
+    workers: int,
+    clock: Clock,
+) -> tuple[Store, CheckpointStore]:
+    """The store and the checkpoint store a run's arguments name."""
+    if storage is None and workers > 1:
+        folder = tempfile.mkdtemp(prefix="genepool-")
+        log.warning("several workers need a durable store: using %s", folder)
+        storage = f"sqlite:///{folder}/pbt.db"
+    if storage is None or storage == "memory":
+        the_store: Store = MemoryStore(clock=clock)
+    elif isinstance(storage, Store):
+        the_store = storage
+    elif isinstance(storage, str):
+        from genepool.store.sql import SQLStore
+
+        the_store = SQLStore(storage)
+    else:
+        raise invalid("run", "storage", "a URL ('sqlite:///pbt.db') or a Store", repr(storage))
+    if isinstance(checkpoints, CheckpointStore):
+        return the_store, checkpoints
+    if checkpoints is None:
+        if isinstance(the_store, MemoryStore):
+            return the_store, MemoryCheckpoints()
+        url = getattr(the_store, "url", "")
+        if isinstance(url, str) and url.startswith("sqlite:///"):
+            checkpoints = url[len("sqlite:///") :] + ".checkpoints"
+        else:
+            raise invalid(
+                "run",
+                "checkpoints",
+                "a directory every worker can reach",
+                "None",
+                "Fix: checkpoints='/shared/genepool-checkpoints'.",
+            )
+    from genepool.checkpoints import LocalCheckpoints
+
+    return the_store, LocalCheckpoints(os.fspath(checkpoints))

@@ -3,24 +3,59 @@
 A checkpoint holds what a member is: the trainable's state and its random stream. The
 datastore records which checkpoint each member holds and which are pinned by an exploit;
 the worker deletes one only after :meth:`genepool.store.Store.collect` said nothing refers
-to it. This module keeps the bytes; the in-memory backend here, a directory and any
-fsspec URL in later backends.
+to it. This module keeps the bytes and a manifest (what the caller says about them, plus
+their size, SHA-256 and the versions that wrote them): in memory
+(:class:`MemoryCheckpoints`) or in a local directory (:class:`LocalCheckpoints`); any
+fsspec URL in a later backend.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime
+import functools
+import hashlib
 import io
 import itertools
+import json
+import logging
+import os
 import pickle
+import platform
+import re
+import shutil
+import sys
 import threading
+import time
+import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
-from genepool._errors import CheckpointError
+import numpy as np
 
-__all__ = ["CheckpointStore", "MemoryCheckpoints", "decode", "encode"]
+from genepool._errors import CheckpointError, invalid
 
+__all__ = ["CheckpointStore", "LocalCheckpoints", "MemoryCheckpoints", "decode", "encode"]
+
+log = logging.getLogger("genepool.checkpoints")
+
+#: Version of the pickled payload written by :func:`encode`.
 FORMAT_VERSION = 1
+#: Version of the ``manifest.json`` layout; a newer one is refused by :meth:`get`.
+MANIFEST_FORMAT = 1
+#: How old (seconds since the last change) a ``.tmp-*`` directory must be for
+#: :meth:`LocalCheckpoints.sweep` to remove it: far longer than any write in progress.
+SWEEP_GRACE_SECONDS = 3600.0
+
+PAYLOAD_FILE = "payload.bin"
+MANIFEST_FILE = "manifest.json"
+TMP_PREFIX = ".tmp-"
+
+# Windows refuses these in a file name; "/" and "\\" would add path levels.
+_BAD_NAME_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+_MEMBER_DIR = re.compile(r"m(0|[1-9][0-9]*)")
+_CHECKPOINT_DIR = re.compile(r"s(0|[1-9][0-9]*)-[0-9a-f]{32}")
 
 
 def encode(payload: Any) -> bytes:
@@ -56,12 +91,49 @@ class CheckpointStore(ABC):
     """Where checkpoint bytes live. Writes are atomic: a reader sees all of one or nothing."""
 
     @abstractmethod
-    def put(self, run: str, member: int, step: int, blob: bytes) -> str:
-        """Store ``blob`` and return its new, never reused id."""
+    def put(
+        self,
+        run: str,
+        member: int,
+        step: int,
+        blob: bytes,
+        *,
+        manifest: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Store ``blob`` and return its new, never reused id.
+
+        Args:
+            run: The run's name (a single path component: no ``/``, ``\\`` or ``:``, and
+                not starting with ``.``).
+            member: The member's id (an int >= 0).
+            step: The member's step when it saved (an int >= 0).
+            blob: The payload, usually :func:`encode`'s output.
+            manifest: What the caller wants kept with the checkpoint (hyperparameters,
+                score, ...): JSON-serialisable values (numpy scalars and arrays are
+                converted). It is read back under ``"fields"`` of :meth:`manifest`.
+
+        Returns:
+            The checkpoint's id, ``"<run>/m<member>/s<step>-<unique>"``.
+
+        Raises:
+            InvalidArgumentError: A bad run name, member or step, or a manifest that is
+                not JSON-serialisable.
+            CheckpointError: The checkpoint could not be written.
+        """
 
     @abstractmethod
     def get(self, checkpoint_id: str) -> bytes:
         """The bytes of a checkpoint; CheckpointError if it does not exist."""
+
+    @abstractmethod
+    def manifest(self, checkpoint_id: str) -> dict[str, Any]:
+        """The manifest of a checkpoint (a fresh dict); CheckpointError if it does not exist.
+
+        Its keys: ``format`` (the manifest format, 1), ``id``, ``run``, ``member``,
+        ``step``, ``payload`` (``{"file", "size", "sha256"}``), ``created`` (ISO 8601,
+        UTC), ``versions`` (``{"genepool", "python", "numpy"}``) and ``fields`` (the
+        caller's ``manifest=``, JSON-normalised; ``{}`` if none was given).
+        """
 
     @abstractmethod
     def delete(self, checkpoint_id: str) -> None:
@@ -72,25 +144,525 @@ class MemoryCheckpoints(CheckpointStore):
     """Checkpoints as bytes in this process's memory."""
 
     def __init__(self) -> None:
-        self._blobs: dict[str, bytes] = {}
+        self._blobs: dict[str, tuple[bytes, dict[str, Any]]] = {}
         self._seq = itertools.count()
         self._lock = threading.Lock()
 
-    def put(self, run: str, member: int, step: int, blob: bytes) -> str:
+    def put(
+        self,
+        run: str,
+        member: int,
+        step: int,
+        blob: bytes,
+        *,
+        manifest: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Store ``blob`` and its manifest; see :meth:`CheckpointStore.put`."""
+        _check_key(run, member, step)
+        data = bytes(blob)
+        fields = _normalise_fields(manifest)
         with self._lock:
             checkpoint_id = f"{run}/m{member}/s{step}-{next(self._seq)}"
-            self._blobs[checkpoint_id] = bytes(blob)
+            record = _build_manifest(checkpoint_id, run, member, step, data, fields)
+            self._blobs[checkpoint_id] = (data, record)
             return checkpoint_id
 
     def get(self, checkpoint_id: str) -> bytes:
+        """The bytes of a checkpoint; CheckpointError if it does not exist."""
+        return self._entry(checkpoint_id)[0]
+
+    def manifest(self, checkpoint_id: str) -> dict[str, Any]:
+        """The manifest of a checkpoint; see :meth:`CheckpointStore.manifest`."""
+        return copy.deepcopy(self._entry(checkpoint_id)[1])
+
+    def delete(self, checkpoint_id: str) -> None:
+        """Remove a checkpoint (a no-op if it is gone already)."""
+        with self._lock:
+            self._blobs.pop(checkpoint_id, None)
+
+    def ids(self) -> list[str]:
+        """The ids of the checkpoints in this store, sorted."""
+        with self._lock:
+            return sorted(self._blobs)
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def _entry(self, checkpoint_id: str) -> tuple[bytes, dict[str, Any]]:
         try:
             return self._blobs[checkpoint_id]
         except KeyError:
             raise CheckpointError(f"No checkpoint {checkpoint_id!r} in this store.") from None
 
+
+class LocalCheckpoints(CheckpointStore):
+    """Checkpoints as immutable directories under a local (or mounted) directory.
+
+    Each checkpoint is ``root/<run>/m<member>/s<step>-<unique>/`` holding ``payload.bin``
+    and ``manifest.json``; its id is that path relative to ``root``, with ``/`` separators.
+    ``<unique>`` is a random UUID, so an id is never reused, across processes and
+    restarts alike.
+
+    A write goes into ``.tmp-s<step>-<unique>/`` next to its final place and is renamed
+    into place once complete, so a reader never sees a partial checkpoint. A crash
+    mid-write leaves only a ``.tmp-*`` directory, which :meth:`sweep` removes (at
+    construction, and whenever called). :meth:`get` checks the payload's size and SHA-256
+    against the manifest. Neither hard links nor symbolic links are used.
+
+    Args:
+        root: The directory that holds the checkpoints (created if missing).
+        fsync: Flush each file and directory to the disk before a write returns, so a
+            checkpoint survives a power loss, not only a crash of the process. Slower;
+            off by default.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     store = LocalCheckpoints(root)
+        ...     cid = store.put("run", 3, 8, b"state", manifest={"score": 0.5})
+        ...     (cid.startswith("run/m3/s8-"), store.get(cid), store.manifest(cid)["fields"])
+        (True, b'state', {'score': 0.5})
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        self._root = os.path.abspath(os.fspath(root))
+        self._fsync = bool(fsync)
+        existed = os.path.isdir(self._root)
+        try:
+            os.makedirs(self._root, exist_ok=True)
+            if self._fsync and not existed:
+                _fsync_dir(os.path.dirname(self._root))
+        except OSError as err:
+            raise CheckpointError(
+                f"The checkpoint directory {self._root} could not be created ({err})."
+            ) from err
+        self.sweep()
+
+    @property
+    def root(self) -> str:
+        """The absolute path of the checkpoint directory."""
+        return self._root
+
+    @property
+    def fsync(self) -> bool:
+        """Whether writes are flushed to the disk before they return."""
+        return self._fsync
+
+    def __repr__(self) -> str:
+        return f"LocalCheckpoints({self._root!r}, fsync={self._fsync})"
+
+    # -- writing ---------------------------------------------------------------------
+    def put(
+        self,
+        run: str,
+        member: int,
+        step: int,
+        blob: bytes,
+        *,
+        manifest: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Write a checkpoint atomically; see :meth:`CheckpointStore.put`."""
+        _check_key(run, member, step)
+        data = bytes(blob)
+        fields = _normalise_fields(manifest)
+        unique = uuid.uuid4().hex
+        checkpoint_id = f"{run}/m{member}/s{step}-{unique}"
+        record = _build_manifest(checkpoint_id, run, member, step, data, fields)
+        text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+        run_dir = os.path.join(self._root, run)
+        parent = os.path.join(run_dir, f"m{member}")
+        tmp = os.path.join(parent, f"{TMP_PREFIX}s{step}-{unique}")
+        final = os.path.join(parent, f"s{step}-{unique}")
+        try:
+            self._mkdir(run_dir)
+            self._mkdir(parent)
+            os.mkdir(tmp)
+            _write_file(os.path.join(tmp, PAYLOAD_FILE), data, fsync=self._fsync)
+            _write_file(os.path.join(tmp, MANIFEST_FILE), text.encode(), fsync=self._fsync)
+            if self._fsync:
+                _fsync_dir(tmp)
+            os.rename(tmp, final)
+        except BaseException as err:
+            _remove_tree(tmp)
+            if isinstance(err, OSError):
+                raise CheckpointError(
+                    f"Checkpoint {checkpoint_id!r} could not be written to {self._root} "
+                    f"({err}); nothing was stored."
+                ) from err
+            raise
+        if self._fsync:
+            try:
+                _fsync_dir(parent)
+            except OSError as err:
+                self.delete(checkpoint_id)
+                raise CheckpointError(
+                    f"Checkpoint {checkpoint_id!r} could not be flushed to the disk in "
+                    f"{self._root} ({err}); nothing was stored."
+                ) from err
+        log.debug("wrote checkpoint %s (%d bytes)", checkpoint_id, len(data))
+        return checkpoint_id
+
     def delete(self, checkpoint_id: str) -> None:
-        with self._lock:
-            self._blobs.pop(checkpoint_id, None)
+        """Remove a checkpoint (a no-op if it is gone already, also under a concurrent delete).
+
+        The directory is first renamed to a ``.tmp-del-*`` name (only one deleter can win
+        that rename), then removed; a crash in between leaves a ``.tmp-*`` directory for
+        :meth:`sweep`.
+
+        Raises:
+            CheckpointError: The id is not one of this store's, or the directory could not
+                be renamed (e.g. a file in it is open on Windows).
+        """
+        path = self._path(checkpoint_id)
+        trash = os.path.join(os.path.dirname(path), f"{TMP_PREFIX}del-{uuid.uuid4().hex}")
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise CheckpointError(
+                f"Checkpoint {checkpoint_id!r} in {self._root} could not be deleted ({err})."
+            ) from err
+        _remove_tree(trash)
+        log.debug("deleted checkpoint %s", checkpoint_id)
+
+    def sweep(self, *, grace_seconds: float = SWEEP_GRACE_SECONDS) -> int:
+        """Remove the ``.tmp-*`` directories that a crash left behind.
+
+        A temporary directory is removed once neither it nor a file in it changed for
+        ``grace_seconds``, so that a write in progress in another process is left alone.
+
+        Args:
+            grace_seconds: The minimum age of a temporary directory to remove.
+
+        Returns:
+            How many temporary directories were removed.
+        """
+        now = time.time()
+        removed = 0
+        for member_dir in self._member_dirs():
+            try:
+                entries = [e for e in os.scandir(member_dir) if e.name.startswith(TMP_PREFIX)]
+            except OSError:
+                continue
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                age = now - _last_change(entry.path)
+                if age < grace_seconds:
+                    continue
+                # claim it first: a writer still using it then fails instead of
+                # renaming a half-removed directory into place
+                claimed = os.path.join(member_dir, f"{TMP_PREFIX}sweep-{uuid.uuid4().hex}")
+                try:
+                    os.rename(entry.path, claimed)
+                except OSError:
+                    continue  # gone already, or another sweep took it
+                _remove_tree(claimed)
+                removed += 1
+                log.info("removed stale temporary checkpoint directory %s", entry.path)
+        return removed
+
+    # -- reading ---------------------------------------------------------------------
+    def get(self, checkpoint_id: str) -> bytes:
+        """The payload of a checkpoint, after checking its size and SHA-256.
+
+        Raises:
+            CheckpointError: The checkpoint is missing, torn (its payload does not match
+                its manifest, or the manifest is unreadable), not a genepool checkpoint,
+                or written in a newer manifest format.
+        """
+        path = self._path(checkpoint_id)
+        record = self._read_manifest(checkpoint_id, path)
+        try:
+            with open(os.path.join(path, PAYLOAD_FILE), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            if not os.path.isdir(path):
+                raise self._missing(checkpoint_id) from None
+            raise self._torn(checkpoint_id, f"{PAYLOAD_FILE} is missing") from None
+        except OSError as err:
+            raise self._torn(checkpoint_id, f"{PAYLOAD_FILE} is unreadable: {err}") from err
+        expected = record["payload"]
+        if len(data) != expected["size"]:
+            raise self._torn(
+                checkpoint_id,
+                f"{PAYLOAD_FILE} has {len(data)} bytes, the manifest says {expected['size']}",
+            )
+        if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+            raise self._torn(
+                checkpoint_id, f"the SHA-256 of {PAYLOAD_FILE} differs from the manifest's"
+            )
+        return data
+
+    def manifest(self, checkpoint_id: str) -> dict[str, Any]:
+        """The manifest of a checkpoint (the payload is not checked; :meth:`get` does).
+
+        See :meth:`CheckpointStore.manifest` for its keys.
+
+        Raises:
+            CheckpointError: As :meth:`get`, except for a payload that does not match.
+        """
+        return self._read_manifest(checkpoint_id, self._path(checkpoint_id))
+
+    def ids(self, run: str | None = None) -> list[str]:
+        """The ids of the complete checkpoints on disk, sorted; of one run if given."""
+        found: list[str] = []
+        for member_dir in self._member_dirs(run):
+            try:
+                names = [e.name for e in os.scandir(member_dir) if e.is_dir()]
+            except OSError:
+                continue
+            rel = os.path.relpath(member_dir, self._root).replace(os.sep, "/")
+            found.extend(f"{rel}/{n}" for n in names if _CHECKPOINT_DIR.fullmatch(n))
+        return sorted(found)
 
     def __len__(self) -> int:
-        return len(self._blobs)
+        return len(self.ids())
+
+    # -- helpers ---------------------------------------------------------------------
+    def _mkdir(self, path: str) -> None:
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            return
+        if self._fsync:
+            _fsync_dir(os.path.dirname(path))
+
+    def _member_dirs(self, run: str | None = None) -> list[str]:
+        """``root/<run>/m<member>`` directories (of every run, or one)."""
+        if run is not None:
+            run_dirs = [os.path.join(self._root, run)]
+        else:
+            try:
+                run_dirs = [
+                    e.path
+                    for e in os.scandir(self._root)
+                    if e.is_dir() and not e.name.startswith(".")
+                ]
+            except OSError:
+                return []
+        found: list[str] = []
+        for run_dir in run_dirs:
+            try:
+                found.extend(
+                    e.path
+                    for e in os.scandir(run_dir)
+                    if e.is_dir() and _MEMBER_DIR.fullmatch(e.name)
+                )
+            except OSError:
+                continue
+        return found
+
+    def _path(self, checkpoint_id: str) -> str:
+        """The directory of a checkpoint id; CheckpointError if it is not a valid id."""
+        parts = checkpoint_id.split("/") if isinstance(checkpoint_id, str) else []
+        if (
+            len(parts) != 3
+            or _bad_run_name(parts[0]) is not None
+            or not _MEMBER_DIR.fullmatch(parts[1])
+            or not _CHECKPOINT_DIR.fullmatch(parts[2])
+        ):
+            raise CheckpointError(
+                f"{checkpoint_id!r} is not a checkpoint id of LocalCheckpoints (expected "
+                "'<run>/m<member>/s<step>-<32 hex digits>'). Fix: pass an id that put() "
+                "returned."
+            )
+        return os.path.join(self._root, *parts)
+
+    def _read_manifest(self, checkpoint_id: str, path: str) -> dict[str, Any]:
+        if not os.path.isdir(path):
+            if os.path.lexists(path):
+                raise self._foreign(checkpoint_id, "it is not a directory")
+            raise self._missing(checkpoint_id)
+        try:
+            with open(os.path.join(path, MANIFEST_FILE), "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            if not os.path.isdir(path):
+                raise self._missing(checkpoint_id) from None
+            if os.path.lexists(os.path.join(path, PAYLOAD_FILE)):
+                raise self._torn(checkpoint_id, f"{MANIFEST_FILE} is missing") from None
+            raise self._foreign(checkpoint_id, f"it has no {MANIFEST_FILE}") from None
+        except OSError as err:
+            raise self._torn(checkpoint_id, f"{MANIFEST_FILE} is unreadable: {err}") from err
+        try:
+            record = json.loads(raw)
+        except ValueError as err:
+            raise self._torn(checkpoint_id, f"{MANIFEST_FILE} is not valid JSON: {err}") from err
+        if not isinstance(record, dict) or "format" not in record:
+            raise self._foreign(checkpoint_id, f"its {MANIFEST_FILE} is not a genepool manifest")
+        fmt = record["format"]
+        if type(fmt) is not int or fmt < 1:
+            raise self._foreign(checkpoint_id, f"its {MANIFEST_FILE} has format {fmt!r}")
+        if fmt > MANIFEST_FORMAT:
+            raise CheckpointError(
+                f"Checkpoint {checkpoint_id!r} in {self._root} has manifest format {fmt}; "
+                f"this genepool reads format {MANIFEST_FORMAT} and older. Fix: upgrade genepool "
+                "to the version that wrote it (see 'versions' in its manifest.json)."
+            )
+        if record.get("id") != checkpoint_id:
+            raise self._foreign(
+                checkpoint_id, f"its {MANIFEST_FILE} is for checkpoint {record.get('id')!r}"
+            )
+        payload = record.get("payload")
+        if (
+            not isinstance(payload, dict)
+            or type(payload.get("size")) is not int
+            or not isinstance(payload.get("sha256"), str)
+            or not isinstance(record.get("fields"), dict)
+        ):
+            raise self._torn(checkpoint_id, f"{MANIFEST_FILE} lacks the payload's size or hash")
+        return record
+
+    def _missing(self, checkpoint_id: str) -> CheckpointError:
+        return CheckpointError(
+            f"No checkpoint {checkpoint_id!r} in {self._root}: it was deleted, or never "
+            "written to this directory."
+        )
+
+    def _torn(self, checkpoint_id: str, reason: str) -> CheckpointError:
+        return CheckpointError(
+            f"Checkpoint {checkpoint_id!r} in {self._root} is torn: {reason}. It was changed "
+            "or damaged on disk after it was written; it cannot be read."
+        )
+
+    def _foreign(self, checkpoint_id: str, reason: str) -> CheckpointError:
+        return CheckpointError(
+            f"{checkpoint_id!r} in {self._root} is not a genepool checkpoint: {reason}. "
+            "Fix: keep other files out of the checkpoint directory."
+        )
+
+
+# -- shared helpers ------------------------------------------------------------------
+
+
+def _bad_run_name(run: object) -> str | None:
+    """Why ``run`` cannot be a directory name on any platform, or None if it can."""
+    if not isinstance(run, str) or not run:
+        return "a non-empty string"
+    if run.startswith("."):
+        return "a name that does not start with '.'"
+    if _BAD_NAME_CHARS.search(run) or run.endswith((" ", ".")):
+        return 'a name without / \\ : * ? " < > |, control characters, or a trailing space or dot'
+    if len(run.encode()) > 200:
+        return "a name of at most 200 bytes"
+    return None
+
+
+def _check_key(run: str, member: int, step: int) -> None:
+    """Check the arguments that make a checkpoint's id."""
+    must = _bad_run_name(run)
+    if must is not None:
+        raise invalid("CheckpointStore.put", "run", must, repr(run))
+    for name, value in (("member", member), ("step", step)):
+        if type(value) is bool or not isinstance(value, (int, np.integer)) or value < 0:
+            raise invalid("CheckpointStore.put", name, "an int >= 0", repr(value))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _normalise_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The caller's manifest fields as they read back from JSON (a deep copy)."""
+    if fields is None:
+        return {}
+    if not isinstance(fields, Mapping) or not all(isinstance(k, str) for k in fields):
+        raise invalid("CheckpointStore.put", "manifest", "a mapping with str keys", repr(fields))
+    try:
+        normalised: dict[str, Any] = json.loads(json.dumps(dict(fields), default=_json_default))
+    except (TypeError, ValueError) as err:
+        raise invalid(
+            "CheckpointStore.put",
+            "manifest",
+            "JSON-serialisable",
+            f"{fields!r} ({err})",
+            "Fix: pass numbers, strings, lists and dicts (numpy values are converted).",
+        ) from err
+    return normalised
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    import genepool  # here, not at the top: the package imports this module
+
+    return {
+        "genepool": genepool.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def _build_manifest(
+    checkpoint_id: str, run: str, member: int, step: int, data: bytes, fields: dict[str, Any]
+) -> dict[str, Any]:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "format": MANIFEST_FORMAT,
+        "id": checkpoint_id,
+        "run": run,
+        "member": int(member),
+        "step": int(step),
+        "payload": {
+            "file": PAYLOAD_FILE,
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+        "created": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "versions": dict(_versions()),
+        "fields": fields,
+    }
+
+
+def _write_file(path: str, data: bytes, *, fsync: bool) -> None:
+    """Create ``path`` (it must not exist) holding ``data``; flushed to disk if ``fsync``."""
+    with open(path, "xb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _fsync_dir(path: str) -> None:
+    """Flush a directory's entries to disk (a no-op on Windows, which cannot open one)."""
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_change(path: str) -> float:
+    """The latest modification time of a directory and the files directly in it."""
+    try:
+        latest = os.stat(path).st_mtime
+        for entry in os.scandir(path):
+            try:
+                latest = max(latest, entry.stat(follow_symlinks=False).st_mtime)
+            except OSError:
+                continue
+    except OSError:
+        return time.time()
+    return latest
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a directory tree, tolerating a concurrent removal; failures are logged."""
+
+    def on_error(func: Any, failed: str, exc: BaseException) -> None:
+        if not isinstance(exc, FileNotFoundError):
+            log.warning("could not remove %s (%s); sweep() will retry", failed, exc)
+
+    if not os.path.lexists(path):
+        return
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=on_error)
+    else:
+        shutil.rmtree(path, onerror=lambda func, failed, info: on_error(func, failed, info[1]))

@@ -22,6 +22,7 @@ from typing import Any
 from genepool._errors import (
     CheckpointError,
     HyperparameterNotAppliedError,
+    StaleLeaseError,
     StorageError,
     TrainableError,
 )
@@ -66,6 +67,17 @@ class RunContext:
     lease_seconds: float = 60.0
     max_ahead: int | None = None
     synchronous: bool = False
+    #: Seconds to wait before claiming again when every member is held by other workers;
+    #: ``None`` (one worker alone) ends the loop instead.
+    idle_wait: float | None = None
+    #: Reports reach the store at every ready and at least this often.
+    flush_seconds: float = 1.0
+    #: Renew the lease from a background thread (several workers).
+    heartbeat: bool = False
+    #: Stop renewing (so another worker takes over) when no step came for this long.
+    progress_timeout: float | None = None
+    #: A member whose workers died this many times is stopped as failed.
+    max_crashes: int = 3
     stop_event: threading.Event = field(default_factory=threading.Event)
     stop_reason: str | None = None
 
@@ -102,11 +114,15 @@ class Worker:
         self._resident: dict[int, _Resident] = {}
         self._plateau = PlateauTracker(min_delta=ctx.policy.budget.min_delta)
         self._counter = ctx.policy.ready.counter
+        self._current: Lease | None = None
+        self._lease_lost = False
+        self._last_progress = 0.0
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> str:
         """Train until no member is left to train; return why the run ended."""
         ctx = self.ctx
+        beat = self._start_heartbeat() if ctx.heartbeat else None
         try:
             while True:
                 if ctx.stop_event.is_set():
@@ -118,8 +134,20 @@ class Worker:
                     pop = ctx.store.population(ctx.name)
                     if not any(m.status == ACTIVE for m in pop):
                         return "budget"
-                    return "no claimable member"
-                pop = self._round(lease)
+                    if ctx.idle_wait is None:
+                        return "no claimable member"
+                    ctx.stop_event.wait(ctx.idle_wait)
+                    continue
+                self._current, self._lease_lost = lease, False
+                self._last_progress = ctx.clock.now()
+                try:
+                    pop = self._round(lease)
+                except StaleLeaseError as err:
+                    log.warning("%s lost member %d: %s", self.info.name, lease.member, err)
+                    self._drop(lease.member)
+                    continue
+                finally:
+                    self._current = None
                 reason = run_stop_reason(
                     pop,
                     ctx.policy.budget,
@@ -130,7 +158,48 @@ class Worker:
                     self._finish_all(reason)
                     return reason
         finally:
+            if beat is not None:
+                self._beat_stop.set()
+                beat.join()
             self.close()
+
+    def _start_heartbeat(self) -> threading.Thread:
+        """Renew the current lease while its member makes progress."""
+        self._beat_stop = threading.Event()
+        ctx = self.ctx
+        period = max(0.05, ctx.lease_seconds / 3)
+
+        def beat() -> None:
+            while not self._beat_stop.wait(period):
+                lease = self._current
+                if lease is None or self._lease_lost:
+                    continue
+                idle = ctx.clock.now() - self._last_progress
+                if ctx.progress_timeout is not None and idle > ctx.progress_timeout:
+                    log.warning(
+                        "member %d made no progress for %.1f s: its lease is left to expire",
+                        lease.member,
+                        idle,
+                    )
+                    continue
+                try:
+                    ctx.store.renew(lease, lease_seconds=ctx.lease_seconds)
+                except StaleLeaseError:
+                    self._lease_lost = True
+                except Exception:  # a passing store error: the next beat tries again
+                    log.debug("lease renewal failed", exc_info=True)
+
+        thread = threading.Thread(target=beat, name=f"{self.info.name}-heartbeat", daemon=True)
+        thread.start()
+        return thread
+
+    def _drop(self, member: int) -> None:
+        res = self._resident.pop(member, None)
+        if res is not None:
+            try:
+                res.session.close()
+            except Exception:
+                log.debug("closing member %d's session raised", member, exc_info=True)
 
     def close(self) -> None:
         """End every resident session."""
@@ -176,6 +245,8 @@ class Worker:
         ctx = self.ctx
         pop = ctx.store.population(ctx.name)
         view = pop[lease.member]
+        if view.crashes >= ctx.max_crashes:
+            return self._stop(lease, view, "crashed", [], status=FAILED)
         if view.pending:  # synchronous: the barrier is passed, decide now
             view = dataclasses.replace(view, pending=False)
             return self._decide(lease, view, pop)
@@ -205,6 +276,8 @@ class Worker:
         seconds = policy.budget.seconds
         clock = ctx.clock
         stop_event = ctx.stop_event
+        flush_seconds = ctx.flush_seconds
+        last_flush = [clock.now()]
         last = view.checkpoint.counter if view.checkpoint is not None else 0.0
         round_start = clock.now()
         reports: list[Report] = []
@@ -216,7 +289,12 @@ class Worker:
             handle._step += 1
             step = handle._step
             now = clock.now()
+            self._last_progress = now
             reports.append(Report(view.id, step, dict(metrics), now))
+            if now - last_flush[0] >= flush_seconds:  # a long round: flush what we have
+                ctx.store.commit(lease, reports=reports)
+                reports.clear()
+                last_flush[0] = now
             try:
                 value = float(metrics[metric])
             except KeyError:
@@ -244,7 +322,7 @@ class Worker:
                         "with every step."
                     ) from None
             counter_box[0] = counter
-            if stop_event.is_set() or budget_reached(counter):
+            if stop_event.is_set() or budget_reached(counter) or self._lease_lost:
                 return True
             if seconds is not None and now - ctx.started >= seconds:
                 ctx.stop_reason = "time"
@@ -263,6 +341,8 @@ class Worker:
         except Exception as err:
             failure = err
 
+        if self._lease_lost:
+            raise StaleLeaseError(f"member {view.id}: the lease was lost during the round")
         if failure is not None or bad:
             return self._failed_round(lease, view, reports, failure, bad)
 
@@ -273,8 +353,16 @@ class Worker:
         state = res.session.save()
         blob = encode({"state": state, "rng": handle.rng.bit_generator.state})
         step = handle._step
-        ckpt_id = ctx.checkpoints.put(ctx.name, view.id, step, blob)
         score = scores[-1] if scores else view.score
+        manifest = {
+            "hparams": dict(view.hparams),
+            "score": score,
+            "counter": counter_box[0],
+            "generation": view.generation,
+            "parent": view.parent,
+            "metric": self.ctx.metric,
+        }
+        ckpt_id = ctx.checkpoints.put(ctx.name, view.id, step, blob, manifest=manifest)
         ref = CheckpointRef(ckpt_id, view.id, step, counter_box[0], score, view.hparams)
         new = dataclasses.replace(
             view,

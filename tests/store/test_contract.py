@@ -1,16 +1,22 @@
 """The datastore contract (see ``genepool.store._base``), checked over every backend.
 
 Every test goes through the :class:`~genepool.store.Store` API only. A backend joins the
-suite by adding a factory ``(clock) -> Store`` to ``BACKENDS``; the clock is a
-:class:`~genepool.clock.ManualClock` that the tests move to expire leases.
+suite by adding a factory ``(clock, request) -> Store`` to ``BACKENDS``; the clock is a
+:class:`~genepool.clock.ManualClock` that the tests move to expire leases, and ``request``
+lets a factory set up (and finalize) what the store needs: a SQLite file under the test's
+``tmp_path``, a fresh PostgreSQL schema (skipped when no server answers, but failed when
+the ``CI`` environment variable is set).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -19,10 +25,74 @@ import genepool as gp
 from genepool.member import CheckpointRef, Event, MemberView, Report
 from genepool.store import Lease, MemoryStore, Store, WorkerInfo
 
-StoreFactory = Callable[[gp.ManualClock], Store]
+StoreFactory = Callable[[gp.ManualClock, pytest.FixtureRequest], Store]
+
+#: The PostgreSQL server the tests use (a fresh schema per test, dropped after it).
+POSTGRES_URL = os.environ.get(
+    "GENEPOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+_postgres_down: list[str] = []  # why the server is unusable, once found out
+
+
+def _unavailable(reason: str) -> None:
+    """Skip on a developer's machine; fail on CI, which must run every backend."""
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL tests cannot run on CI: {reason}")
+    pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh schema on the test server, dropped when the test ends.
+
+    Skips the test (fails it when ``CI`` is set) if psycopg or the server is missing.
+    """
+    if _postgres_down:
+        _unavailable(_postgres_down[0])
+    try:
+        import psycopg
+    except ImportError:
+        _postgres_down.append("psycopg is not installed (pip install 'genepool[postgres]')")
+        _unavailable(_postgres_down[0])
+    dsn = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    schema = f"gp_test_{uuid.uuid4().hex[:16]}"
+    try:
+        with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.Error as err:
+        _postgres_down.append(f"no PostgreSQL server at {POSTGRES_URL} ({err})")
+        _unavailable(_postgres_down[0])
+
+    def drop() -> None:
+        with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+    request.addfinalizer(drop)
+    options = quote(f"-csearch_path={schema}", safe="")
+    return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options={options}"
+
+
+def sqlite_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a new SQLite file in the test's temporary directory."""
+    tmp_path = request.getfixturevalue("tmp_path")
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def _sql_store(url: str, clock: gp.ManualClock, request: pytest.FixtureRequest) -> Store:
+    from genepool.store.sql import SQLStore
+
+    store = SQLStore(url, clock=clock)
+    request.addfinalizer(store.close)
+    return store
+
 
 BACKENDS: list[object] = [
-    pytest.param(lambda clock: MemoryStore(clock=clock), id="memory"),
+    pytest.param(lambda clock, request: MemoryStore(clock=clock), id="memory"),
+    pytest.param(
+        lambda clock, request: _sql_store(sqlite_url(request), clock, request), id="sqlite"
+    ),
+    pytest.param(
+        lambda clock, request: _sql_store(postgres_url(request), clock, request), id="postgresql"
+    ),
 ]
 
 RUN = "run"
@@ -39,7 +109,7 @@ def clock() -> gp.ManualClock:
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, clock: gp.ManualClock) -> Store:
     factory: StoreFactory = request.param
-    return factory(clock)
+    return factory(clock, request)
 
 
 def members(n: int, **overrides: object) -> list[MemberView]:

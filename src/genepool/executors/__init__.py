@@ -1,5 +1,17 @@
 """Executors start and watch workers; they never re-implement the worker loop."""
 
-from genepool.executors.serial import SerialExecutor
+from __future__ import annotations
 
-__all__ = ["SerialExecutor"]
+from typing import Protocol
+
+from genepool.executors.processes import ProcessExecutor
+from genepool.executors.serial import SerialExecutor
+from genepool.worker import RunContext
+
+__all__ = ["Executor", "ProcessExecutor", "SerialExecutor"]
+
+
+class Executor(Protocol):
+    """Starts and watches the workers of a run; returns why the run ended."""
+
+    def run(self, ctx: RunContext) -> str: ...

@@ -1,6 +1,27 @@
-"""The population's datastore (see :class:`Store` for the contract)."""
+"""The population's datastore (see :class:`Store` for the contract).
+
+:class:`SQLStore` and :func:`open_store` are imported on first use, so that importing
+genepool does not import SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from genepool.store._base import History, Lease, Store, WorkerInfo
 from genepool.store.memory import MemoryStore
 
-__all__ = ["History", "Lease", "MemoryStore", "Store", "WorkerInfo"]
+if TYPE_CHECKING:
+    from genepool.store.sql import SQLStore, open_store
+
+__all__ = ["History", "Lease", "MemoryStore", "SQLStore", "Store", "WorkerInfo", "open_store"]
+
+_LAZY = {"SQLStore", "open_store"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from genepool.store import sql
+
+        return getattr(sql, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

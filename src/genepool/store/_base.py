@@ -193,3 +193,7 @@ class Store(ABC):
     @abstractmethod
     def history(self, run: str) -> History:
         """All reports and events of the run, each in the order they were written."""
+
+    def runs(self) -> list[str]:
+        """The names of the runs in this store."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its runs")

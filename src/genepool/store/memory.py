@@ -172,6 +172,10 @@ class MemoryStore(Store):
             r.collected.update(out)
             return out
 
+    def runs(self) -> list[str]:
+        with self._lock:
+            return list(self._runs)
+
     def history(self, run: str) -> History:
         with self._lock:
             r = self._run(run)

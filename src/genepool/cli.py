@@ -1,0 +1,315 @@
+"""The command line: ``genepool run``, ``genepool status``.
+
+``genepool run train.py:train --config pbt.toml`` runs the trainable ``train`` of the file
+``train.py`` (or of an importable module: ``mypkg.train:Trainer``) with the settings of the
+config file (TOML, or YAML with the ``[yaml]`` extra). Flags override the file. Running the
+same command again resumes the run from the store and the checkpoints.
+
+A config file::
+
+    metric = "accuracy"
+    mode = "max"
+    population = 8
+    seed = 0
+    workers = 2
+    storage = "sqlite:///pbt.db"
+
+    [ready]
+    every = 4                # gp.Every(4); also counter = "samples", burn_in, min_seconds
+
+    [budget]
+    steps = 200              # also seconds, target, plateau, min_delta
+
+    [exploit]
+    rule = "truncation"      # or "tournament", "welch", "none"
+    fraction = 0.2           # the rule's own arguments
+
+    [explore]
+    rule = "perturb"         # or "resample", "noise", "none"
+    resample = 0.25
+
+    [space]
+    lr = { float = [1e-5, 1e-1], log = true }
+    layers = { int = [1, 8] }
+    batch_size = { choice = [32, 64, 128], ordered = true }
+    optimizer = "adam"       # a plain value is fixed; { fixed = [...] } for a list
+
+The space may instead live in the trainable's file as a ``gp.Space`` named ``space`` or
+``SPACE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from genepool._errors import GenepoolError, InvalidArgumentError, invalid, missing_dependency
+from genepool.policy import (
+    Budget,
+    Every,
+    Explore,
+    GaussianNoise,
+    Perturb,
+    Resample,
+    Select,
+    Tournament,
+    Truncation,
+    WelchTTest,
+)
+from genepool.space import Choice, Domain, Fixed, Float, Int, Space
+
+__all__ = ["load_config", "load_trainable", "main", "parse_space"]
+
+log = logging.getLogger("genepool.cli")
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or YAML config file into a dict."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise missing_dependency("pyyaml", "yaml", "A YAML config file") from None
+        data = yaml.safe_load(text) or {}
+    else:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        data = tomllib.loads(text)
+    if not isinstance(data, dict):
+        raise invalid("genepool run", "--config", "a file holding a table of settings", str(path))
+    return data
+
+
+def parse_space(spec: Mapping[str, Any]) -> Space:
+    """Build a :class:`Space` from a config table (see the module's docstring)."""
+    domains: dict[str, Domain] = {}
+    for name, value in spec.items():
+        if not isinstance(value, Mapping):
+            domains[name] = Fixed(value)
+            continue
+        kinds = [k for k in ("float", "int", "choice", "fixed") if k in value]
+        if len(kinds) != 1:
+            raise invalid(
+                "space",
+                name,
+                "a table with one of float, int, choice, fixed",
+                repr(dict(value)),
+                "Fix: lr = { float = [1e-5, 1e-1], log = true }.",
+            )
+        kind = kinds[0]
+        args = value[kind]
+        if kind == "fixed":
+            domains[name] = Fixed(args)
+        elif kind == "choice":
+            domains[name] = Choice(list(args), ordered=bool(value.get("ordered", False)))
+        else:
+            if not isinstance(args, Sequence) or len(args) != 2:
+                raise invalid("space", name, f"{kind} = [low, high]", repr(args))
+            cls = Float if kind == "float" else Int
+            domains[name] = cls(args[0], args[1], log=bool(value.get("log", False)))
+    return Space(domains)
+
+
+def _exploit(spec: Mapping[str, Any] | None) -> Select | str | None:
+    if spec is None:
+        return "default"
+    options = dict(spec)
+    rule = options.pop("rule", "truncation")
+    rules: dict[str, Any] = {
+        "truncation": Truncation,
+        "tournament": Tournament,
+        "welch": WelchTTest,
+    }
+    if rule == "none":
+        return None
+    if rule not in rules:
+        raise invalid("[exploit]", "rule", f"one of {[*rules, 'none']}", repr(rule))
+    made: Select = rules[rule](**options)
+    return made
+
+
+def _explore(spec: Mapping[str, Any] | None) -> Explore | str | None:
+    if spec is None:
+        return "default"
+    options = dict(spec)
+    rule = options.pop("rule", "perturb")
+    rules: dict[str, Any] = {"perturb": Perturb, "resample": Resample, "noise": GaussianNoise}
+    if rule == "none":
+        return None
+    if rule not in rules:
+        raise invalid("[explore]", "rule", f"one of {[*rules, 'none']}", repr(rule))
+    made: Explore = rules[rule](**options)
+    return made
+
+
+def load_trainable(ref: str) -> tuple[Any, Any]:
+    """Import ``file.py:name`` or ``module:name``; return the trainable and its module."""
+    if ":" not in ref:
+        raise invalid("genepool run", "trainable", "'file.py:name' or 'module:name'", repr(ref))
+    where, _, attr = ref.rpartition(":")
+    if where.endswith(".py") or Path(where).is_file():
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise invalid("genepool run", "trainable", "an existing file", str(path))
+        folder = str(path.parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)  # worker processes inherit sys.path: they import it too
+        module = importlib.import_module(path.stem)
+    else:
+        module = importlib.import_module(where)
+    try:
+        return getattr(module, attr), module
+    except AttributeError:
+        raise invalid(
+            "genepool run", "trainable", f"a name defined in {where}", repr(attr)
+        ) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from genepool._run import run
+
+    config = load_config(args.config) if args.config else {}
+    for key in ("storage", "name", "workers", "seed", "population"):
+        value = getattr(args, key)
+        if value is not None:
+            config[key] = value
+    trainable, module = load_trainable(args.trainable)
+    if "space" in config:
+        space = parse_space(config.pop("space"))
+    else:
+        found = getattr(module, "space", None) or getattr(module, "SPACE", None)
+        if not isinstance(found, Space):
+            raise invalid(
+                "genepool run",
+                "space",
+                "a [space] table in the config, or a "
+                "gp.Space named space / SPACE beside the trainable",
+                "neither",
+            )
+        space = found
+    ready_spec = dict(config.pop("ready", {"every": 1}))
+    ready = Every(ready_spec.pop("every", 1), **ready_spec)
+    budget = Budget(**config.pop("budget", {}))
+    options: dict[str, Any] = {}
+    exploit = _exploit(config.pop("exploit", None))
+    if exploit != "default":
+        options["exploit"] = exploit
+    explore = _explore(config.pop("explore", None))
+    if explore != "default":
+        options["explore"] = explore
+    if "metric" not in config:
+        raise invalid("genepool run", "metric", "set in the config file", "nothing")
+    if args.resume:
+        options["resume"] = True
+    known = {
+        "metric",
+        "mode",
+        "population",
+        "initial",
+        "seed",
+        "name",
+        "max_failures",
+        "storage",
+        "checkpoints",
+        "workers",
+        "synchronous",
+        "lease_seconds",
+        "progress_timeout",
+        "max_crashes",
+        "max_ahead",
+        "recent_window",
+        "allow_config_change",
+    }
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise invalid(
+            "genepool run",
+            "--config",
+            f"made of known settings {sorted(known)}",
+            f"unknown {unknown}",
+        )
+    options.update(config)
+    progress = not args.quiet and sys.stdout.isatty()
+    result = run(trainable, space, ready=ready, budget=budget, progress=progress, **options)
+    best = result.best
+    print(
+        json.dumps(
+            {
+                "run": result.name,
+                "stop_reason": result.stop_reason,
+                "best_member": best.id,
+                "best_score": best.score,
+                "best_hparams": best.hparams,
+                "best_step": best.step,
+            },
+            default=repr,
+        )
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from genepool._progress import population_table
+    from genepool.store import open_store
+
+    store = open_store(args.storage)
+    names = store.runs()
+    if args.name is None and len(names) != 1:
+        raise invalid(
+            "genepool status",
+            "--name",
+            f"one of {names}",
+            "nothing",
+            "Fix: --name NAME (the store holds several runs).",
+        )
+    name = args.name or names[0]
+    if name not in names:
+        raise invalid("genepool status", "--name", f"one of {names}", repr(name))
+    population = store.population(name)
+    metric = store.run_config(name).get("metric", "score")
+    Console().print(population_table(population, title=f"run {name!r}", metric=str(metric)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``genepool`` command."""
+    parser = argparse.ArgumentParser(prog="genepool", description="Population Based Training")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_cmd = commands.add_parser("run", help="run (or resume) a PBT run")
+    run_cmd.add_argument("trainable", help="file.py:name or module:name")
+    run_cmd.add_argument("--config", help="a TOML or YAML file of settings")
+    run_cmd.add_argument("--storage", help="sqlite:///pbt.db, postgresql://..., memory")
+    run_cmd.add_argument("--name", help="the run's name in the store")
+    run_cmd.add_argument("--workers", type=int)
+    run_cmd.add_argument("--seed", type=int)
+    run_cmd.add_argument("--population", type=int)
+    run_cmd.add_argument("--resume", action="store_true", help="the run must exist already")
+    run_cmd.add_argument("--quiet", action="store_true", help="no live table")
+    status_cmd = commands.add_parser("status", help="a table of a run's members")
+    status_cmd.add_argument("--storage", required=True)
+    status_cmd.add_argument("--name")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return _run(args) if args.command == "run" else _status(args)
+    except (GenepoolError, InvalidArgumentError) as err:
+        print(f"genepool: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,343 @@
+"""Local worker processes: the embedded default for real training on one machine.
+
+Each process runs the same :class:`~genepool.worker.Worker` loop as the serial executor;
+the processes meet only through the durable store and the checkpoint directory. The
+driver starts them, replaces one that dies, and forwards a stop; it holds no state of
+its own that a crash could lose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from genepool._errors import invalid
+from genepool.checkpoints import CheckpointStore, MemoryCheckpoints
+from genepool.clock import Clock
+from genepool.policy import Policy
+from genepool.store import MemoryStore, Store
+from genepool.trainable import TrainableLike
+from genepool.worker import RunContext, Worker
+
+__all__ = ["ProcessExecutor"]
+
+log = logging.getLogger("genepool.executors")
+
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What a worker process needs to rebuild the run's context (sent with cloudpickle)."""
+
+    name: str
+    trainable: TrainableLike
+    policy: Policy
+    metric: str
+    seed: int
+    store: Store
+    checkpoints: CheckpointStore
+    clock: Clock
+    started: float
+    recent_window: int
+    lease_seconds: float
+    max_ahead: int | None
+    synchronous: bool
+    progress_timeout: float | None
+    max_crashes: int
+    flush_seconds: float
+    log_level: int
+    threads: int | None
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the driver dies (its leases then run out or are taken over):
+    at once on Linux (the kernel's parent-death signal), within half a second elsewhere."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(3)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(3)
+        time.sleep(0.5)
+
+
+def worker_main(blob: bytes, index: int, parent: int) -> str:
+    """The body of a worker process (see ``genepool.executors._child``)."""
+    spec: _Spec = cloudpickle.loads(blob)
+    logging.basicConfig(level=spec.log_level)
+    _die_with_parent(parent)
+    if spec.threads is not None:
+        torch = sys.modules.get("torch")  # torch is optional: cap its threads if loaded
+        if torch is not None:
+            with contextlib.suppress(Exception):
+                torch.set_num_threads(spec.threads)
+    ctx = RunContext(
+        name=spec.name,
+        trainable=spec.trainable,
+        policy=spec.policy,
+        metric=spec.metric,
+        seed=spec.seed,
+        store=spec.store,
+        checkpoints=spec.checkpoints,
+        clock=spec.clock,
+        started=spec.started,
+        recent_window=spec.recent_window,
+        lease_seconds=spec.lease_seconds,
+        max_ahead=spec.max_ahead,
+        synchronous=spec.synchronous,
+        idle_wait=0.02,
+        flush_seconds=spec.flush_seconds,
+        heartbeat=True,
+        progress_timeout=spec.progress_timeout,
+        max_crashes=spec.max_crashes,
+    )
+
+    def graceful(signum: int, frame: Any) -> None:
+        ctx.stop_reason = ctx.stop_reason or "interrupted"
+        ctx.stop_event.set()
+
+    signal.signal(signal.SIGINT, graceful)
+    signal.signal(signal.SIGTERM, graceful)
+    return Worker(ctx, name=f"worker-{index}-{os.getpid()}").run()
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the children started inside the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class ProcessExecutor:
+    """Runs ``workers`` worker processes on this machine.
+
+    A population larger than ``workers`` is time-shared: each worker claims the member
+    furthest behind, one ready round at a time, and keeps the members it trained resident
+    in memory while the store says nobody else changed them.
+
+    Args:
+        workers: How many processes.
+        threads_per_worker: BLAS / OpenMP / torch threads in each; default
+            ``cores // workers`` (at least 1). Variables already set by the user win.
+        devices: GPU ids to share out, one per worker in turn (``CUDA_VISIBLE_DEVICES``);
+            default: the ids in ``CUDA_VISIBLE_DEVICES`` if set, else none.
+        max_restarts: How many dead workers may be replaced during the run.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int,
+        threads_per_worker: int | None = None,
+        devices: Sequence[str] | None = None,
+        max_restarts: int | None = None,
+    ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise invalid("ProcessExecutor", "workers", "an integer >= 1", repr(workers))
+        if threads_per_worker is not None and (
+            isinstance(threads_per_worker, bool)
+            or not isinstance(threads_per_worker, int)
+            or threads_per_worker < 1
+        ):
+            raise invalid(
+                "ProcessExecutor",
+                "threads_per_worker",
+                "an integer >= 1 or None",
+                repr(threads_per_worker),
+            )
+        self.workers = workers
+        self.threads_per_worker = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        if devices is None:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+            devices = [d for d in visible.split(",") if d.strip()] if visible else []
+        self.devices = list(devices)
+        self.max_restarts = max_restarts if max_restarts is not None else 10 * workers
+        #: Processes started so far (read by tests).
+        self.started_processes = 0
+
+    def _spec(self, ctx: RunContext) -> bytes:
+        if isinstance(ctx.store, MemoryStore):
+            raise invalid(
+                "run",
+                "storage",
+                "a durable store when workers > 1",
+                "the in-memory store",
+                "Fix: storage='sqlite:///pbt.db' (processes meet only through the store).",
+            )
+        if isinstance(ctx.checkpoints, MemoryCheckpoints):
+            raise invalid(
+                "run",
+                "checkpoints",
+                "a checkpoint directory when workers > 1",
+                "in-memory checkpoints",
+                "Fix: checkpoints='path/to/dir'.",
+            )
+        spec = _Spec(
+            name=ctx.name,
+            trainable=ctx.trainable,
+            policy=ctx.policy,
+            metric=ctx.metric,
+            seed=ctx.seed,
+            store=ctx.store,
+            checkpoints=ctx.checkpoints,
+            clock=ctx.clock,
+            started=ctx.started,
+            recent_window=ctx.recent_window,
+            lease_seconds=ctx.lease_seconds,
+            max_ahead=ctx.max_ahead,
+            synchronous=ctx.synchronous,
+            progress_timeout=ctx.progress_timeout,
+            max_crashes=ctx.max_crashes,
+            flush_seconds=ctx.flush_seconds,
+            log_level=logging.getLogger().level,
+            threads=self.threads_per_worker,
+        )
+        return bytes(cloudpickle.dumps(spec))
+
+    def run(self, ctx: RunContext) -> str:
+        """Start the workers, replace dead ones, and wait until the run ends."""
+        blob = self._spec(ctx)
+        parent = os.getpid()
+        env = {k: str(self.threads_per_worker) for k in _THREAD_VARS if k not in os.environ}
+        procs: list[_Child] = []
+        reasons: list[str] = []
+        restarts = 0
+        signalled = False
+
+        def start(index: int) -> None:
+            extra = dict(env)
+            if self.devices:
+                extra["CUDA_VISIBLE_DEVICES"] = self.devices[index % len(self.devices)]
+            procs.append(_Child.start(blob, index, parent, {**os.environ, **extra}))
+            self.started_processes += 1
+
+        for i in range(self.workers):
+            start(i)
+        try:
+            while procs:
+                if ctx.stop_event.is_set() and not signalled:
+                    signalled = True
+                    for child in procs:
+                        child.interrupt()
+                time.sleep(0.05)
+                for child in [c for c in procs if c.proc.poll() is not None]:
+                    procs.remove(child)
+                    reason = child.reason()
+                    if reason:
+                        reasons.append(reason)
+                    code = child.proc.returncode
+                    if code == 0 or ctx.stop_event.is_set() or not self._members_left(ctx):
+                        continue
+                    if restarts >= self.max_restarts:
+                        log.error("worker %d died (exit %s); no restarts left", child.index, code)
+                        continue
+                    restarts += 1
+                    log.warning("worker %d died (exit %s): starting another", child.index, code)
+                    start(child.index)
+        finally:
+            for child in procs:
+                child.terminate()
+        if ctx.stop_event.is_set():
+            return ctx.stop_reason or "interrupted"
+        return _outcome(ctx, reasons)
+
+    @staticmethod
+    def _members_left(ctx: RunContext) -> bool:
+        return any(m.status == "active" for m in ctx.store.population(ctx.name))
+
+    def __repr__(self) -> str:
+        return f"ProcessExecutor(workers={self.workers})"
+
+
+class _Child:
+    """One worker process: ``python -m genepool.executors._child``, fed its spec on stdin.
+
+    Workers are started as fresh interpreters rather than through ``multiprocessing``, so
+    a user's script needs no ``if __name__ == "__main__"`` guard and is never re-imported;
+    the trainable travels with cloudpickle (by value when defined in ``__main__``).
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], index: int, reason_fd: int) -> None:
+        self.proc = proc
+        self.index = index
+        self._reason_fd = reason_fd
+
+    @classmethod
+    def start(cls, blob: bytes, index: int, parent: int, env: Mapping[str, str]) -> _Child:
+        read_fd, write_fd = os.pipe()
+        payload = cloudpickle.dumps((sys.path, blob, index, parent, write_fd))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "genepool.executors._child"],
+            stdin=subprocess.PIPE,
+            env=dict(env),
+            pass_fds=(write_fd,),
+        )
+        os.close(write_fd)
+        assert proc.stdin is not None
+        proc.stdin.write(payload)
+        proc.stdin.close()
+        return cls(proc, index, read_fd)
+
+    def reason(self) -> str:
+        """What the worker said when it ended ("" if it died first)."""
+        with os.fdopen(self._reason_fd, "rb") as f:
+            return f.read().decode(errors="replace").strip()
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGINT)
+
+    def terminate(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        with contextlib.suppress(OSError):
+            os.close(self._reason_fd)
+
+
+def _outcome(ctx: RunContext, reasons: list[str]) -> str:
+    """Why the run ended, from what the workers said and the store."""
+    for reason in ("time", "target", "plateau", "interrupted"):
+        if reason in reasons:
+            return reason
+    if any(m.status == "active" for m in ctx.store.population(ctx.name)):
+        return "interrupted"
+    return "budget"

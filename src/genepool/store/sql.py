@@ -1,0 +1,1455 @@
+"""A durable store in a SQL database through SQLAlchemy Core: SQLite or PostgreSQL.
+
+SQLite (a file) is the embedded default: every process of one machine opens the same file.
+PostgreSQL serves workers on several machines. Both keep the contract of
+:class:`~genepool.store.Store`, and behave as :class:`~genepool.store.MemoryStore` does.
+
+How the two databases are used:
+
+* **SQLite** runs in WAL mode (readers never wait for the writer) with ``synchronous=NORMAL``
+  and a busy timeout, and every write transaction begins with ``BEGIN IMMEDIATE``: writers
+  queue for the database's one write lock instead of failing half-way. Since writes are
+  serialized anyway, each one bumps the run's version and the store decides claims and
+  fencing from its cached snapshot, brought up to date inside the transaction. WAL does not
+  work on a network filesystem: such a path is refused (use PostgreSQL there).
+* **PostgreSQL** claims with ``SELECT ... FOR UPDATE SKIP LOCKED`` and a compare-and-set on
+  the member's row, so that concurrent workers neither take the same member nor wait for
+  each other; commits and renewals lock the member's row. Writes that change a member's
+  view (or pin a checkpoint) also lock the run's row to bump its version: they commit in
+  version order, which is what lets every process refresh its snapshot incrementally.
+
+Lease times come from the database's clock (``clock_timestamp()`` on PostgreSQL, the
+machine's clock for SQLite, which lives on that machine) unless a ``clock`` is injected.
+
+**The snapshot cache.** Each member row carries the run version of its last write. A
+process keeps the run's members parsed in memory and, on :meth:`SQLStore.population`,
+reads only the rows newer than its cache: a serial run re-reads nothing, and a run of many
+workers re-parses only what the others changed.
+
+**Statements** are SQLAlchemy Core constructs, built once. On SQLite, each is compiled
+once by SQLAlchemy's dialect and run on the sqlite3 connection itself: SQLAlchemy's
+per-call work (15-20 microseconds a statement) would otherwise cost more than SQLite's own.
+On PostgreSQL, they run through SQLAlchemy, where the network dominates.
+
+**Encoding.** Members, configs, metrics and event data are stored as JSON text that
+round-trips exactly: floats (``repr`` precision, NaN and infinities included), ints, bools,
+``None``, nested mappings and lists, and tuples (tagged ``{"$t": [...]}``). NumPy scalars
+and arrays are stored as the equivalent Python values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import numbers
+import os
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    select,
+)
+from sqlalchemy.dialects import postgresql as _pg
+from sqlalchemy.dialects import sqlite as _sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.sql.base import Executable
+
+from genepool._errors import StaleLeaseError, StorageError, invalid, missing_dependency
+from genepool.clock import Clock
+from genepool.member import ACTIVE, CheckpointRef, Event, MemberView, Mode, Population, Report
+from genepool.store._base import History, Lease, Store, WorkerInfo, holder_dead, pick_claim
+from genepool.store.memory import MemoryStore
+
+__all__ = ["SCHEMA_VERSION", "SQLStore", "open_store"]
+
+log = logging.getLogger("genepool.store")
+
+#: The version of the database layout this genepool writes. An older database is upgraded
+#: when opened; a newer one is refused.
+SCHEMA_VERSION = 1
+
+_BUSY_SECONDS = 30.0
+_CHUNK = 500  # ids per IN (...) list
+_CLAIM_ATTEMPTS = 100
+_SCHEMA_LOCK = 0x67656E65706F6F6C  # "genepool": PostgreSQL advisory lock while setting up
+
+#: Filesystem types (as in /proc/mounts) on which SQLite's WAL mode does not work.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb",
+        "smb2",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "davfs",
+        "sshfs",
+        "fuse.sshfs",
+        "fuse.glusterfs",
+        "fuse.ceph",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.rclone",
+        "fuse.davfs2",
+    }
+)
+
+# -- schema ------------------------------------------------------------------------------
+
+_metadata = MetaData()
+_Seq = BigInteger().with_variant(Integer, "sqlite")  # SQLite: a rowid alias, monotonic
+
+schema_version_table = Table(
+    "genepool_schema_version",
+    _metadata,
+    Column("version", Integer, nullable=False),
+)
+runs_table = Table(
+    "genepool_runs",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("config", Text, nullable=False),
+    Column("config_hash", String(64), nullable=False),
+    Column("created", Double, nullable=False),
+    Column("version", BigInteger, nullable=False),
+)
+members_table = Table(
+    "genepool_members",
+    _metadata,
+    Column("run_id", Integer, ForeignKey("genepool_runs.id"), primary_key=True),
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+    Column("view", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("ready_count", Integer, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("pending", Boolean, nullable=False),
+    Column("checkpoint", String(255), nullable=True),
+    Column("token", BigInteger, nullable=False),
+    Column("expires", Double, nullable=True),
+    Column("holder", Text, nullable=True),
+    Index("ix_genepool_members_version", "run_id", "version"),
+    Index("ix_genepool_members_checkpoint", "run_id", "checkpoint"),
+)
+reports_table = Table(
+    "genepool_reports",
+    _metadata,
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("genepool_runs.id"), nullable=False),
+    Column("member", Integer, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("time", Double, nullable=False),
+    Column("score", Double, nullable=True),
+    Column("metrics", Text, nullable=False),
+    Index("ix_genepool_reports_run", "run_id", "seq"),
+)
+events_table = Table(
+    "genepool_events",
+    _metadata,
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("genepool_runs.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("member", Integer, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("time", Double, nullable=False),
+    Index("ix_genepool_events_run", "run_id", "seq"),
+)
+pins_table = Table(
+    "genepool_pins",
+    _metadata,
+    Column("run_id", Integer, ForeignKey("genepool_runs.id"), primary_key=True),
+    Column("member", Integer, primary_key=True, autoincrement=False),
+    Column("checkpoint", String(255), nullable=False),
+    Index("ix_genepool_pins_checkpoint", "run_id", "checkpoint"),
+)
+collected_table = Table(
+    "genepool_collected",
+    _metadata,
+    Column("run_id", Integer, ForeignKey("genepool_runs.id"), primary_key=True),
+    Column("checkpoint", String(255), primary_key=True),
+)
+
+
+def _upgrade_0_to_1(conn: Connection) -> None:
+    """Version 0: the layout before it had a version. Add whatever is missing."""
+    _metadata.create_all(conn, checkfirst=True)
+
+
+#: ``_UPGRADES[v]`` brings a database from version ``v`` to ``v + 1``, in the transaction
+#: that opens it.
+_UPGRADES: dict[int, Callable[[Connection], None]] = {0: _upgrade_0_to_1}
+
+# -- statements (built once, compiled once) ----------------------------------------------
+
+_runs, _members, _reports, _events = runs_table, members_table, reports_table, events_table
+_pins, _collected = pins_table, collected_table
+_M = _members.c
+
+_S_RUN = select(_runs.c.id, _runs.c.config).where(_runs.c.name == bindparam("name"))
+_S_RUN_NAMES = select(_runs.c.name).order_by(_runs.c.id)
+_ROW_COLUMNS = (_M.id, _M.version, _M.view, _M.token, _M.expires, _M.holder)
+_S_ROWS_ALL = select(*_ROW_COLUMNS).where(_M.run_id == bindparam("r")).order_by(_M.id)
+_S_ROWS_NEW = select(*_ROW_COLUMNS).where(_M.run_id == bindparam("r"), _M.version > bindparam("v"))
+_S_VERSION = select(_runs.c.version).where(_runs.c.id == bindparam("r"))
+_U_BUMP = sa.update(_runs).where(_runs.c.id == bindparam("r")).values(version=_runs.c.version + 1)
+_U_BUMP_RETURNING = _U_BUMP.returning(_runs.c.version)
+_S_LOCK_RUN = select(_runs.c.id).where(_runs.c.id == bindparam("r")).with_for_update()
+#: The member's row; the SET clause comes from the execution's parameters.
+_U_MEMBER = sa.update(_members).where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
+_I_MEMBERS = sa.insert(_members)
+_I_RUN = sa.insert(_runs)
+_I_REPORTS = sa.insert(_reports)
+_I_EVENTS = sa.insert(_events)
+_I_PIN = sa.insert(_pins)
+_D_PIN = sa.delete(_pins).where(_pins.c.run_id == bindparam("r"), _pins.c.member == bindparam("m"))
+_S_COLLECTED = select(_collected.c.checkpoint).where(
+    _collected.c.run_id == bindparam("r"), _collected.c.checkpoint == bindparam("c")
+)
+_S_USED = sa.union(
+    select(_M.checkpoint).where(
+        _M.run_id == bindparam("r"), _M.checkpoint.in_(bindparam("c", expanding=True))
+    ),
+    select(_pins.c.checkpoint).where(
+        _pins.c.run_id == bindparam("r"), _pins.c.checkpoint.in_(bindparam("c", expanding=True))
+    ),
+)
+_S_USED_ONE = sa.union_all(
+    select(_M.id).where(_M.run_id == bindparam("r"), _M.checkpoint == bindparam("c")),
+    select(_pins.c.member).where(
+        _pins.c.run_id == bindparam("r"), _pins.c.checkpoint == bindparam("c")
+    ),
+).limit(1)
+_S_LEASE = select(_M.token, _M.holder).where(
+    _M.run_id == bindparam("b_run"), _M.id == bindparam("b_id")
+)
+_S_REPORTS = (
+    select(
+        _reports.c.member, _reports.c.step, _reports.c.time, _reports.c.score, _reports.c.metrics
+    )
+    .where(_reports.c.run_id == bindparam("r"))
+    .order_by(_reports.c.seq)
+)
+_S_EVENTS = (
+    select(_events.c.kind, _events.c.member, _events.c.step, _events.c.data, _events.c.time)
+    .where(_events.c.run_id == bindparam("r"))
+    .order_by(_events.c.seq)
+)
+# PostgreSQL only
+_DB_NOW = sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), Double)
+_S_CLAIM_ROWS = select(
+    _M.id, _M.ready_count, _M.step, _M.pending, _M.token, _M.expires, _M.holder, _DB_NOW
+).where(_M.run_id == bindparam("r"), _M.status == ACTIVE)
+_S_CLAIM_LOCK = (
+    select(_M.status, _M.ready_count, _M.step, _M.pending, _M.token, _M.expires, _M.holder, _M.view)
+    .where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
+    .with_for_update(skip_locked=True)
+)
+_S_COMMIT_LOCK = (
+    select(_M.token, _M.holder, _M.status, _M.checkpoint)
+    .where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
+    .with_for_update()
+)
+_RENEW_WHERE = (
+    _M.run_id == bindparam("b_run"),
+    _M.id == bindparam("b_id"),
+    _M.token == bindparam("b_token"),
+    _M.holder.is_not(None),
+)
+_U_RENEW_DB_CLOCK = (
+    sa.update(_members)
+    .where(*_RENEW_WHERE)
+    .values(expires=_DB_NOW + bindparam("secs", type_=Double))
+    .returning(_M.expires)
+)
+_U_RENEW_GIVEN = (
+    sa.update(_members)
+    .where(*_RENEW_WHERE)
+    .values(expires=bindparam("exp", type_=Double))
+    .returning(_M.expires)
+)
+
+# -- JSON that round-trips exactly -------------------------------------------------------
+
+_TUPLE, _DICT = "$t", "$d"
+_TAGS = (_TUPLE, _DICT)
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
+def _hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        if _TUPLE in obj:
+            return tuple(obj[_TUPLE])
+        if _DICT in obj:
+            return dict(obj[_DICT])
+    return obj
+
+
+_loads = json.JSONDecoder(object_hook=_hook).decode
+
+
+def _enc(x: Any) -> Any:
+    """``x`` as plain JSON values; tuples and mappings that JSON would not keep are tagged."""
+    t = type(x)
+    if t is float or t is int or t is str or t is bool or x is None:
+        return x
+    if t is list:
+        return [_enc(v) for v in x]
+    if t is tuple:
+        return {_TUPLE: [_enc(v) for v in x]}
+    if isinstance(x, Mapping):
+        return _enc_map(x)
+    if isinstance(x, tuple):
+        return {_TUPLE: [_enc(v) for v in x]}
+    if isinstance(x, list):
+        return [_enc(v) for v in x]
+    if isinstance(x, str):
+        return str(x)
+    if isinstance(x, bool):
+        return bool(x)
+    if isinstance(x, numbers.Integral):
+        return int(x)
+    if isinstance(x, numbers.Real):
+        return float(x)
+    tolist = getattr(x, "tolist", None)  # NumPy arrays and scalars
+    if callable(tolist):
+        return _enc(tolist())
+    raise StorageError(
+        f"a value of type {t.__name__} ({x!r}) cannot be stored: use numbers, strings, "
+        "booleans, None, lists, tuples and mappings"
+    )
+
+
+def _enc_map(m: Mapping[Any, Any]) -> Any:
+    if all(type(k) is str for k in m) and not (len(m) == 1 and next(iter(m)) in _TAGS):
+        return {k: _enc(v) for k, v in m.items()}
+    return {_DICT: [[_enc(k), _enc(v)] for k, v in m.items()]}
+
+
+def _view_json(m: MemberView) -> str:
+    ck = m.checkpoint
+    return _dumps(
+        {
+            "id": _enc(m.id),
+            "hparams": _enc_map(m.hparams),
+            "step": _enc(m.step),
+            "generation": _enc(m.generation),
+            "parent": _enc(m.parent),
+            "status": m.status,
+            "checkpoint": None
+            if ck is None
+            else {
+                "id": ck.id,
+                "member": _enc(ck.member),
+                "step": _enc(ck.step),
+                "counter": _enc(ck.counter),
+                "score": _enc(ck.score),
+                "hparams": _enc_map(ck.hparams),
+            },
+            "score": _enc(m.score),
+            "recent": [_enc(v) for v in m.recent],
+            "failures": _enc(m.failures),
+            "ready_count": _enc(m.ready_count),
+            "stop_reason": m.stop_reason,
+            "pending": bool(m.pending),
+            "crashes": _enc(m.crashes),
+        }
+    )
+
+
+def _view_from_json(text: str) -> MemberView:
+    d = _loads(text)
+    ck = d.get("checkpoint")
+    return MemberView(
+        id=d["id"],
+        hparams=d["hparams"],
+        step=d.get("step", 0),
+        generation=d.get("generation", 0),
+        parent=d.get("parent"),
+        status=d.get("status", ACTIVE),
+        checkpoint=None
+        if ck is None
+        else CheckpointRef(
+            ck["id"], ck["member"], ck["step"], ck["counter"], ck["score"], ck["hparams"]
+        ),
+        score=d.get("score"),
+        recent=tuple(d.get("recent", ())),
+        failures=d.get("failures", 0),
+        ready_count=d.get("ready_count", 0),
+        stop_reason=d.get("stop_reason"),
+        pending=d.get("pending", False),
+        crashes=d.get("crashes", 0),
+    )
+
+
+def _row_params(m: MemberView, text: str) -> dict[str, Any]:
+    """The member row's columns for a view (its JSON, and the columns claims read)."""
+    return {
+        "view": text,
+        "status": m.status,
+        "ready_count": int(m.ready_count),
+        "step": int(m.step),
+        "pending": bool(m.pending),
+        "checkpoint": None if m.checkpoint is None else m.checkpoint.id,
+    }
+
+
+def _holder_json(w: WorkerInfo) -> str:
+    return _dumps([w.name, w.host, w.pid, _enc(w.started), w.proc_start])
+
+
+def _holder_from_json(text: str) -> WorkerInfo:
+    name, host, pid, started, proc_start = _loads(text)
+    return WorkerInfo(name=name, host=host, pid=pid, started=started, proc_start=proc_start)
+
+
+def _held(holder: str | None, expires: float | None, now: float) -> bool:
+    """Whether a lease (its holder's JSON and expiry) still holds its member at ``now``."""
+    if holder is None or expires is None or expires <= now:
+        return False
+    return not holder_dead(_holder_from_json(holder))
+
+
+def _stale(lease: Lease, token: int | None, holder: str | None) -> StaleLeaseError:
+    current = token if (token is not None and holder is not None) else "nobody"
+    return StaleLeaseError(
+        f"member {lease.member}: lease token {lease.token} is no longer current "
+        f"(held now: {current}); this worker must stop writing for it"
+    )
+
+
+# -- the network-filesystem check --------------------------------------------------------
+
+
+def _unescape_mount(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit() and i + 4 <= len(field):
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def _mount_type(path: str, mounts: str = "/proc/mounts") -> str | None:
+    """The type of the filesystem holding ``path`` (Linux); ``None`` when it is unknown."""
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best_len, best_type = -1, None
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point, fstype = _unescape_mount(parts[1]), parts[2]
+        prefix = point.rstrip("/") + "/"
+        if (real == point or real.startswith(prefix)) and len(point) >= best_len:
+            best_len, best_type = len(point), fstype  # the last of stacked mounts wins
+    return best_type
+
+
+def _check_local_filesystem(database: str) -> None:
+    directory = os.path.dirname(os.path.abspath(database))
+    if not os.path.isdir(directory):
+        raise StorageError(
+            f"cannot open the SQLite database {database!r}: its directory {directory!r} "
+            "does not exist"
+        )
+    fstype = _mount_type(directory)
+    if fstype is not None and fstype.lower() in NETWORK_FILESYSTEMS:
+        raise StorageError(
+            f"the SQLite database {database!r} is on a network filesystem ({fstype}): "
+            "SQLite's WAL mode, which several workers need, does not work there and the "
+            "database could be corrupted. Put the file on a local disk, or use PostgreSQL "
+            "('postgresql://user@host/database') to share a store between machines."
+        )
+
+
+# -- URLs --------------------------------------------------------------------------------
+
+
+_URL_MUST = "a 'sqlite:///path' or 'postgresql://user@host/database' URL"
+
+
+def _sa_url(url: str, owner: str = "SQLStore", name: str = "url", must: str = _URL_MUST) -> sa.URL:
+    """The SQLAlchemy URL for a user's URL: ``postgresql://`` means psycopg 3."""
+    try:
+        u = sa.make_url(url)
+    except ArgumentError:
+        raise invalid(owner, name, must, repr(url)) from None
+    backend = u.get_backend_name()
+    if backend == "postgres":
+        backend = "postgresql"
+        u = u.set(drivername="postgresql")
+    if backend == "postgresql" and u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    if backend not in ("sqlite", "postgresql"):
+        raise invalid(owner, name, must, repr(url))
+    return u
+
+
+def _require_psycopg() -> None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise missing_dependency("psycopg", "postgres", "A PostgreSQL store") from None
+
+
+# -- transactions: one interface over SQLAlchemy and SQLite's DBAPI connection -----------
+
+
+class _Tx(ABC):
+    """An open transaction that runs the module's Core statements with named parameters."""
+
+    @abstractmethod
+    def all(self, stmt: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """Every row of a query."""
+
+    @abstractmethod
+    def run(self, stmt: Executable, params: Mapping[str, Any]) -> int:
+        """Execute a statement; the id of the row it inserted (when it inserted one)."""
+
+    @abstractmethod
+    def many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute a statement once per parameter set (a batch)."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Commit now (the transaction ends)."""
+
+    @abstractmethod
+    def rollback(self) -> None:
+        """Roll back now (the transaction ends)."""
+
+    @property
+    @abstractmethod
+    def active(self) -> bool:
+        """Whether the transaction is still open."""
+
+    def first(self, stmt: Executable, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        """The first row of a query, ``None`` if there is none."""
+        rows = self.all(stmt, params)
+        return rows[0] if rows else None
+
+    def scalar(self, stmt: Executable, params: Mapping[str, Any]) -> Any:
+        """The first column of the first row (``None`` if there is no row)."""
+        row = self.first(stmt, params)
+        return None if row is None else row[0]
+
+
+class _AlchemyTx(_Tx):
+    """A transaction on a SQLAlchemy connection (PostgreSQL)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def all(self, stmt: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        return self.conn.execute(stmt, dict(params)).all()
+
+    def run(self, stmt: Executable, params: Mapping[str, Any]) -> int:
+        result = self.conn.execute(stmt, dict(params))
+        if isinstance(stmt, sa.Insert) and result.inserted_primary_key:
+            return int(result.inserted_primary_key[0])
+        return 0
+
+    def many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.conn.execute(stmt, [dict(r) for r in rows])
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+    @property
+    def active(self) -> bool:
+        return self.conn.in_transaction()
+
+
+_Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
+
+
+class _SQLiteTx(_Tx):
+    """A transaction run straight on the sqlite3 connection.
+
+    The statements are the same Core statements, compiled once by SQLAlchemy's SQLite
+    dialect; executing them on the DBAPI connection skips SQLAlchemy's per-call work
+    (15-20 microseconds a statement, several times SQLite's own).
+    """
+
+    def __init__(self, raw: Any, compiled: Callable[[Executable, Mapping[str, Any]], _Compiled]):
+        self.raw = raw
+        self._compiled = compiled
+
+    def _args(self, stmt: Executable, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        sql, order, fixed = self._compiled(stmt, params)
+        return sql, [params[k] if k in params else fixed[k] for k in order]
+
+    def all(self, stmt: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        sql, args = self._args(stmt, params)
+        rows: list[Sequence[Any]] = self.raw.execute(sql, args).fetchall()
+        return rows
+
+    def run(self, stmt: Executable, params: Mapping[str, Any]) -> int:
+        sql, args = self._args(stmt, params)
+        return int(self.raw.execute(sql, args).lastrowid or 0)
+
+    def many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        sql, order, fixed = self._compiled(stmt, rows[0])
+        self.raw.executemany(sql, [[r[k] if k in r else fixed[k] for k in order] for r in rows])
+
+    def commit(self) -> None:
+        self.raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.raw.rollback()  # a no-op when SQLite already ended the transaction
+
+    @property
+    def active(self) -> bool:
+        return bool(self.raw.in_transaction)
+
+
+# -- the per-run cache -------------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Row:
+    """One member as this process last read it (with its lease, on SQLite)."""
+
+    version: int
+    view: MemberView
+    text: str
+    token: int
+    expires: float | None
+    holder: WorkerInfo | None
+    holder_text: str | None
+
+
+@dataclass(eq=False, slots=True)
+class _RunState:
+    """What this process knows of a run: its config and its members as of ``version``."""
+
+    id: int
+    config: dict[str, Any]
+    mode: Mode
+    metric: str | None
+    version: int = 0
+    rows: list[_Row] = field(default_factory=list)
+    snapshot: Population | None = None
+
+    def apply(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Bring the cache up to date with rows read from the database (in any order)."""
+        cached = self.rows
+        for i, version, text, token, expires, holder in rows:
+            if i >= len(cached):
+                raise StorageError(f"member {i} is not one of the run's {len(cached)} members")
+            r = cached[i]
+            if version <= r.version:
+                continue
+            r.version = version
+            if text != r.text:
+                r.view, r.text = _view_from_json(text), text
+                self.snapshot = None
+            r.token, r.expires = token, expires
+            if holder != r.holder_text:
+                r.holder = None if holder is None else _holder_from_json(holder)
+                r.holder_text = holder
+            if version > self.version:
+                self.version = version
+
+    def own(self, member: int, version: int) -> _Row | None:
+        """The cached row to update with this process's own write at ``version``: ``None``
+        when the cache is behind (a refresh will read the write) or already has it."""
+        r = self.rows[member]
+        if self.version < version - 1 or r.version >= version:
+            return None
+        r.version = version
+        if version > self.version:
+            self.version = version
+        return r
+
+    def advance(self, version: int) -> None:
+        """Note a write at ``version`` that changed no member row."""
+        if version - 1 <= self.version < version:
+            self.version = version
+
+    def population(self) -> Population:
+        """The snapshot of the cached members (made once per change)."""
+        pop = self.snapshot
+        if pop is None:
+            pop = self.snapshot = Population(tuple([r.view for r in self.rows]), self.mode)
+        return pop
+
+
+def _load_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[_Row], int]:
+    out: list[_Row] = []
+    top = 0
+    for expected, (i, version, text, token, expires, holder) in enumerate(rows):
+        if i != expected:
+            raise StorageError(f"the run's member rows are not 0 .. n - 1 (found {i})")
+        holder_info = None if holder is None else _holder_from_json(holder)
+        out.append(_Row(version, _view_from_json(text), text, token, expires, holder_info, holder))
+        top = max(top, version)
+    return out, top
+
+
+def _metric(config: Mapping[str, Any]) -> str | None:
+    metric = config.get("metric")
+    return metric if isinstance(metric, str) else None
+
+
+_NO_HPARAMS: Mapping[str, Any] = MappingProxyType({})
+_RETRY = object()
+_SQLITE_BEGIN = {"write": "BEGIN IMMEDIATE", "read": "BEGIN", "auto": None}
+_abandoned: list[object] = []  # connections inherited through fork: a child never closes them
+
+TxKind = Literal["write", "read", "auto"]
+
+
+# -- the store ---------------------------------------------------------------------------
+
+
+class SQLStore(Store):
+    """The durable store: a SQLite file, or a PostgreSQL database shared by machines.
+
+    Several runs share one database. The object pickles as its URL: a child process opens
+    its own connection (connections are never shared between processes).
+
+    Args:
+        url: ``"sqlite:///runs.db"`` (a relative path), ``"sqlite:////abs/path/runs.db"``,
+            or ``"postgresql://user:password@host:5432/database"`` (needs
+            ``pip install 'genepool[postgres]'``, for psycopg 3). A PostgreSQL URL may set
+            the schema with ``?options=-csearch_path%3Dmyschema``.
+        clock: Times leases; by default the database's clock (PostgreSQL) or the machine's
+            (SQLite). Tests inject a :class:`~genepool.clock.ManualClock`.
+        echo: Log every SQL statement (as SQLAlchemy's ``echo`` does).
+
+    Raises:
+        StorageError: The database cannot be opened, its schema is newer than this
+            genepool, or a SQLite file is on a network filesystem.
+        MissingDependencyError: A PostgreSQL URL without psycopg installed.
+    """
+
+    def __init__(self, url: str, *, clock: Clock | None = None, echo: bool = False) -> None:
+        if not isinstance(url, str):
+            raise invalid("SQLStore", "url", "a database URL string", type(url).__name__)
+        sa_url = _sa_url(url)
+        self.url = url
+        self._clock = clock
+        self._echo = echo
+        self._sqlite = sa_url.get_backend_name() == "sqlite"
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._conn: Connection | None = None
+        self._runs: dict[str, _RunState] = {}
+        self._compiled: dict[tuple[int, tuple[str, ...]], _Compiled] = {}
+        if self._sqlite:
+            database = sa_url.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                _check_local_filesystem(database)
+            self._engine = self._sqlite_engine(sa_url, echo)
+        else:
+            if sa_url.drivername == "postgresql+psycopg":
+                _require_psycopg()
+            self._engine = sa.create_engine(sa_url, echo=echo, pool_size=5, max_overflow=10)
+        self._returning = bool(self._engine.dialect.update_returning)
+        insert_ignore = (_sqlite.insert if self._sqlite else _pg.insert)(_collected)
+        self._i_collected = insert_ignore.on_conflict_do_nothing()
+        try:
+            self._open_schema()
+        except BaseException:
+            self.close()
+            raise
+        log.debug("opened %r", self)
+
+    # -- opening -------------------------------------------------------------------------
+    @staticmethod
+    def _sqlite_engine(url: sa.URL, echo: bool) -> Engine:
+        engine = sa.create_engine(
+            url,
+            echo=echo,
+            poolclass=sa.pool.NullPool,  # one connection per store and process, held open
+            connect_args={"timeout": _BUSY_SECONDS, "check_same_thread": False},
+        )
+        in_memory = url.database in (None, "", ":memory:")
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, record: Any) -> None:
+            # SQLAlchemy's recipe: sqlite3 emits no BEGIN of its own; we emit BEGIN IMMEDIATE
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {int(_BUSY_SECONDS * 1000)}")
+                mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                cursor.execute("PRAGMA synchronous = NORMAL")
+                cursor.execute("PRAGMA foreign_keys = ON")
+            finally:
+                cursor.close()
+            if str(mode).lower() != "wal" and not in_memory:
+                log.warning("SQLite database %s is in journal mode %r, not WAL", url, mode)
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # queue for the write lock up front
+
+        return engine
+
+    def _open_schema(self) -> None:
+        """Create the tables in an empty database, upgrade an older one, refuse a newer."""
+        try:
+            if self._sqlite:
+                with self._lock:
+                    conn = self._connection()
+                    with conn.begin():
+                        self._setup(conn)
+            else:
+                with self._engine.begin() as conn:
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+                    self._setup(conn)
+        except (SQLAlchemyError, sqlite3.Error) as err:
+            raise StorageError(f"{self!r}: cannot open the database: {err}") from err
+
+    def _setup(self, conn: Connection) -> None:
+        found = self._stored_version(conn)
+        if found is None:
+            _metadata.create_all(conn)
+            conn.execute(sa.insert(schema_version_table), {"version": SCHEMA_VERSION})
+            log.info("created the genepool schema (version %d) in %r", SCHEMA_VERSION, self)
+        elif found > SCHEMA_VERSION:
+            raise StorageError(
+                f"the database {self._safe_url()} has genepool schema version {found}, "
+                f"newer than version {SCHEMA_VERSION}, the newest this genepool knows: "
+                "upgrade genepool to open it"
+            )
+        elif found < SCHEMA_VERSION:
+            for version in range(found, SCHEMA_VERSION):
+                _UPGRADES[version](conn)
+            conn.execute(sa.delete(schema_version_table))
+            conn.execute(sa.insert(schema_version_table), {"version": SCHEMA_VERSION})
+            log.info(
+                "upgraded the genepool schema of %r from version %d to %d",
+                self,
+                found,
+                SCHEMA_VERSION,
+            )
+
+    @staticmethod
+    def _stored_version(conn: Connection) -> int | None:
+        """The schema version in the database: ``None`` for an empty database, 0 for one
+        from before versions were stored."""
+        inspector = sa.inspect(conn)
+        if not inspector.has_table(schema_version_table.name):
+            return 0 if inspector.has_table(runs_table.name) else None
+        found = conn.execute(select(sa.func.max(schema_version_table.c.version))).scalar()
+        return 0 if found is None else int(found)
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _safe_url(self) -> str:
+        return sa.make_url(self.url).render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"SQLStore({self._safe_url()!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (self.url, self._clock, self._echo))
+
+    def close(self) -> None:
+        """Close this process's connections (the store reopens them if it is used again)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and os.getpid() == self._pid:
+                try:
+                    conn.close()
+                except (SQLAlchemyError, sqlite3.Error):  # pragma: no cover - already broken
+                    log.debug("closing the connection raised", exc_info=True)
+            self._engine.dispose()
+
+    def _after_fork(self) -> None:
+        """In a forked child: drop (never close) the parent's connections."""
+        if self._conn is not None:
+            _abandoned.append(self._conn)
+        self._conn = None
+        self._engine.dispose(close=False)
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+
+    def _connection(self) -> Connection:
+        """SQLite: this process's one connection (the caller holds the lock)."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._conn = self._engine.connect()
+        return conn
+
+    def _compile(self, stmt: Executable, params: Mapping[str, Any]) -> _Compiled:
+        """SQLite: the statement's SQL for these parameter names, compiled once."""
+        key = (id(stmt), tuple(params))
+        found = self._compiled.get(key)
+        if found is None:
+            dialect = self._engine.dialect
+            if not isinstance(stmt, sa.ClauseElement):  # pragma: no cover - module statements
+                raise TypeError(f"not a Core statement: {stmt!r}")
+            if isinstance(stmt, (sa.Insert, sa.Update)):
+                columns = [k for k in params if k in stmt.table.c]
+                compiled = stmt.compile(dialect=dialect, column_keys=columns)
+            else:
+                compiled = stmt.compile(dialect=dialect)
+            order = tuple(getattr(compiled, "positiontup", None) or ())
+            found = self._compiled[key] = (str(compiled), order, dict(compiled.params))
+        return found
+
+    def _now(self) -> float:
+        return self._clock.now() if self._clock is not None else time.time()
+
+    @contextmanager
+    def _tx(self, kind: TxKind) -> Iterator[_Tx]:
+        """A transaction: ``write`` (SQLite: ``BEGIN IMMEDIATE``), ``read`` (one consistent
+        snapshot) or ``auto`` (a single read statement). On SQLite the store's lock is held
+        throughout (one connection per process). Committed at the end unless the body
+        committed or rolled back itself; rolled back on an exception."""
+        if os.getpid() != self._pid:
+            self._after_fork()
+        try:
+            if self._sqlite:
+                with self._lock:
+                    conn = self._connection()
+                    raw: Any = conn.connection.dbapi_connection
+                    if self._echo and not conn.info.get("genepool_traced"):
+                        raw.set_trace_callback(_echo_sql)  # SQL that bypasses SQLAlchemy
+                        conn.info["genepool_traced"] = True
+                    begin = _SQLITE_BEGIN[kind]
+                    if begin is not None:
+                        raw.execute(begin)
+                    with self._transaction(_SQLiteTx(raw, self._compile)) as tx:
+                        yield tx
+            else:
+                with self._engine.connect() as conn:
+                    if kind == "read":
+                        conn.execution_options(isolation_level="REPEATABLE READ")
+                    conn.begin()
+                    with self._transaction(_AlchemyTx(conn)) as tx:
+                        yield tx
+        except (SQLAlchemyError, sqlite3.Error) as err:
+            raise StorageError(f"{self!r}: the database failed: {err}") from err
+
+    @staticmethod
+    @contextmanager
+    def _transaction(tx: _Tx) -> Iterator[_Tx]:
+        try:
+            yield tx
+        except BaseException:
+            if tx.active:
+                tx.rollback()
+            raise
+        if tx.active:
+            tx.commit()
+
+    def _state(self, tx: _Tx, run: str) -> _RunState:
+        """The run's cache, read in full the first time this process meets the run."""
+        st = self._runs.get(run)
+        if st is not None:
+            return st
+        found = tx.first(_S_RUN, {"name": run})
+        if found is None:
+            raise KeyError(f"no run named {run!r} in this store")
+        run_id, config_text = found
+        config = _loads(config_text)
+        rows, version = _load_rows(tx.all(_S_ROWS_ALL, {"r": run_id}))
+        st = _RunState(run_id, config, config.get("mode", "max"), _metric(config), version, rows)
+        with self._lock:
+            return self._runs.setdefault(run, st)
+
+    def _bump(self, tx: _Tx, st: _RunState) -> int:
+        """Add one to the run's version (which locks its row until the transaction ends)."""
+        if self._returning:
+            return int(tx.scalar(_U_BUMP_RETURNING, {"r": st.id}))
+        tx.run(_U_BUMP, {"r": st.id})
+        return int(tx.scalar(_S_VERSION, {"r": st.id}))
+
+    @staticmethod
+    def _catch_up(tx: _Tx, st: _RunState, upto: int) -> None:
+        """In a write transaction holding the run's lock (every version up to ``upto`` is
+        committed and visible): bring the cache up to ``upto``."""
+        if st.version < upto:
+            st.apply(tx.all(_S_ROWS_NEW, {"r": st.id, "v": st.version}))
+            st.version = max(st.version, upto)
+
+    @staticmethod
+    def _report_row(st: _RunState, report: Report) -> dict[str, Any]:
+        metrics: Mapping[str, Any] = report.metrics
+        key, score = st.metric, None
+        if key is not None and key in metrics:
+            value = metrics[key]
+            if type(value) is float and math.isfinite(value):  # kept in its own column only
+                score = value
+                metrics = {k: v for k, v in metrics.items() if k != key}
+            elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+                as_float = float(value)  # a copy for queries; the exact value stays in JSON
+                score = as_float if math.isfinite(as_float) else None
+        return {
+            "run_id": st.id,
+            "member": int(report.member),
+            "step": int(report.step),
+            "time": float(report.time),
+            "score": score,
+            "metrics": _dumps(_enc_map(metrics)),
+        }
+
+    @staticmethod
+    def _event_row(st: _RunState, event: Event) -> dict[str, Any]:
+        return {
+            "run_id": st.id,
+            "kind": str(event.kind),
+            "member": int(event.member),
+            "step": int(event.step),
+            "data": _dumps(_enc_map(event.data)),
+            "time": float(event.time),
+        }
+
+    # -- runs ----------------------------------------------------------------------------
+    def create_run(
+        self, run: str, *, config: Mapping[str, Any], members: Sequence[MemberView]
+    ) -> bool:
+        rows = sorted(members, key=lambda m: m.id)
+        config_json = _enc_map(config)
+        config_text = _dumps(config_json)
+        digest = hashlib.sha256(
+            json.dumps(config_json, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+        texts = [_view_json(m) for m in rows]
+        with self._tx("write") as tx:
+            if tx.first(_S_RUN, {"name": run}) is not None:
+                tx.rollback()
+                return False
+            if [m.id for m in rows] != list(range(len(rows))):
+                raise StorageError("member ids must be 0 .. population - 1")
+            try:
+                run_id = tx.run(
+                    _I_RUN,
+                    {
+                        "name": run,
+                        "config": config_text,
+                        "config_hash": digest,
+                        "created": self._now(),
+                        "version": 1,
+                    },
+                )
+                if rows:
+                    tx.many(
+                        _I_MEMBERS,
+                        [
+                            {
+                                "run_id": run_id,
+                                "id": m.id,
+                                "version": 1,
+                                "token": 0,
+                                "expires": None,
+                                "holder": None,
+                                **_row_params(m, text),
+                            }
+                            for m, text in zip(rows, texts, strict=True)
+                        ],
+                    )
+            except (IntegrityError, sqlite3.IntegrityError):  # another process was first
+                tx.rollback()
+                return False
+            tx.commit()
+            decoded = _loads(config_text)
+            st = _RunState(
+                run_id,
+                decoded,
+                decoded.get("mode", "max"),
+                _metric(decoded),
+                1,
+                [_Row(1, m, t, 0, None, None, None) for m, t in zip(rows, texts, strict=True)],
+            )
+            with self._lock:
+                self._runs[run] = st
+        log.debug("created run %r with %d members in %r", run, len(rows), self)
+        return True
+
+    def runs(self) -> list[str]:
+        with self._tx("auto") as tx:
+            return [row[0] for row in tx.all(_S_RUN_NAMES, {})]
+
+    def run_config(self, run: str) -> Mapping[str, Any]:
+        st = self._runs.get(run)
+        if st is None:
+            with self._tx("auto") as tx:
+                st = self._state(tx, run)
+        return dict(st.config)
+
+    def population(self, run: str) -> Population:
+        with self._tx("auto") as tx:
+            st = self._state(tx, run)
+            rows = tx.all(_S_ROWS_NEW, {"r": st.id, "v": st.version})
+            with self._lock:
+                if rows:
+                    st.apply(rows)
+                return st.population()
+
+    # -- leases --------------------------------------------------------------------------
+    def claim(
+        self, run: str, worker: WorkerInfo, *, lease_seconds: float, max_ahead: int | None = None
+    ) -> Lease | None:
+        if self._sqlite:
+            return self._claim_serialized(run, worker, lease_seconds, max_ahead)
+        return self._claim_skip_locked(run, worker, lease_seconds, max_ahead)
+
+    def _claim_serialized(
+        self, run: str, worker: WorkerInfo, lease_seconds: float, max_ahead: int | None
+    ) -> Lease | None:
+        """SQLite: under the database's write lock, the up-to-date cache decides."""
+        with self._tx("write") as tx:
+            st = self._state(tx, run)
+            version = self._bump(tx, st)
+            self._catch_up(tx, st, version - 1)
+            now = self._now()
+            rows = st.rows
+
+            def held(member: int) -> bool:
+                r = rows[member]
+                return (
+                    r.holder is not None
+                    and r.expires is not None
+                    and r.expires > now
+                    and not holder_dead(r.holder)
+                )
+
+            best = pick_claim(st.population().members, held, max_ahead)
+            if best is None:
+                tx.rollback()
+                return None
+            row = rows[best.id]
+            token, expires, holder = row.token + 1, now + lease_seconds, _holder_json(worker)
+            params: dict[str, Any] = {
+                "token": token,
+                "expires": expires,
+                "holder": holder,
+                "version": version,
+            }
+            view: MemberView | None = None
+            if row.holder is not None:  # never released: its holder died or hung
+                view = replace(best, crashes=best.crashes + 1)
+                text = _view_json(view)
+                params.update(_row_params(view, text))
+            tx.run(_U_MEMBER, {**params, "b_run": st.id, "b_id": best.id})
+            tx.commit()
+            own = st.own(best.id, version)
+            if own is not None:
+                own.token, own.expires, own.holder, own.holder_text = token, expires, worker, holder
+                if view is not None:
+                    own.view, own.text = view, text
+                    st.snapshot = None
+        return Lease(run, best.id, token, worker, expires)
+
+    def _claim_skip_locked(
+        self, run: str, worker: WorkerInfo, lease_seconds: float, max_ahead: int | None
+    ) -> Lease | None:
+        """PostgreSQL: pick from the active rows, then lock the pick ``SKIP LOCKED`` and
+        check that it has not changed (compare-and-set): a row another transaction holds
+        is in use and passed over; a row that changed starts the claim again."""
+        for _attempt in range(_CLAIM_ATTEMPTS):
+            with self._tx("write") as tx:
+                st = self._state(tx, run)
+                outcome = self._try_claim(tx, st, run, worker, lease_seconds, max_ahead)
+            if outcome is not _RETRY:
+                return outcome  # type: ignore[return-value]
+        raise StorageError(
+            f"run {run!r}: no claim succeeded in {_CLAIM_ATTEMPTS} attempts (the members "
+            "kept changing under it)"
+        )
+
+    def _try_claim(
+        self,
+        tx: _Tx,
+        st: _RunState,
+        run: str,
+        worker: WorkerInfo,
+        lease_seconds: float,
+        max_ahead: int | None,
+    ) -> Lease | object | None:
+        rows = tx.all(_S_CLAIM_ROWS, {"r": st.id})
+        if not rows:
+            return None
+        now = self._clock.now() if self._clock is not None else float(rows[0][7])
+        seen = {r[0]: r for r in rows}
+        views = [
+            MemberView(id=i, hparams=_NO_HPARAMS, step=step, ready_count=ready, pending=pending)
+            for i, ready, step, pending, *_ in rows
+        ]
+        skipped: set[int] = set()
+
+        def held(member: int) -> bool:
+            r = seen[member]
+            return member in skipped or _held(r[6], r[5], now)
+
+        while (best := pick_claim(views, held, max_ahead)) is not None:
+            where = {"b_run": st.id, "b_id": best.id}
+            locked = tx.first(_S_CLAIM_LOCK, where)
+            if locked is None:  # another transaction has the row: it is in use
+                skipped.add(best.id)
+                continue
+            if locked[0] != ACTIVE or tuple(locked[1:7]) != tuple(seen[best.id][1:7]):
+                return _RETRY  # it changed since it was read
+            token, expires = int(locked[4]) + 1, now + lease_seconds
+            params: dict[str, Any] = {"token": token, "expires": expires}
+            params["holder"] = _holder_json(worker)
+            if locked[6] is not None:  # never released: its holder died or hung
+                old = _view_from_json(locked[7])
+                view = replace(old, crashes=old.crashes + 1)
+                params.update(_row_params(view, _view_json(view)))
+                params["version"] = self._bump(tx, st)
+            tx.run(_U_MEMBER, {**params, **where})
+            return Lease(run, best.id, token, worker, expires)
+        return None
+
+    def renew(self, lease: Lease, *, lease_seconds: float) -> Lease:
+        with self._tx("write") as tx:
+            st = self._state(tx, lease.run)
+            where = {"b_run": st.id, "b_id": lease.member}
+            if self._sqlite:
+                version = self._bump(tx, st)
+                self._catch_up(tx, st, version - 1)
+                self._leased_row(st, lease)
+                expires = self._now() + lease_seconds
+                tx.run(_U_MEMBER, {"expires": expires, "version": version, **where})
+                tx.commit()
+                own = st.own(lease.member, version)
+                if own is not None:
+                    own.expires = expires
+            else:
+                if self._clock is not None:
+                    stmt, extra = _U_RENEW_GIVEN, {"exp": self._clock.now() + lease_seconds}
+                else:
+                    stmt, extra = _U_RENEW_DB_CLOCK, {"secs": float(lease_seconds)}
+                found = tx.scalar(stmt, {**where, "b_token": lease.token, **extra})
+                if found is None:
+                    current = tx.first(_S_LEASE, where)
+                    tx.rollback()
+                    token, holder = current if current is not None else (None, None)
+                    raise _stale(lease, token, holder)
+                expires = float(found)
+        return replace(lease, expires=expires)
+
+    @staticmethod
+    def _leased_row(st: _RunState, lease: Lease) -> _Row:
+        """The member's cached row, if ``lease`` is its current lease (SQLite, up to date)."""
+        if not 0 <= lease.member < len(st.rows):
+            raise StorageError(f"the lease names member {lease.member}, not one of the run's")
+        row = st.rows[lease.member]
+        if row.holder is None or row.token != lease.token:
+            raise _stale(lease, row.token, row.holder_text)
+        return row
+
+    # -- writes --------------------------------------------------------------------------
+    def commit(
+        self,
+        lease: Lease,
+        *,
+        member: MemberView | None = None,
+        reports: Sequence[Report] = (),
+        events: Sequence[Event] = (),
+        pin: str | None = None,
+        release: bool = False,
+    ) -> Population:
+        with self._tx("write") as tx:
+            st = self._state(tx, lease.run)
+            where = {"b_run": st.id, "b_id": lease.member}
+            version: int | None
+            unchanged = False
+            if self._sqlite:
+                version = self._bump(tx, st)
+                self._catch_up(tx, st, version - 1)
+                old = self._leased_row(st, lease)
+                old_status = old.view.status
+                old_checkpoint = old.view.checkpoint.id if old.view.checkpoint else None
+                unchanged = member is old.view  # a release with the row as it is
+            else:
+                locked = tx.first(_S_COMMIT_LOCK, where)
+                if locked is None:
+                    raise StorageError(
+                        f"the lease names member {lease.member}, not one of the run's"
+                    )
+                token, holder, old_status, old_checkpoint = locked
+                if holder is None or token != lease.token:
+                    raise _stale(lease, token, holder)
+                # a new view or pin changes what collect may take: serialize with it
+                version = self._bump(tx, st) if member is not None or pin is not None else None
+            self._check(tx, st, lease, member, old_status, pin)
+            text = None if member is None or unchanged else _view_json(member)
+            own_new = (
+                member is not None
+                and member.checkpoint is not None
+                and member.checkpoint.member == member.id
+                and (old_checkpoint is None or member.checkpoint.id != old_checkpoint)
+            )
+            if pin is not None or own_new:  # a member holds one pin at most
+                tx.run(_D_PIN, {"r": st.id, "m": lease.member})
+            if pin is not None:
+                tx.run(_I_PIN, {"run_id": st.id, "member": lease.member, "checkpoint": pin})
+            params: dict[str, Any] = {}
+            if member is not None and text is not None:
+                params.update(_row_params(member, text))
+            if release:
+                params["holder"] = params["expires"] = None
+            if params:
+                if version is not None:
+                    params["version"] = version
+                tx.run(_U_MEMBER, {**params, **where})
+            if reports:
+                tx.many(_I_REPORTS, [self._report_row(st, r) for r in reports])
+            if events:
+                tx.many(_I_EVENTS, [self._event_row(st, e) for e in events])
+            tx.commit()
+            if version is not None:
+                with self._lock:
+                    own = st.own(lease.member, version) if params else None
+                    if own is not None:
+                        if member is not None and text is not None:
+                            own.view, own.text = member, text
+                            st.snapshot = None
+                        if release:
+                            own.holder = own.holder_text = own.expires = None
+                    elif not params:
+                        st.advance(version)
+            if self._sqlite:  # the cache is up to date with this write
+                return st.population()
+        return self.population(lease.run)
+
+    @staticmethod
+    def _check(
+        tx: _Tx,
+        st: _RunState,
+        lease: Lease,
+        member: MemberView | None,
+        old_status: str,
+        pin: str | None,
+    ) -> None:
+        """Refuse what the contract forbids, before anything is written."""
+        if member is not None:
+            if member.id != lease.member:
+                raise StorageError(f"lease for member {lease.member} cannot write {member.id}")
+            if old_status != ACTIVE:
+                raise StorageError(f"member {lease.member} is {old_status} and cannot change")
+        if pin is not None and tx.first(_S_COLLECTED, {"r": st.id, "c": pin}) is not None:
+            raise StorageError(f"checkpoint {pin} was collected and cannot be pinned")
+
+    def collect(self, run: str, candidates: Sequence[str]) -> list[str]:
+        with self._tx("write") as tx:
+            st = self._state(tx, run)
+            if not candidates:
+                tx.rollback()
+                return []
+            unique = list(dict.fromkeys(candidates))
+            used: set[str] = set()
+            if self._sqlite:  # a statement per candidate costs microseconds here
+                for c in unique:
+                    if tx.first(_S_USED_ONE, {"r": st.id, "c": c}) is not None:
+                        used.add(c)
+            else:  # commits that change views or pins hold this lock: serialize with them
+                tx.run(_S_LOCK_RUN, {"r": st.id})
+                for start in range(0, len(unique), _CHUNK):
+                    chunk = unique[start : start + _CHUNK]
+                    used.update(row[0] for row in tx.all(_S_USED, {"r": st.id, "c": chunk}))
+            out = [c for c in candidates if c not in used]
+            fresh = [{"run_id": st.id, "checkpoint": c} for c in unique if c not in used]
+            if fresh:
+                tx.many(self._i_collected, fresh)
+            return out
+
+    def history(self, run: str) -> History:
+        with self._tx("read") as tx:
+            st = self._state(tx, run)
+            report_rows = tx.all(_S_REPORTS, {"r": st.id})
+            event_rows = tx.all(_S_EVENTS, {"r": st.id})
+        key = st.metric
+        reports = []
+        for member, step, at, score, metrics_text in report_rows:
+            metrics = _loads(metrics_text)
+            if score is not None and key is not None and key not in metrics:
+                metrics = {key: score, **metrics}
+            reports.append(Report(member, step, metrics, at))
+        events = tuple(
+            Event(kind, member, step, _loads(data), at)
+            for kind, member, step, data, at in event_rows
+        )
+        return History(tuple(reports), events)
+
+
+def _echo_sql(statement: str) -> None:
+    """With ``echo``: log a statement run on SQLite's DBAPI connection where SQLAlchemy
+    logs its own (``echo=True`` shows that logger)."""
+    logger = logging.getLogger("sqlalchemy.engine.Engine")
+    # as SQLAlchemy's echo does: its own flag decides, not the logger's level
+    logger.handle(
+        logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s", (statement,), None)
+    )
+
+
+def _reopen(url: str, clock: Clock | None, echo: bool) -> SQLStore:
+    return SQLStore(url, clock=clock, echo=echo)
+
+
+def open_store(url_or_store: Store | str, *, clock: Clock | None = None) -> Store:
+    """A store from a URL: ``"memory"``, ``"sqlite:///path"`` or ``"postgresql://..."``.
+
+    A :class:`~genepool.store.Store` is returned as it is.
+
+    Args:
+        url_or_store: The store, or where it lives.
+        clock: Times leases (see :class:`SQLStore`).
+
+    Example:
+        >>> open_store("memory")  # doctest: +ELLIPSIS
+        <genepool.store.memory.MemoryStore object at ...>
+    """
+    if isinstance(url_or_store, Store):
+        return url_or_store
+    if not isinstance(url_or_store, str):
+        raise invalid(
+            "open_store", "url_or_store", "a Store or a URL string", type(url_or_store).__name__
+        )
+    if url_or_store == "memory":
+        return MemoryStore(clock=clock)
+    _sa_url(url_or_store, "open_store", "url_or_store", f"'memory' or {_URL_MUST}, or a Store")
+    return SQLStore(url_or_store, clock=clock)

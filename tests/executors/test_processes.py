@@ -1,0 +1,139 @@
+"""Local worker processes: the same loop in several processes, meeting through SQLite.
+
+Kills come from inside the trainable (tests/executors/_trainables.py), never from sleeps.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import genepool as gp
+from genepool.store.sql import SQLStore
+from tests.executors import _trainables as T
+
+BUDGET = 12
+READY = 4
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(tmp_path: Path, trainable: object, *, kill: str = "", workers: int = 2, **options):
+    log = tmp_path / "log.txt"
+    executor = gp.ProcessExecutor(workers=workers)
+    result = gp.run(
+        trainable,  # type: ignore[arg-type]
+        T.space(str(log), kill),
+        metric="score",
+        population=4,
+        ready=gp.Every(READY),
+        budget=gp.Budget(steps=BUDGET),
+        seed=0,
+        storage=f"sqlite:///{tmp_path / 'pbt.db'}",
+        executor=executor,
+        lease_seconds=5.0,
+        **options,
+    )
+    return result, executor, T.read_log(str(log))
+
+
+def _no_restart_from_zero_after_a_checkpoint(lines: list[tuple[str, int, int]]) -> None:
+    """After a member's first ready (a checkpoint exists), it never starts from step 0."""
+    checkpointed: set[int] = set()
+    for kind, member, step in lines:
+        if kind == "step" and step > READY:  # past its first ready: that checkpoint is in
+            checkpointed.add(member)
+        if kind == "start" and member in checkpointed:
+            assert step > 0, f"member {member} restarted from step 0 after its first checkpoint"
+
+
+@pytest.mark.parametrize("api", ["class", "function"])
+def test_workers_finish_the_budget(tmp_path: Path, api: str) -> None:
+    trainable = T.Climber if api == "class" else T.climber_function
+    result, executor, lines = _run(tmp_path, trainable)
+    assert result.stop_reason == "budget"
+    assert executor.started_processes == 2
+    assert all(m.status == "finished" and m.step == BUDGET for m in result.members)
+    assert {member for kind, member, _ in lines if kind == "step"} == {0, 1, 2, 3}
+    assert result.best.score is not None
+    assert result.best.score > 0.1
+    _no_restart_from_zero_after_a_checkpoint(lines)
+
+
+@pytest.mark.parametrize("api", ["class", "function"])
+def test_a_killed_worker_is_replaced_and_its_member_resumes(tmp_path: Path, api: str) -> None:
+    kill = tmp_path / "kill.txt"
+    kill.write_text("worker 1 6\n", encoding="utf-8")
+    trainable = T.Climber if api == "class" else T.climber_function
+    result, executor, lines = _run(tmp_path, trainable, kill=str(kill))
+    assert result.stop_reason == "budget"
+    assert executor.started_processes == 3, "the dead worker was not replaced"
+    assert all(m.status == "finished" and m.step == BUDGET for m in result.members)
+    assert result.population[1].crashes == 1
+    # member 1's worker died at its step 6: it came back from a checkpoint, not from 0
+    died = min(i for i, line in enumerate(lines) if line[:2] == ("step", 1) and line[2] >= 5)
+    assert any(kind == "start" and m == 1 and s >= READY for kind, m, s in lines[died:])
+    _no_restart_from_zero_after_a_checkpoint(lines)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    import genepool as gp
+    from tests.executors import _trainables as T
+    result = gp.run(
+        T.{trainable}, T.space({log!r}, {kill!r}), metric="score", population=4,
+        ready=gp.Every({ready}), budget=gp.Budget(steps={budget}), seed=0,
+        storage={storage!r}, workers=2, lease_seconds=5.0,
+    )
+    print(result.stop_reason)
+    """
+)
+
+
+@pytest.mark.parametrize("api", ["class", "function"])
+def test_killing_the_driver_then_running_again_resumes(tmp_path: Path, api: str) -> None:
+    kill = tmp_path / "kill.txt"
+    kill.write_text("driver 2 7\n", encoding="utf-8")
+    storage = f"sqlite:///{tmp_path / 'pbt.db'}"
+    script = SCRIPT.format(
+        root=str(ROOT),
+        trainable="Climber" if api == "class" else "climber_function",
+        log=str(tmp_path / "log.txt"),
+        kill=str(kill),
+        ready=READY,
+        budget=BUDGET,
+        storage=storage,
+    )
+    first = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert first.returncode == -9, (
+        first.stderr[-2000:],
+        kill.read_text(encoding="utf-8"),
+        (tmp_path / "log.txt").read_text(encoding="utf-8")[-3000:],
+    )
+    store = SQLStore(storage)
+    assert any(m.status == "active" for m in store.population("run")), [
+        (m.id, m.status, m.step, m.stop_reason) for m in store.population("run")
+    ]
+    with open(tmp_path / "log.txt", "a", encoding="utf-8") as f:
+        f.write("mark 0 0\n")  # the second run's lines come after this one
+    second = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.strip().splitlines()[-1] == "budget"
+    population = store.population("run")
+    assert all(m.status == "finished" and m.step == BUDGET for m in population)
+    lines = T.read_log(str(tmp_path / "log.txt"))
+    _no_restart_from_zero_after_a_checkpoint(lines)
+    # the driver died while member 2 trained step 7 (its worker may have gone on a little):
+    # the second run brings member 2 back from a checkpoint, not from step 0
+    second_run = lines[lines.index(("mark", 0, 0)) + 1 :]
+    starts = {member: step for kind, member, step in reversed(second_run) if kind == "start"}
+    assert starts.get(2, READY) >= READY, starts
