@@ -29,7 +29,7 @@ def _note(path: str, line: str) -> None:
         f.flush()
 
 
-def _maybe_kill(kill: str, member: int, step: int) -> None:
+def _maybe_kill(kill: str, member: int, step: int, log: str = "") -> None:
     """``kill`` names a file of 'who member step' lines: each fires once, the first time
     that member trains a step at or past that step (an exploit may jump over it)."""
     if not kill or not os.path.exists(kill):
@@ -45,6 +45,8 @@ def _maybe_kill(kill: str, member: int, step: int) -> None:
         ):
             lines[i] = "#" + line  # fire once
             Path(kill).write_text("\n".join(lines), encoding="utf-8")
+            if log:
+                _note(log, f"kill {member} {step}")
             target = os.getpid() if parts[0] == "worker" else os.getppid()
             os.kill(target, signal.SIGKILL)
 
@@ -66,7 +68,7 @@ class Climber(gp.Trainable):
             _note(self.hp["log"], f"start {self.member.id} {self.steps}")
             self.fresh = False
         self.steps += 1
-        _maybe_kill(self.hp["kill"], self.member.id, self.steps)
+        _maybe_kill(self.hp["kill"], self.member.id, self.steps, self.hp["log"])
         self.x += float(self.hp["lr"]) * (1.0 - self.x)
         _note(self.hp["log"], f"step {self.member.id} {self.steps}")
         return {"score": self.x}
@@ -89,7 +91,7 @@ def climber_function(member: gp.Member) -> None:
     _note(hp["log"], f"start {member.id} {steps}")
     while member.running:
         steps += 1
-        _maybe_kill(hp["kill"], member.id, steps)
+        _maybe_kill(hp["kill"], member.id, steps, hp["log"])
         x += float(hp["lr"]) * (1.0 - x)
         _note(hp["log"], f"step {member.id} {steps}")
         member.report(score=x, state={"x": x, "steps": steps})
@@ -102,3 +104,45 @@ def read_log(path: str) -> list[tuple[str, int, int]]:
         kind, member, step = line.split()
         out.append((kind, int(member), int(step)))
     return out
+
+
+class TornSaver(Climber):
+    """Dies half-way through writing its checkpoint's payload when the kill file says
+    'torn member step' (member ``*``: any): the write is torn where a crash would tear it."""
+
+    def save(self) -> dict[str, float]:
+        kill = self.hp["kill"]
+        if kill and os.path.exists(kill):
+            lines = Path(kill).read_text(encoding="utf-8").split("\n")
+            for i, line in enumerate(lines):
+                parts = line.split()
+                if (
+                    len(parts) == 3
+                    and parts[0] == "torn"
+                    and parts[1] in ("*", str(self.member.id))
+                    and self.steps >= int(parts[2])
+                ):
+                    lines[i] = "#" + line
+                    Path(kill).write_text("\n".join(lines), encoding="utf-8")
+                    _note(self.hp["log"], f"kill {self.member.id} {self.steps}")
+                    _arm_torn_write()
+        return super().save()
+
+
+def _arm_torn_write() -> None:
+    """The next checkpoint payload written in this process stops half-way: SIGKILL."""
+    from genepool import checkpoints
+
+    original = checkpoints._write_file
+
+    def torn(path: str, data: bytes, *, fsync: bool) -> None:
+        if not path.endswith(checkpoints.PAYLOAD_FILE):
+            original(path, data, fsync=fsync)
+            return
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoints._write_file = torn

@@ -40,6 +40,17 @@ def _run(tmp_path: Path, trainable: object, *, kill: str = "", workers: int = 2,
     return result, executor, T.read_log(str(log))
 
 
+def _resumed_from_a_checkpoint(lines: list[tuple[str, int, int]]) -> int:
+    """The member killed (the log's 'kill' line) went on from a checkpoint taken before the
+    kill: its next step is past its first ready and not past the step it died in. (A worker
+    that still holds the member's checkpointed state resident goes on without a restart.)"""
+    at, (_, member, died) = next((i, x) for i, x in enumerate(lines) if x[0] == "kill")
+    following = [s for kind, m, s in lines[at + 1 :] if kind == "step" and m == member]
+    assert following, f"member {member} never trained again after it was killed"
+    assert READY < following[0] <= died, (member, died, following[:3])
+    return member
+
+
 def _no_restart_from_zero_after_a_checkpoint(lines: list[tuple[str, int, int]]) -> None:
     """After a member's first ready (a checkpoint exists), it never starts from step 0."""
     checkpointed: set[int] = set()
@@ -73,9 +84,7 @@ def test_a_killed_worker_is_replaced_and_its_member_resumes(tmp_path: Path, api:
     assert executor.started_processes == 3, "the dead worker was not replaced"
     assert all(m.status == "finished" and m.step == BUDGET for m in result.members)
     assert result.population[1].crashes == 1
-    # member 1's worker died at its step 6: it came back from a checkpoint, not from 0
-    died = min(i for i, line in enumerate(lines) if line[:2] == ("step", 1) and line[2] >= 5)
-    assert any(kind == "start" and m == 1 and s >= READY for kind, m, s in lines[died:])
+    assert _resumed_from_a_checkpoint(lines) == 1
     _no_restart_from_zero_after_a_checkpoint(lines)
 
 
@@ -137,3 +146,63 @@ def test_killing_the_driver_then_running_again_resumes(tmp_path: Path, api: str)
     second_run = lines[lines.index(("mark", 0, 0)) + 1 :]
     starts = {member: step for kind, member, step in reversed(second_run) if kind == "start"}
     assert starts.get(2, READY) >= READY, starts
+
+
+def test_a_worker_killed_while_writing_a_checkpoint_never_loads_it(tmp_path: Path) -> None:
+    kill = tmp_path / "kill.txt"
+    kill.write_text("torn * 8\n", encoding="utf-8")
+    result, executor, lines = _run(tmp_path, T.TornSaver, kill=str(kill))
+    assert kill.read_text(encoding="utf-8").startswith("#"), "the torn write never happened"
+    assert executor.started_processes == 3
+    assert result.stop_reason == "budget"
+    assert all(m.status == "finished" and m.step == BUDGET for m in result.members)
+    _no_restart_from_zero_after_a_checkpoint(lines)
+    # the torn member went on from an earlier checkpoint: the torn one was never published
+    _resumed_from_a_checkpoint(lines)
+    leftovers = list((tmp_path / "pbt.db.checkpoints").rglob(".tmp-*"))
+    assert leftovers, "the torn write should have left its temporary directory"
+    for member in result.population:  # every checkpoint in use reads back whole
+        assert member.checkpoint is not None
+        result.load(member.id)
+
+
+SERIAL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    import genepool as gp
+    from tests.executors import _trainables as T
+    result = gp.run(
+        T.TornSaver, T.space({log!r}, {kill!r}), metric="score", population=3,
+        ready=gp.Every({ready}), budget=gp.Budget(steps={budget}), seed=0,
+        storage={storage!r},
+    )
+    print(result.stop_reason)
+    """
+)
+
+
+def test_a_serial_run_killed_while_writing_a_checkpoint_resumes(tmp_path: Path) -> None:
+    kill = tmp_path / "kill.txt"
+    kill.write_text("torn * 8\n", encoding="utf-8")
+    script = SERIAL_SCRIPT.format(
+        root=str(ROOT),
+        log=str(tmp_path / "log.txt"),
+        kill=str(kill),
+        ready=READY,
+        budget=BUDGET,
+        storage=f"sqlite:///{tmp_path / 'pbt.db'}",
+    )
+    first = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert first.returncode == -9, first.stderr[-2000:]
+    second = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.strip().splitlines()[-1] == "budget"
+    lines = T.read_log(str(tmp_path / "log.txt"))
+    _no_restart_from_zero_after_a_checkpoint(lines)
+    population = SQLStore(f"sqlite:///{tmp_path / 'pbt.db'}").population("run")
+    assert all(m.status == "finished" and m.step == BUDGET for m in population)

@@ -157,6 +157,8 @@ class ProcessExecutor:
         devices: GPU ids to share out, one per worker in turn (``CUDA_VISIBLE_DEVICES``);
             default: the ids in ``CUDA_VISIBLE_DEVICES`` if set, else none.
         max_restarts: How many dead workers may be replaced during the run.
+        grace_seconds: How long workers may take to exit once no member is left to train
+            before they are terminated (one hung in user code never exits by itself).
     """
 
     def __init__(
@@ -166,6 +168,7 @@ class ProcessExecutor:
         threads_per_worker: int | None = None,
         devices: Sequence[str] | None = None,
         max_restarts: int | None = None,
+        grace_seconds: float = 10.0,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise invalid("ProcessExecutor", "workers", "an integer >= 1", repr(workers))
@@ -187,6 +190,7 @@ class ProcessExecutor:
             devices = [d for d in visible.split(",") if d.strip()] if visible else []
         self.devices = list(devices)
         self.max_restarts = max_restarts if max_restarts is not None else 10 * workers
+        self.grace_seconds = grace_seconds
         #: Processes started so far (read by tests).
         self.started_processes = 0
 
@@ -249,11 +253,22 @@ class ProcessExecutor:
         for i in range(self.workers):
             start(i)
         try:
+            ended_at: float | None = None  # when no member was left to train
+            next_check = 0.0
             while procs:
+                now = time.monotonic()
                 if ctx.stop_event.is_set() and not signalled:
-                    signalled = True
+                    signalled = True  # workers checkpoint, then exit: wait for them
                     for child in procs:
                         child.interrupt()
+                if ended_at is None and now >= next_check:
+                    next_check = now + 0.5
+                    if not self._members_left(ctx):
+                        ended_at = now
+                if ended_at is not None and now - ended_at > self.grace_seconds:
+                    # a worker that will not end (hung in user code): its leases are gone
+                    log.warning("%d worker(s) did not exit: terminating them", len(procs))
+                    break
                 time.sleep(0.05)
                 for child in [c for c in procs if c.proc.poll() is not None]:
                     procs.remove(child)

@@ -1,0 +1,210 @@
+"""More trainables for the resume, failure and command-line tests: importable by workers.
+
+Like ``tests/executors/_trainables.py``, each one appends a line to the file named by its
+``log`` hyperparameter (a fixed value): ``start <member> <step> <pid>`` whenever training
+(re)starts, with the step it starts from, and ``step <member> <step> <pid>`` at each step.
+Each step reports the score, one draw from ``member.rng`` and whether the step came after a
+hang (``woke``).
+
+What goes wrong comes from inside the trainable, when a trigger file (the ``trigger``
+hyperparameter) says so, never from sleeps. Its lines are ``<action> <member> <step>``,
+with an optional ``always``: the action fires the first time that member trains a step at
+or past that step (once: the line is then commented out), or every time with ``always``.
+
+Actions: ``sigint`` (SIGINT to this process), ``sigint-driver`` (SIGINT to the parent:
+the driver of worker processes), ``sigkill`` (SIGKILL to this process), ``raise`` (a
+RuntimeError), ``hang`` (block forever), ``hang-until-taken-over`` (block until another
+process has started training this member, then go on as if nothing happened).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import genepool as gp
+
+ACTIONS = ("sigint", "sigint-driver", "sigkill", "raise", "hang", "hang-until-taken-over")
+#: How long ``hang-until-taken-over`` waits at most (a safety net: the test then fails).
+TAKEOVER_WAIT = 60.0
+
+
+def space(log: str, trigger: str = "") -> gp.Space:
+    """The test space: one real hyperparameter, and the log and trigger files, fixed."""
+    return gp.Space(lr=gp.Float(0.01, 0.5, log=True), log=log, trigger=trigger)
+
+
+def note(path: str, kind: str, member: int, step: int) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{kind} {member} {step} {os.getpid()}\n")
+        f.flush()
+
+
+def read_log(path: str) -> list[tuple[str, int, int, int]]:
+    """The log's lines as (kind, member, step, pid)."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        kind, member, step, pid = line.split()
+        out.append((kind, int(member), int(step), int(pid)))
+    return out
+
+
+def mark(path: str) -> None:
+    """A ``mark`` line: what a later run writes comes after it."""
+    note(path, "mark", 0, 0)
+
+
+def after_mark(lines: list[tuple[str, int, int, int]]) -> list[tuple[str, int, int, int]]:
+    """The lines after the last ``mark`` line."""
+    marks = [i for i, line in enumerate(lines) if line[0] == "mark"]
+    return lines[marks[-1] + 1 :] if marks else lines
+
+
+def no_restart_from_zero(lines: list[tuple[str, int, int, int]], ready: int) -> None:
+    """After a member's first ready (a checkpoint exists), it never starts from step 0."""
+    checkpointed: set[int] = set()
+    for kind, member, step, _ in lines:
+        if kind == "step" and step > ready:  # past its first ready: that checkpoint is in
+            checkpointed.add(member)
+        if kind == "start" and member in checkpointed:
+            assert step > 0, f"member {member} restarted from step 0 after its first checkpoint"
+
+
+def _taken_over(log: str, member: int, since: int) -> bool:
+    """Whether another process started training ``member`` after line ``since`` of the log."""
+    lines = read_log(log)[since:]
+    return any(k == "start" and m == member and pid != os.getpid() for k, m, _, pid in lines)
+
+
+def trigger(path: str, log: str, member: int, step: int) -> bool:
+    """Carry out the trigger file's actions due for ``member`` at ``step``; True if this
+    step comes after a hang that ended."""
+    if not path or not os.path.exists(path):
+        return False
+    lines = Path(path).read_text(encoding="utf-8").split("\n")
+    due: list[str] = []
+    for i, line in enumerate(lines):
+        parts = line.split()
+        if len(parts) not in (3, 4) or parts[0] not in ACTIONS:
+            continue
+        if int(parts[1]) != member or step < int(parts[2]):
+            continue
+        if len(parts) == 3:
+            lines[i] = "#" + line  # fire once
+            Path(path).write_text("\n".join(lines), encoding="utf-8")
+        due.append(parts[0])
+    woke = False
+    for action in due:
+        if action == "sigint":
+            os.kill(os.getpid(), signal.SIGINT)
+        elif action == "sigint-driver":
+            os.kill(os.getppid(), signal.SIGINT)
+        elif action == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif action == "raise":
+            raise RuntimeError(f"member {member} fails at step {step}")
+        elif action == "hang":
+            note(log, "hang", member, step)
+            threading.Event().wait()
+        elif action == "hang-until-taken-over":
+            since = len(read_log(log))
+            note(log, "hang", member, step)
+            deadline = time.monotonic() + TAKEOVER_WAIT
+            while not _taken_over(log, member, since) and time.monotonic() < deadline:
+                threading.Event().wait(0.05)  # polls a file another process writes
+            note(log, "woke", member, step)
+            woke = True
+    return woke
+
+
+class Climber(gp.Trainable):
+    """x climbs towards 1 at rate lr; the score is x."""
+
+    def setup(self, hparams: Mapping[str, Any]) -> None:
+        self.x = 0.0
+        self.steps = 0
+        self.hp = dict(hparams)
+        self.fresh = True  # log the step training (re)starts from at the first step
+
+    def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
+        self.hp = dict(hparams)
+
+    def step(self) -> dict[str, float]:
+        log = self.hp["log"]
+        if self.fresh:
+            note(log, "start", self.member.id, self.steps)
+            self.fresh = False
+        self.steps += 1
+        woke = trigger(self.hp["trigger"], log, self.member.id, self.steps)
+        self.x += float(self.hp["lr"]) * (1.0 - self.x)
+        draw = float(self.member.rng.random())
+        note(log, "step", self.member.id, self.steps)
+        return {"score": self.x, "draw": draw, "woke": float(woke)}
+
+    def save(self) -> dict[str, float]:
+        return {"x": self.x, "steps": self.steps}
+
+    def load(self, state: Mapping[str, float]) -> None:
+        self.x = float(state["x"])
+        self.steps = int(state["steps"])
+        self.fresh = True
+
+
+def climber_function(member: gp.Member) -> None:
+    """The same through the function API."""
+    state = member.restore()
+    x = 0.0 if state is None else float(state["x"])
+    steps = 0 if state is None else int(state["steps"])
+    hp = member.hparams
+    note(hp["log"], "start", member.id, steps)
+    while member.running:
+        steps += 1
+        woke = trigger(hp["trigger"], hp["log"], member.id, steps)
+        x += float(hp["lr"]) * (1.0 - x)
+        draw = float(member.rng.random())
+        note(hp["log"], "step", member.id, steps)
+        member.report(score=x, draw=draw, woke=float(woke), state={"x": x, "steps": steps})
+
+
+class RecordingTruncation(gp.Truncation):
+    """Truncation that appends what each decision saw to a file (one JSON line each): the
+    deciding member's ready rounds, and the ready rounds and checkpoint counters of every
+    active member. It runs in worker processes, so it records to a file."""
+
+    def __init__(self, path: str, fraction: float = 0.25) -> None:
+        super().__init__(fraction)
+        self.path = path
+
+    def select(
+        self, population: gp.Population, member: gp.MemberView, rng: np.random.Generator
+    ) -> gp.MemberView | None:
+        active = [m for m in population if m.status == "active"]
+        seen = {
+            "member": member.id,
+            "ready_count": member.ready_count,
+            "failed": member.failed,
+            "others": [m.ready_count for m in active],
+            "counters": [m.checkpoint.counter if m.checkpoint else None for m in active],
+        }
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(seen) + "\n")
+        return super().select(population, member, rng)
+
+    def __repr__(self) -> str:
+        return f"RecordingTruncation({self.path!r}, {self.fraction!r})"
+
+
+def read_decisions(path: str) -> list[dict[str, Any]]:
+    """What :class:`RecordingTruncation` wrote."""
+    if not os.path.exists(path):
+        return []
+    text = Path(path).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()]
