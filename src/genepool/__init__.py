@@ -22,7 +22,7 @@ from genepool._errors import (
     StorageError,
     TrainableError,
 )
-from genepool._run import run
+from genepool._run import load_best, run
 from genepool.checkpoints import CheckpointStore, LocalCheckpoints, MemoryCheckpoints
 from genepool.clock import ManualClock, SystemClock
 from genepool.executors import Executor, ProcessExecutor, SerialExecutor
@@ -102,5 +102,6 @@ __all__ = [
     "Truncation",
     "WelchTTest",
     "__version__",
+    "load_best",
     "run",
 ]

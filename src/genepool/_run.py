@@ -31,7 +31,7 @@ from genepool.trainable import TrainableLike, check_trainable
 from genepool.version import __version__
 from genepool.worker import RunContext
 
-__all__ = ["run"]
+__all__ = ["load_best", "run"]
 
 log = logging.getLogger("genepool")
 
@@ -353,6 +353,11 @@ def _diff(stored: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
         != json.dumps(v, default=repr, sort_keys=True)
     ]
     return "; ".join(changed) or "settings that hash differently"
+
+
+def load_best(storage: str | Store, name: str = "run") -> Any:
+    """The state of the best member of a run in a durable store (its final checkpoint)."""
+    return Result.open(storage, name).load()
 
 
 def _open_storage(

@@ -108,6 +108,18 @@ def parse_space(spec: Mapping[str, Any]) -> Space:
                 "Fix: lr = { float = [1e-5, 1e-1], log = true }.",
             )
         kind = kinds[0]
+        allowed = {kind, "log"} if kind in ("float", "int") else {kind, "ordered"}
+        if kind == "fixed":
+            allowed = {kind}
+        extra = sorted(set(value) - allowed)
+        if extra:
+            raise invalid(
+                "space",
+                name,
+                f"a {kind} table with only {sorted(allowed)}",
+                f"the unknown option(s) {extra}",
+                "Fix: lr = { float = [1e-5, 1e-1], log = true }.",
+            )
         args = value[kind]
         if kind == "fixed":
             domains[name] = Fixed(args)
@@ -119,6 +131,19 @@ def parse_space(spec: Mapping[str, Any]) -> Space:
             cls = Float if kind == "float" else Int
             domains[name] = cls(args[0], args[1], log=bool(value.get("log", False)))
     return Space(domains)
+
+
+def _build(section: str, factory: Any, options: Mapping[str, Any]) -> Any:
+    """Call ``factory(**options)``, turning a wrong option name into a clear error."""
+    try:
+        return factory(**options)
+    except TypeError as err:
+        raise invalid(
+            f"[{section}]",
+            "options",
+            f"options that {getattr(factory, '__name__', factory)} takes",
+            f"{sorted(options)} ({err})",
+        ) from None
 
 
 def _exploit(spec: Mapping[str, Any] | None) -> Select | str | None:
@@ -135,7 +160,7 @@ def _exploit(spec: Mapping[str, Any] | None) -> Select | str | None:
         return None
     if rule not in rules:
         raise invalid("[exploit]", "rule", f"one of {[*rules, 'none']}", repr(rule))
-    made: Select = rules[rule](**options)
+    made: Select = _build("exploit", rules[rule], options)
     return made
 
 
@@ -149,7 +174,7 @@ def _explore(spec: Mapping[str, Any] | None) -> Explore | str | None:
         return None
     if rule not in rules:
         raise invalid("[explore]", "rule", f"one of {[*rules, 'none']}", repr(rule))
-    made: Explore = rules[rule](**options)
+    made: Explore = _build("explore", rules[rule], options)
     return made
 
 
@@ -199,8 +224,8 @@ def _run(args: argparse.Namespace) -> int:
             )
         space = found
     ready_spec = dict(config.pop("ready", {"every": 1}))
-    ready = Every(ready_spec.pop("every", 1), **ready_spec)
-    budget = Budget(**config.pop("budget", {}))
+    ready = _build("ready", Every, {"steps": ready_spec.pop("every", 1), **ready_spec})
+    budget = _build("budget", Budget, dict(config.pop("budget", {})))
     options: dict[str, Any] = {}
     exploit = _exploit(config.pop("exploit", None))
     if exploit != "default":

@@ -87,6 +87,33 @@ class Result:
         self.reports: tuple[Report, ...] = history.reports
         self.events: tuple[Event, ...] = history.events
 
+    @classmethod
+    def open(
+        cls,
+        storage: str | Store,
+        name: str = "run",
+        *,
+        checkpoints: str | CheckpointStore | None = None,
+    ) -> Result:
+        """Read a run back from a durable store, finished or still going.
+
+        Example: ``gp.Result.open("sqlite:///pbt.db").load()`` is the best member's state.
+        """
+        from genepool._run import _open_storage
+        from genepool.clock import SystemClock
+
+        store, the_checkpoints = _open_storage(storage, checkpoints, 1, SystemClock())
+        config = store.run_config(name)
+        active = any(m.status == "active" for m in store.population(name))
+        return cls(
+            name=name,
+            seed=int(config.get("seed", 0)),
+            metric=str(config.get("metric", "score")),
+            stop_reason="running or interrupted" if active else "ended",
+            store=store,
+            checkpoints=the_checkpoints,
+        )
+
     @property
     def members(self) -> list[MemberResult]:
         """Every member, by id."""
