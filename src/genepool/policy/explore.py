@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from genepool._errors import InvalidArgumentError, invalid
-from genepool.space import Space
+from genepool.space import Domain, Space
 
 __all__ = ["Explore", "ExploreFunction", "GaussianNoise", "Perturb", "Resample"]
 
@@ -36,7 +36,29 @@ class Explore(ABC):
         """Return new hyperparameters (a new dict; ``hparams`` is not changed)."""
 
 
-class Perturb(Explore):
+class _PerValue(Explore):
+    """Moves each mutable value on its own, or (probability ``resample``) redraws it."""
+
+    resample: float = 0.0
+
+    @abstractmethod
+    def _move(self, domain: Domain, value: Any, rng: np.random.Generator) -> Any:
+        """The moved value (inside the domain)."""
+
+    def explore(
+        self, space: Space, hparams: Mapping[str, Any], rng: np.random.Generator
+    ) -> dict[str, Any]:
+        new = dict(hparams)
+        for name in space.mutable_names:
+            domain = space[name]
+            if self.resample > 0.0 and rng.random() < self.resample:
+                new[name] = domain.sample(rng)
+            else:
+                new[name] = self._move(domain, new[name], rng)
+        return new
+
+
+class Perturb(_PerValue):
     """The paper's perturb: multiply each value by a factor drawn from ``factors``.
 
     With probability ``resample`` a value is instead drawn again from its prior. For a
@@ -69,18 +91,9 @@ class Perturb(Explore):
         self.factors = tuple(float(f) for f in factors)
         self.resample = _check_probability("Perturb", "resample", resample)
 
-    def explore(
-        self, space: Space, hparams: Mapping[str, Any], rng: np.random.Generator
-    ) -> dict[str, Any]:
-        new = dict(hparams)
-        for name in space.mutable_names:
-            domain = space[name]
-            if self.resample > 0.0 and rng.random() < self.resample:
-                new[name] = domain.sample(rng)
-            else:
-                factor = self.factors[int(rng.integers(len(self.factors)))]
-                new[name] = domain.perturb(new[name], factor, rng)
-        return new
+    def _move(self, domain: Domain, value: Any, rng: np.random.Generator) -> Any:
+        factor = self.factors[int(rng.integers(len(self.factors)))]
+        return domain.perturb(value, factor, rng)
 
     def __repr__(self) -> str:
         return f"Perturb({list(self.factors)!r}, resample={self.resample!r})"
@@ -105,7 +118,7 @@ class Resample(Explore):
         return f"Resample({self.probability!r})"
 
 
-class GaussianNoise(Explore):
+class GaussianNoise(_PerValue):
     """Add Gaussian noise (the paper's toy example) to each hyperparameter.
 
     The noise's standard deviation is ``sigma`` times the domain's width, measured on the
@@ -128,17 +141,8 @@ class GaussianNoise(Explore):
         self.sigma = float(sigma)
         self.resample = _check_probability("GaussianNoise", "resample", resample)
 
-    def explore(
-        self, space: Space, hparams: Mapping[str, Any], rng: np.random.Generator
-    ) -> dict[str, Any]:
-        new = dict(hparams)
-        for name in space.mutable_names:
-            domain = space[name]
-            if self.resample > 0.0 and rng.random() < self.resample:
-                new[name] = domain.sample(rng)
-            else:
-                new[name] = domain.noise(new[name], self.sigma, rng)
-        return new
+    def _move(self, domain: Domain, value: Any, rng: np.random.Generator) -> Any:
+        return domain.noise(value, self.sigma, rng)
 
     def __repr__(self) -> str:
         return f"GaussianNoise({self.sigma!r}, resample={self.resample!r})"
