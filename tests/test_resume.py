@@ -20,6 +20,8 @@ from tests.executors import _more_trainables as M
 BUDGET = 12
 READY = 4
 APIS = [pytest.param(M.Climber, id="class"), pytest.param(M.climber_function, id="function")]
+#: Starting configs far apart: the slow members copy the fast ones.
+SPREAD = [{"lr": 0.02}, {"lr": 0.05}, {"lr": 0.2}, {"lr": 0.45}]
 
 
 def run(
@@ -62,6 +64,11 @@ def draws(result: gp.Result) -> dict[int, list[tuple[int, float]]]:
     for r in result.reports:
         out.setdefault(r.member, []).append((r.step, r.metrics["draw"]))
     return out
+
+
+def steps(result: gp.Result) -> dict[int, list[int]]:
+    """Each member's reported steps, in order."""
+    return {m: [s for s, _ in d] for m, d in draws(result).items()}
 
 
 def exploits(result: gp.Result) -> list[tuple[Any, ...]]:
@@ -125,36 +132,39 @@ def test_resume_false_refuses_an_existing_run(tmp_path: Path):
     assert run(tmp_path, budget=gp.Budget(steps=4), resume=False, name="b").name == "b"
 
 
+def wider(tmp_path: Path) -> gp.Space:
+    log, trigger = str(tmp_path / "log.txt"), str(tmp_path / "trigger")
+    return gp.Space(lr=gp.Float(0.01, 0.9, log=True), log=log, trigger=trigger)
+
+
 @pytest.mark.parametrize(
     ("changed", "options"),
     [
-        pytest.param("budget", {"budget": gp.Budget(steps=16)}, id="budget"),
-        pytest.param("exploit", {"exploit": gp.Tournament()}, id="exploit"),
-        pytest.param("explore", {"explore": gp.Resample(0.5)}, id="explore"),
-        pytest.param("ready", {"ready": gp.Every(3)}, id="ready"),
-        pytest.param("metric", {"metric": "draw"}, id="metric"),
-        pytest.param("mode", {"mode": "min"}, id="mode"),
-        pytest.param("seed", {"seed": 1}, id="seed"),
-        pytest.param("population", {"population": 5}, id="population"),
-        pytest.param("space", {"space": "wider"}, id="space"),
+        pytest.param("budget", lambda p: {"budget": gp.Budget(steps=16)}, id="budget"),
+        pytest.param("space", lambda p: {"space": wider(p)}, id="space"),
+        pytest.param("exploit", lambda p: {"exploit": gp.Tournament()}, id="exploit"),
+        pytest.param("explore", lambda p: {"explore": gp.Resample(0.5)}, id="explore"),
+        pytest.param("ready", lambda p: {"ready": gp.Every(3)}, id="ready"),
+        pytest.param("metric", lambda p: {"metric": "draw"}, id="metric"),
+        pytest.param("mode", lambda p: {"mode": "min"}, id="mode"),
+        pytest.param("seed", lambda p: {"seed": 1}, id="seed"),
+        pytest.param("population", lambda p: {"population": 5}, id="population"),
     ],
 )
 def test_changed_settings_are_refused_naming_what_changed(tmp_path: Path, changed, options):
     interrupt_at(tmp_path, 1, 6)
     first = run(tmp_path)
     assert first.stop_reason == "interrupted"
-    if options.get("space") == "wider":
-        log, trigger = str(tmp_path / "log.txt"), str(tmp_path / "trigger")
-        options = {"space": gp.Space(lr=gp.Float(0.01, 0.9, log=True), log=log, trigger=trigger)}
     lines = log_of(tmp_path)
     with pytest.raises(gp.InvalidArgumentError, match="allow_config_change") as err:
-        run(tmp_path, **options)
+        run(tmp_path, **options(tmp_path))
     assert f"{changed}: stored" in str(err.value)
     assert log_of(tmp_path) == lines, "a refused resume trained"
-    # allowed on purpose, the run goes on (its members as stored)
-    again = run(tmp_path, **options, allow_config_change=True)
+    # allowed on purpose, the run goes on (its members and seed as stored)
+    again = run(tmp_path, **options(tmp_path), allow_config_change=True)
     assert again.stop_reason != "interrupted"
     assert again.seed == 0
+    assert len(again.population) == 4
     assert len(log_of(tmp_path)) > len(lines)
 
 
@@ -243,14 +253,14 @@ def test_a_member_random_stream_is_restored_on_resume(tmp_path: Path, trainable,
     resumed = run(tmp_path, trainable, **options)
     assert resumed.stop_reason == "budget"
     assert draws(resumed) == draws(straight)
-    assert all(steps == [*range(1, BUDGET + 1)] for steps in _steps(resumed).values())
+    assert all(s == [*range(1, BUDGET + 1)] for s in steps(resumed).values())
 
 
 def test_a_run_interrupted_at_a_ready_resumes_as_if_never_interrupted(tmp_path: Path):
     # with exploits: a member interrupted exactly at a ready has trained nothing twice, so
     # the resumed run must make the decision that ready was due, and match the
     # uninterrupted run draw for draw and exploit for exploit
-    options: dict[str, Any] = {"budget": gp.Budget(steps=16), "initial": _SPREAD}
+    options: dict[str, Any] = {"budget": gp.Budget(steps=16), "initial": SPREAD}
     straight = run(tmp_path, db="straight.db", **options)
     done = exploits(straight)
     assert done, "the uninterrupted run should exploit"
@@ -259,7 +269,8 @@ def test_a_run_interrupted_at_a_ready_resumes_as_if_never_interrupted(tmp_path: 
     interrupt_at(tmp_path, member, old_step)
     first = run(tmp_path, **options)
     assert first.stop_reason == "interrupted"
-    assert first.population[member].step == old_step
+    trained = [s for kind, m, s, _ in log_of(tmp_path) if kind == "step" and m == member]
+    assert trained[-1] == old_step, "the interrupt should land at that ready"
     resumed = run(tmp_path, **options)
     assert resumed.stop_reason == "budget"
     assert exploits(resumed) == done
@@ -286,7 +297,7 @@ def checkpoint_dirs(root: Path) -> tuple[set[str], list[str]]:
 
 @pytest.mark.parametrize("interrupted", [False, True], ids=["straight", "resumed"])
 def test_only_each_member_current_checkpoint_stays_on_disk(tmp_path: Path, interrupted):
-    options: dict[str, Any] = {"budget": gp.Budget(steps=24), "initial": _SPREAD}
+    options: dict[str, Any] = {"budget": gp.Budget(steps=24), "initial": SPREAD}
     if interrupted:
         interrupt_at(tmp_path, 2, 10)
         assert run(tmp_path, **options).stop_reason == "interrupted"
@@ -300,12 +311,3 @@ def test_only_each_member_current_checkpoint_stays_on_disk(tmp_path: Path, inter
     assert leftovers == []
     for m in result.members:
         assert result.load(m.id)["steps"] == m.step
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-_SPREAD = [{"lr": 0.02}, {"lr": 0.05}, {"lr": 0.2}, {"lr": 0.45}]
-
-
-def _steps(result: gp.Result) -> dict[int, list[int]]:
-    return {m: [s for s, _ in d] for m, d in draws(result).items()}

@@ -290,7 +290,12 @@ def run(
                 repr(name),
                 "Fix: choose another name, or resume=None to continue that run.",
             )
-        if stored.get("hash") != digest and not allow_config_change:
+        # the seed matches when it was not given (either time) or is the one the run used
+        seeds = {user_seed}
+        if user_seed in (None, stored.get("seed")):
+            seeds |= {None, stored.get("seed")}
+        digests = {config_hash({**settings, "seed": seed}) for seed in seeds}
+        if stored.get("hash") not in digests and not allow_config_change:
             raise invalid(
                 "run",
                 "resume",

@@ -41,6 +41,7 @@ The space may instead live in the trainable's file as a ``gp.Space`` named ``spa
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -49,6 +50,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import cloudpickle
 
 from genepool._errors import GenepoolError, InvalidArgumentError, invalid, missing_dependency
 from genepool.policy import (
@@ -73,6 +76,8 @@ log = logging.getLogger("genepool.cli")
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a TOML or YAML config file into a dict."""
     path = Path(path)
+    if not path.is_file():
+        raise invalid("genepool run", "--config", "an existing file", str(path))
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".yaml", ".yml"):
         try:
@@ -187,10 +192,22 @@ def load_trainable(ref: str) -> tuple[Any, Any]:
         path = Path(where).resolve()
         if not path.is_file():
             raise invalid("genepool run", "trainable", "an existing file", str(path))
-        folder = str(path.parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)  # worker processes inherit sys.path: they import it too
-        module = importlib.import_module(path.stem)
+        # a name of its own, so that two train.py files (or a file named like a module
+        # already imported) never shadow each other; worker processes get its code by value
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+        name = f"genepool_user_{path.stem}_{digest}"
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise invalid("genepool run", "trainable", "a Python file", str(path))
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            folder = str(path.parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)  # its own imports of sibling files
+            spec.loader.exec_module(module)
+            cloudpickle.register_pickle_by_value(module)
     else:
         module = importlib.import_module(where)
     try:
@@ -290,7 +307,16 @@ def _status(args: argparse.Namespace) -> int:
     from genepool._progress import population_table
     from genepool.store import open_store
 
-    store = open_store(args.storage)
+    url = str(args.storage)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        raise invalid(
+            "genepool status",
+            "--storage",
+            "an existing database",
+            url,
+            "Fix: check the path (nothing was created).",
+        )
+    store = open_store(url)
     names = store.runs()
     if args.name is None and len(names) != 1:
         raise invalid(

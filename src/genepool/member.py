@@ -73,6 +73,8 @@ class MemberView:
             (synchronous runs: until every active member has finished the round).
         crashes: How many times a worker died (or hung) while holding it; a member that
             keeps killing its worker (out of memory, say) is stopped.
+        ready_counter: The ready counter's value at its last ready (or at the checkpoint it
+            copied): the next ready counts from here, even after an interrupted round.
     """
 
     id: int
@@ -89,6 +91,7 @@ class MemberView:
     stop_reason: str | None = None
     pending: bool = False
     crashes: int = 0
+    ready_counter: float = 0.0
 
     #: Whether its latest round failed (or the failure policy stopped it).
     failed: bool = field(init=False, repr=False, compare=False)

@@ -45,7 +45,7 @@ from genepool.store import Lease, Store, WorkerInfo
 from genepool.trainable import Member, TrainableLike, _FunctionSession, _Returned, _Session
 from genepool.trainable import make_session as _make_session
 
-__all__ = ["RunContext", "Worker"]
+__all__ = ["RunContext", "Worker", "ended_because"]
 
 log = logging.getLogger("genepool.worker")
 
@@ -91,6 +91,15 @@ class _Resident:
     hparams: Mapping[str, Any]
 
 
+def ended_because(population: Population) -> str:
+    """Why a run whose members all stopped ended: a run-level reason if one stopped them."""
+    reasons = {m.stop_reason for m in population}
+    for reason in ("time", "target", "plateau"):
+        if reason in reasons:
+            return reason
+    return "budget"
+
+
 def _same_value(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         try:
@@ -133,7 +142,7 @@ class Worker:
                 if lease is None:
                     pop = ctx.store.population(ctx.name)
                     if not any(m.status == ACTIVE for m in pop):
-                        return "budget"
+                        return ended_because(pop)
                     if ctx.idle_wait is None:
                         return "no claimable member"
                     ctx.stop_event.wait(ctx.idle_wait)
@@ -278,12 +287,13 @@ class Worker:
         stop_event = ctx.stop_event
         flush_seconds = ctx.flush_seconds
         last_flush = [clock.now()]
-        last = view.checkpoint.counter if view.checkpoint is not None else 0.0
+        last = view.ready_counter  # readies keep their rhythm across interruptions
         round_start = clock.now()
         reports: list[Report] = []
         scores: list[float] = []
         bad: list[str] = []
-        counter_box = [last]
+        counter_box = [view.checkpoint.counter if view.checkpoint is not None else 0.0]
+        cut_short = [False]  # the round ended early (a stop, a lost lease), not at a ready
 
         def observe(metrics: Mapping[str, Any]) -> bool:
             handle._step += 1
@@ -322,13 +332,17 @@ class Worker:
                         "with every step."
                     ) from None
             counter_box[0] = counter
-            if stop_event.is_set() or budget_reached(counter) or self._lease_lost:
+            if budget_reached(counter) or ready_due(
+                counter=counter, last=last, elapsed=now - round_start
+            ):
                 return True
             if seconds is not None and now - ctx.started >= seconds:
                 ctx.stop_reason = "time"
                 stop_event.set()
+            if stop_event.is_set() or self._lease_lost:
+                cut_short[0] = True
                 return True
-            return ready_due(counter=counter, last=last, elapsed=now - round_start)
+            return False
 
         failure: BaseException | None = None
         returned = False
@@ -364,6 +378,7 @@ class Worker:
         }
         ckpt_id = ctx.checkpoints.put(ctx.name, view.id, step, blob, manifest=manifest)
         ref = CheckpointRef(ckpt_id, view.id, step, counter_box[0], score, view.hparams)
+        ready = not cut_short[0]
         new = dataclasses.replace(
             view,
             step=step,
@@ -371,19 +386,23 @@ class Worker:
             score=score,
             recent=(view.recent + tuple(scores))[-ctx.recent_window :],
             failures=0,
-            ready_count=view.ready_count + 1,
+            ready_count=view.ready_count + 1 if ready else view.ready_count,
+            ready_counter=counter_box[0] if ready else view.ready_counter,
         )
-        pop = ctx.store.commit(lease, member=new, reports=reports)
+        # a synchronous member waits at the barrier from the very write that counts its
+        # round, so no other worker can see the round done but the member not waiting
+        wait = ctx.synchronous and ready and not returned
+        pop = ctx.store.commit(
+            lease,
+            member=dataclasses.replace(new, pending=True) if wait else new,
+            reports=reports,
+            release=wait or not ready,
+        )
         res.checkpoint = ckpt_id
         self._collect(view.checkpoint, ckpt_id)
         self._plateau.observe(pop)
-
-        if stop_event.is_set():
-            return ctx.store.commit(lease, release=True)
-        if ctx.synchronous and not returned:
-            return ctx.store.commit(
-                lease, member=dataclasses.replace(new, pending=True), release=True
-            )
+        if wait or not ready:  # waiting at the barrier, or stopped mid-round: no decision
+            return pop
         return self._decide(lease, new, pop, returned=returned)
 
     # -- carrying decisions out --------------------------------------------------------
@@ -426,6 +445,7 @@ class Worker:
             checkpoint=donor_ckpt,
             score=donor_ckpt.score,
             recent=(),
+            ready_counter=donor_ckpt.counter,
         )
         event = Event(
             "exploit",

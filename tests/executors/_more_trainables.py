@@ -12,9 +12,10 @@ with an optional ``always``: the action fires the first time that member trains 
 or past that step (once: the line is then commented out), or every time with ``always``.
 
 Actions: ``sigint`` (SIGINT to this process), ``sigint-driver`` (SIGINT to the parent:
-the driver of worker processes), ``sigkill`` (SIGKILL to this process), ``raise`` (a
-RuntimeError), ``hang`` (block forever), ``hang-until-taken-over`` (block until another
-process has started training this member, then go on as if nothing happened).
+the driver of worker processes, which passes it on to its workers), ``sigkill`` (SIGKILL
+to this process), ``raise`` (a RuntimeError), ``hang`` (block forever),
+``hang-until-taken-over`` (block until another process has started training this member,
+then go on as if nothing happened).
 """
 
 from __future__ import annotations
@@ -84,6 +85,30 @@ def _taken_over(log: str, member: int, since: int) -> bool:
     return any(k == "start" and m == member and pid != os.getpid() for k, m, _, pid in lines)
 
 
+def interrupt_driver() -> None:
+    """SIGINT to the driver. In a worker's main thread, wait (30 s at most) until the
+    driver has passed the interrupt on to this worker, so the stop lands at this step."""
+    if threading.current_thread() is not threading.main_thread():
+        os.kill(os.getppid(), signal.SIGINT)
+        return
+    got: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        got.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        os.kill(os.getppid(), signal.SIGINT)
+        deadline = time.monotonic() + 30.0
+        while not got and time.monotonic() < deadline:
+            threading.Event().wait(0.01)  # the handler runs in this thread meanwhile
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def trigger(path: str, log: str, member: int, step: int) -> bool:
     """Carry out the trigger file's actions due for ``member`` at ``step``; True if this
     step comes after a hang that ended."""
@@ -106,7 +131,7 @@ def trigger(path: str, log: str, member: int, step: int) -> bool:
         if action == "sigint":
             os.kill(os.getpid(), signal.SIGINT)
         elif action == "sigint-driver":
-            os.kill(os.getppid(), signal.SIGINT)
+            interrupt_driver()
         elif action == "sigkill":
             os.kill(os.getpid(), signal.SIGKILL)
         elif action == "raise":
@@ -208,3 +233,47 @@ def read_decisions(path: str) -> list[dict[str, Any]]:
         return []
     text = Path(path).read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines()]
+
+
+class SlowDelete(gp.LocalCheckpoints):
+    """Local checkpoints whose first delete of a checkpoint ``member`` took at ``step``
+    waits until the log shows that member ``waiter`` trained step ``until`` (``wait``
+    seconds at most): the worker deleting it is held right there, inside its round's
+    bookkeeping, while the other workers go on."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        log: str,
+        member: int,
+        step: int,
+        waiter: int,
+        until: int,
+        wait: float = 5.0,
+    ) -> None:
+        super().__init__(root)
+        self.log, self.member, self.step = log, member, step
+        self.waiter, self.until, self.wait = waiter, until, wait
+
+    @property
+    def fired(self) -> str:
+        """A file that exists once the delete was held (so it is held once)."""
+        return self.root + ".held"
+
+    def delete(self, checkpoint_id: str) -> None:
+        _, member, rest = checkpoint_id.split("/")
+        if member == f"m{self.member}" and rest.startswith(f"s{self.step}-"):
+            try:
+                with open(self.fired, "x", encoding="utf-8") as f:
+                    f.write(checkpoint_id)
+            except FileExistsError:
+                pass
+            else:
+                deadline = time.monotonic() + self.wait
+                while time.monotonic() < deadline and not any(
+                    k == "step" and m == self.waiter and s >= self.until
+                    for k, m, s, _ in read_log(self.log)
+                ):
+                    threading.Event().wait(0.02)  # polls a file another process writes
+        super().delete(checkpoint_id)

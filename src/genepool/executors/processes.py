@@ -28,7 +28,7 @@ from genepool.clock import Clock
 from genepool.policy import Policy
 from genepool.store import MemoryStore, Store
 from genepool.trainable import TrainableLike
-from genepool.worker import RunContext, Worker
+from genepool.worker import RunContext, Worker, ended_because
 
 __all__ = ["ProcessExecutor"]
 
@@ -267,7 +267,9 @@ class ProcessExecutor:
                         ended_at = now
                 if ended_at is not None and now - ended_at > self.grace_seconds:
                     # a worker that will not end (hung in user code): its leases are gone
-                    log.warning("%d worker(s) did not exit: terminating them", len(procs))
+                    log.warning("%d worker(s) did not exit: killing them", len(procs))
+                    for child in procs:
+                        child.kill()
                     break
                 time.sleep(0.05)
                 for child in [c for c in procs if c.proc.poll() is not None]:
@@ -337,6 +339,11 @@ class _Child:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGINT)
 
+    def kill(self) -> None:
+        """End it at once (a worker hung in user code ignores a polite request)."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
     def terminate(self) -> None:
         self.proc.terminate()
         try:
@@ -350,9 +357,7 @@ class _Child:
 
 def _outcome(ctx: RunContext, reasons: list[str]) -> str:
     """Why the run ended, from what the workers said and the store."""
-    for reason in ("time", "target", "plateau", "interrupted"):
-        if reason in reasons:
-            return reason
-    if any(m.status == "active" for m in ctx.store.population(ctx.name)):
+    population = ctx.store.population(ctx.name)
+    if any(m.status == "active" for m in population):
         return "interrupted"
-    return "budget"
+    return ended_because(population)

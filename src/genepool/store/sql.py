@@ -385,6 +385,7 @@ def _view_json(m: MemberView) -> str:
             "stop_reason": m.stop_reason,
             "pending": bool(m.pending),
             "crashes": _enc(m.crashes),
+            "ready_counter": _enc(m.ready_counter),
         }
     )
 
@@ -411,6 +412,7 @@ def _view_from_json(text: str) -> MemberView:
         stop_reason=d.get("stop_reason"),
         pending=d.get("pending", False),
         crashes=d.get("crashes", 0),
+        ready_counter=d.get("ready_counter", 0.0),
     )
 
 
