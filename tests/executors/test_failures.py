@@ -336,12 +336,13 @@ def test_ctrl_c_to_the_driver_stops_the_run_and_the_same_command_finishes_it(tmp
     store = SQLStore(storage)
     population = store.population("run")
     assert any(m.status == "active" for m in population)
-    # the interrupted member checkpointed where it stopped, mid-round, and kept it
+    # the interrupted member checkpointed where it stopped and kept it (the driver forwards
+    # the interrupt to the workers, which may train a step or two more before they see it)
     interrupted = population[2]
     assert interrupted.status == "active"
     assert interrupted.checkpoint is not None
     assert interrupted.checkpoint.member == 2
-    assert interrupted.step == 7
+    assert interrupted.step >= 7
     stopped_at = {m.id: m.step for m in population}
     for m in population:  # every checkpoint the store names is on disk
         if m.checkpoint is not None:
