@@ -146,3 +146,11 @@ def _arm_torn_write() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     checkpoints._write_file = torn
+
+
+def environment_reporter(member: gp.Member) -> None:
+    """Reports the worker's thread cap and device as metrics (for the executor's tests)."""
+    threads = float(os.environ.get("OMP_NUM_THREADS", "-1"))
+    device = float(os.environ.get("CUDA_VISIBLE_DEVICES", "-1"))
+    while member.running:
+        member.report(score=float(member.hparams["lr"]), threads=threads, device=device, state=0)

@@ -5,6 +5,7 @@ Kills come from inside the trainable (tests/executors/_trainables.py), never fro
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -206,3 +207,22 @@ def test_a_serial_run_killed_while_writing_a_checkpoint_resumes(tmp_path: Path) 
     _no_restart_from_zero_after_a_checkpoint(lines)
     population = SQLStore(f"sqlite:///{tmp_path / 'pbt.db'}").population("run")
     assert all(m.status == "finished" and m.step == BUDGET for m in population)
+
+
+def test_workers_get_their_thread_cap_and_their_own_device(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    executor = gp.ProcessExecutor(workers=2, threads_per_worker=3, devices=["4", "7"])
+    result = gp.run(
+        T.environment_reporter,
+        gp.Space(lr=gp.Float(0.01, 0.5)),
+        metric="score",
+        population=4,
+        ready=gp.Every(2),
+        budget=gp.Budget(steps=4),
+        seed=0,
+        storage=f"sqlite:///{tmp_path / 'pbt.db'}",
+        executor=executor,
+    )
+    assert {r.metrics["threads"] for r in result.reports} == {3.0}
+    assert {r.metrics["device"] for r in result.reports} <= {4.0, 7.0}
+    assert "OMP_NUM_THREADS" not in os.environ  # the driver's own is untouched
