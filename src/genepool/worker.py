@@ -125,6 +125,8 @@ class Worker:
         self._counter = ctx.policy.ready.counter
         self._current: Lease | None = None
         self._lease_lost = False
+        # the heartbeat may only judge the lease the loop holds now, never an earlier one
+        self._lease_lock = threading.Lock()
         self._last_progress = 0.0
 
     # -- the loop ----------------------------------------------------------------------
@@ -147,7 +149,8 @@ class Worker:
                         return "no claimable member"
                     ctx.stop_event.wait(ctx.idle_wait)
                     continue
-                self._current, self._lease_lost = lease, False
+                with self._lease_lock:
+                    self._current, self._lease_lost = lease, False
                 self._last_progress = ctx.clock.now()
                 try:
                     pop = self._round(lease)
@@ -156,7 +159,8 @@ class Worker:
                     self._drop(lease.member)
                     continue
                 finally:
-                    self._current = None
+                    with self._lease_lock:
+                        self._current = None
                 reason = run_stop_reason(
                     pop,
                     ctx.policy.budget,
@@ -180,23 +184,24 @@ class Worker:
 
         def beat() -> None:
             while not self._beat_stop.wait(period):
-                lease = self._current
-                if lease is None or self._lease_lost:
-                    continue
-                idle = ctx.clock.now() - self._last_progress
-                if ctx.progress_timeout is not None and idle > ctx.progress_timeout:
-                    log.warning(
-                        "member %d made no progress for %.1f s: its lease is left to expire",
-                        lease.member,
-                        idle,
-                    )
-                    continue
-                try:
-                    ctx.store.renew(lease, lease_seconds=ctx.lease_seconds)
-                except StaleLeaseError:
-                    self._lease_lost = True
-                except Exception:  # a passing store error: the next beat tries again
-                    log.debug("lease renewal failed", exc_info=True)
+                with self._lease_lock:  # the loop cannot move to another lease meanwhile
+                    lease = self._current
+                    if lease is None or self._lease_lost:
+                        continue
+                    idle = ctx.clock.now() - self._last_progress
+                    if ctx.progress_timeout is not None and idle > ctx.progress_timeout:
+                        log.warning(
+                            "member %d made no progress for %.1f s: its lease is left to expire",
+                            lease.member,
+                            idle,
+                        )
+                        continue
+                    try:
+                        ctx.store.renew(lease, lease_seconds=ctx.lease_seconds)
+                    except StaleLeaseError:
+                        self._lease_lost = True  # this very lease: the loop still holds it
+                    except Exception:  # a passing store error: the next beat tries again
+                        log.debug("lease renewal failed", exc_info=True)
 
         thread = threading.Thread(target=beat, name=f"{self.info.name}-heartbeat", daemon=True)
         thread.start()
