@@ -236,7 +236,14 @@ class LocalCheckpoints(CheckpointStore):
             raise CheckpointError(
                 f"The checkpoint directory {self._root} could not be created ({err})."
             ) from err
+        self._made: set[str] = set()  # directories this object created or found
         self.sweep()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for worker processes: everything but the cache of made directories."""
+        state = self.__dict__.copy()
+        state["_made"] = set()
+        return state
 
     @property
     def root(self) -> str:
@@ -268,7 +275,7 @@ class LocalCheckpoints(CheckpointStore):
         unique = uuid.uuid4().hex
         checkpoint_id = f"{run}/m{member}/s{step}-{unique}"
         record = _build_manifest(checkpoint_id, run, member, step, data, fields)
-        text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+        text = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
         run_dir = os.path.join(self._root, run)
         parent = os.path.join(run_dir, f"m{member}")
         tmp = os.path.join(parent, f"{TMP_PREFIX}s{step}-{unique}")
@@ -422,10 +429,14 @@ class LocalCheckpoints(CheckpointStore):
 
     # -- helpers ---------------------------------------------------------------------
     def _mkdir(self, path: str) -> None:
+        if path in self._made:
+            return
         try:
             os.mkdir(path)
         except FileExistsError:
+            self._made.add(path)
             return
+        self._made.add(path)
         if self._fsync:
             _fsync_dir(os.path.dirname(path))
 
