@@ -266,14 +266,17 @@ class Worker:
             return self._decide(lease, view, pop)
         return self._train(lease, view)
 
-    def _decide(
-        self, lease: Lease, view: MemberView, pop: Population, *, returned: bool = False
-    ) -> Population:
+    def _decision(self, view: MemberView, pop: Population, *, returned: bool = False) -> Any:
         rng = decision_stream(self.ctx.seed, view.id, view.ready_count)
         decision = self.ctx.policy.decide(pop, view, rng)
         if returned and not isinstance(decision, Stop):
             decision = Stop("returned")
-        return self._carry_out(lease, view, decision)
+        return decision
+
+    def _decide(
+        self, lease: Lease, view: MemberView, pop: Population, *, returned: bool = False
+    ) -> Population:
+        return self._carry_out(lease, view, self._decision(view, pop, returned=returned))
 
     def _train(self, lease: Lease, view: MemberView) -> Population:
         ctx = self.ctx
@@ -397,18 +400,26 @@ class Worker:
         # a synchronous member waits at the barrier from the very write that counts its
         # round, so no other worker can see the round done but the member not waiting
         wait = ctx.synchronous and ready and not returned
+        decision: Any = None
+        if ready and not wait:
+            # decide now, on the population as it is with this new checkpoint in it: when
+            # the member simply goes on, one write records the round and ends the lease
+            now = ctx.store.population(ctx.name)
+            seen = Population(tuple(new if m.id == new.id else m for m in now.members), now.mode)
+            decision = self._decision(new, seen, returned=returned)
+        plain = isinstance(decision, Continue) and decision.hparams is None
         pop = ctx.store.commit(
             lease,
             member=dataclasses.replace(new, pending=True) if wait else new,
             reports=reports,
-            release=wait or not ready,
+            release=wait or not ready or plain,
         )
         res.checkpoint = ckpt_id
         self._collect(view.checkpoint, ckpt_id)
         self._plateau.observe(pop)
-        if wait or not ready:  # waiting at the barrier, or stopped mid-round: no decision
+        if decision is None or plain:  # at the barrier, stopped mid-round, or going on
             return pop
-        return self._decide(lease, new, pop, returned=returned)
+        return self._carry_out(lease, new, decision)
 
     # -- carrying decisions out --------------------------------------------------------
     def _carry_out(self, lease: Lease, view: MemberView, decision: Any) -> Population:
