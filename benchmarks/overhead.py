@@ -91,21 +91,24 @@ PARTS = ("memory", "sqlite", "processes", "reports")
 DISTURBED = 0.05
 
 
+def toy_settings(population: int, steps: int, seed: int) -> dict[str, Any]:
+    """The run settings every toy part uses (the algorithm the bare loop writes by hand)."""
+    return {
+        "metric": "Q",
+        "population": population,
+        "ready": gp.Every(READY),
+        "budget": gp.Budget(steps=steps),
+        "exploit": gp.Truncation(0.2),
+        "explore": gp.GaussianNoise(0.1),
+        "seed": seed,
+    }
+
+
 def run_genepool(population: int, steps: int, seed: int, api: str) -> float:
     """Wall time of one genepool run."""
     trainable: Any = Toy if api == "class" else toy_function
     start = time.perf_counter()
-    gp.run(
-        trainable,
-        SPACE,
-        metric="Q",
-        population=population,
-        ready=gp.Every(READY),
-        budget=gp.Budget(steps=steps),
-        exploit=gp.Truncation(0.2),
-        explore=gp.GaussianNoise(0.1),
-        seed=seed,
-    )
+    gp.run(trainable, SPACE, **toy_settings(population, steps, seed))
     return time.perf_counter() - start
 
 
@@ -213,13 +216,7 @@ def run_genepool_sqlite(population: int, steps: int, seed: int, checkpoints: str
             gp.run(
                 Toy,
                 SPACE,
-                metric="Q",
-                population=population,
-                ready=gp.Every(READY),
-                budget=gp.Budget(steps=steps),
-                exploit=gp.Truncation(0.2),
-                explore=gp.GaussianNoise(0.1),
-                seed=seed,
+                **toy_settings(population, steps, seed),
                 storage=store,
                 # None: LocalCheckpoints in <database>.checkpoints, as gp.run does by default
                 checkpoints=gp.MemoryCheckpoints() if checkpoints == "memory" else None,
