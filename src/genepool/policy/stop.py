@@ -27,7 +27,8 @@ class Budget:
     Args:
         steps: Each member trains until its ready counter (``steps`` unless the ready rule
             names another counter) reaches this value.
-        seconds: Wall-time limit for the whole run.
+        seconds: Wall-time limit of one call (members checkpoint and stay resumable; a
+            resumed run gets the time again).
         target: End as soon as the best checkpoint score reaches this value.
         plateau: End when every active member has done this many ready rounds since the
             best score last improved by more than ``min_delta``.
