@@ -81,6 +81,17 @@ class RunContext:
     stop_event: threading.Event = field(default_factory=threading.Event)
     stop_reason: str | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for worker processes: all but this process's stop signal."""
+        state = self.__dict__.copy()
+        del state["stop_event"]
+        state["stop_reason"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.stop_event = threading.Event()
+
 
 @dataclass
 class _Resident:

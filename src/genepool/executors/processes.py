@@ -9,6 +9,7 @@ its own that a crash could lose.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -17,17 +18,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
 from genepool._errors import invalid
-from genepool.checkpoints import CheckpointStore, MemoryCheckpoints
-from genepool.clock import Clock
-from genepool.policy import Policy
-from genepool.store import MemoryStore, Store
-from genepool.trainable import TrainableLike
+from genepool.checkpoints import MemoryCheckpoints
+from genepool.store import MemoryStore
 from genepool.worker import RunContext, Worker, ended_because
 
 __all__ = ["ProcessExecutor"]
@@ -41,30 +38,6 @@ _THREAD_VARS = (
     "NUMEXPR_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
 )
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """What a worker process needs to rebuild the run's context (sent with cloudpickle)."""
-
-    name: str
-    trainable: TrainableLike
-    policy: Policy
-    metric: str
-    seed: int
-    store: Store
-    checkpoints: CheckpointStore
-    clock: Clock
-    started: float
-    recent_window: int
-    lease_seconds: float
-    max_ahead: int | None
-    synchronous: bool
-    progress_timeout: float | None
-    max_crashes: int
-    flush_seconds: float
-    log_level: int
-    threads: int | None
 
 
 def _die_with_parent(parent: int) -> None:
@@ -90,34 +63,16 @@ def _watch_parent(parent: int) -> None:
 
 def worker_main(blob: bytes, index: int, parent: int) -> str:
     """The body of a worker process (see ``genepool.executors._child``)."""
-    spec: _Spec = cloudpickle.loads(blob)
-    logging.basicConfig(level=spec.log_level)
+    shared, log_level, threads = cloudpickle.loads(blob)
+    logging.basicConfig(level=log_level)
     _die_with_parent(parent)
-    if spec.threads is not None:
+    if threads is not None:
         torch = sys.modules.get("torch")  # torch is optional: cap its threads if loaded
         if torch is not None:
             with contextlib.suppress(Exception):
-                torch.set_num_threads(spec.threads)
-    ctx = RunContext(
-        name=spec.name,
-        trainable=spec.trainable,
-        policy=spec.policy,
-        metric=spec.metric,
-        seed=spec.seed,
-        store=spec.store,
-        checkpoints=spec.checkpoints,
-        clock=spec.clock,
-        started=spec.started,
-        recent_window=spec.recent_window,
-        lease_seconds=spec.lease_seconds,
-        max_ahead=spec.max_ahead,
-        synchronous=spec.synchronous,
-        idle_wait=0.02,
-        flush_seconds=spec.flush_seconds,
-        heartbeat=True,
-        progress_timeout=spec.progress_timeout,
-        max_crashes=spec.max_crashes,
-    )
+                torch.set_num_threads(threads)
+    # one of several workers: wait for members others hold, and keep leases alive
+    ctx = dataclasses.replace(shared, idle_wait=0.02, heartbeat=True)
 
     def graceful(signum: int, frame: Any) -> None:
         ctx.stop_reason = ctx.stop_reason or "interrupted"
@@ -211,26 +166,7 @@ class ProcessExecutor:
                 "in-memory checkpoints",
                 "Fix: checkpoints='path/to/dir'.",
             )
-        spec = _Spec(
-            name=ctx.name,
-            trainable=ctx.trainable,
-            policy=ctx.policy,
-            metric=ctx.metric,
-            seed=ctx.seed,
-            store=ctx.store,
-            checkpoints=ctx.checkpoints,
-            clock=ctx.clock,
-            started=ctx.started,
-            recent_window=ctx.recent_window,
-            lease_seconds=ctx.lease_seconds,
-            max_ahead=ctx.max_ahead,
-            synchronous=ctx.synchronous,
-            progress_timeout=ctx.progress_timeout,
-            max_crashes=ctx.max_crashes,
-            flush_seconds=ctx.flush_seconds,
-            log_level=logging.getLogger().level,
-            threads=self.threads_per_worker,
-        )
+        spec = (ctx, logging.getLogger().level, self.threads_per_worker)
         return bytes(cloudpickle.dumps(spec))
 
     def run(self, ctx: RunContext) -> str:
