@@ -1,12 +1,11 @@
 """Entry point of a worker process: ``python -m genepool.executors._child``.
 
-Reads ``(sys.path, spec, index, parent pid, reason fd)`` (cloudpickle) from stdin, runs the
-worker loop, and writes why it ended to the reason pipe.
+Reads ``(sys.path, spec, index, parent pid)`` (cloudpickle) from stdin and runs the worker
+loop. Why the run ended is read from the store by the driver, not sent back.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
 import cloudpickle
@@ -14,15 +13,13 @@ import cloudpickle
 
 def main() -> None:
     """Run one worker."""
-    path, blob, index, parent, reason_fd = cloudpickle.loads(sys.stdin.buffer.read())
+    path, blob, index, parent = cloudpickle.loads(sys.stdin.buffer.read())
     for entry in reversed(path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
     from genepool.executors.processes import worker_main
 
-    reason = worker_main(blob, index, parent)
-    with os.fdopen(reason_fd, "wb") as f:
-        f.write(reason.encode())
+    worker_main(blob, index, parent)
 
 
 if __name__ == "__main__":

@@ -175,7 +175,6 @@ class ProcessExecutor:
         parent = os.getpid()
         env = {k: str(self.threads_per_worker) for k in _THREAD_VARS if k not in os.environ}
         procs: list[_Child] = []
-        reasons: list[str] = []
         restarts = 0
         signalled = False
 
@@ -210,9 +209,6 @@ class ProcessExecutor:
                 time.sleep(0.05)
                 for child in [c for c in procs if c.proc.poll() is not None]:
                     procs.remove(child)
-                    reason = child.reason()
-                    if reason:
-                        reasons.append(reason)
                     code = child.proc.returncode
                     if code == 0 or ctx.stop_event.is_set() or not self._members_left(ctx):
                         continue
@@ -227,7 +223,7 @@ class ProcessExecutor:
                 child.terminate()
         if ctx.stop_event.is_set():
             return ctx.stop_reason or "interrupted"
-        return _outcome(ctx, reasons)
+        return _outcome(ctx)
 
     @staticmethod
     def _members_left(ctx: RunContext) -> bool:
@@ -245,31 +241,22 @@ class _Child:
     the trainable travels with cloudpickle (by value when defined in ``__main__``).
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes], index: int, reason_fd: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], index: int) -> None:
         self.proc = proc
         self.index = index
-        self._reason_fd = reason_fd
 
     @classmethod
     def start(cls, blob: bytes, index: int, parent: int, env: Mapping[str, str]) -> _Child:
-        read_fd, write_fd = os.pipe()
-        payload = cloudpickle.dumps((sys.path, blob, index, parent, write_fd))
+        payload = cloudpickle.dumps((sys.path, blob, index, parent))
         proc = subprocess.Popen(
             [sys.executable, "-m", "genepool.executors._child"],
             stdin=subprocess.PIPE,
             env=dict(env),
-            pass_fds=(write_fd,),
         )
-        os.close(write_fd)
         assert proc.stdin is not None
         proc.stdin.write(payload)
         proc.stdin.close()
-        return cls(proc, index, read_fd)
-
-    def reason(self) -> str:
-        """What the worker said when it ended ("" if it died first)."""
-        with os.fdopen(self._reason_fd, "rb") as f:
-            return f.read().decode(errors="replace").strip()
+        return cls(proc, index)
 
     def interrupt(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -287,12 +274,10 @@ class _Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        with contextlib.suppress(OSError):
-            os.close(self._reason_fd)
 
 
-def _outcome(ctx: RunContext, reasons: list[str]) -> str:
-    """Why the run ended, from what the workers said and the store."""
+def _outcome(ctx: RunContext) -> str:
+    """Why the run ended, read from the store (the members' stop reasons)."""
     population = ctx.store.population(ctx.name)
     if any(m.status == "active" for m in population):
         return "interrupted"
