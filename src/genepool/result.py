@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 from genepool._errors import invalid, missing_dependency
+from genepool.analysis import (
+    Lineage,
+    Schedule,
+    ancestry_scores,
+    hparams_at_report,
+    hparams_timeline,
+    lineage,
+    schedule_changes,
+)
 from genepool.checkpoints import CheckpointStore, decode
 from genepool.member import Event, MemberView, Population, Report
 from genepool.store import Store
@@ -154,13 +164,87 @@ class Result:
             for e in self.events
         ]
 
+    # -- what PBT found ----------------------------------------------------------------
+    def _member_id(self, member: int | None) -> int:
+        return self.best.id if member is None else int(member)
+
+    def lineage(self, member: int | None = None) -> Lineage:
+        """The family line of a member's final weights (the best member's by default).
+
+        ``lineage().ancestors`` are the members along it, root first; ``.jumps`` the
+        exploits, each with the step the recipient continued from.
+        """
+        return lineage(self.events, self.population, self._member_id(member))
+
+    def schedule(self, member: int | None = None) -> Schedule:
+        """The hyperparameters in effect at every step along a member's line.
+
+        By default the best member's: the schedule that produced the best final model.
+        ``schedule().at(s)`` is what trained step ``s + 1``; ``.save(path)`` writes JSON.
+
+        Example:
+            >>> import genepool as gp
+            >>> class Climb(gp.Trainable):
+            ...     def setup(self, hparams): self.x, self.lr = 0.0, hparams["lr"]
+            ...     def apply_hparams(self, hparams): self.lr = hparams["lr"]
+            ...     def step(self): self.x += self.lr; return {"score": self.x}
+            ...     def save(self): return {"x": self.x}
+            ...     def load(self, state): self.x = state["x"]
+            >>> result = gp.run(Climb, gp.Space(lr=gp.Float(0.1, 1.0)), metric="score",
+            ...                 population=4, ready=gp.Every(5), budget=gp.Budget(steps=20),
+            ...                 seed=0)
+            >>> schedule = result.schedule()
+            >>> schedule.final_step, sorted(schedule.at(0))
+            (20, ['lr'])
+        """
+        line = self.lineage(member)
+        final = self.population[line.member]
+        ckpt = final.checkpoint
+        return Schedule(
+            changes=schedule_changes(self.events, self.population, line),
+            final_step=line.final_step,
+            run=self.name,
+            member=line.member,
+            metric=self.metric,
+            score=ckpt.score if ckpt is not None else final.score,
+            seed=self.seed,
+        )
+
+    def ancestry_scores(self, member: int | None = None) -> list[tuple[int, float, int]]:
+        """The scores along a member's line: ``(step, score, member that trained it)``."""
+        return ancestry_scores(self.reports, self.events, self.lineage(member), self.metric)
+
+    def history_frame(self) -> pd.DataFrame:
+        """Every report with the hyperparameters that trained it, as a DataFrame.
+
+        Columns: ``member``, ``step``, ``time``, each metric, then one ``hp.<name>`` column
+        per hyperparameter (needs ``pandas``).
+        """
+        pandas = _pandas("Result.history_frame()")
+        timelines = hparams_timeline(self.events, self.population)
+        rows = []
+        for r in self.reports:
+            hp = hparams_at_report(timelines[r.member], r) if r.member in timelines else {}
+            rows.append(
+                {
+                    "member": r.member,
+                    "step": r.step,
+                    "time": r.time,
+                    **r.metrics,
+                    **{f"hp.{k}": v for k, v in hp.items()},
+                }
+            )
+        return cast("pd.DataFrame", pandas.DataFrame.from_records(rows))
+
+    def events_frame(self) -> pd.DataFrame:
+        """The events (exploits, explores, failures, stops) as a DataFrame."""
+        pandas = _pandas("Result.events_frame()")
+        return cast("pd.DataFrame", pandas.DataFrame.from_records(self.event_records()))
+
     def to_frame(self) -> pd.DataFrame:
         """The reports as a pandas DataFrame (needs ``pandas``)."""
-        try:
-            import pandas as pd
-        except ImportError:
-            raise missing_dependency("pandas", "pandas", "Result.to_frame()") from None
-        return pd.DataFrame.from_records(self.records())
+        pandas = _pandas("Result.to_frame()")
+        return cast("pd.DataFrame", pandas.DataFrame.from_records(self.records()))
 
     def __repr__(self) -> str:
         best = self.population.best()
@@ -169,3 +253,11 @@ class Result:
             f"Result(name={self.name!r}, members={len(self.population)}, best_score={score!r}, "
             f"stop_reason={self.stop_reason!r})"
         )
+
+
+def _pandas(what: str) -> ModuleType:
+    try:
+        import pandas
+    except ImportError:
+        raise missing_dependency("pandas", "pandas", what) from None
+    return pandas

@@ -1,0 +1,36 @@
+"""What PBT found, read back from the store: lineage, schedules, histories, reports.
+
+The functions here are pure: they take a run's events and population (what
+:class:`genepool.Result` holds) and never touch a process, a file or a database.
+
+Most users reach them through :class:`genepool.Result`: ``result.lineage()``,
+``result.schedule()`` and ``result.history_frame()``; ``genepool report`` draws them.
+"""
+
+from genepool.analysis._lineage import (
+    Change,
+    Jump,
+    Lineage,
+    Segment,
+    ancestry_scores,
+    hparams_at_report,
+    hparams_timeline,
+    lineage,
+    schedule_changes,
+)
+from genepool.analysis._schedule import SCHEDULE_VERSION, Schedule, ScheduleError
+
+__all__ = [
+    "SCHEDULE_VERSION",
+    "Change",
+    "Jump",
+    "Lineage",
+    "Schedule",
+    "ScheduleError",
+    "Segment",
+    "ancestry_scores",
+    "hparams_at_report",
+    "hparams_timeline",
+    "lineage",
+    "schedule_changes",
+]

@@ -1,0 +1,318 @@
+"""Lineage and hyperparameters in effect, read from a run's events.
+
+Every change of a member's hyperparameters is an event in the store: an ``"exploit"``
+(the member continues from a donor's checkpoint at ``donor_step`` with ``new_hparams``) or
+an ``"explore"`` (the member keeps its weights and goes on at its step with
+``new_hparams``). Both carry ``old_hparams``, so a member's starting hyperparameters are the
+``old_hparams`` of its first change (or its current ones when it never changed). Nothing
+here reads a log file or guesses: the events are the whole story.
+
+Steps count completed training steps. A change made when a member stands at step ``s``
+governs the steps that take it from ``s`` to ``s + 1`` and on: :meth:`Schedule.at`
+``(s)`` is what trains step ``s + 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from genepool._errors import invalid
+from genepool.member import Event, Population, Report
+
+__all__ = [
+    "Change",
+    "Jump",
+    "Lineage",
+    "Segment",
+    "ancestry_scores",
+    "hparams_at_report",
+    "hparams_timeline",
+    "lineage",
+    "schedule_changes",
+]
+
+_CHANGES = ("exploit", "explore")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of training done by one member, from ``start`` (exclusive) to ``end``.
+
+    Attributes:
+        member: The member that trained these steps.
+        start: The step it started the stretch from.
+        end: The step it reached.
+        generation: Its generation (number of exploits so far) during the stretch.
+        until_event: Index in the run's events at which the stretch ended (the exploit of
+            a descendant that copied it, or ``len(events)`` for the member's own present).
+    """
+
+    member: int
+    start: int
+    end: int
+    generation: int
+    until_event: int
+
+
+@dataclass(frozen=True)
+class Jump:
+    """An exploit: ``recipient`` dropped its weights at ``old_step`` and continued from
+    ``donor``'s checkpoint at ``step``.
+
+    Attributes:
+        recipient: The member that exploited.
+        donor: The member it copied.
+        step: The donor's step, where the recipient continued from.
+        old_step: The step the recipient had reached before it exploited.
+        time: When it happened (the run's clock).
+        event: Index of the exploit in the run's events.
+    """
+
+    recipient: int
+    donor: int
+    step: int
+    old_step: int
+    time: float
+    event: int
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The family line of a member's current weights, oldest first.
+
+    Attributes:
+        member: The member whose line this is.
+        segments: Who trained which steps: the root member from step 0, then each
+            descendant from the step it copied. Consecutive segments meet at a jump.
+        jumps: The exploits along the line, oldest first.
+    """
+
+    member: int
+    segments: tuple[Segment, ...]
+    jumps: tuple[Jump, ...]
+
+    @property
+    def ancestors(self) -> tuple[int, ...]:
+        """The members along the line, root first, ending with :attr:`member`."""
+        return tuple(s.member for s in self.segments)
+
+    @property
+    def root(self) -> int:
+        """The member whose initial weights the line started from."""
+        return self.segments[0].member
+
+    @property
+    def final_step(self) -> int:
+        """The step the line has reached."""
+        return self.segments[-1].end
+
+    def owner(self, step: int) -> int:
+        """The member that trained step ``step`` (``1 <= step <= final_step``) of the line."""
+        for seg in self.segments:
+            if seg.start < step <= seg.end:
+                return seg.member
+        raise invalid(
+            "Lineage.owner",
+            "step",
+            f"a step from 1 to {self.final_step}",
+            repr(step),
+            "Ask for a step this line has trained.",
+        )
+
+
+@dataclass(frozen=True)
+class Change:
+    """Hyperparameters set at ``step`` along a line, in effect from step ``step + 1``.
+
+    Attributes:
+        step: The step at which they were set.
+        hparams: The hyperparameters.
+        member: The member that set them (the owner of the line from here).
+        generation: Its generation after the change.
+        cause: ``"start"``, ``"exploit"`` or ``"explore"``.
+    """
+
+    step: int
+    hparams: Mapping[str, Any]
+    member: int
+    generation: int
+    cause: str
+
+
+def _event_index(events: Sequence[Event]) -> dict[int, list[int]]:
+    by_member: dict[int, list[int]] = {}
+    for i, e in enumerate(events):
+        if e.kind in _CHANGES:
+            by_member.setdefault(e.member, []).append(i)
+    return by_member
+
+
+def _check_member(population: Population, member: int, owner: str) -> None:
+    ids = {m.id for m in population}
+    if member not in ids:
+        raise invalid(
+            owner,
+            "member",
+            f"the id of a member of the run (0 to {len(ids) - 1})",
+            repr(member),
+        )
+
+
+def lineage(events: Sequence[Event], population: Population, member: int) -> Lineage:
+    """The line of ``member``'s weights as they stand in ``population``.
+
+    Walks back from the member's present through its last exploit to the donor's state at
+    that moment, and so on to a member that never exploited before the moment in question.
+    A donor that was itself exploited earlier is followed through its own jump; a member
+    exploited several times contributes only the stretch since its last exploit.
+    """
+    _check_member(population, member, "lineage")
+    by_member = _event_index(events)
+    segments: list[Segment] = []
+    jumps: list[Jump] = []
+    current = member
+    end_step = population[member].step
+    until = len(events)
+    for _ in range(len(events) + 1):  # each pass moves strictly back in the events
+        indices = by_member.get(current, [])
+        cut = bisect_right(indices, until - 1)
+        last_exploit = next(
+            (i for i in reversed(indices[:cut]) if events[i].kind == "exploit"), None
+        )
+        generation = sum(1 for i in indices[:cut] if events[i].kind == "exploit")
+        if last_exploit is None:
+            segments.append(Segment(current, 0, end_step, generation, until))
+            break
+        e = events[last_exploit]
+        donor_step = int(e.data.get("donor_step", e.step))
+        segments.append(Segment(current, donor_step, end_step, generation, until))
+        jumps.append(
+            Jump(
+                recipient=current,
+                donor=int(e.data["donor"]),
+                step=donor_step,
+                old_step=int(e.data.get("old_step", donor_step)),
+                time=e.time,
+                event=last_exploit,
+            )
+        )
+        current, end_step, until = int(e.data["donor"]), donor_step, last_exploit
+    segments.reverse()
+    jumps.reverse()
+    return Lineage(member=member, segments=tuple(segments), jumps=tuple(jumps))
+
+
+def _initial_hparams(
+    events: Sequence[Event], indices: Sequence[int], current: Mapping[str, Any]
+) -> dict[str, Any]:
+    if indices:
+        return dict(events[indices[0]].data.get("old_hparams", current))
+    return dict(current)
+
+
+def schedule_changes(
+    events: Sequence[Event], population: Population, line: Lineage
+) -> tuple[Change, ...]:
+    """The hyperparameters in effect along ``line``, as the changes that set them."""
+    by_member = _event_index(events)
+    changes: list[Change] = []
+    for k, seg in enumerate(line.segments):
+        indices = by_member.get(seg.member, [])
+        if k == 0:
+            start_gen = 0
+            hp = _initial_hparams(events, indices, population[seg.member].hparams)
+            changes.append(Change(0, hp, seg.member, 0, "start"))
+            lo = -1
+        else:
+            jump = line.jumps[k - 1]
+            e = events[jump.event]
+            start_gen = int(e.data.get("generation", seg.generation))
+            changes.append(
+                Change(seg.start, dict(e.data["new_hparams"]), seg.member, start_gen, "exploit")
+            )
+            lo = jump.event
+        for i in indices:
+            if lo < i < seg.until_event and events[i].kind == "explore":
+                e = events[i]
+                if seg.start <= e.step < seg.end:
+                    changes.append(
+                        Change(
+                            e.step, dict(e.data["new_hparams"]), seg.member, start_gen, "explore"
+                        )
+                    )
+    # a later change at the same step wins (an explore right after an exploit, say)
+    merged: list[Change] = []
+    for c in changes:
+        if merged and merged[-1].step == c.step and c.cause == "explore":
+            prev = merged[-1]
+            merged[-1] = Change(c.step, c.hparams, prev.member, prev.generation, prev.cause)
+        else:
+            merged.append(c)
+    return tuple(merged)
+
+
+def hparams_timeline(
+    events: Sequence[Event], population: Population
+) -> dict[int, list[tuple[float, int, dict[str, Any]]]]:
+    """Per member, its hyperparameter changes in order as ``(time, step, hparams)``.
+
+    The first entry is its starting hyperparameters at time ``-inf``, step 0.
+    """
+    by_member = _event_index(events)
+    out: dict[int, list[tuple[float, int, dict[str, Any]]]] = {}
+    for m in population:
+        indices = by_member.get(m.id, [])
+        rows = [(-math.inf, 0, _initial_hparams(events, indices, m.hparams))]
+        for i in indices:
+            e = events[i]
+            step = int(e.data.get("donor_step", e.step)) if e.kind == "exploit" else e.step
+            rows.append((e.time, step, dict(e.data["new_hparams"])))
+        out[m.id] = rows
+    return out
+
+
+def hparams_at_report(
+    timeline: Sequence[tuple[float, int, dict[str, Any]]], report: Report
+) -> dict[str, Any]:
+    """The hyperparameters a member trained ``report``'s step with.
+
+    The latest change made before the report; a change at the same instant counts when it
+    was set at a step below the report's (so a frozen test clock still reads right).
+    """
+    chosen = timeline[0][2]
+    for time, step, hp in timeline[1:]:
+        if time < report.time or (time == report.time and step < report.step):
+            chosen = hp
+        else:
+            break
+    return chosen
+
+
+def ancestry_scores(
+    reports: Iterable[Report], events: Sequence[Event], line: Lineage, metric: str
+) -> list[tuple[int, float, int]]:
+    """The scores along ``line``: ``(step, score, member)``, one per step, oldest first.
+
+    Each segment contributes its member's reports of its steps made before the segment
+    ended (a step redone after a failure or a resume counts once, its last report).
+    """
+    cut_time = [
+        events[s.until_event].time if s.until_event < len(events) else math.inf
+        for s in line.segments
+    ]
+    best: dict[int, tuple[float, int]] = {}
+    members = {s.member for s in line.segments}
+    for r in reports:
+        if r.member not in members or metric not in r.metrics:
+            continue
+        for seg, limit in zip(line.segments, cut_time, strict=True):
+            if seg.member == r.member and seg.start < r.step <= seg.end and r.time <= limit:
+                value = r.metrics[metric]
+                if isinstance(value, int | float):
+                    best[r.step] = (float(value), r.member)
+                break
+    return [(step, score, who) for step, (score, who) in sorted(best.items())]

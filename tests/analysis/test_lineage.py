@@ -1,0 +1,182 @@
+"""Lineage, schedules and scores along a line, on hand-built histories with known answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from genepool import InvalidArgumentError
+from genepool.analysis import (
+    ancestry_scores,
+    hparams_at_report,
+    hparams_timeline,
+    lineage,
+    schedule_changes,
+)
+from genepool.member import Event, MemberView, Population, Report
+
+
+def exploit(
+    t: float, who: int, donor: int, donor_step: int, old_step: int, old: Any, new: Any, gen: int
+) -> Event:
+    return Event(
+        "exploit",
+        who,
+        donor_step,
+        {
+            "donor": donor,
+            "donor_step": donor_step,
+            "old_step": old_step,
+            "old_hparams": {"lr": old},
+            "new_hparams": {"lr": new},
+            "generation": gen,
+        },
+        t,
+    )
+
+
+def explore(t: float, who: int, step: int, old: Any, new: Any) -> Event:
+    return Event("explore", who, step, {"old_hparams": {"lr": old}, "new_hparams": {"lr": new}}, t)
+
+
+def population(steps: dict[int, tuple[int, float]]) -> Population:
+    return Population(
+        tuple(MemberView(id=i, hparams={"lr": lr}, step=s) for i, (s, lr) in sorted(steps.items()))
+    )
+
+
+# Three members A=0 (lr 0.1), B=1 (lr 0.2), C=2 (lr 0.3), ready every 10 steps.
+#  t=1  step 10: B exploits A (A at 10)           -> B lr 0.12
+#  t=2  step 20: A explores                        -> A lr 0.08
+#  t=3  step 20: C exploits B (B at 20, B's line: A 0..10, B 10..20) -> C lr 0.15
+#  t=4  step 30: A exploits C (C at 30): A's line: A 0..10, B 10..20, C 20..30, A 30..
+#  t=5  step 35: C explores at 35                  -> C lr 0.2  (after A copied C: not A's)
+#  t=6  step 40: B exploits A a second time, A at 40 -> B lr 0.07
+#  final: A at 50 (lr 0.06 after explore at 45, t=7), B at 50, C at 50
+EVENTS = [
+    exploit(1, 1, 0, 10, 10, 0.2, 0.12, 1),
+    explore(2, 0, 20, 0.1, 0.08),
+    exploit(3, 2, 1, 20, 20, 0.3, 0.15, 1),
+    exploit(4, 0, 2, 30, 30, 0.08, 0.18, 1),
+    explore(5, 2, 35, 0.15, 0.2),
+    exploit(6, 1, 0, 40, 40, 0.12, 0.07, 2),
+    explore(7, 0, 45, 0.18, 0.06),
+]
+POP = population({0: (50, 0.06), 1: (50, 0.07), 2: (50, 0.2)})
+
+
+def test_member_that_never_exploited_is_its_own_root() -> None:
+    pop = population({0: (50, 0.1), 1: (50, 0.2)})
+    line = lineage([], pop, 1)
+    assert line.ancestors == (1,)
+    assert line.jumps == ()
+    assert (line.segments[0].start, line.segments[0].end) == (0, 50)
+
+
+def test_lineage_follows_a_donor_that_was_itself_exploited() -> None:
+    line = lineage(EVENTS, POP, 0)
+    assert line.ancestors == (0, 1, 2, 0)
+    assert [(s.member, s.start, s.end) for s in line.segments] == [
+        (0, 0, 10),
+        (1, 10, 20),
+        (2, 20, 30),
+        (0, 30, 50),
+    ]
+    assert [(j.recipient, j.donor, j.step) for j in line.jumps] == [
+        (1, 0, 10),
+        (2, 1, 20),
+        (0, 2, 30),
+    ]
+    assert line.root == 0
+    assert line.final_step == 50
+    assert [line.owner(s) for s in (1, 10, 11, 20, 21, 30, 31, 50)] == [0, 0, 1, 1, 2, 2, 0, 0]
+    with pytest.raises(InvalidArgumentError):
+        line.owner(51)
+
+
+def test_member_exploited_several_times_counts_only_its_last_jump() -> None:
+    line = lineage(EVENTS, POP, 1)
+    # B's last exploit copied A at 40, and A's line at that moment runs through B and C
+    assert line.ancestors == (0, 1, 2, 0, 1)
+    assert [(s.start, s.end) for s in line.segments] == [
+        (0, 10),
+        (10, 20),
+        (20, 30),
+        (30, 40),
+        (40, 50),
+    ]
+    assert [s.generation for s in line.segments] == [0, 1, 1, 1, 2]
+
+
+def test_schedule_along_the_line_has_the_values_in_effect_at_every_step() -> None:
+    line = lineage(EVENTS, POP, 0)
+    changes = schedule_changes(EVENTS, POP, line)
+    assert [(c.step, c.hparams["lr"], c.member, c.cause) for c in changes] == [
+        (0, 0.1, 0, "start"),
+        (10, 0.12, 1, "exploit"),
+        (20, 0.15, 2, "exploit"),
+        (30, 0.18, 0, "exploit"),
+        (45, 0.06, 0, "explore"),
+    ]
+
+
+def test_schedule_skips_changes_made_off_the_line() -> None:
+    # A's explore at 20 (t=2) is not on B's line: B copied A at 10, before it
+    line = lineage(EVENTS, POP, 2)
+    changes = schedule_changes(EVENTS, POP, line)
+    assert [(c.step, c.hparams["lr"], c.cause) for c in changes] == [
+        (0, 0.1, "start"),
+        (10, 0.12, "exploit"),
+        (20, 0.15, "exploit"),
+        (35, 0.2, "explore"),
+    ]
+
+
+def test_starting_hparams_come_from_the_first_change() -> None:
+    tl = hparams_timeline(EVENTS, POP)
+    assert tl[0][0][2] == {"lr": 0.1}
+    assert tl[1][0][2] == {"lr": 0.2}
+    assert tl[2][0][2] == {"lr": 0.3}
+
+
+def test_hparams_at_report_uses_time_then_step_for_ties() -> None:
+    tl = hparams_timeline(EVENTS, POP)[0]
+    assert hparams_at_report(tl, Report(0, 15, {}, 1.5)) == {"lr": 0.1}
+    assert hparams_at_report(tl, Report(0, 20, {}, 2.0)) == {"lr": 0.1}  # before the explore
+    assert hparams_at_report(tl, Report(0, 21, {}, 2.0)) == {"lr": 0.08}  # same instant, after
+    assert hparams_at_report(tl, Report(0, 31, {}, 4.5)) == {"lr": 0.18}
+
+
+def test_scores_along_the_line_take_each_stretch_from_its_owner() -> None:
+    reports = []
+    for member, bias in ((0, 0.0), (1, 1000.0), (2, 2000.0)):
+        for step in range(1, 51):
+            # time: the report of step s is made at s / 10 (events happen at whole times)
+            reports.append(Report(member, step, {"score": bias + step}, step / 10.0))
+    line = lineage(EVENTS, POP, 0)
+    got = ancestry_scores(reports, EVENTS, line, "score")
+    assert [s for s, _, _ in got] == list(range(1, 51))
+    assert [who for _, _, who in got] == [0] * 10 + [1] * 10 + [2] * 10 + [0] * 20
+    assert got[14][1] == 1015.0
+    assert got[25][1] == 2026.0
+
+
+def test_redone_steps_count_once_with_their_last_report_before_the_cut() -> None:
+    events = [exploit(10.0, 1, 0, 4, 4, 0.2, 0.1, 1)]
+    pop = population({0: (4, 0.1), 1: (6, 0.1)})
+    reports = [
+        Report(0, 3, {"score": 1.0}, 1.0),
+        Report(0, 4, {"score": 2.0}, 2.0),
+        Report(0, 4, {"score": 3.0}, 3.0),  # step 4 redone after a resume: this one counts
+        Report(0, 4, {"score": 99.0}, 11.0),  # after the copy: not on member 1's line
+        Report(1, 5, {"score": 5.0}, 12.0),
+        Report(1, 6, {"score": 6.0}, 13.0),
+    ]
+    got = ancestry_scores(reports, events, lineage(events, pop, 1), "score")
+    assert got == [(3, 1.0, 0), (4, 3.0, 0), (5, 5.0, 1), (6, 6.0, 1)]
+
+
+def test_unknown_member_is_refused_with_the_range() -> None:
+    with pytest.raises(InvalidArgumentError, match="member"):
+        lineage(EVENTS, POP, 7)
