@@ -22,6 +22,7 @@ from genepool._errors import (
     StorageError,
     TrainableError,
 )
+from genepool._replay import ReplayResult, replay
 from genepool._run import load_best, run
 from genepool.checkpoints import CheckpointStore, LocalCheckpoints, MemoryCheckpoints
 from genepool.clock import ManualClock, SystemClock
@@ -85,6 +86,7 @@ __all__ = [
     "Population",
     "ProcessExecutor",
     "Ready",
+    "ReplayResult",
     "Report",
     "Resample",
     "Result",
@@ -103,5 +105,6 @@ __all__ = [
     "WelchTTest",
     "__version__",
     "load_best",
+    "replay",
     "run",
 ]
