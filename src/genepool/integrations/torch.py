@@ -1,0 +1,545 @@
+"""PyTorch: save and restore everything a member is, and make hyperparameters take effect.
+
+A :class:`TorchState` names a member's models, optimizers, LR schedulers and gradient
+scaler, and maps each hyperparameter to where it lives (:class:`Optimizer` param groups,
+:class:`Modules` attributes such as dropout rates, or a :class:`Custom` pair of
+functions). Then:
+
+- :meth:`TorchState.state_dict` is one call that captures all of it, plus the torch,
+  NumPy and Python random states and the member's :attr:`~TorchState.counters` (data
+  position, epochs, ...), as plain tensors and integers: :meth:`~TorchState.load_state_dict`
+  reads it with ``torch.load(weights_only=True)``, so a checkpoint cannot run code, and
+  maps it onto the member's own device;
+- :meth:`TorchState.apply` sets the hyperparameters after every load (an optimizer
+  restored from a donor carries the donor's learning rate; an LR scheduler would
+  overwrite a new rate at its next step unless its base values change too), then reads
+  back the values in effect and raises :class:`~genepool.HyperparameterNotAppliedError`
+  if any differs from the decided one.
+
+Class API: subclass :class:`TorchTrainable` and implement ``build`` and ``step``. Function
+API: build a :class:`TorchState` and call :meth:`TorchState.restore` with the member.
+
+Example:
+    >>> import torch
+    >>> import genepool as gp
+    >>> from genepool.integrations import torch as gpt
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.1),
+    ...                             torch.nn.Linear(8, 1))
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    >>> ts = gpt.TorchState(models={"model": model}, optimizers={"opt": opt},
+    ...                     hparams={"lr": gpt.Optimizer("opt", "lr"),
+    ...                              "dropout": gpt.Modules("model", torch.nn.Dropout, "p")})
+    >>> ts.apply({"lr": 0.02, "dropout": 0.3})
+    >>> ts.in_effect()
+    {'lr': 0.02, 'dropout': 0.3}
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import re
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from genepool._errors import (
+    CheckpointError,
+    HyperparameterNotAppliedError,
+    invalid,
+    missing_dependency,
+)
+from genepool.trainable import Member, Trainable
+
+try:
+    import torch
+except ImportError as _err:  # pragma: no cover - exercised only without torch
+    raise missing_dependency("torch", "torch", "genepool.integrations.torch") from _err
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "STATE_FORMAT",
+    "STATE_VERSION",
+    "Custom",
+    "Modules",
+    "Optimizer",
+    "Target",
+    "TorchState",
+    "TorchTrainable",
+]
+
+#: Name and version of the saved layout; a newer version is refused with a clear error.
+STATE_FORMAT = "genepool.torch"
+STATE_VERSION = 1
+
+
+class Target:
+    """Where a hyperparameter lives: set it on a :class:`TorchState`, and read it back."""
+
+    def bind(self, state: TorchState, name: str) -> None:
+        """Check that the target exists in ``state`` (called once, at construction)."""
+
+    @abstractmethod
+    def set(self, state: TorchState, value: Any) -> None:
+        """Put ``value`` in effect."""
+
+    @abstractmethod
+    def get(self, state: TorchState) -> Any:
+        """The value in effect now (a list when parts disagree)."""
+
+
+class Optimizer(Target):
+    """A key of an optimizer's param groups: ``lr``, ``momentum``, ``weight_decay``, ...
+
+    Args:
+        optimizer: The optimizer's name in :class:`TorchState`'s ``optimizers``.
+        key: The param-group key.
+        index: For a tuple value such as Adam's ``betas``: which element (0 or 1).
+        groups: Which param groups (default: all).
+
+    For ``lr``, an LR scheduler of this optimizer (one of :class:`TorchState`'s
+    ``schedulers``) has its base value set too, and the rate in effect keeps the
+    schedule's current factor: the hyperparameter is the schedule's base learning rate.
+    """
+
+    def __init__(
+        self,
+        optimizer: str,
+        key: str,
+        *,
+        index: int | None = None,
+        groups: Sequence[int] | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.key = key
+        self.index = index
+        self.groups = None if groups is None else list(groups)
+
+    def __repr__(self) -> str:
+        extra = "" if self.index is None else f", index={self.index}"
+        return f"Optimizer({self.optimizer!r}, {self.key!r}{extra})"
+
+    def bind(self, state: TorchState, name: str) -> None:
+        opt = state.optimizers.get(self.optimizer)
+        if opt is None:
+            raise invalid(
+                "TorchState",
+                f"hparams[{name!r}]",
+                f"an optimizer among {sorted(state.optimizers)}",
+                repr(self.optimizer),
+                "Name the optimizer as it is in TorchState(optimizers=...).",
+            )
+        for i in self._group_ids(opt):
+            group = opt.param_groups[i]
+            if self.key not in group:
+                raise invalid(
+                    "TorchState",
+                    f"hparams[{name!r}]",
+                    f"a key of the param groups of {self.optimizer!r} "
+                    f"({sorted(k for k in group if k != 'params')})",
+                    repr(self.key),
+                )
+            if self.index is not None and not isinstance(group[self.key], tuple | list):
+                raise invalid(
+                    "TorchState",
+                    f"hparams[{name!r}]",
+                    f"index=None: {self.key!r} is not a tuple",
+                    repr(self.index),
+                )
+
+    def _group_ids(self, opt: torch.optim.Optimizer) -> list[int]:
+        return list(range(len(opt.param_groups))) if self.groups is None else self.groups
+
+    def set(self, state: TorchState, value: Any) -> None:
+        opt = state.optimizers[self.optimizer]
+        scheds = state._schedulers_of(opt) if self.key == "lr" else []
+        for i in self._group_ids(opt):
+            group = opt.param_groups[i]
+            if self.index is not None:
+                parts = list(group[self.key])
+                parts[self.index] = value
+                group[self.key] = type(group[self.key])(parts)
+                continue
+            if not scheds:
+                group[self.key] = value
+                continue
+            # keep the schedule's current factor; its base value is the hyperparameter
+            for sched in scheds:
+                base = sched.base_lrs[i]
+                factor = group["lr"] / base if base else 1.0
+                sched.base_lrs[i] = value
+                group["initial_lr"] = value
+                group["lr"] = value * factor
+                last = getattr(sched, "_last_lr", None)
+                if isinstance(last, list) and i < len(last):
+                    last[i] = group["lr"]
+
+    def get(self, state: TorchState) -> Any:
+        opt = state.optimizers[self.optimizer]
+        scheds = state._schedulers_of(opt) if self.key == "lr" else []
+        values: list[Any] = []
+        for i in self._group_ids(opt):
+            group = opt.param_groups[i]
+            if scheds:
+                values.extend(s.base_lrs[i] for s in scheds)
+                values.append(group.get("initial_lr"))
+            elif self.index is not None:
+                values.append(group[self.key][self.index])
+            else:
+                values.append(group[self.key])
+        return _one(values)
+
+
+class Modules(Target):
+    """An attribute of every submodule of a kind (and, optionally, a name pattern).
+
+    Args:
+        model: The model's name in :class:`TorchState`'s ``models``.
+        kind: The module class to match (``torch.nn.Dropout``, ``torch.nn.MultiheadAttention``).
+        attr: The attribute to set (``"p"`` for dropout, ``"dropout"`` for attention).
+        names: A regular expression searched in each module's qualified name (as in
+            ``model.named_modules()``), to pick some of them.
+
+    A target that matches no module is refused when the :class:`TorchState` is built.
+    """
+
+    def __init__(
+        self, model: str, kind: type[nn.Module], attr: str = "p", *, names: str | None = None
+    ) -> None:
+        self.model = model
+        self.kind = kind
+        self.attr = attr
+        self.names = names
+        self._pattern = None if names is None else re.compile(names)
+
+    def __repr__(self) -> str:
+        extra = "" if self.names is None else f", names={self.names!r}"
+        return f"Modules({self.model!r}, {self.kind.__name__}, {self.attr!r}{extra})"
+
+    def _matches(self, state: TorchState) -> list[nn.Module]:
+        model = state.models[self.model]
+        pattern = self._pattern
+        return [
+            m
+            for qual, m in model.named_modules()
+            if isinstance(m, self.kind) and (pattern is None or pattern.search(qual))
+        ]
+
+    def bind(self, state: TorchState, name: str) -> None:
+        if self.model not in state.models:
+            raise invalid(
+                "TorchState",
+                f"hparams[{name!r}]",
+                f"a model among {sorted(state.models)}",
+                repr(self.model),
+            )
+        found = self._matches(state)
+        if not found:
+            raise invalid(
+                "TorchState",
+                f"hparams[{name!r}]",
+                "a target matching at least one module",
+                repr(self),
+                "Check the module class and the names pattern against model.named_modules().",
+            )
+        if any(not hasattr(m, self.attr) for m in found):
+            raise invalid("TorchState", f"hparams[{name!r}]", "an existing attribute", self.attr)
+
+    def set(self, state: TorchState, value: Any) -> None:
+        for m in self._matches(state):
+            setattr(m, self.attr, value)
+
+    def get(self, state: TorchState) -> Any:
+        return _one([getattr(m, self.attr) for m in self._matches(state)])
+
+
+class Custom(Target):
+    """A hyperparameter your own code puts in effect: ``set(state, value)`` and ``get(state)``."""
+
+    def __init__(
+        self,
+        set: Callable[[TorchState, Any], None],
+        get: Callable[[TorchState], Any],
+    ) -> None:
+        self._set = set
+        self._get = get
+
+    def set(self, state: TorchState, value: Any) -> None:
+        self._set(state, value)
+
+    def get(self, state: TorchState) -> Any:
+        return self._get(state)
+
+
+def _one(values: list[Any]) -> Any:
+    first = values[0]
+    return first if all(_same(v, first) for v in values[1:]) else values
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float | int) and isinstance(b, float | int):
+        return a == b or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(a == b)
+
+
+class TorchState:
+    """Everything a member is, in torch: models, optimizers, schedulers, scaler, RNGs.
+
+    Args:
+        models: The models by name (a GAN has two: ``{"G": g, "D": d}``).
+        optimizers: The optimizers by name.
+        schedulers: LR schedulers by name (each belongs to one of the optimizers).
+        scaler: A ``torch.amp.GradScaler``, if training uses one.
+        hparams: Where each hyperparameter lives: :class:`Optimizer`, :class:`Modules`
+            or :class:`Custom`. Hyperparameters not named here are left to your code.
+        device: Where the member's tensors live; a loaded state is mapped onto it.
+        rng: Save and restore the global torch, NumPy and Python random states.
+
+    Attributes:
+        counters: Integers of yours saved with the state (the data position, the epoch).
+    """
+
+    def __init__(
+        self,
+        *,
+        models: Mapping[str, nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+        schedulers: Mapping[str, Any] | None = None,
+        scaler: Any = None,
+        hparams: Mapping[str, Target] | None = None,
+        device: str | torch.device | None = None,
+        rng: bool = True,
+    ) -> None:
+        if not isinstance(models, Mapping) or not models:
+            raise invalid(
+                "TorchState",
+                "models",
+                "a non-empty dict of name -> torch.nn.Module",
+                repr(models),
+            )
+        self.models = dict(models)
+        self.optimizers = dict(optimizers or {})
+        self.schedulers = dict(schedulers or {})
+        self.scaler = scaler
+        self.device = torch.device(device) if device is not None else None
+        self.rng = rng
+        self.counters: dict[str, int] = {}
+        for name, sched in self.schedulers.items():
+            if not any(sched.optimizer is o for o in self.optimizers.values()):
+                raise invalid(
+                    "TorchState",
+                    f"schedulers[{name!r}]",
+                    "a scheduler of one of the optimizers given",
+                    repr(sched),
+                )
+        self.hparams = dict(hparams or {})
+        for name, target in self.hparams.items():
+            if not isinstance(target, Target):
+                raise invalid(
+                    "TorchState",
+                    f"hparams[{name!r}]",
+                    "an Optimizer(...), Modules(...) or Custom(...) target",
+                    repr(target),
+                )
+            target.bind(self, name)
+
+    def _schedulers_of(self, opt: torch.optim.Optimizer) -> list[Any]:
+        return [
+            s for s in self.schedulers.values() if s.optimizer is opt and hasattr(s, "base_lrs")
+        ]
+
+    # -- hyperparameters ---------------------------------------------------------------
+    def apply(self, hparams: Mapping[str, Any]) -> None:
+        """Put the mapped hyperparameters in effect, then check that they are.
+
+        Raises:
+            HyperparameterNotAppliedError: A value read back differs from the decided one.
+        """
+        for name, target in self.hparams.items():
+            if name in hparams:
+                target.set(self, hparams[name])
+        self.verify(hparams)
+
+    def in_effect(self) -> dict[str, Any]:
+        """The values in effect now, read from the optimizers, modules and schedulers."""
+        return {name: target.get(self) for name, target in self.hparams.items()}
+
+    def verify(self, hparams: Mapping[str, Any]) -> None:
+        """Raise if a mapped hyperparameter in effect differs from ``hparams``."""
+        now = self.in_effect()
+        wrong = {k: (now[k], v) for k, v in hparams.items() if k in now and not _same(now[k], v)}
+        if wrong:
+            detail = ", ".join(
+                f"{k}: in effect {a!r}, decided {b!r}" for k, (a, b) in wrong.items()
+            )
+            raise HyperparameterNotAppliedError(
+                f"hyperparameters not in effect after apply ({detail}). Fix: something set "
+                "them back (a scheduler step, a load after apply?); call apply() after load."
+            )
+
+    # -- state -------------------------------------------------------------------------
+    def _plain(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "models": {k: m.state_dict() for k, m in self.models.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "counters": {k: int(v) for k, v in self.counters.items()},
+        }
+        if self.rng:
+            state["rng"] = _rng_state()
+        return state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole state: ``{"genepool.torch": bytes}``, readable with ``weights_only``."""
+        buffer = io.BytesIO()
+        torch.save(self._plain(), buffer)
+        return {STATE_FORMAT: buffer.getvalue()}
+
+    def load_state_dict(self, state: Any, hparams: Mapping[str, Any] | None = None) -> None:
+        """Restore a :meth:`state_dict` (maybe a donor's), then apply ``hparams`` if given.
+
+        Raises:
+            CheckpointError: ``state`` is torn, foreign, or of a newer layout.
+        """
+        plain = _read(state, self.device)
+        try:
+            for k, m in self.models.items():
+                m.load_state_dict(plain["models"][k])
+            for k, o in self.optimizers.items():
+                o.load_state_dict(plain["optimizers"][k])
+            for k, s in self.schedulers.items():
+                s.load_state_dict(plain["schedulers"][k])
+            if self.scaler is not None and plain.get("scaler") is not None:
+                self.scaler.load_state_dict(plain["scaler"])
+        except KeyError as err:
+            raise CheckpointError(
+                f"the saved state has no entry {err}: it was saved by a TorchState with other "
+                "models / optimizers / schedulers. Fix: build the same TorchState as the saver."
+            ) from err
+        self.counters = {k: int(v) for k, v in plain.get("counters", {}).items()}
+        if self.rng and "rng" in plain:
+            _set_rng_state(plain["rng"])
+        if hparams is not None:
+            self.apply(hparams)
+
+    def restore(self, member: Member) -> bool:
+        """Function API: load the member's state to start from (if any), apply its hparams.
+
+        Returns whether a state was loaded (``False`` on a fresh start).
+        """
+        state = member.restore()
+        if state is not None:
+            self.load_state_dict(state)
+        self.apply(member.hparams)
+        return state is not None
+
+    def save_file(self, path: str) -> None:
+        """Write the state to a file that ``torch.load(path, weights_only=True)`` reads."""
+        torch.save(self._plain(), path)
+
+    def load_file(self, path: str, hparams: Mapping[str, Any] | None = None) -> None:
+        """Read a file written by :meth:`save_file`."""
+        with open(path, "rb") as f:
+            self.load_state_dict({STATE_FORMAT: f.read()}, hparams)
+
+
+def _read(state: Any, device: torch.device | None) -> dict[str, Any]:
+    blob = state.get(STATE_FORMAT) if isinstance(state, Mapping) else None
+    if not isinstance(blob, bytes):
+        raise CheckpointError(
+            f"not a genepool torch state (expected a dict with key {STATE_FORMAT!r} from "
+            f"TorchState.state_dict(), got {type(state).__name__}). Fix: save with "
+            "TorchState.state_dict()."
+        )
+    try:
+        plain = torch.load(io.BytesIO(blob), weights_only=True, map_location=device)
+    except Exception as err:
+        raise CheckpointError(
+            f"the torch state is torn or not a plain-tensor state ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); it was not loaded."
+        ) from err
+    if not isinstance(plain, dict) or plain.get("format") != STATE_FORMAT:
+        raise CheckpointError("the file is a torch file but not a genepool torch state")
+    version = plain.get("version")
+    if not isinstance(version, int) or version > STATE_VERSION:
+        raise CheckpointError(
+            f"torch state layout version {version!r} is newer than this genepool reads "
+            f"({STATE_VERSION}); upgrade genepool"
+        )
+    return plain
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    version, internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {
+            "version": int(version),
+            "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss": py_gauss,
+        },
+    }
+
+
+def _set_rng_state(rng: Mapping[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"].cpu())
+    n = rng["numpy"]
+    np.random.set_state(
+        (
+            n["kind"],
+            n["keys"].cpu().numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["gauss"],
+        )
+    )
+    p = rng["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["internal"].tolist()), p["gauss"]))
+
+
+class TorchTrainable(Trainable):
+    """The class API for torch: implement :meth:`build` and ``step``; the rest is done.
+
+    ``build`` makes the models and optimizers from the hyperparameters and returns their
+    :class:`TorchState`; saving, loading (onto this member's device), applying and
+    checking hyperparameters after every load are provided. Keep the data position in
+    ``self.state.counters`` so that it travels with the weights.
+    """
+
+    state: TorchState
+
+    @abstractmethod
+    def build(self, hparams: Mapping[str, Any]) -> TorchState:
+        """Build the models, optimizers and schedulers; return their :class:`TorchState`."""
+
+    def setup(self, hparams: Mapping[str, Any]) -> None:
+        self.state = self.build(hparams)
+        self.state.apply(hparams)
+
+    def save(self) -> Any:
+        return self.state.state_dict()
+
+    def load(self, state: Any) -> None:
+        self.state.load_state_dict(state)
+
+    def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
+        self.state.apply(hparams)
+
+    def hparams_in_effect(self) -> Mapping[str, Any] | None:
+        return self.state.in_effect()
