@@ -109,7 +109,8 @@ def test_after_an_exploit_the_explored_rate_is_in_effect_in_optimizer_and_schedu
     assert group["initial_lr"] == 0.02
     assert group["lr"] == pytest.approx(0.01)
     assert group["betas"] == (0.8, 0.99)
-    assert me.models["model"][2].p == 0.4
+    assert me.in_effect()["dropout"] == 0.4
+    assert all(m.p == 0.4 for m in me.models["model"].modules() if isinstance(m, torch.nn.Dropout))
     assert me.in_effect() == {"lr": 0.02, "beta1": 0.8, "dropout": 0.4}
     # the scheduler's next steps follow the explored base, not the donor's
     train(me, my_sched, 2)  # step 6: halved again
