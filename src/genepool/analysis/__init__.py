@@ -19,6 +19,7 @@ from genepool.analysis._lineage import (
     schedule_changes,
 )
 from genepool.analysis._schedule import SCHEDULE_VERSION, Schedule, ScheduleError
+from genepool.analysis._tensorboard import TensorBoardLog, to_tensorboard
 
 __all__ = [
     "SCHEDULE_VERSION",
@@ -28,9 +29,11 @@ __all__ = [
     "Schedule",
     "ScheduleError",
     "Segment",
+    "TensorBoardLog",
     "ancestry_scores",
     "hparams_at_report",
     "hparams_timeline",
     "lineage",
     "schedule_changes",
+    "to_tensorboard",
 ]
