@@ -683,6 +683,193 @@ def test_ids_are_unique_across_processes(tmp_path):
     assert payloads == {f"{w}-{i}".encode() for w in range(2) for i in range(50)}
 
 
+# -- discard: a deleted checkpoint's directory written into again -------------------------
+
+
+def test_discard_contract(store):
+    keep = store.put("run", 0, 1, b"keep")
+    gone = store.put("run", 0, 2, b"gone")
+    store.discard(gone)
+    store.discard(gone)  # twice: a no-op
+    assert store.ids() == [keep]
+    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
+        store.get(gone)
+    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
+        store.manifest(gone)
+    again = store.put("run", 0, 2, b"again", manifest={"score": 2.0})
+    assert again not in (keep, gone)
+    store.drain()
+    store.drain()
+    assert store.ids() == sorted([keep, again])
+    assert (store.get(keep), store.get(again)) == (b"keep", b"again")
+    assert store.manifest(again)["fields"] == {"score": 2.0}
+
+
+def test_ids_of_one_run_and_older_than(store):
+    a = store.put("run", 0, 1, b"a")
+    b = store.put("other", 0, 1, b"b")
+    assert store.ids("run") == [a]
+    assert store.ids("other") == [b]
+    assert store.ids("none") == []
+    assert store.ids(older_than=3600.0) == []  # both were just written
+    assert store.ids("run", older_than=-1.0) == [a]
+
+
+def test_older_than_reads_the_time_of_the_write(local):
+    old, new = local.put("run", 0, 1, b"old"), local.put("run", 1, 1, b"new")
+    then = time.time() - 100.0
+    path = Path(local.root, old)
+    for p in [*path.iterdir(), path]:
+        os.utime(p, (then, then))
+    assert local.ids("run", older_than=50.0) == [old]
+    assert local.ids("run", older_than=200.0) == []
+    assert local.ids("run") == sorted([old, new])
+
+
+def _entries(member_dir: Path) -> list[str]:
+    return sorted(p.name for p in member_dir.iterdir())
+
+
+def test_a_discarded_directory_is_written_into_again(local):
+    first = local.put("run", 0, 1, b"x" * 5000, manifest={"score": 1.0, "long": "y" * 500})
+    path = Path(local.root, first)
+    inode = path.stat().st_ino
+    local.discard(first)
+    member_dir = path.parent
+    (spare,) = _entries(member_dir)
+    assert spare.startswith(".tmp-spare-")
+    assert local.ids() == []
+    # the next write (a shorter payload, a shorter manifest) goes into that directory
+    second = local.put("run", 0, 2, b"short", manifest={"score": 2.0})
+    assert Path(local.root, second).stat().st_ino == inode
+    assert _entries(member_dir) == [second.split("/")[-1]]
+    assert local.get(second) == b"short"
+    assert (Path(local.root, second) / "payload.bin").read_bytes() == b"short"
+    manifest = local.manifest(second)
+    assert manifest["fields"] == {"score": 2.0}
+    assert manifest["payload"]["size"] == 5
+    assert json.loads((Path(local.root, second) / "manifest.json").read_text()) == manifest
+    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
+        local.get(first)  # never the new bytes under the old id
+
+
+def test_a_spare_of_one_member_serves_another_of_the_run(local):
+    a = local.put("run", 0, 1, b"a")
+    local.put("other", 0, 1, b"o")
+    inode = Path(local.root, a).stat().st_ino
+    local.discard(a)
+    o2 = local.put("other", 1, 1, b"o2")  # another run: a new directory
+    assert Path(local.root, o2).stat().st_ino != inode
+    b = local.put("run", 3, 5, b"b")  # the same run, another member: the spare
+    assert Path(local.root, b).stat().st_ino == inode
+    assert local.get(b) == b"b"
+    assert _entries(Path(local.root, "run", "m0")) == []
+
+
+def test_spares_are_bounded_and_drained(local):
+    ids = [local.put("run", 0, i, b"z" * 100) for i in range(ck.SPARES_PER_RUN + 3)]
+    for cid in ids:
+        local.discard(cid)
+    member_dir = Path(local.root, "run", "m0")
+    spares = [e for e in _entries(member_dir) if e.startswith(".tmp-spare-")]
+    assert len(spares) == ck.SPARES_PER_RUN  # the others were deleted for good
+    assert not [e for e in _entries(member_dir) if not e.startswith(".tmp-spare-")]
+    clone = pickle.loads(pickle.dumps(local))  # a worker process's copy owns no spare
+    clone.drain()
+    assert len(_entries(member_dir)) == ck.SPARES_PER_RUN
+    local.drain()
+    assert _entries(member_dir) == []
+    cid = local.put("run", 0, 9, b"after")  # still usable
+    assert local.get(cid) == b"after"
+
+
+def test_an_old_spare_is_removed_not_reused(local, monkeypatch):
+    first = local.put("run", 0, 1, b"a")
+    inode = Path(local.root, first).stat().st_ino
+    local.discard(first)
+    monkeypatch.setattr(ck, "SPARE_MAX_AGE_SECONDS", -1.0)
+    second = local.put("run", 0, 2, b"b")
+    assert local.get(second) == b"b"
+    assert _entries(Path(local.root, "run", "m0")) == [second.split("/")[-1]]
+    del inode  # a new directory may reuse the freed inode number: only the entries tell
+
+
+def test_a_spare_swept_by_another_process_is_not_needed(local):
+    first = local.put("run", 0, 1, b"a")
+    local.discard(first)
+    # another process takes the spare for stale and removes it
+    assert LocalCheckpoints(local.root).sweep(grace_seconds=0) == 1
+    second = local.put("run", 0, 2, b"b")
+    assert local.get(second) == b"b"
+    assert local.ids() == [second]
+    assert _entries(Path(local.root, "run", "m0")) == [second.split("/")[-1]]
+
+
+def test_a_spare_swept_while_it_is_written_into_is_replaced(local, monkeypatch):
+    first = local.put("run", 0, 1, b"a")
+    local.discard(first)
+    original = ck._write_file
+    swept: list[int] = []
+
+    def swept_meanwhile(path: str, data: bytes, *, fsync: bool) -> None:
+        if not swept and path.endswith("manifest.json"):
+            swept.append(LocalCheckpoints(local.root).sweep(grace_seconds=0))
+        original(path, data, fsync=fsync)
+
+    monkeypatch.setattr(ck, "_write_file", swept_meanwhile)
+    second = local.put("run", 0, 2, b"payload")
+    assert swept == [1]
+    assert local.get(second) == b"payload"
+    assert local.ids() == [second]
+    assert _entries(Path(local.root, "run", "m0")) == [second.split("/")[-1]]
+
+
+class _RacingFile:
+    """A file whose first read lets ``race`` run first (between open and read)."""
+
+    def __init__(self, f: Any, race: Callable[[], None]) -> None:
+        self.f, self.race = f, race
+
+    def __enter__(self) -> _RacingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+    def read(self) -> bytes:
+        self.race()
+        return self.f.read()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("when", ["before-open", "after-open"])
+def test_a_reader_of_a_discarded_checkpoint_never_gets_the_new_bytes(local, monkeypatch, when):
+    first = local.put("run", 0, 1, b"old" * 100)
+    real_open = open
+    reused: list[str] = []
+
+    def reuse() -> None:
+        # the checkpoint is discarded and its directory written into by the next put
+        monkeypatch.setattr("builtins.open", real_open)
+        local.discard(first)
+        reused.append(local.put("run", 0, 2, b"new" * 99))
+
+    def racing_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        # the reader has read the manifest and is about to read the payload
+        if str(path).endswith("payload.bin") and not reused:
+            if when == "before-open":
+                reuse()
+            else:
+                return _RacingFile(real_open(path, *args, **kwargs), reuse)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", racing_open)
+    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
+        local.get(first)
+    assert reused
+    assert Path(local.root, reused[0]).stat().st_ino is not None
+    assert local.get(reused[0]) == b"new" * 99
+
+
 # -- MemoryCheckpoints ---------------------------------------------------------------------
 
 

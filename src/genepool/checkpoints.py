@@ -2,11 +2,11 @@
 
 A checkpoint holds what a member is: the trainable's state and its random stream. The
 datastore records which checkpoint each member holds and which are pinned by an exploit;
-the worker deletes one only after :meth:`genepool.store.Store.collect` said nothing refers
-to it. This module keeps the bytes and a manifest (what the caller says about them, plus
-their size, SHA-256 and the versions that wrote them): in memory
-(:class:`MemoryCheckpoints`) or in a local directory (:class:`LocalCheckpoints`); any
-fsspec URL in a later backend.
+the worker deletes one (:meth:`CheckpointStore.discard`) only after
+:meth:`genepool.store.Store.collect` said nothing refers to it. This module keeps the bytes
+and a manifest (what the caller says about them, plus their size, SHA-256 and the versions
+that wrote them): in memory (:class:`MemoryCheckpoints`) or in a local directory
+(:class:`LocalCheckpoints`); any fsspec URL in a later backend.
 """
 
 from __future__ import annotations
@@ -47,6 +47,13 @@ MANIFEST_FORMAT = 1
 #: How old (seconds since the last change) a ``.tmp-*`` directory must be for
 #: :meth:`LocalCheckpoints.sweep` to remove it: far longer than any write in progress.
 SWEEP_GRACE_SECONDS = 3600.0
+#: How many discarded checkpoint directories one :class:`LocalCheckpoints` object keeps,
+#: per run, to write later checkpoints into (creating a directory and two files costs far
+#: more than renaming a directory and overwriting its files).
+SPARES_PER_RUN = 4
+#: A spare directory kept longer than this (seconds) is removed rather than reused, so it
+#: never comes near :data:`SWEEP_GRACE_SECONDS`.
+SPARE_MAX_AGE_SECONDS = 600.0
 
 PAYLOAD_FILE = "payload.bin"
 MANIFEST_FILE = "manifest.json"
@@ -139,12 +146,28 @@ class CheckpointStore(ABC):
     def delete(self, checkpoint_id: str) -> None:
         """Remove a checkpoint (a no-op if it is gone already)."""
 
+    def discard(self, checkpoint_id: str) -> None:
+        """Remove a checkpoint that nothing refers to any more (the worker's call, after
+        :meth:`genepool.store.Store.collect`). Like :meth:`delete`, but a store may keep
+        what it held to reuse for a later :meth:`put` (until :meth:`drain`)."""
+        self.delete(checkpoint_id)
+
+    def drain(self) -> None:
+        """Release whatever :meth:`discard` kept for reuse. The store stays usable."""
+        return
+
+    def ids(self, run: str | None = None, *, older_than: float | None = None) -> list[str]:
+        """The ids of the complete checkpoints, sorted: of one run if given, and only those
+        written more than ``older_than`` seconds ago if given."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its checkpoints")
+
 
 class MemoryCheckpoints(CheckpointStore):
     """Checkpoints as bytes in this process's memory."""
 
     def __init__(self) -> None:
         self._blobs: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        self._written: dict[str, float] = {}
         self._seq = itertools.count()
         self._lock = threading.Lock()
 
@@ -165,6 +188,7 @@ class MemoryCheckpoints(CheckpointStore):
             checkpoint_id = f"{run}/m{member}/s{step}-{next(self._seq)}"
             record = _build_manifest(checkpoint_id, run, member, step, data, fields)
             self._blobs[checkpoint_id] = (data, record)
+            self._written[checkpoint_id] = time.time()
             return checkpoint_id
 
     def get(self, checkpoint_id: str) -> bytes:
@@ -179,11 +203,18 @@ class MemoryCheckpoints(CheckpointStore):
         """Remove a checkpoint (a no-op if it is gone already)."""
         with self._lock:
             self._blobs.pop(checkpoint_id, None)
+            self._written.pop(checkpoint_id, None)
 
-    def ids(self) -> list[str]:
-        """The ids of the checkpoints in this store, sorted."""
+    def ids(self, run: str | None = None, *, older_than: float | None = None) -> list[str]:
+        """The ids of the checkpoints in this store, sorted; see :meth:`CheckpointStore.ids`."""
+        prefix = None if run is None else run + "/"
+        latest = None if older_than is None else time.time() - older_than
         with self._lock:
-            return sorted(self._blobs)
+            return sorted(
+                c
+                for c, written in self._written.items()
+                if (prefix is None or c.startswith(prefix)) and (latest is None or written < latest)
+            )
 
     def __len__(self) -> int:
         return len(self._blobs)
@@ -208,6 +239,14 @@ class LocalCheckpoints(CheckpointStore):
     mid-write leaves only a ``.tmp-*`` directory, which :meth:`sweep` removes (at
     construction, and whenever called). :meth:`get` checks the payload's size and SHA-256
     against the manifest. Neither hard links nor symbolic links are used.
+
+    A checkpoint is never changed while it has its id. Once the worker discards one
+    (:meth:`discard`: nothing refers to it any more), its directory is renamed to a
+    ``.tmp-spare-<unique>`` name and kept by this object, a few per run, for a later
+    :meth:`put` to write into (renamed to that write's temporary name, its two files
+    overwritten in place): on many file systems creating a directory and two files costs
+    ten times more than that. :meth:`drain` removes the spares; the worker calls it when
+    it ends, and :meth:`sweep` removes those a crash left behind.
 
     Args:
         root: The directory that holds the checkpoints (created if missing).
@@ -237,13 +276,24 @@ class LocalCheckpoints(CheckpointStore):
                 f"The checkpoint directory {self._root} could not be created ({err})."
             ) from err
         self._made: set[str] = set()  # directories this object created or found
+        # discarded checkpoint directories, renamed to spare names, to write into again:
+        # run directory -> [(path, when it was discarded)]
+        self._spares: dict[str, list[tuple[str, float]]] = {}
+        self._lock = threading.Lock()
         self.sweep()
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled for worker processes: everything but the cache of made directories."""
+        """Pickled for worker processes: the root and settings, none of this object's
+        caches or spare directories."""
         state = self.__dict__.copy()
         state["_made"] = set()
+        state["_spares"] = {}
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def root(self) -> str:
@@ -271,23 +321,27 @@ class LocalCheckpoints(CheckpointStore):
         """Write a checkpoint atomically; see :meth:`CheckpointStore.put`."""
         _check_key(run, member, step)
         data = bytes(blob)
-        fields = _normalise_fields(manifest)
-        unique = uuid.uuid4().hex
-        checkpoint_id = f"{run}/m{member}/s{step}-{unique}"
-        record = _build_manifest(checkpoint_id, run, member, step, data, fields)
-        text = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
+        fields = _fields_json(manifest)
+        name = f"s{step}-{uuid.uuid4().hex}"
+        checkpoint_id = f"{run}/m{member}/{name}"
+        text = _manifest_json(checkpoint_id, run, member, step, data, fields)
         run_dir = os.path.join(self._root, run)
         parent = os.path.join(run_dir, f"m{member}")
-        tmp = os.path.join(parent, f"{TMP_PREFIX}s{step}-{unique}")
-        final = os.path.join(parent, f"s{step}-{unique}")
+        tmp = os.path.join(parent, TMP_PREFIX + name)
+        final = os.path.join(parent, name)
         try:
             self._mkdir(run_dir)
             self._mkdir(parent)
-            os.mkdir(tmp)
-            _write_file(os.path.join(tmp, PAYLOAD_FILE), data, fsync=self._fsync)
-            _write_file(os.path.join(tmp, MANIFEST_FILE), text.encode(), fsync=self._fsync)
-            if self._fsync:
-                _fsync_dir(tmp)
+            spare = self._take_spare(run_dir, tmp)
+            try:
+                self._write_into(tmp, data, text, fresh=not spare)
+            except FileNotFoundError:
+                if not spare:
+                    raise
+                # the spare was swept away under us (another process took it for
+                # stale): write into a new directory instead
+                _remove_tree(tmp)
+                self._write_into(tmp, data, text, fresh=True)
             os.rename(tmp, final)
         except BaseException as err:
             _remove_tree(tmp)
@@ -308,6 +362,73 @@ class LocalCheckpoints(CheckpointStore):
                 ) from err
         log.debug("wrote checkpoint %s (%d bytes)", checkpoint_id, len(data))
         return checkpoint_id
+
+    def _write_into(self, tmp: str, data: bytes, text: bytes, *, fresh: bool) -> None:
+        """Write the payload and the manifest into the temporary directory ``tmp``: made
+        here if ``fresh``, else a spare renamed there whose files are overwritten."""
+        if fresh:
+            os.mkdir(tmp)
+        _write_file(os.path.join(tmp, PAYLOAD_FILE), data, fsync=self._fsync)
+        _write_file(os.path.join(tmp, MANIFEST_FILE), text, fsync=self._fsync)
+        if self._fsync:
+            _fsync_dir(tmp)
+
+    def _take_spare(self, run_dir: str, tmp: str) -> bool:
+        """Rename a spare directory of the run to ``tmp``; False if there is none."""
+        while True:
+            with self._lock:
+                spares = self._spares.get(run_dir)
+                if not spares:
+                    return False
+                path, discarded = spares.pop()
+            if time.time() - discarded > SPARE_MAX_AGE_SECONDS:
+                _remove_tree(path)
+                continue
+            try:
+                os.rename(path, tmp)
+            except OSError:  # swept by another process meanwhile
+                _remove_tree(path)
+                continue
+            return True
+
+    def discard(self, checkpoint_id: str) -> None:
+        """Remove a checkpoint that nothing refers to any more, keeping its directory (up to
+        :data:`SPARES_PER_RUN` per run) for a later :meth:`put` to write into.
+
+        The checkpoint is gone at once: its directory is renamed to a ``.tmp-spare-*``
+        name, which no id names. A no-op if it is gone already.
+
+        Raises:
+            CheckpointError: As :meth:`delete`.
+        """
+        path = self._path(checkpoint_id)
+        member_dir = os.path.dirname(path)
+        run_dir = os.path.dirname(member_dir)
+        with self._lock:
+            full = len(self._spares.get(run_dir, ())) >= SPARES_PER_RUN
+        if full:
+            self.delete(checkpoint_id)
+            return
+        spare = os.path.join(member_dir, f"{TMP_PREFIX}spare-{uuid.uuid4().hex}")
+        try:
+            os.rename(path, spare)
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise CheckpointError(
+                f"Checkpoint {checkpoint_id!r} in {self._root} could not be deleted ({err})."
+            ) from err
+        with self._lock:
+            self._spares.setdefault(run_dir, []).append((spare, time.time()))
+        log.debug("discarded checkpoint %s", checkpoint_id)
+
+    def drain(self) -> None:
+        """Remove the spare directories :meth:`discard` kept. The store stays usable."""
+        with self._lock:
+            spares = [path for kept in self._spares.values() for path, _ in kept]
+            self._spares.clear()
+        for path in spares:
+            _remove_tree(path)
 
     def delete(self, checkpoint_id: str) -> None:
         """Remove a checkpoint (a no-op if it is gone already, also under a concurrent delete).
@@ -380,6 +501,16 @@ class LocalCheckpoints(CheckpointStore):
                 or written in a newer manifest format.
         """
         path = self._path(checkpoint_id)
+        try:
+            return self._read_payload(checkpoint_id, path)
+        except CheckpointError:
+            # deleted meanwhile (its directory may even be a spare being written into
+            # again): say so, rather than that it is torn
+            if not os.path.lexists(path):
+                raise self._missing(checkpoint_id) from None
+            raise
+
+    def _read_payload(self, checkpoint_id: str, path: str) -> bytes:
         record = self._read_manifest(checkpoint_id, path)
         try:
             with open(os.path.join(path, PAYLOAD_FILE), "rb") as f:
@@ -410,18 +541,39 @@ class LocalCheckpoints(CheckpointStore):
         Raises:
             CheckpointError: As :meth:`get`, except for a payload that does not match.
         """
-        return self._read_manifest(checkpoint_id, self._path(checkpoint_id))
+        path = self._path(checkpoint_id)
+        try:
+            return self._read_manifest(checkpoint_id, path)
+        except CheckpointError:
+            if not os.path.lexists(path):
+                raise self._missing(checkpoint_id) from None
+            raise
 
-    def ids(self, run: str | None = None) -> list[str]:
-        """The ids of the complete checkpoints on disk, sorted; of one run if given."""
+    def ids(self, run: str | None = None, *, older_than: float | None = None) -> list[str]:
+        """The ids of the complete checkpoints on disk, sorted; of one run if given.
+
+        Args:
+            run: Only this run's checkpoints.
+            older_than: Only checkpoints whose directory and files last changed more than
+                this many seconds ago.
+        """
+        latest = None if older_than is None else time.time() - older_than
         found: list[str] = []
         for member_dir in self._member_dirs(run):
             try:
-                names = [e.name for e in os.scandir(member_dir) if e.is_dir()]
+                entries = [
+                    e
+                    for e in os.scandir(member_dir)
+                    if e.is_dir() and _CHECKPOINT_DIR.fullmatch(e.name)
+                ]
             except OSError:
                 continue
             rel = os.path.relpath(member_dir, self._root).replace(os.sep, "/")
-            found.extend(f"{rel}/{n}" for n in names if _CHECKPOINT_DIR.fullmatch(n))
+            found.extend(
+                f"{rel}/{e.name}"
+                for e in entries
+                if latest is None or _last_change(e.path) < latest
+            )
         return sorted(found)
 
     def __len__(self) -> int:
@@ -581,12 +733,20 @@ def _json_default(value: Any) -> Any:
 
 def _normalise_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
     """The caller's manifest fields as they read back from JSON (a deep copy)."""
+    normalised: dict[str, Any] = json.loads(_fields_json(fields))
+    return normalised
+
+
+def _fields_json(fields: Mapping[str, Any] | None) -> str:
+    """The caller's manifest fields as JSON text (InvalidArgumentError if they are not)."""
     if fields is None:
-        return {}
+        return "{}"
     if not isinstance(fields, Mapping) or not all(isinstance(k, str) for k in fields):
         raise invalid("CheckpointStore.put", "manifest", "a mapping with str keys", repr(fields))
     try:
-        normalised: dict[str, Any] = json.loads(json.dumps(dict(fields), default=_json_default))
+        return json.dumps(
+            dict(fields), default=_json_default, sort_keys=True, separators=(",", ":")
+        )
     except (TypeError, ValueError) as err:
         raise invalid(
             "CheckpointStore.put",
@@ -595,7 +755,6 @@ def _normalise_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
             f"{fields!r} ({err})",
             "Fix: pass numbers, strings, lists and dicts (numpy values are converted).",
         ) from err
-    return normalised
 
 
 @functools.cache
@@ -609,10 +768,19 @@ def _versions() -> dict[str, str]:
     }
 
 
+@functools.cache
+def _versions_json() -> str:
+    return json.dumps(_versions(), sort_keys=True, separators=(",", ":"))
+
+
+def _created() -> str:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def _build_manifest(
     checkpoint_id: str, run: str, member: int, step: int, data: bytes, fields: dict[str, Any]
 ) -> dict[str, Any]:
-    now = datetime.datetime.now(datetime.timezone.utc)
     return {
         "format": MANIFEST_FORMAT,
         "id": checkpoint_id,
@@ -624,19 +792,47 @@ def _build_manifest(
             "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
         },
-        "created": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "created": _created(),
         "versions": dict(_versions()),
         "fields": fields,
     }
 
 
+def _manifest_json(
+    checkpoint_id: str, run: str, member: int, step: int, data: bytes, fields: str
+) -> bytes:
+    """The text of ``manifest.json`` (the dict :func:`_build_manifest` makes, as JSON), given
+    the caller's fields as JSON text already."""
+    payload = {"file": PAYLOAD_FILE, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    dumps = json.dumps
+    return (
+        f'{{"created":"{_created()}","fields":{fields},"format":{MANIFEST_FORMAT},'
+        f'"id":{dumps(checkpoint_id)},"member":{int(member)},'
+        f'"payload":{dumps(payload, sort_keys=True, separators=(",", ":"))},'
+        f'"run":{dumps(run)},"step":{int(step)},"versions":{_versions_json()}}}\n'
+    ).encode()
+
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+
 def _write_file(path: str, data: bytes, *, fsync: bool) -> None:
-    """Create ``path`` (it must not exist) holding ``data``; flushed to disk if ``fsync``."""
-    with open(path, "xb") as f:
-        f.write(data)
+    """Make ``data`` the whole content of the file ``path``, flushed to disk if ``fsync``.
+
+    The file is new, or one of a spare directory: then it is overwritten in place and cut
+    to size (truncating it first would cost far more on ext4, which flushes a file
+    truncated to nothing when it is closed).
+    """
+    fd = os.open(path, _OPEN_FLAGS, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.ftruncate(fd, len(data))
         if fsync:
-            f.flush()
-            os.fsync(f.fileno())
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: str) -> None:

@@ -227,10 +227,13 @@ class Worker:
                 log.debug("closing member %d's session raised", member, exc_info=True)
 
     def close(self) -> None:
-        """End every resident session."""
-        for res in self._resident.values():
-            res.session.close()
-        self._resident.clear()
+        """End every resident session; remove the checkpoint directories kept for reuse."""
+        try:
+            for res in self._resident.values():
+                res.session.close()
+            self._resident.clear()
+        finally:
+            self.ctx.checkpoints.drain()
 
     # -- one ready round ---------------------------------------------------------------
     def _resident_for(self, view: MemberView) -> _Resident:
@@ -602,7 +605,7 @@ class Worker:
         if old is None or old.id == current:
             return
         for checkpoint_id in self.ctx.store.collect(self.ctx.name, [old.id]):
-            self.ctx.checkpoints.delete(checkpoint_id)
+            self.ctx.checkpoints.discard(checkpoint_id)
 
     def _verify(self, session: _Session, decided: Mapping[str, Any], member: int) -> None:
         in_effect = session.hparams_in_effect()

@@ -236,7 +236,8 @@ def read_decisions(path: str) -> list[dict[str, Any]]:
 
 
 class SlowDelete(gp.LocalCheckpoints):
-    """Local checkpoints whose first delete of a checkpoint ``member`` took at ``step``
+    """Local checkpoints whose first discard (the worker's delete, once the store has
+    collected it) of a checkpoint ``member`` took at ``step``
     waits until the log shows that member ``waiter`` trained step ``until`` (``wait``
     seconds at most): the worker deleting it is held right there, inside its round's
     bookkeeping, while the other workers go on."""
@@ -261,7 +262,7 @@ class SlowDelete(gp.LocalCheckpoints):
         """A file that exists once the delete was held (so it is held once)."""
         return self.root + ".held"
 
-    def delete(self, checkpoint_id: str) -> None:
+    def discard(self, checkpoint_id: str) -> None:
         _, member, rest = checkpoint_id.split("/")
         if member == f"m{self.member}" and rest.startswith(f"s{self.step}-"):
             try:
@@ -276,4 +277,4 @@ class SlowDelete(gp.LocalCheckpoints):
                     for k, m, s, _ in read_log(self.log)
                 ):
                     threading.Event().wait(0.02)  # polls a file another process writes
-        super().delete(checkpoint_id)
+        super().discard(checkpoint_id)
