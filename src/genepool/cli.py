@@ -1,4 +1,5 @@
-"""The command line: ``genepool run``, ``genepool status``.
+"""The command line: ``genepool run``, ``status``, ``export``, ``replay``, ``report``,
+``tensorboard``.
 
 ``genepool run train.py:train --config pbt.toml`` runs the trainable ``train`` of the file
 ``train.py`` (or of an importable module: ``mypkg.train:Trainer``) with the settings of the
@@ -36,6 +37,20 @@ A config file::
 
 The space may instead live in the trainable's file as a ``gp.Space`` named ``space`` or
 ``SPACE``.
+
+Reading a run back (each works on a finished run and on one still going; ``--run NAME``
+picks a run when the store holds several)::
+
+    genepool status --storage sqlite:///pbt.db          # a table of the members
+    genepool export --storage sqlite:///pbt.db -o schedule.json [--member ID]
+    genepool replay train.py:train --schedule schedule.json [--steps N] [--seed S] [--json]
+    genepool report --storage sqlite:///pbt.db -o report.html [--png figures/]
+    genepool tensorboard --storage sqlite:///pbt.db --logdir tb/ [--follow]
+
+``export`` writes the best member's hyperparameter schedule (or the given member's) as
+JSON; ``replay`` trains one fresh member with it and prints its score; ``tensorboard``
+writes every member's scores and hyperparameters, and each member's lineage as one curve,
+and with ``--follow`` keeps appending while the run goes.
 """
 
 from __future__ import annotations
@@ -49,7 +64,7 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -67,6 +82,10 @@ from genepool.policy import (
     WelchTTest,
 )
 from genepool.space import Choice, Domain, Fixed, Float, Int, Space
+
+if TYPE_CHECKING:
+    from genepool.result import Result
+    from genepool.store import Store
 
 __all__ = ["load_config", "load_trainable", "main", "parse_space"]
 
@@ -183,15 +202,16 @@ def _explore(spec: Mapping[str, Any] | None) -> Explore | str | None:
     return made
 
 
-def load_trainable(ref: str) -> tuple[Any, Any]:
+def load_trainable(ref: str, *, command: str = "run") -> tuple[Any, Any]:
     """Import ``file.py:name`` or ``module:name``; return the trainable and its module."""
+    owner = f"genepool {command}"
     if ":" not in ref:
-        raise invalid("genepool run", "trainable", "'file.py:name' or 'module:name'", repr(ref))
+        raise invalid(owner, "trainable", "'file.py:name' or 'module:name'", repr(ref))
     where, _, attr = ref.rpartition(":")
     if where.endswith(".py") or Path(where).is_file():
         path = Path(where).resolve()
         if not path.is_file():
-            raise invalid("genepool run", "trainable", "an existing file", str(path))
+            raise invalid(owner, "trainable", "an existing file", str(path))
         # a name of its own, so that two train.py files (or a file named like a module
         # already imported) never shadow each other; worker processes get its code by value
         digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
@@ -200,7 +220,7 @@ def load_trainable(ref: str) -> tuple[Any, Any]:
         if module is None:
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
-                raise invalid("genepool run", "trainable", "a Python file", str(path))
+                raise invalid(owner, "trainable", "a Python file", str(path))
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             folder = str(path.parent)
@@ -213,9 +233,7 @@ def load_trainable(ref: str) -> tuple[Any, Any]:
     try:
         return getattr(module, attr), module
     except AttributeError:
-        raise invalid(
-            "genepool run", "trainable", f"a name defined in {where}", repr(attr)
-        ) from None
+        raise invalid(owner, "trainable", f"a name defined in {where}", repr(attr)) from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -301,37 +319,161 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from genepool._progress import population_table
+def _open_store(url: str, command: str) -> Store:
+    """The store at ``url``; a SQLite file that does not exist is refused, never created."""
     from genepool.store import open_store
 
-    url = str(args.storage)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
         raise invalid(
-            "genepool status",
+            f"genepool {command}",
             "--storage",
             "an existing database",
             url,
             "Fix: check the path (nothing was created).",
         )
-    store = open_store(url)
+    return open_store(url)
+
+
+def _run_name(store: Store, name: str | None, command: str) -> str:
+    """The run to read: ``name``, or the store's only run."""
     names = store.runs()
-    if args.name is None and len(names) != 1:
+    if name is None and len(names) != 1:
         raise invalid(
-            "genepool status",
-            "--name",
+            f"genepool {command}",
+            "--run",
             f"one of {names}",
             "nothing",
-            "Fix: --name NAME (the store holds several runs).",
+            "Fix: --run NAME (the store holds several runs)." if names else "",
         )
-    name = args.name or names[0]
-    if name not in names:
-        raise invalid("genepool status", "--name", f"one of {names}", repr(name))
+    chosen = name or names[0]
+    if chosen not in names:
+        raise invalid(f"genepool {command}", "--run", f"one of {names}", repr(chosen))
+    return chosen
+
+
+def _open_result(args: argparse.Namespace, command: str, store: Store | None = None) -> Result:
+    """The run the arguments name, read from the store as it is now (maybe still going).
+
+    No checkpoint is loaded by these commands, so none is opened (nor a directory made).
+    """
+    from genepool.checkpoints import MemoryCheckpoints
+    from genepool.result import Result
+
+    store = store if store is not None else _open_store(str(args.storage), command)
+    name = _run_name(store, args.name, command)
+    return Result.open(store, name, checkpoints=MemoryCheckpoints())
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from genepool._progress import population_table
+
+    store = _open_store(str(args.storage), "status")
+    name = _run_name(store, args.name, "status")
     population = store.population(name)
     metric = store.run_config(name).get("metric", "score")
     Console().print(population_table(population, title=f"run {name!r}", metric=str(metric)))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    result = _open_result(args, "export")
+    schedule = result.schedule(args.member)
+    if args.output is None:
+        print(schedule.to_json())
+        return 0
+    schedule.save(args.output)
+    print(
+        f"member {schedule.member}'s schedule ({schedule.final_step} steps, "
+        f"{len(schedule)} changes, {schedule.metric} = {schedule.score}) written to "
+        f"{args.output}"
+    )
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from genepool._replay import replay
+    from genepool.analysis import Schedule
+
+    path = Path(args.schedule)
+    if not path.is_file():
+        raise invalid(
+            "genepool replay",
+            "--schedule",
+            "an existing schedule file",
+            str(path),
+            "Fix: write one with `genepool export --storage URL -o schedule.json`.",
+        )
+    schedule = Schedule.load(path)
+    trainable, _ = load_trainable(args.trainable, command="replay")
+    replayed = replay(
+        trainable,
+        schedule,
+        steps=args.steps,
+        seed=args.seed,
+        metric=args.metric,
+        retrace=not args.no_retrace,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {"schedule": str(path), "member": schedule.member, **replayed.to_dict()},
+                default=repr,
+            )
+        )
+        return 0
+    score = "no score" if replayed.score is None else f"{replayed.score:.10g}"
+    line = f"{replayed.metric} = {score} after {replayed.step} steps (seed {replayed.seed})"
+    if replayed.expected is not None:
+        line += f"; member {schedule.member} reached {replayed.expected:.10g} in the run"
+    print(line)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from genepool import analysis
+
+    result = _open_result(args, "report")
+    write_report = getattr(analysis, "write_report", None)
+    if write_report is None:  # pragma: no cover - until the report lands in analysis
+        raise invalid("genepool report", "genepool", "a version with reports", "this one")
+    output = Path(args.output)
+    write_report(result, output)
+    print(f"report of run {result.name!r} written to {output}")
+    if args.png is not None:
+        plot_report = getattr(analysis, "plot_report", None)
+        if plot_report is None:  # pragma: no cover - until the report lands in analysis
+            raise invalid("genepool report", "--png", "a version with PNG plots", "this one")
+        written = plot_report(result, Path(args.png))
+        print(f"figures written to {args.png}" + (f": {written}" if written else ""))
+    return 0
+
+
+def _tensorboard(args: argparse.Namespace) -> int:
+    import time
+
+    from genepool.analysis import TensorBoardLog
+
+    if args.every <= 0:
+        raise invalid("genepool tensorboard", "--every", "a number of seconds > 0", args.every)
+    store = _open_store(str(args.storage), "tensorboard")
+    result = _open_result(args, "tensorboard", store)
+    with TensorBoardLog(args.logdir) as log:
+        try:
+            log.update(result)
+            while args.follow and any(m.status == "active" for m in result.population):
+                time.sleep(args.every)
+                result = _open_result(args, "tensorboard", store)
+                log.update(result)
+        except KeyboardInterrupt:
+            print("stopped following: the lineages are written as they stand", file=sys.stderr)
+        log.write_lineages(result)
+    print(
+        f"run {result.name!r} written to {args.logdir} "
+        f"({len(result.reports)} reports of {len(result.population)} members; "
+        f"view it with: tensorboard --logdir {args.logdir})"
+    )
     return 0
 
 
@@ -350,13 +492,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("--population", type=int)
     run_cmd.add_argument("--resume", action="store_true", help="the run must exist already")
     run_cmd.add_argument("--quiet", action="store_true", help="no live table")
-    status_cmd = commands.add_parser("status", help="a table of a run's members")
-    status_cmd.add_argument("--storage", required=True)
-    status_cmd.add_argument("--name")
+
+    def reader(name: str, help: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help)
+        command.add_argument("--storage", required=True, help="the run's store URL")
+        command.add_argument(
+            "--run", "--name", dest="name", help="the run's name (when the store has several)"
+        )
+        return command
+
+    reader("status", "a table of a run's members (finished or still going)")
+    export_cmd = reader("export", "write the best member's hyperparameter schedule as JSON")
+    export_cmd.add_argument("--member", type=int, help="another member's schedule")
+    export_cmd.add_argument("-o", "--output", help="the JSON file (default: print it)")
+    replay_cmd = commands.add_parser(
+        "replay", help="train one fresh member with an exported schedule; print its score"
+    )
+    replay_cmd.add_argument("trainable", help="file.py:name or module:name")
+    replay_cmd.add_argument("--schedule", required=True, help="a file `genepool export` wrote")
+    replay_cmd.add_argument("--steps", type=int, help="default: the schedule's length")
+    replay_cmd.add_argument("--seed", type=int, help="default: the run's seed")
+    replay_cmd.add_argument("--metric", help="default: the run's metric")
+    replay_cmd.add_argument(
+        "--no-retrace",
+        action="store_true",
+        help="one random stream throughout, not the run's streams along the line",
+    )
+    replay_cmd.add_argument("--json", action="store_true", help="print the scores as JSON")
+    report_cmd = reader("report", "write a self-contained HTML report of a run")
+    report_cmd.add_argument("-o", "--output", default="report.html")
+    report_cmd.add_argument("--png", help="also write the figures as PNG into this directory")
+    tb_cmd = reader("tensorboard", "write a run's members and lineages for TensorBoard")
+    tb_cmd.add_argument("--logdir", required=True, help="the TensorBoard log directory")
+    tb_cmd.add_argument(
+        "--follow", action="store_true", help="keep appending until the run has ended"
+    )
+    tb_cmd.add_argument(
+        "--every", type=float, default=5.0, help="seconds between reads with --follow"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    handlers = {
+        "run": _run,
+        "status": _status,
+        "export": _export,
+        "replay": _replay,
+        "report": _report,
+        "tensorboard": _tensorboard,
+    }
     try:
-        return _run(args) if args.command == "run" else _status(args)
+        return handlers[args.command](args)
     except (GenepoolError, InvalidArgumentError) as err:
         print(f"genepool: error: {err}", file=sys.stderr)
         return 2
