@@ -4,8 +4,11 @@ while the run is still going."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -311,3 +314,48 @@ def test_status_export_and_tensorboard_read_a_run_that_is_still_going(tmp_path, 
 
     assert f"{len(result.reports)} reports of 4 members" in out
     assert_logged(tmp_path / "tb", result)
+
+
+def test_following_a_run_that_stopped_short_ends_on_ctrl_c_with_the_lineages(
+    tmp_path, capsys, monkeypatch
+):
+    pytest.importorskip("tensorboardX")
+    storage = f"sqlite:///{tmp_path / 'pbt.db'}"
+
+    def train(member: gp.Member) -> None:
+        x = member.restore() or 0.0
+        while member.running:
+            x += float(member.hparams["lr"])
+            member.report(score=x, state=x)
+            if member.id == 1 and member.step == 6:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the run stops, members active
+
+    result = gp.run(
+        train,
+        gp.Space(lr=gp.Float(0.05, 0.5)),
+        metric="score",
+        population=3,
+        ready=gp.Every(4),
+        budget=gp.Budget(steps=12),
+        seed=0,
+        storage=storage,
+    )
+    assert result.stop_reason == "interrupted"
+    polls: list[float] = []
+
+    def ctrl_c(seconds: float) -> None:
+        polls.append(seconds)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", ctrl_c)
+    logdir = tmp_path / "tb"
+    argv = ["tensorboard", "--storage", storage, "--logdir", str(logdir), "--follow"]
+    code, out, err = run_cli(capsys, *argv, "--every", "2")
+    assert code == 0, err
+    assert polls == [2.0], "it waited for more, as the run had not ended"
+    assert "stopped following" in err
+    assert f"run 'run' written to {logdir}" in out
+    for member in result.members:
+        line = result.ancestry_scores(member.id)
+        got = scalars(logdir / "lineage" / run_folder(member.id))["score"]
+        assert got == approx([(s, v) for s, v, _ in line])

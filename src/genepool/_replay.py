@@ -14,6 +14,10 @@ hyperparameters, its state and ``member.rng`` then reproduces the member's score
 serial run exactly. A replay with another seed asks the other question: does the schedule,
 not the luck of the draws, make the model?
 
+What a schedule does not record is not retraced: a failed round (the worker reseeds a
+member that failed with its count of failures, and an exploit right after one with that
+count too, where a replay uses 0), and randomness from outside ``member.rng``.
+
 This lives beside the worker, not in :mod:`genepool.analysis` (whose functions are pure
 readers of a run's events): a replay trains, and shares the worker's sessions, random
 streams and checks.
