@@ -521,17 +521,7 @@ class LocalCheckpoints(CheckpointStore):
             raise self._torn(checkpoint_id, f"{PAYLOAD_FILE} is missing") from None
         except OSError as err:
             raise self._torn(checkpoint_id, f"{PAYLOAD_FILE} is unreadable: {err}") from err
-        expected = record["payload"]
-        if len(data) != expected["size"]:
-            raise self._torn(
-                checkpoint_id,
-                f"{PAYLOAD_FILE} has {len(data)} bytes, the manifest says {expected['size']}",
-            )
-        if hashlib.sha256(data).hexdigest() != expected["sha256"]:
-            raise self._torn(
-                checkpoint_id, f"the SHA-256 of {PAYLOAD_FILE} differs from the manifest's"
-            )
-        return data
+        return _check_payload(data, record, checkpoint_id, self._root)
 
     def manifest(self, checkpoint_id: str) -> dict[str, Any]:
         """The manifest of a checkpoint (the payload is not checked; :meth:`get` does).
@@ -649,34 +639,7 @@ class LocalCheckpoints(CheckpointStore):
             raise self._foreign(checkpoint_id, f"it has no {MANIFEST_FILE}") from None
         except OSError as err:
             raise self._torn(checkpoint_id, f"{MANIFEST_FILE} is unreadable: {err}") from err
-        try:
-            record = json.loads(raw)
-        except ValueError as err:
-            raise self._torn(checkpoint_id, f"{MANIFEST_FILE} is not valid JSON: {err}") from err
-        if not isinstance(record, dict) or "format" not in record:
-            raise self._foreign(checkpoint_id, f"its {MANIFEST_FILE} is not a genepool manifest")
-        fmt = record["format"]
-        if type(fmt) is not int or fmt < 1:
-            raise self._foreign(checkpoint_id, f"its {MANIFEST_FILE} has format {fmt!r}")
-        if fmt > MANIFEST_FORMAT:
-            raise CheckpointError(
-                f"Checkpoint {checkpoint_id!r} in {self._root} has manifest format {fmt}; "
-                f"this genepool reads format {MANIFEST_FORMAT} and older. Fix: upgrade genepool "
-                "to the version that wrote it (see 'versions' in its manifest.json)."
-            )
-        if record.get("id") != checkpoint_id:
-            raise self._foreign(
-                checkpoint_id, f"its {MANIFEST_FILE} is for checkpoint {record.get('id')!r}"
-            )
-        payload = record.get("payload")
-        if (
-            not isinstance(payload, dict)
-            or type(payload.get("size")) is not int
-            or not isinstance(payload.get("sha256"), str)
-            or not isinstance(record.get("fields"), dict)
-        ):
-            raise self._torn(checkpoint_id, f"{MANIFEST_FILE} lacks the payload's size or hash")
-        return record
+        return _parse_manifest(raw, checkpoint_id, self._root)
 
     def _missing(self, checkpoint_id: str) -> CheckpointError:
         return CheckpointError(
@@ -685,19 +648,82 @@ class LocalCheckpoints(CheckpointStore):
         )
 
     def _torn(self, checkpoint_id: str, reason: str) -> CheckpointError:
-        return CheckpointError(
-            f"Checkpoint {checkpoint_id!r} in {self._root} is torn: {reason}. It was changed "
-            "or damaged on disk after it was written; it cannot be read."
-        )
+        return _torn(checkpoint_id, self._root, reason)
 
     def _foreign(self, checkpoint_id: str, reason: str) -> CheckpointError:
-        return CheckpointError(
-            f"{checkpoint_id!r} in {self._root} is not a genepool checkpoint: {reason}. "
-            "Fix: keep other files out of the checkpoint directory."
-        )
+        return _foreign(checkpoint_id, self._root, reason)
 
 
 # -- shared helpers ------------------------------------------------------------------
+
+
+def _parse_manifest(raw: bytes, checkpoint_id: str, where: str) -> dict[str, Any]:
+    """Check the text of a ``manifest.json`` read for ``checkpoint_id`` from ``where`` (a
+    directory or URL, for the messages) and return it as a dict.
+
+    Raises:
+        CheckpointError: The manifest is torn, foreign, for another checkpoint, or of a
+            newer format than this genepool reads.
+    """
+    try:
+        record = json.loads(raw)
+    except ValueError as err:
+        raise _torn(checkpoint_id, where, f"{MANIFEST_FILE} is not valid JSON: {err}") from err
+    if not isinstance(record, dict) or "format" not in record:
+        raise _foreign(checkpoint_id, where, f"its {MANIFEST_FILE} is not a genepool manifest")
+    fmt = record["format"]
+    if type(fmt) is not int or fmt < 1:
+        raise _foreign(checkpoint_id, where, f"its {MANIFEST_FILE} has format {fmt!r}")
+    if fmt > MANIFEST_FORMAT:
+        raise CheckpointError(
+            f"Checkpoint {checkpoint_id!r} in {where} has manifest format {fmt}; "
+            f"this genepool reads format {MANIFEST_FORMAT} and older. Fix: upgrade genepool "
+            "to the version that wrote it (see 'versions' in its manifest.json)."
+        )
+    if record.get("id") != checkpoint_id:
+        raise _foreign(
+            checkpoint_id, where, f"its {MANIFEST_FILE} is for checkpoint {record.get('id')!r}"
+        )
+    payload = record.get("payload")
+    if (
+        not isinstance(payload, dict)
+        or type(payload.get("size")) is not int
+        or not isinstance(payload.get("sha256"), str)
+        or not isinstance(record.get("fields"), dict)
+    ):
+        raise _torn(checkpoint_id, where, f"{MANIFEST_FILE} lacks the payload's size or hash")
+    return record
+
+
+def _check_payload(data: bytes, record: Mapping[str, Any], checkpoint_id: str, where: str) -> bytes:
+    """``data`` if its size and SHA-256 are the ones the manifest ``record`` gives, else
+    CheckpointError (torn)."""
+    expected = record["payload"]
+    if len(data) != expected["size"]:
+        raise _torn(
+            checkpoint_id,
+            where,
+            f"{PAYLOAD_FILE} has {len(data)} bytes, the manifest says {expected['size']}",
+        )
+    if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        raise _torn(
+            checkpoint_id, where, f"the SHA-256 of {PAYLOAD_FILE} differs from the manifest's"
+        )
+    return data
+
+
+def _torn(checkpoint_id: str, where: str, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"Checkpoint {checkpoint_id!r} in {where} is torn: {reason}. It was changed or "
+        "damaged after it was written, or its write never completed; it cannot be read."
+    )
+
+
+def _foreign(checkpoint_id: str, where: str, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"{checkpoint_id!r} in {where} is not a genepool checkpoint: {reason}. "
+        "Fix: keep other files out of the checkpoints' directory or prefix."
+    )
 
 
 def _bad_run_name(run: object) -> str | None:
