@@ -18,6 +18,7 @@ from genepool.analysis._lineage import (
     lineage,
     schedule_changes,
 )
+from genepool.analysis._report import write_report
 from genepool.analysis._schedule import SCHEDULE_VERSION, Schedule, ScheduleError
 from genepool.analysis._tensorboard import TensorBoardLog, to_tensorboard
 
@@ -36,4 +37,5 @@ __all__ = [
     "lineage",
     "schedule_changes",
     "to_tensorboard",
+    "write_report",
 ]

@@ -304,15 +304,24 @@ def ancestry_scores(
         events[s.until_event].time if s.until_event < len(events) else math.inf
         for s in line.segments
     ]
+    # per member, its stretches of the line in line order: a report counts for the first
+    # one that holds its step and came before the stretch ended
+    spans: dict[int, list[tuple[int, int, float]]] = {}
+    for seg, limit in zip(line.segments, cut_time, strict=True):
+        spans.setdefault(seg.member, []).append((seg.start, seg.end, limit))
     best: dict[int, tuple[float, int]] = {}
-    members = {s.member for s in line.segments}
     for r in reports:
-        if r.member not in members or metric not in r.metrics:
+        own = spans.get(r.member)
+        if own is None:
             continue
-        for seg, limit in zip(line.segments, cut_time, strict=True):
-            if seg.member == r.member and seg.start < r.step <= seg.end and r.time <= limit:
-                value = r.metrics[metric]
+        metrics = r.metrics
+        if metric not in metrics:
+            continue
+        step = r.step
+        for start, end, limit in own:
+            if start < step <= end and r.time <= limit:
+                value = metrics[metric]
                 if isinstance(value, int | float):
-                    best[r.step] = (float(value), r.member)
+                    best[step] = (float(value), r.member)
                 break
     return [(step, score, who) for step, (score, who) in sorted(best.items())]
