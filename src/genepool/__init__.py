@@ -22,6 +22,7 @@ from genepool._errors import (
     StorageError,
     TrainableError,
 )
+from genepool._fsspec_checkpoints import FsspecCheckpoints
 from genepool._replay import ReplayResult, replay
 from genepool._run import load_best, run
 from genepool.checkpoints import CheckpointStore, LocalCheckpoints, MemoryCheckpoints
@@ -68,6 +69,7 @@ __all__ = [
     "ExploreFunction",
     "Fixed",
     "Float",
+    "FsspecCheckpoints",
     "GaussianNoise",
     "GenepoolError",
     "HyperparameterNotAppliedError",
