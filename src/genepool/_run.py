@@ -402,6 +402,10 @@ def _open_storage(
                 "None",
                 "Fix: checkpoints='/shared/genepool-checkpoints'.",
             )
+    if isinstance(checkpoints, str) and "://" in checkpoints:  # s3://, memory://, file://, ...
+        from genepool._fsspec_checkpoints import FsspecCheckpoints
+
+        return the_store, FsspecCheckpoints(checkpoints)
     from genepool.checkpoints import LocalCheckpoints
 
     return the_store, LocalCheckpoints(os.fspath(checkpoints))
