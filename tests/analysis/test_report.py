@@ -386,3 +386,4 @@ def test_ticks_are_round_and_cover_the_range() -> None:
     assert len(ticks) >= 3
     assert log_ticks(1e-4, 0.1) == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1])
     assert log_ticks(0.02, 0.3) == pytest.approx([0.02, 0.05, 0.1, 0.2])
+    assert log_ticks(0.24, 0.31) == pytest.approx([0.24, 0.26, 0.28, 0.3])

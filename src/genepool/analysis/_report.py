@@ -447,7 +447,9 @@ def log_ticks(lo: float, hi: float) -> list[float]:
     mults = (1.0,) if b - a > 2 else (1.0, 2.0, 5.0)
     out = [m * 10.0**k for k in range(a, b + 1) for m in mults]
     inside = [t for t in out if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
-    return inside or [lo, hi]
+    if len(inside) >= 2:
+        return inside
+    return [t for t in nice_ticks(lo, hi, 4) if t > 0] or [lo, hi]  # within one octave
 
 
 def fmt_tick(v: float) -> str:
