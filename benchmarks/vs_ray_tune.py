@@ -148,7 +148,7 @@ def run_tune(
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
 
-    class FirstResult(tune.Callback):
+    class FirstResult(tune.Callback):  # type: ignore[misc]
         first: float | None = None
 
         def on_trial_result(
@@ -157,7 +157,7 @@ def run_tune(
             if FirstResult.first is None:
                 FirstResult.first = time.time()
 
-    class Target(tune.Stopper):
+    class Target(tune.Stopper):  # type: ignore[misc]
         """Stop every trial once one reached the target (as genepool's Budget(target=))."""
 
         reached = False
