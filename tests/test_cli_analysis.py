@@ -192,6 +192,39 @@ def test_a_store_with_several_runs_needs_the_run_named(tmp_path, capsys):
     assert Schedule.from_json(out).run == "second"
 
 
+# -- report ------------------------------------------------------------------------------
+
+
+def test_report_writes_one_html_file(finished, tmp_path, capsys):
+    output = tmp_path / "out" / "report.html"
+    code, out, err = run_cli(capsys, "report", "--storage", finished["storage"], "-o", str(output))
+    assert code == 0, err
+    assert f"written to {output}" in out
+    html = output.read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html")
+    assert "<svg" in html
+    assert "Lineage" in html
+    assert "genepool report: run" in html
+    assert 'src="http' not in html, "self-contained: nothing fetched"
+
+
+def test_report_png_figures(finished, tmp_path, capsys):
+    from genepool import analysis
+
+    if not hasattr(analysis, "plot_report"):  # the PNG figures are being written (issue 4)
+        pytest.skip("genepool.analysis.plot_report has not landed yet")
+    pytest.importorskip("matplotlib")
+    figures = tmp_path / "figures"
+    argv = ["report", "--storage", finished["storage"], "-o", str(tmp_path / "r.html")]
+    code, out, err = run_cli(capsys, *argv, "--png", str(figures))
+    assert code == 0, err
+    pngs = sorted(figures.glob("*.png"))
+    assert pngs
+    assert f"{len(pngs)} figures written to {figures}" in out
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # -- tensorboard ---------------------------------------------------------------------------
 
 
@@ -252,7 +285,7 @@ def cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_status_export_and_tensorboard_read_a_run_that_is_still_going(tmp_path, monkeypatch):
+def test_status_export_report_and_tensorboard_read_a_run_that_is_still_going(tmp_path, monkeypatch):
     """Called from inside the trainable, mid-run: the store is that of an unfinished run."""
     pytest.importorskip("tensorboardX")
     monkeypatch.setenv("COLUMNS", "160")
@@ -270,6 +303,8 @@ def test_status_export_and_tensorboard_read_a_run_that_is_still_going(tmp_path, 
                 # another process reads the store of the run going on in this one
                 seen["status"] = cli("status", "--storage", storage, cwd=tmp_path)
                 seen["export"] = cli("export", "--storage", storage, cwd=tmp_path)
+                mid = str(tmp_path / "mid.html")
+                seen["report"] = cli("report", "--storage", storage, "-o", mid, cwd=tmp_path)
                 seen["population"] = gp.Result.open(storage).population
                 # and one follows it to the end, appending as it goes
                 follower.append(
@@ -311,6 +346,10 @@ def test_status_export_and_tensorboard_read_a_run_that_is_still_going(tmp_path, 
     mid_run = Schedule.from_json(export.stdout)
     assert mid_run.final_step == 4
     assert mid_run.member == seen["population"].best().id
+
+    report = seen["report"]
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "<svg" in (tmp_path / "mid.html").read_text(encoding="utf-8")
 
     assert f"{len(result.reports)} reports of 4 members" in out
     assert_logged(tmp_path / "tb", result)
