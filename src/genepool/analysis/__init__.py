@@ -7,6 +7,7 @@ Most users reach them through :class:`genepool.Result`: ``result.lineage()``,
 ``result.schedule()`` and ``result.history_frame()``; ``genepool report`` draws them.
 """
 
+from genepool.analysis._figures import plot_overview, plot_report
 from genepool.analysis._lineage import (
     Change,
     Jump,
@@ -35,6 +36,8 @@ __all__ = [
     "hparams_at_report",
     "hparams_timeline",
     "lineage",
+    "plot_overview",
+    "plot_report",
     "schedule_changes",
     "to_tensorboard",
     "write_report",
