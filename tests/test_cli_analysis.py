@@ -209,10 +209,6 @@ def test_report_writes_one_html_file(finished, tmp_path, capsys):
 
 
 def test_report_png_figures(finished, tmp_path, capsys):
-    from genepool import analysis
-
-    if not hasattr(analysis, "plot_report"):  # the PNG figures are being written (issue 4)
-        pytest.skip("genepool.analysis.plot_report has not landed yet")
     pytest.importorskip("matplotlib")
     figures = tmp_path / "figures"
     argv = ["report", "--storage", finished["storage"], "-o", str(tmp_path / "r.html")]
@@ -221,6 +217,7 @@ def test_report_png_figures(finished, tmp_path, capsys):
     pngs = sorted(figures.glob("*.png"))
     assert pngs
     assert f"{len(pngs)} figures written to {figures}" in out
+    assert {"scores.png", "lineage.png"} <= {p.name for p in pngs}
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -432,21 +432,12 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from genepool import analysis
+    from genepool.analysis import plot_report, write_report
 
     result = _open_result(args, "report")
-    output = analysis.write_report(result, Path(args.output))
+    output = write_report(result, Path(args.output))
     print(f"report of run {result.name!r} written to {output}")
     if args.png is not None:
-        plot_report = getattr(analysis, "plot_report", None)  # being written (issue 4)
-        if plot_report is None:
-            raise invalid(
-                "genepool report",
-                "--png",
-                "given to a genepool that draws PNG figures",
-                repr(args.png),
-                "This version writes the HTML report only.",
-            )
         written = plot_report(result, Path(args.png))
         print(f"{len(written)} figures written to {args.png}")
     return 0
