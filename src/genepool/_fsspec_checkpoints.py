@@ -124,7 +124,10 @@ class FsspecCheckpoints(CheckpointStore):
         self._rename: bool = _is_local(fs)
         if self._rename:
             try:
+                existed = os.path.isdir(self._root)
                 os.makedirs(self._root, exist_ok=True)
+                if self._fsync and not existed:
+                    _fsync_dir(os.path.dirname(self._root))
             except OSError as err:
                 raise CheckpointError(
                     f"The checkpoint directory {self._root} could not be created ({err})."
@@ -285,7 +288,7 @@ class FsspecCheckpoints(CheckpointStore):
             ) from err
         log.debug("deleted checkpoint %s from %s", checkpoint_id, self._url)
 
-    def sweep(self, *, grace_seconds: float = SWEEP_GRACE_SECONDS) -> int:
+    def sweep(self, *, grace_seconds: float | None = None) -> int:
         """Remove what a crash left behind: checkpoints with a payload but no manifest (a
         write or a delete cut short) and ``.tmp-*`` directories.
 
@@ -294,7 +297,8 @@ class FsspecCheckpoints(CheckpointStore):
         filesystem does not give is kept.
 
         Args:
-            grace_seconds: The minimum age of a leftover to remove.
+            grace_seconds: The minimum age of a leftover to remove; by default
+                :data:`genepool.checkpoints.SWEEP_GRACE_SECONDS`.
 
         Returns:
             How many leftovers were removed.
@@ -302,6 +306,7 @@ class FsspecCheckpoints(CheckpointStore):
         Raises:
             CheckpointError: The location cannot be listed (e.g. the bucket does not exist).
         """
+        grace = SWEEP_GRACE_SECONDS if grace_seconds is None else grace_seconds
         fs = self._filesystem()
         groups: dict[str, dict[str, Any]] = {}
         for name, info in self._find(fs, self._root, strict=True, withdirs=True).items():
@@ -325,7 +330,7 @@ class FsspecCheckpoints(CheckpointStore):
             times = [_mtime(i) for i in files or list(entries.values())]
             if not times or None in times:
                 continue
-            if now - max(t for t in times if t is not None) < grace_seconds:
+            if now - max(t for t in times if t is not None) < grace:
                 continue
             path = self._join(prefix)
             if self._rename:
