@@ -783,6 +783,16 @@ def test_spares_are_bounded_and_drained(local):
     assert local.get(cid) == b"after"
 
 
+def test_a_large_checkpoint_is_deleted_not_kept(local, monkeypatch):
+    monkeypatch.setattr(ck, "SPARE_MAX_BYTES", 100)
+    small, large = local.put("run", 0, 1, b"s" * 100), local.put("run", 0, 2, b"L" * 101)
+    local.discard(large)
+    assert _entries(Path(local.root, "run", "m0")) == [small.split("/")[-1]]
+    local.discard(small)
+    (spare,) = _entries(Path(local.root, "run", "m0"))
+    assert spare.startswith(".tmp-spare-")
+
+
 def test_an_old_spare_is_removed_not_reused(local, monkeypatch):
     first = local.put("run", 0, 1, b"a")
     inode = Path(local.root, first).stat().st_ino

@@ -50,7 +50,10 @@ SWEEP_GRACE_SECONDS = 3600.0
 #: How many discarded checkpoint directories one :class:`LocalCheckpoints` object keeps,
 #: per run, to write later checkpoints into (creating a directory and two files costs far
 #: more than renaming a directory and overwriting its files).
-SPARES_PER_RUN = 4
+SPARES_PER_RUN = 16
+#: Only a checkpoint whose payload is at most this large (bytes) is kept as a spare: for a
+#: larger one, writing the bytes costs far more than making the directory.
+SPARE_MAX_BYTES = 1 << 20
 #: A spare directory kept longer than this (seconds) is removed rather than reused, so it
 #: never comes near :data:`SWEEP_GRACE_SECONDS`.
 SPARE_MAX_AGE_SECONDS = 600.0
@@ -393,7 +396,8 @@ class LocalCheckpoints(CheckpointStore):
 
     def discard(self, checkpoint_id: str) -> None:
         """Remove a checkpoint that nothing refers to any more, keeping its directory (up to
-        :data:`SPARES_PER_RUN` per run) for a later :meth:`put` to write into.
+        :data:`SPARES_PER_RUN` per run, and if its payload is at most
+        :data:`SPARE_MAX_BYTES`) for a later :meth:`put` to write into.
 
         The checkpoint is gone at once: its directory is renamed to a ``.tmp-spare-*``
         name, which no id names. A no-op if it is gone already.
@@ -406,7 +410,7 @@ class LocalCheckpoints(CheckpointStore):
         run_dir = os.path.dirname(member_dir)
         with self._lock:
             full = len(self._spares.get(run_dir, ())) >= SPARES_PER_RUN
-        if full:
+        if full or _size(os.path.join(path, PAYLOAD_FILE)) > SPARE_MAX_BYTES:
             self.delete(checkpoint_id)
             return
         spare = os.path.join(member_dir, f"{TMP_PREFIX}spare-{uuid.uuid4().hex}")
@@ -870,6 +874,14 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _size(path: str) -> int:
+    """The size of a file; 0 if it cannot be read."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _last_change(path: str) -> float:

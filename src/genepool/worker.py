@@ -49,6 +49,12 @@ __all__ = ["RunContext", "Worker", "ended_because"]
 
 log = logging.getLogger("genepool.worker")
 
+#: A worker hands the checkpoints its members replaced to :meth:`Store.collect` this many at
+#: a time (one write for several rounds), and what is left when it ends.
+COLLECT_BATCH = 8
+#: ... but at once after writing a checkpoint this large (bytes), to keep disk use low.
+COLLECT_AT_ONCE_BYTES = 1 << 20
+
 
 @dataclass
 class RunContext:
@@ -139,6 +145,8 @@ class Worker:
         # the heartbeat may only judge the lease the loop holds now, never an earlier one
         self._lease_lock = threading.Lock()
         self._last_progress = 0.0
+        self._replaced: list[str] = []  # checkpoints to hand to Store.collect
+        self._last_size = 0  # bytes of the last checkpoint this worker wrote
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> str:
@@ -227,13 +235,21 @@ class Worker:
                 log.debug("closing member %d's session raised", member, exc_info=True)
 
     def close(self) -> None:
-        """End every resident session; remove the checkpoint directories kept for reuse."""
+        """End every resident session; delete the replaced checkpoints nothing refers to,
+        and the checkpoint directories kept for reuse."""
         try:
             for res in self._resident.values():
                 res.session.close()
             self._resident.clear()
         finally:
-            self.ctx.checkpoints.drain()
+            try:
+                self._collect_replaced()
+            except Exception:  # the driver collects what is left when the run ends
+                log.warning(
+                    "%s could not delete replaced checkpoints", self.info.name, exc_info=True
+                )
+            finally:
+                self.ctx.checkpoints.drain()
 
     # -- one ready round ---------------------------------------------------------------
     def _resident_for(self, view: MemberView) -> _Resident:
@@ -399,6 +415,7 @@ class Worker:
             "metric": self.ctx.metric,
         }
         ckpt_id = ctx.checkpoints.put(ctx.name, view.id, step, blob, manifest=manifest)
+        self._last_size = len(blob)
         ref = CheckpointRef(ckpt_id, view.id, step, counter_box[0], score, view.hparams)
         ready = not cut_short[0]
         new = dataclasses.replace(
@@ -602,9 +619,21 @@ class Worker:
 
     # -- helpers -----------------------------------------------------------------------
     def _collect(self, old: CheckpointRef | None, current: str) -> None:
+        """``old`` was replaced by ``current``: delete it once nothing refers to it."""
         if old is None or old.id == current:
             return
-        for checkpoint_id in self.ctx.store.collect(self.ctx.name, [old.id]):
+        self._replaced.append(old.id)
+        if len(self._replaced) >= COLLECT_BATCH or self._last_size > COLLECT_AT_ONCE_BYTES:
+            self._collect_replaced()
+
+    def _collect_replaced(self) -> None:
+        """Delete the replaced checkpoints that the store says nothing refers to (neither a
+        member's current one nor pinned); the store remembers them as collected."""
+        if not self._replaced:
+            return
+        candidates = list(self._replaced)
+        self._replaced.clear()
+        for checkpoint_id in self.ctx.store.collect(self.ctx.name, candidates):
             self.ctx.checkpoints.discard(checkpoint_id)
 
     def _verify(self, session: _Session, decided: Mapping[str, Any], member: int) -> None:

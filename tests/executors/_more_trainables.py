@@ -235,46 +235,59 @@ def read_decisions(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-class SlowDelete(gp.LocalCheckpoints):
-    """Local checkpoints whose first discard (the worker's delete, once the store has
-    collected it) of a checkpoint ``member`` took at ``step``
-    waits until the log shows that member ``waiter`` trained step ``until`` (``wait``
-    seconds at most): the worker deleting it is held right there, inside its round's
-    bookkeeping, while the other workers go on."""
+class HeldCheckpoint(gp.LocalCheckpoints):
+    """Local checkpoints that hold the worker writing member ``member``'s checkpoint at
+    ``step`` (once, across processes), after the write and before the worker records it:
+    until the store (``storage``) shows every other active member waiting at the
+    synchronous barrier with ``step`` done, or the log shows member ``waiter`` training
+    past ``step`` (which a barrier that does not wait for the held member would let it
+    do), ``wait`` seconds at most. Why the hold ended is written to :attr:`fired`."""
 
     def __init__(
         self,
         root: str,
         *,
+        storage: str,
         log: str,
         member: int,
         step: int,
         waiter: int,
-        until: int,
-        wait: float = 5.0,
+        wait: float = 60.0,
     ) -> None:
         super().__init__(root)
-        self.log, self.member, self.step = log, member, step
-        self.waiter, self.until, self.wait = waiter, until, wait
+        self.storage, self.log, self.member, self.step = storage, log, member, step
+        self.waiter, self.wait = waiter, wait
 
     @property
     def fired(self) -> str:
-        """A file that exists once the delete was held (so it is held once)."""
+        """A file that exists once the write was held (so it is held once)."""
         return self.root + ".held"
 
-    def discard(self, checkpoint_id: str) -> None:
-        _, member, rest = checkpoint_id.split("/")
-        if member == f"m{self.member}" and rest.startswith(f"s{self.step}-"):
-            try:
-                with open(self.fired, "x", encoding="utf-8") as f:
-                    f.write(checkpoint_id)
-            except FileExistsError:
-                pass
-            else:
-                deadline = time.monotonic() + self.wait
-                while time.monotonic() < deadline and not any(
-                    k == "step" and m == self.waiter and s >= self.until
-                    for k, m, s, _ in read_log(self.log)
-                ):
-                    threading.Event().wait(0.02)  # polls a file another process writes
-        super().discard(checkpoint_id)
+    def put(self, run: str, member: int, step: int, blob: bytes, **kw: Any) -> str:
+        checkpoint_id = super().put(run, member, step, blob, **kw)
+        if member != self.member or step != self.step:
+            return checkpoint_id
+        try:
+            held = open(self.fired, "x", encoding="utf-8")  # noqa: SIM115
+        except FileExistsError:
+            return checkpoint_id
+        from genepool.store.sql import SQLStore
+
+        store = SQLStore(self.storage)
+        deadline = time.monotonic() + self.wait
+        why = "timeout"
+        while time.monotonic() < deadline:
+            if any(
+                k == "step" and m == self.waiter and s > step for k, m, s, _ in read_log(self.log)
+            ):
+                why = "trained"
+                break
+            others = [m for m in store.population(run) if m.status == "active" and m.id != member]
+            if all(m.pending and m.step == step for m in others):
+                why = "barrier"
+                break
+            threading.Event().wait(0.02)  # polls what other processes write
+        store.close()
+        with held:
+            held.write(why)
+        return checkpoint_id

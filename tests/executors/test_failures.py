@@ -234,17 +234,18 @@ def test_synchronous_decisions_see_one_round_across_processes(tmp_path):
 
 def test_a_member_that_has_checkpointed_but_not_yet_waits_keeps_the_barrier(tmp_path):
     # member 2 (the best: it never copies) ends its second round; the worker holding it is
-    # held between its checkpoint and the moment it waits for its decision (deleting its
-    # previous checkpoint) until member 0 trains step 9, in the third round: that must
-    # not happen before member 2's second-round decision, which must see the second round
+    # held between its checkpoint and the moment it waits for its decision until the other
+    # members all wait at the barrier (or member 0 trains step 9, in the third round: that
+    # must not happen before member 2's second-round decision, which must see the second
+    # round)
     path = str(tmp_path / "decisions.jsonl")
-    checkpoints = M.SlowDelete(
+    checkpoints = M.HeldCheckpoint(
         str(tmp_path / "checkpoints"),
+        storage=f"sqlite:///{tmp_path / 'pbt.db'}",
         log=str(tmp_path / "log.txt"),
         member=2,
-        step=READY,
+        step=2 * READY,
         waiter=0,
-        until=2 * READY + 1,
     )
     result, _, _ = run(
         tmp_path,
@@ -253,7 +254,7 @@ def test_a_member_that_has_checkpointed_but_not_yet_waits_keeps_the_barrier(tmp_
         exploit=M.RecordingTruncation(path),
         checkpoints=checkpoints,
     )
-    assert Path(checkpoints.fired).exists(), "the delete was never held"
+    assert Path(checkpoints.fired).read_text(encoding="utf-8") == "barrier"
     assert result.stop_reason == "budget"
     assert all(m.status == "finished" and m.step == BUDGET for m in result.population)
     decisions = M.read_decisions(path)
