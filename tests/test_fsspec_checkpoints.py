@@ -229,6 +229,10 @@ def test_checkpoints_survive_a_new_object_and_a_pickle(store):
     assert repr(copied) == f"FsspecCheckpoints({store.url!r}, fsync=False)"
 
 
+def test_process_local_is_only_memory(store):
+    assert store.process_local == store.url.startswith("memory://")
+
+
 def test_delete_removes_the_whole_prefix(store):
     keep = store.put("run", 0, 1, b"keep")
     cid = store.put("run", 0, 2, b"gone")

@@ -166,6 +166,14 @@ class FsspecCheckpoints(CheckpointStore):
         """The URL's path as the filesystem names it (e.g. ``bucket/prefix`` for S3)."""
         return self._root
 
+    @property
+    def process_local(self) -> bool:
+        """Whether the checkpoints live in this process's memory (``memory://``), where no
+        other process (a worker, a later run) can read them."""
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        return isinstance(self._filesystem(), MemoryFileSystem)
+
     def __repr__(self) -> str:
         return f"FsspecCheckpoints({self._url!r}, fsync={self._fsync})"
 
@@ -227,11 +235,15 @@ class FsspecCheckpoints(CheckpointStore):
             if self._fsync:
                 _fsync_dir(tmp)
             fs.mv(tmp, final)
-            if self._fsync:
-                _fsync_dir(parent)
         except BaseException:
             self._remove_quietly(fs, tmp)
             raise
+        if self._fsync:
+            try:
+                _fsync_dir(parent)
+            except BaseException:
+                self._remove_quietly(fs, final)
+                raise
 
     def _write(self, fs: Any, path: str, data: bytes) -> None:
         """Make ``data`` the object ``path`` (making its parent first where a filesystem
