@@ -8,9 +8,12 @@ copies theta and h from the better one, explore adds Gaussian noise (sigma 0.1) 
 
 Four variants over 20 seeds: PBT (exploit and explore), exploit only, explore only, and grid
 search (neither). Prints one JSON object per variant, then (with matplotlib) writes the
-figure: theta over the contours of Q, and Q against steps.
+figure: theta over the contours of Q, and Q against steps. Then the report of the PBT run
+(seed 0): the HTML file (genepool.analysis.write_report) and, with matplotlib, its overview
+figure: Q of both members, the lineage tree and the schedule of h found.
 
 Run: python examples/toy.py [--seeds 20] [--figure docs/toy.png] [--no-figure]
+[--report artifacts/toy_report.html] [--report-figure docs/toy_report.png] [--no-report]
 """
 
 from __future__ import annotations
@@ -149,16 +152,36 @@ def figure(path: Path, seed: int = 0) -> None:
     print(f"figure written to {path}")
 
 
+def report(html: Path, figure: Path | None, seed: int = 0) -> None:
+    """The PBT run's report (HTML) and, with matplotlib, its overview figure (PNG)."""
+    from genepool.analysis import plot_overview, write_report
+
+    result = run_variant("pbt", seed)
+    title = f"PBT on the paper's toy example (Figure 2), seed {seed}"
+    print(f"report written to {write_report(result, html, title=title)}")
+    if figure is None:
+        return
+    try:
+        print(f"report figure written to {plot_overview(result, figure, title=title)}")
+    except ImportError:
+        print("matplotlib is not installed: no report figure (pip install 'genepool[plot]')")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--figure", type=Path, default=Path("artifacts/toy.png"))
     parser.add_argument("--no-figure", action="store_true")
+    parser.add_argument("--report", type=Path, default=Path("artifacts/toy_report.html"))
+    parser.add_argument("--report-figure", type=Path, default=Path("artifacts/toy_report.png"))
+    parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args()
     for summary in summarise(args.seeds).values():
         print(json.dumps(summary))
     if not args.no_figure:
         figure(args.figure)
+    if not args.no_report:
+        report(args.report, None if args.no_figure else args.report_figure)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from genepool.analysis._report import (
     Axis,
     ReportData,
     collect,
+    hparam_lines,
     member_rgb,
 )
 
@@ -65,10 +66,11 @@ def draw_scores(ax: Any, data: ReportData) -> None:
     """Every member's score over steps, the best member's line in red."""
     for member, pieces in sorted(data.scores.items()):
         for xs, ys in pieces:
-            ax.plot(xs, ys, color=member_rgb(member), lw=0.8, alpha=0.55)
+            ax.plot(xs, ys, color=member_rgb(member), lw=1.0, alpha=0.6)
     bx, by = data.best_scores
     if data.best is not None and len(bx):
-        ax.plot(bx, by, color=_BEST, lw=1.8, label=f"best line (member {data.best.id})")
+        label = f"the best member's line (member {data.best.id})"
+        ax.plot(bx, by, color=_BEST, lw=1.5, alpha=0.85, label=label)
         if data.line is not None:
             steps = [j.step for j in data.line.jumps]
             at = np.clip(np.searchsorted(bx, steps), 0, len(bx) - 1)
@@ -138,12 +140,8 @@ def draw_hparam(ax: Any, data: ReportData, axis: Axis, *, schedule_only: bool = 
     """One hyperparameter over steps: every member's values (unless ``schedule_only``) and
     the best member's schedule in red."""
     if not schedule_only:
-        for member, stretches in sorted(data.lives.items()):
-            jitter = ((member % 9) - 4) * 0.035 if axis.kind == "category" else 0.0
-            for s in stretches:
-                changes = [(min(max(st, s.start), s.end), hp) for st, hp in s.changes]
-                xs, ys = _steps_line(changes, s.end, axis)
-                ax.plot(xs, np.asarray(ys) + jitter, color=member_rgb(member), lw=0.8, alpha=0.5)
+        for member, xs, ys in hparam_lines(data, axis):
+            ax.plot(xs, ys, color=member_rgb(member), lw=0.9, alpha=0.55)
     if data.schedule is not None:
         changes = [(c.step, c.hparams) for c in data.schedule.changes]
         xs, ys = _steps_line(changes, data.schedule.final_step, axis)
@@ -276,7 +274,8 @@ def plot_overview(
     max_points: int = DEFAULT_MAX_POINTS,
     dpi: int = 120,
 ) -> Path:
-    """One PNG with the run's scores, its lineage tree and the best schedule, for a README.
+    """One PNG with the run's scores, its lineage tree and its hyperparameters (the best
+    schedule in red; the first three that varied), for a README.
 
     ``title`` heads it (default: the run's name); ``data`` reuses what :func:`plot_report`
     read already. Returns the path written.
@@ -299,7 +298,7 @@ def plot_overview(
     tree.set_title("lineage (red: the winning ancestry)", fontsize=10)
     for k, axis in enumerate(sched_axes[:ncols]):
         ax = fig.add_subplot(grid[2, k], sharex=top)
-        draw_hparam(ax, data, axis, schedule_only=True)
-        ax.set_title(f"best schedule: {_text(_short(axis.name, 30))}", fontsize=10)
+        draw_hparam(ax, data, axis)
+        ax.set_title(f"{_text(_short(axis.name, 30))} (red: the best schedule)", fontsize=10)
     fig.suptitle(_text(title if title is not None else f"run '{data.name}'"))
     return _save(fig, Path(os.fspath(path)), dpi)

@@ -520,16 +520,22 @@ def _short(text: str, n: int = 16) -> str:
     return text if len(text) <= n else text[: n - 1] + "\u2026"
 
 
+def _hue(member: int) -> float:
+    """Hues spread by the golden angle, none red (red is the best member's line)."""
+    hue = (200.0 + member * 137.508) % 360.0
+    return (hue + 60.0) % 360.0 if hue >= 330.0 or hue < 30.0 else hue
+
+
 def member_color(member: int) -> str:
-    """A member's colour: hues spread by the golden angle."""
-    return f"hsl({(member * 137.508) % 360:.0f},62%,42%)"
+    """A member's colour (CSS)."""
+    return f"hsl({_hue(member):.0f},62%,42%)"
 
 
 def member_rgb(member: int) -> tuple[float, float, float]:
     """The same colour as :func:`member_color`, as RGB fractions (for matplotlib)."""
     import colorsys
 
-    return colorsys.hls_to_rgb(((member * 137.508) % 360) / 360, 0.42, 0.62)
+    return colorsys.hls_to_rgb(_hue(member) / 360.0, 0.42, 0.62)
 
 
 class _Svg:
@@ -686,6 +692,28 @@ def _stretch_points(s: Stretch, axis: Axis, jitter: float) -> tuple[list[float],
     return xs, ys
 
 
+def hparam_lines(data: ReportData, axis: Axis) -> list[tuple[int, list[float], list[float]]]:
+    """Every member's values of one hyperparameter as step lines ``(member, xs, ys)``.
+
+    Stretches that meet (an exploit at the step the member stood at) are joined by a
+    vertical jump; a stretch that starts elsewhere starts a new line. Categories are
+    spread a little per member so that overlapping lines stay apart.
+    """
+    rows: list[tuple[int, list[float], list[float]]] = []
+    for member, stretches in sorted(data.lives.items()):
+        jitter = ((member % 9) - 4) * 0.035 if axis.kind == "category" else 0.0
+        prev_end: int | None = None
+        for s in stretches:
+            xs, ys = _stretch_points(s, axis, jitter)
+            if rows and prev_end == s.start and rows[-1][0] == member:
+                rows[-1][1].extend(xs)
+                rows[-1][2].extend(ys)
+            else:
+                rows.append((member, xs, ys))
+            prev_end = s.end
+    return rows
+
+
 def _axis_scale(axis: Axis, values: Iterable[float]) -> Scale:
     if axis.kind == "category":
         return Scale.category(axis.levels)
@@ -696,22 +724,8 @@ def _axis_scale(axis: Axis, values: Iterable[float]) -> Scale:
 
 
 def _hparam_svg(data: ReportData, axis: Axis, *, schedule_only: bool = False) -> str:
-    # per member, polylines: stretches that meet (an exploit at the step it stood at)
-    # are joined by a vertical jump; a stretch that starts elsewhere starts a new one
-    rows: list[tuple[int, list[float], list[float]]] = []
+    rows = [] if schedule_only else hparam_lines(data, axis)
     n = max(1, len(data.members))
-    if not schedule_only:
-        for member, stretches in sorted(data.lives.items()):
-            jitter = ((member % 9) - 4) * 0.035 if axis.kind == "category" else 0.0
-            prev_end: int | None = None
-            for s in stretches:
-                xs, ys = _stretch_points(s, axis, jitter)
-                if rows and prev_end == s.start and rows[-1][0] == member:
-                    rows[-1][1].extend(xs)
-                    rows[-1][2].extend(ys)
-                else:
-                    rows.append((member, xs, ys))
-                prev_end = s.end
     sched_x: list[float] = []
     sched_y: list[float] = []
     if data.schedule is not None:
