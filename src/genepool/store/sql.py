@@ -1407,7 +1407,8 @@ class SQLStore(Store):
         key = st.metric
         reports = []
         for member, step, at, score, metrics_text in report_rows:
-            metrics = _loads(metrics_text)
+            # a report of the decision score alone stores "{}": no JSON to parse
+            metrics = {} if metrics_text == "{}" else _loads(metrics_text)
             if score is not None and key is not None and key not in metrics:
                 metrics = {key: score, **metrics}
             reports.append(Report(member, step, metrics, at))
