@@ -387,3 +387,20 @@ def test_ticks_are_round_and_cover_the_range() -> None:
     assert log_ticks(1e-4, 0.1) == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1])
     assert log_ticks(0.02, 0.3) == pytest.approx([0.02, 0.05, 0.1, 0.2])
     assert log_ticks(0.24, 0.31) == pytest.approx([0.24, 0.26, 0.28, 0.3])
+
+
+def test_many_exploits_hide_the_dead_ones_behind_a_toggle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = synthetic_result("plain")
+    few = Page(write_report(result, tmp_path / "few.html").read_text(encoding="utf-8"))
+    (body,) = [a for t, a in few.tags if t == "body"]
+    assert "hide-dead" not in (body["class"] or "")
+    (box,) = [a for t, a in few.tags if t == "input"]
+    assert "checked" in box
+    monkeypatch.setattr("genepool.analysis._report.MANY_JUMPS", 1)
+    many = Page(write_report(result, tmp_path / "many.html").read_text(encoding="utf-8"))
+    (body,) = [a for t, a in many.tags if t == "body"]
+    assert "hide-dead" in (body["class"] or "")
+    (box,) = [a for t, a in many.tags if t == "input"]
+    assert "checked" not in box

@@ -245,6 +245,16 @@ def test_the_report_loads_and_draws_in_chromium(browser: str, tmp_path: Path) ->
         assert picked >= 3
         page.evaluate(f"document.querySelector('tr[data-m=\"{member}\"]').click()")
         assert page.evaluate("document.body.classList.contains('picking')") is False
+        # the toggle hides and shows the exploits whose line died out
+        hidden = "document.body.classList.contains('hide-dead')"
+        assert page.evaluate(hidden) is False
+        page.evaluate("document.getElementById('show-dead').click()")
+        assert page.evaluate(hidden) is True
+        assert page.evaluate(
+            "getComputedStyle(document.querySelector('g.dead-jumps')).display"
+        ) == ("none")
+        page.evaluate("document.getElementById('show-dead').click()")
+        assert page.evaluate(hidden) is False
         assert page.evaluate("document.getElementById('schedule-data') !== null") is True
         schedule = json.loads(page.evaluate("document.getElementById('schedule-data').text"))
         assert gp.analysis.Schedule.from_dict(schedule) == result.schedule()

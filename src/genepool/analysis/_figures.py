@@ -19,6 +19,7 @@ import numpy as np
 from genepool._errors import missing_dependency
 from genepool.analysis._report import (
     DEFAULT_MAX_POINTS,
+    MANY_JUMPS,
     Axis,
     ReportData,
     collect,
@@ -86,7 +87,7 @@ def draw_scores(ax: Any, data: ReportData) -> None:
 
 def draw_lineage(ax: Any, data: ReportData) -> None:
     """The tree: members as rows through steps, exploits as vertical jumps, the winning
-    ancestry in red, lines whose weights survive darker."""
+    ancestry in red, lines whose weights survive darker (with many exploits, only theirs)."""
     members = sorted(data.lives)
     row = {m: i for i, m in enumerate(members)}
     lives = [[(s.start, row[m]), (s.end, row[m])] for m in members for s in data.lives[m]]
@@ -99,7 +100,8 @@ def draw_lineage(ax: Any, data: ReportData) -> None:
         if j.donor in row and j.recipient in row:
             link = [(j.step, row[j.donor]), (j.step, row[j.recipient])]
             (live_jumps if j.event in data.surviving_jumps else dead_jumps).append(link)
-    _lines(ax, dead_jumps, colors="#e0e0e4", linewidths=0.6)
+    if len(data.jumps) <= MANY_JUMPS:  # as the HTML report: many dead ends hide the tree
+        _lines(ax, dead_jumps, colors="#e0e0e4", linewidths=0.6)
     _lines(ax, live_jumps, colors="#8a8a90", linewidths=0.9)
     fails = [(step, row[m]) for m, step in data.failures if m in row]
     if fails:

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Points per member's score line, at most (more than a plot's width in pixels).
 DEFAULT_MAX_POINTS = 600
+#: With more exploits than this, the tree hides those whose line died out (a toggle shows them).
+MANY_JUMPS = 300
 _CHANGES = ("exploit", "explore")
 
 
@@ -812,16 +814,20 @@ def _tree_svg(data: ReportData) -> str:
         parts.append(
             f'<line class="alive-seg" x1="{x0:.1f}" y1="{y:.1f}" x2="{x1:.1f}" y2="{y:.1f}"/>'
         )
+    alive_jumps: list[str] = []
+    dead_jumps: list[str] = []
     for j in data.jumps:
         if j.donor not in rows or j.recipient not in rows:
             continue
         x = float(svg.px(np.asarray([j.step]))[0])
-        cls = "jumpline alive" if j.event in data.surviving_jumps else "jumpline"
-        parts.append(
-            f'<line class="{cls}" x1="{x:.1f}" y1="{row_y(j.donor):.1f}" x2="{x:.1f}" '
-            f'y2="{row_y(j.recipient):.1f}"><title>step {j.step}: member {j.recipient} '
-            f"copied member {j.donor}</title></line>"
+        alive = j.event in data.surviving_jumps
+        (alive_jumps if alive else dead_jumps).append(
+            f'<line class="jumpline{" alive" if alive else ""}" x1="{x:.1f}" '
+            f'y1="{row_y(j.donor):.1f}" x2="{x:.1f}" y2="{row_y(j.recipient):.1f}">'
+            f"<title>step {j.step}: member {j.recipient} copied member {j.donor}</title></line>"
         )
+    # exploits whose line died out: hidden by a toggle when there are many
+    parts.append(f'<g class="dead-jumps">{"".join(dead_jumps)}</g>{"".join(alive_jumps)}')
     for member, step in data.failures:
         if member in rows:
             x = float(svg.px(np.asarray([step]))[0])
@@ -927,6 +933,8 @@ line.life{stroke:#cfcfd4;stroke-width:1.2}
 line.alive-seg{stroke:#6b6b70;stroke-width:1.6}
 line.jumpline{stroke:#e2e2e6;stroke-width:.6}line.jumpline.alive{stroke:#8a8a90;stroke-width:1}
 body.crowd path.line,body.crowd path.hp{stroke-opacity:.3}
+body.hide-dead g.dead-jumps{display:none}
+label.toggle{font-size:12.5px;color:var(--muted)}
 path.failure{stroke:#b00;stroke-width:1.5;fill:none}
 body.picking .m:not(.on){opacity:.12}
 path.m.on{stroke-width:2.2;stroke-opacity:1}line.m.on{stroke:#1f77b4;stroke-width:3}
@@ -957,6 +965,10 @@ _JS = """
     var label = document.getElementById('picked');
     if (label) label.textContent = picked === null ? '' : 'member ' + picked + ' picked';
   }
+  var dead = document.getElementById('show-dead');
+  if (dead) dead.addEventListener('change', function () {
+    document.body.classList.toggle('hide-dead', !dead.checked);
+  });
   document.addEventListener('click', function (ev) {
     var t = ev.target;
     while (t && t.getAttribute && !t.getAttribute('data-m')) t = t.parentNode;
@@ -972,6 +984,10 @@ def render(data: ReportData, *, title: str | None = None) -> str:
     from genepool.version import __version__
 
     heading = title if title is not None else f"genepool report: {data.name}"
+    many_jumps = len(data.jumps) > MANY_JUMPS
+    body_classes = ["crowd" if len(data.members) > 16 else "few"]
+    if many_jumps:
+        body_classes.append("hide-dead")
     best = data.best
     facts = [
         ("run", data.name),
@@ -1052,7 +1068,7 @@ def render(data: ReportData, *, title: str | None = None) -> str:
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">",
         f"<title>{_e(heading)}</title><style>{_CSS}</style></head>",
-        f'<body class="{"crowd" if len(data.members) > 16 else "few"}">',
+        f'<body class="{" ".join(body_classes)}">',
         f"<header><h1>{_e(heading)}</h1>",
         '<nav><a href="#scores">scores</a><a href="#lineage">lineage</a>'
         '<a href="#hparams">hyperparameters</a><a href="#schedule">best schedule</a>'
@@ -1071,6 +1087,9 @@ def render(data: ReportData, *, title: str | None = None) -> str:
         "Dark: lines whose weights survive in some member at the end; red: the best "
         "member's ancestry.</p>",
         _tree_svg(data),
+        '<label class="toggle"><input type="checkbox" id="show-dead"'
+        f"{'' if many_jumps else ' checked'}> show the exploits whose line died out "
+        f"({len(data.jumps) - len(data.surviving_jumps)})</label>",
         "</section>",
         '<section id="hparams"><h2>Hyperparameters over steps</h2>',
         "<p class=\"lead\">Every member's values; red: the best member's schedule.</p>",
