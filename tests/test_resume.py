@@ -2,7 +2,7 @@
 checkpoints (serial, SQLite in a temporary directory).
 
 Interruptions come from inside the trainable (a SIGINT to its own process at a given
-step, through a trigger file: tests/executors/_more_trainables.py), never from sleeps.
+step, through a trigger file: tests/executors/_trainables.py), never from sleeps.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import genepool as gp
-from tests.executors import _more_trainables as M
+from tests.executors import _trainables as M
 
 BUDGET = 12
 READY = 4

@@ -1,7 +1,7 @@
 """Worker processes that crash, hang or are interrupted (SQLite in a temporary directory).
 
 Everything that goes wrong comes from inside the trainable, through a trigger file
-(tests/executors/_more_trainables.py), never from sleeps.
+(tests/executors/_trainables.py), never from sleeps.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 import genepool as gp
 from genepool.store.sql import SQLStore
-from tests.executors import _more_trainables as M
+from tests.executors import _trainables as M
 
 BUDGET = 12
 READY = 4
@@ -81,7 +81,7 @@ SCRIPT = textwrap.dedent(
     import json, sys
     sys.path.insert(0, {root!r})
     import genepool as gp
-    from tests.executors import _more_trainables as M
+    from tests.executors import _trainables as M
     result = gp.run(
         M.{trainable}, M.space({log!r}, {trigger!r}), metric="score", population=4,
         ready=gp.Every({ready}), budget=gp.Budget(steps={budget}), seed=0,
@@ -323,7 +323,7 @@ def test_ctrl_c_to_the_driver_stops_the_run_and_the_same_command_finishes_it(tmp
         "-m",
         "genepool.cli",
         "run",
-        "tests.executors._more_trainables:Climber",
+        "tests.executors._trainables:Climber",
         "--config",
         str(config),
         "--quiet",

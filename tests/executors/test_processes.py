@@ -41,25 +41,20 @@ def _run(tmp_path: Path, trainable: object, *, kill: str = "", workers: int = 2,
     return result, executor, T.read_log(str(log))
 
 
-def _resumed_from_a_checkpoint(lines: list[tuple[str, int, int]]) -> int:
+def _resumed_from_a_checkpoint(lines: list[tuple[str, int, int, int]]) -> int:
     """The member killed (the log's 'kill' line) went on from a checkpoint taken before the
     kill: its next step is past its first ready and not past the step it died in. (A worker
     that still holds the member's checkpointed state resident goes on without a restart.)"""
-    at, (_, member, died) = next((i, x) for i, x in enumerate(lines) if x[0] == "kill")
-    following = [s for kind, m, s in lines[at + 1 :] if kind == "step" and m == member]
+    at, (_, member, died, _) = next((i, x) for i, x in enumerate(lines) if x[0] == "kill")
+    following = [s for kind, m, s, _ in lines[at + 1 :] if kind == "step" and m == member]
     assert following, f"member {member} never trained again after it was killed"
     assert READY < following[0] <= died, (member, died, following[:3])
     return member
 
 
-def _no_restart_from_zero_after_a_checkpoint(lines: list[tuple[str, int, int]]) -> None:
+def _no_restart_from_zero_after_a_checkpoint(lines: list[tuple[str, int, int, int]]) -> None:
     """After a member's first ready (a checkpoint exists), it never starts from step 0."""
-    checkpointed: set[int] = set()
-    for kind, member, step in lines:
-        if kind == "step" and step > READY:  # past its first ready: that checkpoint is in
-            checkpointed.add(member)
-        if kind == "start" and member in checkpointed:
-            assert step > 0, f"member {member} restarted from step 0 after its first checkpoint"
+    T.no_restart_from_zero(lines, READY)
 
 
 @pytest.mark.parametrize("api", ["class", "function"])
@@ -69,7 +64,7 @@ def test_workers_finish_the_budget(tmp_path: Path, api: str) -> None:
     assert result.stop_reason == "budget"
     assert executor.started_processes == 2
     assert all(m.status == "finished" and m.step == BUDGET for m in result.members)
-    assert {member for kind, member, _ in lines if kind == "step"} == {0, 1, 2, 3}
+    assert {member for kind, member, _, _ in lines if kind == "step"} == {0, 1, 2, 3}
     assert result.best.score is not None
     assert result.best.score > 0.1
     _no_restart_from_zero_after_a_checkpoint(lines)
@@ -78,7 +73,7 @@ def test_workers_finish_the_budget(tmp_path: Path, api: str) -> None:
 @pytest.mark.parametrize("api", ["class", "function"])
 def test_a_killed_worker_is_replaced_and_its_member_resumes(tmp_path: Path, api: str) -> None:
     kill = tmp_path / "kill.txt"
-    kill.write_text("worker 1 6\n", encoding="utf-8")
+    kill.write_text("sigkill 1 6\n", encoding="utf-8")
     trainable = T.Climber if api == "class" else T.climber_function
     result, executor, lines = _run(tmp_path, trainable, kill=str(kill))
     assert result.stop_reason == "budget"
@@ -108,7 +103,7 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("api", ["class", "function"])
 def test_killing_the_driver_then_running_again_resumes(tmp_path: Path, api: str) -> None:
     kill = tmp_path / "kill.txt"
-    kill.write_text("driver 2 7\n", encoding="utf-8")
+    kill.write_text("sigkill-driver 2 7\n", encoding="utf-8")
     storage = f"sqlite:///{tmp_path / 'pbt.db'}"
     script = SCRIPT.format(
         root=str(ROOT),
@@ -131,8 +126,7 @@ def test_killing_the_driver_then_running_again_resumes(tmp_path: Path, api: str)
     assert any(m.status == "active" for m in store.population("run")), [
         (m.id, m.status, m.step, m.stop_reason) for m in store.population("run")
     ]
-    with open(tmp_path / "log.txt", "a", encoding="utf-8") as f:
-        f.write("mark 0 0\n")  # the second run's lines come after this one
+    T.mark(str(tmp_path / "log.txt"))  # the second run's lines come after this one
     second = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
@@ -144,15 +138,15 @@ def test_killing_the_driver_then_running_again_resumes(tmp_path: Path, api: str)
     _no_restart_from_zero_after_a_checkpoint(lines)
     # the driver died while member 2 trained step 7 (its worker may have gone on a little):
     # the second run brings member 2 back from a checkpoint, not from step 0
-    second_run = lines[lines.index(("mark", 0, 0)) + 1 :]
-    starts = {member: step for kind, member, step in reversed(second_run) if kind == "start"}
+    second_run = T.after_mark(lines)
+    starts = {member: step for kind, member, step, _ in reversed(second_run) if kind == "start"}
     assert starts.get(2, READY) >= READY, starts
 
 
 def test_a_worker_killed_while_writing_a_checkpoint_never_loads_it(tmp_path: Path) -> None:
     kill = tmp_path / "kill.txt"
     kill.write_text("torn * 8\n", encoding="utf-8")
-    result, executor, lines = _run(tmp_path, T.TornSaver, kill=str(kill))
+    result, executor, lines = _run(tmp_path, T.Climber, kill=str(kill))
     assert kill.read_text(encoding="utf-8").startswith("#"), "the torn write never happened"
     assert executor.started_processes == 3
     assert result.stop_reason == "budget"
@@ -174,7 +168,7 @@ SERIAL_SCRIPT = textwrap.dedent(
     import genepool as gp
     from tests.executors import _trainables as T
     result = gp.run(
-        T.TornSaver, T.space({log!r}, {kill!r}), metric="score", population=3,
+        T.Climber, T.space({log!r}, {kill!r}), metric="score", population=3,
         ready=gp.Every({ready}), budget=gp.Budget(steps={budget}), seed=0,
         storage={storage!r},
     )
