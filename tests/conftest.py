@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from tests._ray_cluster import LocalCluster
 
 settings.register_profile(
     "ci",
@@ -16,3 +20,11 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, max_examples=100)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[LocalCluster]:
+    """A local Ray cluster of two nodes (tests/_ray_cluster.py), shared by the session."""
+    cluster = LocalCluster()
+    yield cluster
+    cluster.shutdown()

@@ -5,7 +5,8 @@ suite by adding a factory ``(clock, request) -> Store`` to ``BACKENDS``; the clo
 :class:`~genepool.clock.ManualClock` that the tests move to expire leases, and ``request``
 lets a factory set up (and finalize) what the store needs: a SQLite file under the test's
 ``tmp_path``, a fresh PostgreSQL schema (skipped when no server answers, but failed when
-the ``CI`` environment variable is set).
+the ``CI`` environment variable is set), a store server on the session's Ray cluster
+(likewise skipped without Ray).
 """
 
 from __future__ import annotations
@@ -85,6 +86,25 @@ def _sql_store(url: str, clock: gp.ManualClock, request: pytest.FixtureRequest) 
     return store
 
 
+def _server_store(clock: gp.ManualClock, request: pytest.FixtureRequest) -> Store:
+    """A store server (a Ray actor on the test cluster) on a new SQLite file; it reads the
+    test's manual clock through a file (``FileClock``), which ``clock.advance`` moves."""
+    request.getfixturevalue("ray_cluster")
+    from genepool.store.server import RemoteStore
+    from tests._ray_cluster import FileClock
+
+    shared = FileClock(request.getfixturevalue("tmp_path") / "clock", clock.now())
+
+    def advance(seconds: float) -> None:
+        gp.ManualClock.advance(clock, seconds)
+        shared.set(clock.now())
+
+    request.getfixturevalue("monkeypatch").setattr(clock, "advance", advance)
+    store = RemoteStore.start(sqlite_url(request), clock=shared)
+    request.addfinalizer(store.shutdown)
+    return store
+
+
 BACKENDS: list[object] = [
     pytest.param(lambda clock, request: MemoryStore(clock=clock), id="memory"),
     pytest.param(
@@ -93,6 +113,7 @@ BACKENDS: list[object] = [
     pytest.param(
         lambda clock, request: _sql_store(postgres_url(request), clock, request), id="postgresql"
     ),
+    pytest.param(_server_store, id="server", marks=pytest.mark.ray),
 ]
 
 RUN = "run"

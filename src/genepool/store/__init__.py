@@ -1,7 +1,8 @@
 """The population's datastore (see :class:`Store` for the contract).
 
-:class:`SQLStore` and :func:`open_store` are imported on first use, so that importing
-genepool does not import SQLAlchemy.
+:class:`SQLStore`, :func:`open_store` and the store server (:class:`RemoteStore`,
+:class:`StoreServer`) are imported on first use, so that importing genepool does not import
+SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -12,11 +13,23 @@ from genepool.store._base import History, Lease, Store, WorkerInfo
 from genepool.store.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from genepool.store.server import RemoteStore, StoreServer
     from genepool.store.sql import SQLStore, open_store
 
-__all__ = ["History", "Lease", "MemoryStore", "SQLStore", "Store", "WorkerInfo", "open_store"]
+__all__ = [
+    "History",
+    "Lease",
+    "MemoryStore",
+    "RemoteStore",
+    "SQLStore",
+    "Store",
+    "StoreServer",
+    "WorkerInfo",
+    "open_store",
+]
 
 _LAZY = {"SQLStore", "open_store"}
+_LAZY_SERVER = {"RemoteStore", "StoreServer"}
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +37,8 @@ def __getattr__(name: str) -> Any:
         from genepool.store import sql
 
         return getattr(sql, name)
+    if name in _LAZY_SERVER:
+        from genepool.store import server
+
+        return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
