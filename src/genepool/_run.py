@@ -29,7 +29,7 @@ from genepool.space import Space
 from genepool.store import MemoryStore, Store
 from genepool.trainable import TrainableLike, check_trainable
 from genepool.version import __version__
-from genepool.worker import RunContext
+from genepool.worker import RunContext, collect_orphans
 
 __all__ = ["load_best", "run"]
 
@@ -332,7 +332,10 @@ def run(
             stack.enter_context(live_progress(the_store, name, metric=metric))
         if executor is None:
             executor = SerialExecutor() if workers == 1 else ProcessExecutor(workers=workers)
+        if stored is not None:
+            _tidy(ctx)
         reason = executor.run(ctx)
+        _tidy(ctx)
     return Result(
         name=name,
         seed=seed,
@@ -341,6 +344,15 @@ def run(
         store=the_store,
         checkpoints=the_checkpoints,
     )
+
+
+def _tidy(ctx: RunContext) -> None:
+    """Delete the checkpoints of the run that nothing refers to (left by a worker that
+    died); a failure to do so is only logged."""
+    try:
+        collect_orphans(ctx)
+    except Exception:
+        log.warning("could not delete the checkpoints nothing refers to", exc_info=True)
 
 
 def config_hash(settings: Mapping[str, Any]) -> str:

@@ -458,21 +458,23 @@ class LocalCheckpoints(CheckpointStore):
         _remove_tree(trash)
         log.debug("deleted checkpoint %s", checkpoint_id)
 
-    def sweep(self, *, grace_seconds: float = SWEEP_GRACE_SECONDS) -> int:
-        """Remove the ``.tmp-*`` directories that a crash left behind.
+    def sweep(self, *, grace_seconds: float = SWEEP_GRACE_SECONDS, run: str | None = None) -> int:
+        """Remove the ``.tmp-*`` directories that a crash left behind (a torn write, a
+        delete cut short, the spare directories of a process that died).
 
         A temporary directory is removed once neither it nor a file in it changed for
         ``grace_seconds``, so that a write in progress in another process is left alone.
 
         Args:
             grace_seconds: The minimum age of a temporary directory to remove.
+            run: Only this run's (default: every run's).
 
         Returns:
             How many temporary directories were removed.
         """
         now = time.time()
         removed = 0
-        for member_dir in self._member_dirs():
+        for member_dir in self._member_dirs(run):
             try:
                 entries = [e for e in os.scandir(member_dir) if e.name.startswith(TMP_PREFIX)]
             except OSError:

@@ -27,7 +27,7 @@ from genepool._errors import (
     TrainableError,
 )
 from genepool._rng import decision_stream, member_stream
-from genepool.checkpoints import CheckpointStore, decode, encode
+from genepool.checkpoints import CheckpointStore, LocalCheckpoints, decode, encode
 from genepool.clock import Clock
 from genepool.member import (
     ACTIVE,
@@ -45,7 +45,7 @@ from genepool.store import Lease, Store, WorkerInfo
 from genepool.trainable import Member, TrainableLike, _FunctionSession, _Returned, _Session
 from genepool.trainable import make_session as _make_session
 
-__all__ = ["RunContext", "Worker", "ended_because"]
+__all__ = ["RunContext", "Worker", "collect_orphans", "ended_because"]
 
 log = logging.getLogger("genepool.worker")
 
@@ -54,6 +54,9 @@ log = logging.getLogger("genepool.worker")
 COLLECT_BATCH = 8
 #: ... but at once after writing a checkpoint this large (bytes), to keep disk use low.
 COLLECT_AT_ONCE_BYTES = 1 << 20
+#: While a member of the run is active, a checkpoint that nothing refers to is left alone
+#: until it is this old (seconds): a worker may have written it and be about to record it.
+ORPHAN_GRACE_SECONDS = 3600.0
 
 
 @dataclass
@@ -115,6 +118,43 @@ def ended_because(population: Population) -> str:
         if reason in reasons:
             return reason
     return "budget"
+
+
+def collect_orphans(ctx: RunContext, *, grace_seconds: float | None = None) -> list[str]:
+    """Delete the run's checkpoints that nothing refers to, and return their ids.
+
+    Those are checkpoints written by a worker that died before it recorded them, and
+    replaced ones that a worker did not live to delete. The store decides, as for every
+    delete (:meth:`Store.collect`): a member's current checkpoint, or a pinned one, is
+    never deleted. The driver calls this when a run starts (resumes) and when it ends.
+
+    Args:
+        ctx: The run.
+        grace_seconds: Leave alone checkpoints younger than this. Default:
+            :data:`ORPHAN_GRACE_SECONDS` while a member is active; none once no member is
+            (nothing can record a checkpoint any more), when the run's temporary
+            directories (a torn write, the spare directories of a worker that died) are
+            removed too.
+    """
+    store, checkpoints, run = ctx.store, ctx.checkpoints, ctx.name
+    population = store.population(run)  # before listing: a later checkpoint is too young
+    done = not any(m.status == ACTIVE for m in population)
+    if grace_seconds is None:
+        grace_seconds = 0.0 if done else ORPHAN_GRACE_SECONDS
+    try:
+        on_disk = checkpoints.ids(run, older_than=grace_seconds if grace_seconds > 0 else None)
+    except NotImplementedError:  # a store that cannot list what it holds
+        return []
+    current = {m.checkpoint.id for m in population if m.checkpoint is not None}
+    candidates = [c for c in on_disk if c not in current]
+    collected = store.collect(run, candidates) if candidates else []
+    for checkpoint_id in collected:
+        checkpoints.delete(checkpoint_id)
+    if collected:
+        log.info("deleted %d checkpoint(s) of run %r that nothing referred to", len(collected), run)
+    if done and grace_seconds <= 0 and isinstance(checkpoints, LocalCheckpoints):
+        checkpoints.sweep(run=run, grace_seconds=0.0)
+    return collected
 
 
 def _same_value(a: Any, b: Any) -> bool:

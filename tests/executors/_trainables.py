@@ -163,10 +163,17 @@ def trigger(path: str, log: str, member: int, step: int) -> bool:
             os.kill(os.getpid(), signal.SIGINT)
         elif action == "sigint-driver":
             interrupt_driver()
-        elif action in ("sigkill", "sigkill-driver"):
+        elif action == "sigkill":
             note(log, "kill", member, step)
-            target = os.getpid() if action == "sigkill" else os.getppid()
-            os.kill(target, signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif action == "sigkill-driver":
+            note(log, "kill", member, step)
+            driver = os.getppid()
+            os.kill(driver, signal.SIGKILL)
+            # go no further while the driver is dying: this worker dies with it (the
+            # member stays held, so the other workers cannot finish the run meanwhile)
+            while os.getppid() == driver:
+                threading.Event().wait(0.01)
         elif action == "raise":
             raise RuntimeError(f"member {member} fails at step {step}")
         elif action == "hang":

@@ -154,11 +154,34 @@ def test_a_worker_killed_while_writing_a_checkpoint_never_loads_it(tmp_path: Pat
     _no_restart_from_zero_after_a_checkpoint(lines)
     # the torn member went on from an earlier checkpoint: the torn one was never published
     _resumed_from_a_checkpoint(lines)
-    leftovers = list((tmp_path / "pbt.db.checkpoints").rglob(".tmp-*"))
-    assert leftovers, "the torn write should have left its temporary directory"
     for member in result.population:  # every checkpoint in use reads back whole
         assert member.checkpoint is not None
         result.load(member.id)
+    # once the run has ended, nothing is left behind: neither the torn write's temporary
+    # directory nor the dead worker's spare directories, nor any unused checkpoint
+    _only_current_checkpoints_on_disk(tmp_path, result.population)
+
+
+def _only_current_checkpoints_on_disk(tmp_path: Path, population: gp.Population) -> None:
+    root = tmp_path / "pbt.db.checkpoints"
+    assert list(root.rglob(".tmp-*")) == []
+    on_disk = {str(p.relative_to(root)) for p in root.glob("run/m*/s*")}
+    assert on_disk == {m.checkpoint.id for m in population if m.checkpoint is not None}
+
+
+def test_a_checkpoint_whose_worker_died_before_recording_it_is_deleted(tmp_path: Path) -> None:
+    kill = tmp_path / "kill.txt"
+    kill.write_text("orphan 1 8\n", encoding="utf-8")
+    result, executor, lines = _run(tmp_path, T.Climber, kill=str(kill))
+    (orphan,) = T.orphans(str(tmp_path / "log.txt"))
+    assert orphan.startswith("run/m1/s8-")
+    assert executor.started_processes == 3
+    assert result.stop_reason == "budget"
+    assert all(m.status == "finished" and m.step == BUDGET for m in result.members)
+    assert result.population[1].crashes == 1
+    assert _resumed_from_a_checkpoint(lines) == 1  # not from the orphan: nothing named it
+    assert not (tmp_path / "pbt.db.checkpoints" / orphan).exists()
+    _only_current_checkpoints_on_disk(tmp_path, result.population)
 
 
 SERIAL_SCRIPT = textwrap.dedent(
@@ -201,6 +224,38 @@ def test_a_serial_run_killed_while_writing_a_checkpoint_resumes(tmp_path: Path) 
     _no_restart_from_zero_after_a_checkpoint(lines)
     population = SQLStore(f"sqlite:///{tmp_path / 'pbt.db'}").population("run")
     assert all(m.status == "finished" and m.step == BUDGET for m in population)
+
+
+def test_a_serial_run_killed_before_recording_a_checkpoint_deletes_it_on_resume(tmp_path):
+    kill = tmp_path / "kill.txt"
+    kill.write_text("orphan 2 8\n", encoding="utf-8")
+    storage = f"sqlite:///{tmp_path / 'pbt.db'}"
+    script = SERIAL_SCRIPT.format(
+        root=str(ROOT),
+        log=str(tmp_path / "log.txt"),
+        kill=str(kill),
+        ready=READY,
+        budget=BUDGET,
+        storage=storage,
+    )
+    first = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert first.returncode == -9, first.stderr[-2000:]
+    (orphan,) = T.orphans(str(tmp_path / "log.txt"))
+    # written whole, and named by no member: nothing would ever delete it
+    assert (tmp_path / "pbt.db.checkpoints" / orphan / "manifest.json").exists()
+    store = SQLStore(storage)
+    assert orphan not in {m.checkpoint.id for m in store.population("run") if m.checkpoint}
+    second = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.strip().splitlines()[-1] == "budget"
+    population = store.population("run")
+    assert all(m.status == "finished" and m.step == BUDGET for m in population)
+    assert not (tmp_path / "pbt.db.checkpoints" / orphan).exists()
+    _only_current_checkpoints_on_disk(tmp_path, population)
 
 
 def test_workers_get_their_thread_cap_and_their_own_device(tmp_path: Path, monkeypatch) -> None:

@@ -1,0 +1,174 @@
+"""Checkpoints that nothing refers to (written by a worker that died before it recorded
+them) are deleted by ``collect_orphans``: never a current or pinned one, never another
+run's, and while the run is going on only once they are old.
+
+The kill tests that leave such checkpoints behind for real are in
+tests/executors/test_processes.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import genepool as gp
+from genepool.checkpoints import CheckpointStore, LocalCheckpoints, MemoryCheckpoints
+from genepool.member import CheckpointRef
+from genepool.policy import Policy
+from genepool.store import MemoryStore, WorkerInfo
+from genepool.worker import ORPHAN_GRACE_SECONDS, RunContext, collect_orphans
+
+
+class Nothing(gp.Trainable):
+    def setup(self, hparams: Mapping[str, Any]) -> None:
+        pass
+
+    def step(self) -> dict[str, float]:
+        return {"score": 0.0}
+
+    def save(self) -> None:
+        return None
+
+    def load(self, state: Any) -> None:
+        pass
+
+    def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
+        pass
+
+
+@pytest.fixture(params=["memory", "local"])
+def checkpoints(request: pytest.FixtureRequest, tmp_path: Path) -> CheckpointStore:
+    if request.param == "memory":
+        return MemoryCheckpoints()
+    return LocalCheckpoints(tmp_path / "ckpt")
+
+
+def context(checkpoints: CheckpointStore) -> RunContext:
+    store = MemoryStore()
+    for run in ("run", "other"):
+        store.create_run(
+            run,
+            config={"mode": "max"},
+            members=[gp.MemberView(id=i, hparams={"lr": 0.5}) for i in range(3)],
+        )
+    policy = Policy(
+        space=gp.Space(lr=gp.Float(0.1, 1.0)),
+        ready=gp.Every(4),
+        exploit=None,
+        explore=None,
+        budget=gp.Budget(steps=8),
+    )
+    clock = gp.SystemClock()
+    return RunContext(
+        name="run",
+        trainable=Nothing,
+        policy=policy,
+        metric="score",
+        seed=0,
+        store=store,
+        checkpoints=checkpoints,
+        clock=clock,
+        started=clock.now(),
+    )
+
+
+def commit(ctx: RunContext, member: int, **changes: Any) -> None:
+    """Claim ``member`` (and only it) and write ``changes`` to its row (``pin``: a pin)."""
+    info = WorkerInfo(name="test")
+    held = []
+    while True:
+        lease = ctx.store.claim("run", info, lease_seconds=60.0)
+        assert lease is not None
+        if lease.member == member:
+            break
+        held.append(lease)
+    pin = changes.pop("pin", None)
+    view = dataclasses.replace(ctx.store.population("run")[member], **changes)
+    ctx.store.commit(lease, member=view, pin=pin, release=True)
+    for other in held:
+        ctx.store.commit(other, release=True)
+
+
+def ref(checkpoint_id: str, member: int, step: int) -> CheckpointRef:
+    return CheckpointRef(checkpoint_id, member, step, float(step), 0.5, {"lr": 0.5})
+
+
+def age(checkpoints: CheckpointStore, checkpoint_id: str, seconds: float) -> None:
+    """Make a checkpoint look ``seconds`` old."""
+    then = time.time() - seconds
+    if isinstance(checkpoints, LocalCheckpoints):
+        path = Path(checkpoints.root, checkpoint_id)
+        for p in [*path.iterdir(), path]:
+            os.utime(p, (then, then))
+    else:
+        assert isinstance(checkpoints, MemoryCheckpoints)
+        checkpoints._written[checkpoint_id] = then
+
+
+def test_only_old_checkpoints_nothing_refers_to_go_while_the_run_is_going_on(checkpoints):
+    ctx = context(checkpoints)
+    put = checkpoints.put
+    current = put("run", 0, 4, b"current")
+    commit(ctx, 0, checkpoint=ref(current, 0, 4), step=4)
+    donor = put("run", 2, 4, b"donor")
+    commit(ctx, 2, checkpoint=ref(donor, 2, 4), step=4)
+    newer = put("run", 2, 8, b"newer")
+    commit(ctx, 2, checkpoint=ref(newer, 2, 8), step=8)
+    commit(ctx, 1, pin=donor)  # pinned, no member's current checkpoint any more
+    young = put("run", 1, 8, b"young orphan")
+    old = put("run", 1, 4, b"old orphan")
+    elsewhere = put("other", 1, 4, b"another run's")
+    for checkpoint_id in (current, donor, newer, old, elsewhere):
+        age(checkpoints, checkpoint_id, 2 * ORPHAN_GRACE_SECONDS)
+
+    assert collect_orphans(ctx) == [old]
+    assert checkpoints.ids("run") == sorted([current, donor, newer, young])
+    assert checkpoints.ids("other") == [elsewhere]
+    assert collect_orphans(ctx) == []
+    # with no grace, the young one goes too: never the current or the pinned ones
+    assert collect_orphans(ctx, grace_seconds=0.0) == [young]
+    assert checkpoints.ids("run") == sorted([current, donor, newer])
+    assert [checkpoints.get(c) for c in (current, donor, newer)] == [b"current", b"donor", b"newer"]
+    assert checkpoints.ids("other") == [elsewhere]
+
+
+def test_once_no_member_is_active_every_checkpoint_nothing_refers_to_goes(checkpoints):
+    ctx = context(checkpoints)
+    kept = checkpoints.put("run", 0, 8, b"kept")
+    commit(ctx, 0, checkpoint=ref(kept, 0, 8), step=8, status="finished")
+    young = checkpoints.put("run", 1, 8, b"young orphan")
+    assert collect_orphans(ctx) == []  # member 1 and 2 may still record it
+    commit(ctx, 1, status="finished")
+    commit(ctx, 2, status="failed")
+    assert collect_orphans(ctx) == [young]
+    assert checkpoints.ids("run") == [kept]
+    assert checkpoints.get(kept) == b"kept"
+
+
+def test_once_no_member_is_active_the_run_temporaries_go_too(tmp_path):
+    checkpoints = LocalCheckpoints(tmp_path / "ckpt")
+    ctx = context(checkpoints)
+    kept = checkpoints.put("run", 0, 8, b"kept")
+    gone = checkpoints.put("run", 0, 4, b"replaced")
+    checkpoints.discard(gone)  # a spare directory, as a worker that died leaves it
+    torn = Path(checkpoints.root, "run", "m1", ".tmp-s8-" + "0" * 32)
+    torn.mkdir(parents=True)
+    (torn / "payload.bin").write_bytes(b"half")
+    other = Path(checkpoints.root, "other", "m1", ".tmp-s8-" + "1" * 32)
+    other.mkdir(parents=True)
+    commit(ctx, 0, checkpoint=ref(kept, 0, 8), step=8, status="finished")
+    collect_orphans(ctx)
+    assert torn.exists()  # a member is active: a write may be in progress
+    for m in (1, 2):
+        commit(ctx, m, status="finished")
+    collect_orphans(ctx)
+    assert sorted(p.name for p in Path(checkpoints.root, "run").rglob("*")) == sorted(
+        ["m0", "m1", kept.split("/")[-1], "manifest.json", "payload.bin"]
+    )
+    assert other.exists()  # another run's are left alone
