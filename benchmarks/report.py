@@ -8,8 +8,9 @@ as worker processes would write it. Building it is not timed.
 
 Timed, as a user experiences it: ``Result.open("sqlite:///...")`` (reading the whole run
 back) plus :func:`genepool.analysis.write_report` (the self-contained HTML file). Target:
-under 10 seconds, best of ``--repeats``. Printed: each part's time, the file's size, and
-one JSON object on the last line with ``meets_target``.
+under 10 seconds of wall time, best of ``--repeats``. Printed: each part's time, the CPU
+time beside it (on a busy shared machine the wall time is mostly waiting), the file's
+size, and one JSON object on the last line with ``meets_target``.
 
 Run: python benchmarks/report.py [--quick] [--repeats 2] [--members 64] [--steps 10000]
 [--ready 100] [--keep report.html]
@@ -202,13 +203,13 @@ def _explored(hp: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
 
 def measure(url: str, out: Path) -> dict[str, float]:
     """Open the run and write its report: the seconds of each part."""
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     result = gp.Result.open(url, "run")
     t1 = time.perf_counter()
     write_report(result, out)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     result._store.close()  # type: ignore[attr-defined]
-    return {"open_s": t1 - t0, "write_report_s": t2 - t1, "seconds": t2 - t0}
+    return {"open_s": t1 - t0, "write_report_s": t2 - t1, "seconds": t2 - t0, "cpu_s": c2 - c0}
 
 
 def main() -> None:
@@ -242,7 +243,7 @@ def main() -> None:
                 r = runs[-1]
                 print(
                     f"Result.open {r['open_s']:.2f} s + write_report {r['write_report_s']:.2f} s "
-                    f"= {r['seconds']:.2f} s"
+                    f"= {r['seconds']:.2f} s (CPU {r['cpu_s']:.2f} s)"
                 )
         best = min(runs, key=lambda r: r["seconds"])
         file_bytes = out.stat().st_size
@@ -259,6 +260,7 @@ def main() -> None:
             "open_s": round(best["open_s"], 3),
             "write_report_s": round(best["write_report_s"], 3),
             "seconds": round(best["seconds"], 3),
+            "cpu_s": round(best["cpu_s"], 3),
             "file_bytes": file_bytes,
             "target_s": TARGET_S,
             "meets_target": best["seconds"] < TARGET_S,
