@@ -457,7 +457,12 @@ def test_sweep_removes_leftovers_only_once_old(store, monkeypatch, caplog):
 def test_sweep_with_no_grace_counts_what_it_removed(store):
     for _ in range(3):
         _write(store, f"run/m0/{_name()}/payload.bin", b"half")
-    assert store.sweep(grace_seconds=0) == 3
+    other = f"other/m0/{_name()}/payload.bin"
+    _write(store, other, b"half")
+    assert store.sweep(grace_seconds=0, run="run") == 3
+    assert _objects(store) == [other]
+    assert store.sweep(grace_seconds=0, run="missing") == 0
+    assert store.sweep(grace_seconds=0) == 1
     assert _objects(store) == []
 
 

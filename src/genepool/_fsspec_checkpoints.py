@@ -300,7 +300,7 @@ class FsspecCheckpoints(CheckpointStore):
             ) from err
         log.debug("deleted checkpoint %s from %s", checkpoint_id, self._url)
 
-    def sweep(self, *, grace_seconds: float | None = None) -> int:
+    def sweep(self, *, grace_seconds: float | None = None, run: str | None = None) -> int:
         """Remove what a crash left behind: checkpoints with a payload but no manifest (a
         write or a delete cut short) and ``.tmp-*`` directories.
 
@@ -311,6 +311,7 @@ class FsspecCheckpoints(CheckpointStore):
         Args:
             grace_seconds: The minimum age of a leftover to remove; by default
                 :data:`genepool.checkpoints.SWEEP_GRACE_SECONDS`.
+            run: Only this run's leftovers (default: every run's).
 
         Returns:
             How many leftovers were removed.
@@ -319,9 +320,12 @@ class FsspecCheckpoints(CheckpointStore):
             CheckpointError: The location cannot be listed (e.g. the bucket does not exist).
         """
         grace = SWEEP_GRACE_SECONDS if grace_seconds is None else grace_seconds
+        if run is not None and _bad_run_name(run) is not None:
+            return 0
         fs = self._filesystem()
+        where = self._root if run is None else self._join(run)
         groups: dict[str, dict[str, Any]] = {}
-        for name, info in self._find(fs, self._root, strict=True, withdirs=True).items():
+        for name, info in self._find(fs, where, strict=True, withdirs=True).items():
             parts = self._relative(name)
             if parts is None or len(parts) < 3 or parts[0].startswith("."):
                 continue
