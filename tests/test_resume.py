@@ -278,6 +278,45 @@ def test_a_run_interrupted_at_a_ready_resumes_as_if_never_interrupted(tmp_path: 
     assert summary(resumed) == summary(straight)
 
 
+# -- the plateau ---------------------------------------------------------------------------
+
+
+def test_a_run_resumed_during_a_plateau_stops_where_it_would_have(tmp_path: Path):
+    # the rounds since the best score last improved are counted across the interruption:
+    # a resumed run neither starts counting again nor trains rounds the straight run did not
+    options: dict[str, Any] = {
+        "budget": gp.Budget(steps=400, plateau=2, min_delta=0.01),
+        "initial": SPREAD,
+    }
+    straight = run(tmp_path, db="straight.db", **options)
+    assert straight.stop_reason == "plateau"
+    assert max(m.step for m in straight.members) < 400
+    improved = [e for e in straight.events if e.kind == "best"]
+    assert improved, "the tracker's state is recorded as events"
+    # interrupt the member furthest on at its last ready but one: after the best improved
+    last = max(straight.members, key=lambda m: m.step)
+    interrupt_at(tmp_path, last.id, last.step - READY)
+    first = run(tmp_path, **options)
+    assert first.stop_reason == "interrupted"
+    assert (tmp_path / "trigger").read_text(encoding="utf-8").startswith("#")
+    resumed = run(tmp_path, **options)
+    assert resumed.stop_reason == "plateau"
+    assert summary(resumed) == summary(straight)
+    assert steps(resumed) == steps(straight)
+    assert [e for e in resumed.events if e.kind == "best"] == [
+        e for e in first.events if e.kind == "best"
+    ], "no improvement after the interruption"
+    assert [(e.member, e.step, e.data) for e in resumed.events if e.kind == "best"] == [
+        (e.member, e.step, e.data) for e in improved
+    ]
+
+
+def test_without_a_plateau_no_best_events_are_recorded(tmp_path: Path):
+    result = run(tmp_path)
+    assert result.stop_reason == "budget"
+    assert [e for e in result.events if e.kind == "best"] == []
+
+
 # -- checkpoints on disk -------------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ from genepool.member import (
     Report,
 )
 from genepool.policy import Continue, Exploit, Policy, Stop
-from genepool.policy.stop import PlateauTracker, run_stop_reason
+from genepool.policy.stop import BEST_EVENT, PlateauTracker, run_stop_reason
 from genepool.store import Lease, Store, WorkerInfo
 from genepool.trainable import Member, TrainableLike, _FunctionSession, _Returned, _Session
 from genepool.trainable import make_session as _make_session
@@ -194,6 +194,7 @@ class Worker:
         ctx = self.ctx
         beat = self._start_heartbeat() if ctx.heartbeat else None
         try:
+            self._restore_plateau()
             while True:
                 if ctx.stop_event.is_set():
                     return ctx.stop_reason or "interrupted"
@@ -234,6 +235,20 @@ class Worker:
                 self._beat_stop.set()
                 beat.join()
             self.close()
+
+    def _restore_plateau(self) -> None:
+        """Start the plateau tracker where the run's recorded state left it (a resume)."""
+        ctx = self.ctx
+        budget = ctx.policy.budget
+        if budget.plateau is None:
+            return
+        population = ctx.store.population(ctx.name)
+        if not any(m.ready_count for m in population):
+            return  # nothing can have been recorded yet
+        events = ctx.store.history(ctx.name).events
+        self._plateau = PlateauTracker.restore(
+            events, mode=population.mode, min_delta=budget.min_delta
+        )
 
     def _start_heartbeat(self) -> threading.Thread:
         """Renew the current lease while its member makes progress."""
@@ -472,22 +487,30 @@ class Worker:
         # round, so no other worker can see the round done but the member not waiting
         wait = ctx.synchronous and ready and not returned
         decision: Any = None
+        seen: Population | None = None
         if ready and not wait:
             # decide now, on the population as it is with this new checkpoint in it: when
             # the member simply goes on, one write records the round and ends the lease
-            now = ctx.store.population(ctx.name)
-            seen = Population(tuple(new if m.id == new.id else m for m in now.members), now.mode)
+            seen = self._with(new)
             decision = self._decision(new, seen, returned=returned)
+        events: list[Event] = []
+        # a new checkpoint is what can raise the best score: the plateau tracker's new
+        # state, if it changed, is recorded with the round (a resumed run starts from it)
+        if ctx.policy.budget.plateau is not None and self._plateau.observe(
+            seen if seen is not None else self._with(new)
+        ):
+            data = self._plateau.event_data()
+            events.append(Event(BEST_EVENT, view.id, step, data, clock.now()))
         plain = isinstance(decision, Continue) and decision.hparams is None
         pop = ctx.store.commit(
             lease,
             member=dataclasses.replace(new, pending=True) if wait else new,
             reports=reports,
+            events=events,
             release=wait or not ready or plain,
         )
         res.checkpoint = ckpt_id
         self._collect(view.checkpoint, ckpt_id)
-        self._plateau.observe(pop)
         if decision is None or plain:  # at the barrier, stopped mid-round, or going on
             return pop
         return self._carry_out(lease, new, decision)
@@ -658,6 +681,11 @@ class Worker:
             self._stop(lease, view, reason, [])
 
     # -- helpers -----------------------------------------------------------------------
+    def _with(self, view: MemberView) -> Population:
+        """The population as the store has it now, with ``view`` in place of its member."""
+        now = self.ctx.store.population(self.ctx.name)
+        return Population(tuple(view if m.id == view.id else m for m in now.members), now.mode)
+
     def _collect(self, old: CheckpointRef | None, current: str) -> None:
         """``old`` was replaced by ``current``: delete it once nothing refers to it."""
         if old is None or old.id == current:

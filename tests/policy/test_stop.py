@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from typing import Any
 
 import pytest
 
 from genepool import InvalidArgumentError
-from genepool.member import FAILED, FINISHED, CheckpointRef, MemberView, Mode, Population, Status
-from genepool.policy.stop import Budget, PlateauTracker, run_stop_reason
+from genepool.member import (
+    FAILED,
+    FINISHED,
+    CheckpointRef,
+    Event,
+    MemberView,
+    Mode,
+    Population,
+    Status,
+)
+from genepool.policy.stop import BEST_EVENT, Budget, PlateauTracker, run_stop_reason
 
 NAN = float("nan")
 INF = float("inf")
@@ -274,3 +285,64 @@ def test_plateau_counts_rounds_of_members_that_were_behind():
     later = pop(mk(0, 1.0, ready_count=7), mk(1, 0.5, ready_count=5))
     tracker.observe(later)
     assert run_stop_reason(later, budget, elapsed=0.0, plateau=tracker) == "plateau"
+
+
+# -- the plateau tracker's state, recorded and restored -------------------------------------
+
+
+def test_observe_tells_when_the_state_changed():
+    tracker = PlateauTracker(min_delta=0.5)
+    assert tracker.observe(pop(MemberView(id=0, hparams={}, ready_count=1))) is False  # no score
+    assert tracker.observe(pop(mk(0, 1.0, ready_count=1), mk(1, 0.2, ready_count=1))) is True
+    assert tracker.observe(pop(mk(0, 1.5, ready_count=2), mk(1, 0.2, ready_count=2))) is False
+    assert tracker.observe(pop(mk(0, 1.6, ready_count=3), mk(1, 0.2, ready_count=2))) is True
+    assert tracker.event_data() == {"score": 1.6, "rounds": [3, 2]}
+
+
+def best_event(data: dict[str, Any], step: int = 4) -> Event:
+    # the data as it reads back from a durable store: JSON
+    return Event(BEST_EVENT, 0, step, json.loads(json.dumps(data)), 0.0)
+
+
+def test_restore_resumes_the_count_where_it_was():
+    budget = Budget(steps=100, plateau=2)
+    populations = rounds([(1.0, 0.5), (2.0, 0.5), (2.0, 0.5), (2.0, 0.5), (2.0, 0.5)])
+    tracker = PlateauTracker()
+    recorded = []
+    for population in populations[:3]:  # the run is interrupted after round 3
+        if tracker.observe(population):
+            recorded.append(best_event(tracker.event_data()))
+    assert len(recorded) == 2
+    noise = Event("exploit", 1, 4, {"donor": 0}, 0.0)
+    again = PlateauTracker.restore([recorded[0], noise, recorded[1]])
+    assert (again.best, again.score, again.rounds_at_best) == (2.0, 2.0, {0: 2, 1: 2})
+    out = []
+    for population in populations[3:]:
+        again.observe(population)
+        out.append(run_stop_reason(population, budget, elapsed=0.0, plateau=again))
+    # as if never interrupted: improved in round 2, so a plateau after round 4
+    assert out == reasons(populations, budget)[3:] == ["plateau", "plateau"]
+
+
+def test_restore_takes_the_best_score_first_recorded():
+    # two workers recorded the same improvement, each when it saw it; and an older one
+    events = [
+        best_event({"score": 2.0, "rounds": [3, 1]}),
+        best_event({"score": 1.0, "rounds": [1, 1]}),
+        best_event({"score": 2.0, "rounds": [4, 2]}),
+    ]
+    tracker = PlateauTracker.restore(events)
+    assert tracker.rounds_at_best == {0: 3, 1: 1}
+    assert tracker.score == 2.0
+    low = PlateauTracker.restore(events, mode="min")
+    assert (low.score, low.best, low.rounds_at_best) == (1.0, -1.0, {0: 1, 1: 1})
+
+
+def test_restore_of_nothing_is_a_fresh_tracker():
+    tracker = PlateauTracker.restore(
+        [Event("stop", 0, 4, {"reason": "budget"}, 0.0)], min_delta=0.3
+    )
+    assert tracker.best == -math.inf
+    assert tracker.min_delta == 0.3
+    population = pop(mk(0, 1.0, ready_count=50))
+    assert not tracker.plateaued(population, 1)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from genepool._errors import invalid
-from genepool.member import ACTIVE, Population
+from genepool.member import ACTIVE, Event, Mode, Population
 
-__all__ = ["Budget", "PlateauTracker", "run_stop_reason"]
+__all__ = ["BEST_EVENT", "Budget", "PlateauTracker", "run_stop_reason"]
+
+#: The kind of the event a worker records, with ``Budget.plateau`` set, when it sees the
+#: best score improve: its data is :meth:`PlateauTracker.event_data`, from which a resumed
+#: run's tracker starts (:meth:`PlateauTracker.restore`).
+BEST_EVENT = "best"
 
 
 def _optional_number(name: str, value: float | None, *, positive: bool = True) -> None:
@@ -73,21 +80,77 @@ class PlateauTracker:
 
     When the best score improves it notes every member's ready count then, so that the
     plateau counts each member's own rounds since (members may be out of step).
+
+    Its state survives a resume: the worker records it in the store as a
+    :data:`BEST_EVENT` event whenever it changes, and a resumed worker starts from the
+    recorded events (:meth:`restore`).
+
+    Example:
+        >>> from genepool.member import CheckpointRef, MemberView, Population
+        >>> def pop(score, rounds):
+        ...     ckpt = CheckpointRef("c", 0, 4, 4, score)
+        ...     view = MemberView(0, {}, score=score, checkpoint=ckpt, ready_count=rounds)
+        ...     return Population((view,))
+        >>> tracker = PlateauTracker(min_delta=0.1)
+        >>> tracker.observe(pop(0.5, 1)), tracker.observe(pop(0.55, 2))
+        (True, False)
+        >>> tracker.plateaued(pop(0.55, 3), rounds=2)
+        True
+        >>> again = PlateauTracker.restore([Event("best", 0, 4, tracker.event_data(), 0.0)])
+        >>> again.plateaued(pop(0.55, 3), rounds=2)
+        True
     """
 
     def __init__(self, *, min_delta: float = 0.0) -> None:
         self.min_delta = min_delta
         self.best = -math.inf
+        self.score: float | None = None
         self.rounds_at_best: dict[int, int] = {}
 
-    def observe(self, population: Population) -> None:
+    def observe(self, population: Population) -> bool:
+        """Take in the population; True when the best score improved (by more than
+        ``min_delta``, or for the first time): the tracker's state changed."""
         best = population.best()
         if best is None:
-            return
+            return False
         fitness = population.fitness(best)
         if fitness > self.best + self.min_delta or self.best == -math.inf:
             self.best = fitness
+            self.score = best.score
             self.rounds_at_best = {m.id: m.ready_count for m in population}
+            return True
+        return False
+
+    def event_data(self) -> dict[str, Any]:
+        """The tracker's state as the data of a :data:`BEST_EVENT` event (JSON-friendly):
+        the best score and every member's ready count when it was reached."""
+        size = max(self.rounds_at_best, default=-1) + 1
+        return {
+            "score": self.score,
+            "rounds": [self.rounds_at_best.get(i, 0) for i in range(size)],
+        }
+
+    @classmethod
+    def restore(
+        cls, events: Iterable[Event], *, mode: Mode = "max", min_delta: float = 0.0
+    ) -> PlateauTracker:
+        """A tracker in the state the recorded :data:`BEST_EVENT` events describe: that of
+        the best score among them, reached first (several workers may have recorded the
+        same improvement, each when it saw it). A fresh tracker if there is none."""
+        tracker = cls(min_delta=min_delta)
+        sign = 1.0 if mode == "max" else -1.0
+        for event in events:
+            if event.kind != BEST_EVENT:
+                continue
+            score = event.data.get("score")
+            if not isinstance(score, (int, float)) or not math.isfinite(score):
+                continue
+            fitness = sign * float(score)
+            if fitness > tracker.best:
+                tracker.best = fitness
+                tracker.score = float(score)
+                tracker.rounds_at_best = dict(enumerate(int(r) for r in event.data["rounds"]))
+        return tracker
 
     def plateaued(self, population: Population, rounds: int) -> bool:
         """Whether every active member has done ``rounds`` ready rounds since the best."""
