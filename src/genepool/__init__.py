@@ -27,7 +27,7 @@ from genepool._replay import ReplayResult, replay
 from genepool._run import load_best, run
 from genepool.checkpoints import CheckpointStore, LocalCheckpoints, MemoryCheckpoints
 from genepool.clock import ManualClock, SystemClock
-from genepool.executors import Executor, ProcessExecutor, SerialExecutor
+from genepool.executors import Executor, ProcessExecutor, RayExecutor, SerialExecutor
 from genepool.member import CheckpointRef, Event, MemberView, Population, Report
 from genepool.policy import (
     Budget,
@@ -87,6 +87,7 @@ __all__ = [
     "Policy",
     "Population",
     "ProcessExecutor",
+    "RayExecutor",
     "Ready",
     "ReplayResult",
     "Report",

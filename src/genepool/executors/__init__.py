@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Protocol
 
 from genepool.executors.processes import ProcessExecutor
+from genepool.executors.ray import RayExecutor
 from genepool.executors.serial import SerialExecutor
 from genepool.worker import RunContext
 
-__all__ = ["Executor", "ProcessExecutor", "SerialExecutor"]
+__all__ = ["Executor", "ProcessExecutor", "RayExecutor", "SerialExecutor"]
 
 
 class Executor(Protocol):

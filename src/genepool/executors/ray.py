@@ -1,0 +1,517 @@
+"""Ray actors as workers: the same worker loop on every node of a Ray cluster.
+
+Each worker is a Ray actor that runs :class:`~genepool.worker.Worker` exactly as a local
+worker process does; the actors meet only through the store and the checkpoints. The
+driver starts them with the resources declared per worker, watches them, starts a new one
+when one dies (its node went down, or its process), and forwards a stop. It holds no
+state of its own that a crash could lose: a member whose worker died is taken over from
+its last checkpoint by the next claim once its lease has expired (at once when the store
+sees the holder's process gone on its own machine).
+
+Where the state lives across nodes:
+
+* the store: PostgreSQL, which every node reaches; or a SQLite file served by genepool's
+  store server (``store_server=True``: a Ray actor on the driver's node owns the file).
+  A SQLite file opened by every worker directly works only while the whole cluster is the
+  driver's machine, and is refused otherwise.
+* the checkpoints: a directory that every node sees at the same path (a shared
+  filesystem), or any checkpoint store all nodes reach.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from genepool._errors import (
+    HyperparameterNotAppliedError,
+    InvalidArgumentError,
+    StorageError,
+    TrainableError,
+    invalid,
+)
+from genepool._ray import import_ray, unwrap
+from genepool.checkpoints import LocalCheckpoints, MemoryCheckpoints
+from genepool.executors.processes import _THREAD_VARS, _outcome
+from genepool.store import MemoryStore, Store
+from genepool.worker import RunContext, Worker
+
+__all__ = ["RayExecutor"]
+
+log = logging.getLogger("genepool.executors")
+
+#: Errors no new worker can get past (the trainable breaks its contract, the setup is
+#: wrong): the run ends and the driver raises them.
+_FATAL = (TrainableError, HyperparameterNotAppliedError, InvalidArgumentError)
+
+#: Resource names that are Ray's own options rather than custom resources.
+_OPTIONS = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
+_MISSPELT = {"cpu": "CPU", "gpu": "GPU", "num_cpus": "CPU", "num_gpus": "GPU", "cpus": "CPU"}
+
+
+def _sqlite_url(store: Store) -> str | None:
+    """The URL of a SQLStore on a SQLite file opened directly, else ``None``."""
+    from genepool.store.sql import SQLStore
+
+    if isinstance(store, SQLStore) and store.url.startswith("sqlite:"):
+        return store.url
+    return None
+
+
+class _RayWorker:
+    """The body of one worker actor: the worker loop, and a door to stop it.
+
+    The actor is threaded (two calls at once), so :meth:`stop` runs while :meth:`run`
+    trains.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ctx: RunContext | None = None
+        self._stop: str | None = None  # a stop that arrived before the run started
+
+    def node(self) -> str:
+        """The id of the Ray node this worker runs on."""
+        ray = import_ray("RayExecutor")
+        return str(ray.get_runtime_context().get_node_id())
+
+    def run(self, path: list[str], blob: bytes, index: int, driver_node: str) -> str:
+        """Train until no member is left to train; return why the run ended."""
+        for entry in path:  # the driver's modules, where this node has them too
+            if entry not in sys.path and os.path.isdir(entry):
+                sys.path.append(entry)
+        try:
+            shared, log_level, threads = cloudpickle.loads(blob)
+        except ImportError as err:  # the user's code is not on this node
+            raise invalid(
+                "RayExecutor",
+                "runtime_env",
+                "an environment in which every node can import the run's code",
+                f"{type(err).__name__}: {err} on node {self.node()}",
+                "Fix: runtime_env={'working_dir': '.'} (ship this directory) or "
+                "{'py_modules': [...]}, or install the code on every node.",
+            ) from None
+        logging.basicConfig(level=log_level)
+        torch = sys.modules.get("torch")  # torch is optional: cap its threads if loaded
+        if torch is not None:
+            with contextlib.suppress(Exception):
+                torch.set_num_threads(threads)
+        node = self.node()
+        url = _sqlite_url(shared.store)
+        if url is not None and node != driver_node:
+            raise invalid(
+                "run",
+                "storage",
+                "a store every Ray node can reach",
+                f"{url!r}, a SQLite file on the driver's node, opened from node {node}",
+                "Fix: storage='postgresql://user@host/database', or "
+                "RayExecutor(..., store_server=True).",
+            )
+        # one of several workers: wait for members others hold, and keep leases alive
+        ctx = dataclasses.replace(shared, idle_wait=0.05, heartbeat=True)
+        with self._lock:
+            self._ctx = ctx
+            if self._stop is not None:
+                ctx.stop_reason = ctx.stop_reason or self._stop
+                ctx.stop_event.set()
+        # the node id in the name tells apart workers on nodes that share a host name
+        return Worker(ctx, name=f"ray-{index}-{node[:8]}-{os.getpid()}").run()
+
+    def stop(self, reason: str) -> None:
+        """Members checkpoint, then the worker ends (as on Ctrl-C in a local worker)."""
+        with self._lock:
+            self._stop = reason
+            ctx = self._ctx
+            if ctx is not None:
+                ctx.stop_reason = ctx.stop_reason or reason
+                ctx.stop_event.set()
+
+
+@dataclass
+class _Actor:
+    index: int
+    handle: Any
+    run: Any  # the ObjectRef of its run(): ready when it ends, or dies
+    placed: Any  # the ObjectRef of its node(): ready once it runs somewhere
+
+
+class RayExecutor:
+    """Runs ``workers`` worker actors on a Ray cluster.
+
+    Each worker is a Ray actor with ``resources_per_worker``, running the same worker
+    loop as a local worker process. A population larger than ``workers`` (or than the
+    cluster) is time-shared: each worker claims the member furthest behind, one ready
+    round at a time. A worker that dies (its node went down) is replaced while members
+    are left; its member goes on from its last checkpoint once its lease expires
+    (``lease_seconds`` of :func:`genepool.run`). Ctrl-C in the driver reaches every
+    worker: members checkpoint, then the run stops.
+
+    Connects with ``ray.init(address=address)`` (``None``: the ``RAY_ADDRESS``
+    environment variable, else a new local Ray instance) unless Ray is already
+    initialised in this process, in which case that connection is used; a connection the
+    executor made is closed when the run ends.
+
+    User code reaches the nodes through Ray's runtime environment (``runtime_env``, e.g.
+    ``{"working_dir": "."}`` or ``{"pip": [...]}``); a trainable defined in the driver's
+    script travels by value. Storage must be reachable from every node: PostgreSQL, or
+    a SQLite file served by genepool's store server (``store_server=True``); checkpoints
+    in a directory every node sees at the same path.
+
+    Args:
+        workers: How many worker actors.
+        resources_per_worker: Ray resources per worker: ``"CPU"``, ``"GPU"`` (fractions
+            allowed, e.g. ``0.5`` to share a GPU between two workers), ``"memory"``
+            (bytes) and custom resources by name. Default ``{"CPU": 1}``; ``"CPU"`` is 1
+            unless given. BLAS / OpenMP / torch threads in each worker are capped to its
+            CPUs (at least 1), unless ``runtime_env`` sets the variables.
+        address: The cluster to connect to (``"ray://head:10001"``, ``"auto"``, ...).
+        runtime_env: Ray's runtime environment for the workers (merged with the job's).
+        max_restarts: How many dead workers may be replaced during the run (default: 10
+            per worker).
+        grace_seconds: How long workers may take to end once no member is left, or after
+            a stop, before they are killed (one hung in user code never ends by itself).
+        store_server: Serve a ``sqlite:///`` storage to every node from a store server
+            on the driver's node (:class:`~genepool.store.RemoteStore`), started and
+            ended with the run.
+
+    Raises:
+        MissingDependencyError: Ray is not installed (``pip install 'genepool[ray]'``).
+
+    Example:
+        >>> import genepool as gp  # doctest: +SKIP
+        >>> result = gp.run(  # doctest: +SKIP
+        ...     train, space, metric="score", population=32, ready=gp.Every(5),
+        ...     budget=gp.Budget(steps=500), storage="sqlite:///pbt.db",
+        ...     checkpoints="/shared/pbt-checkpoints",
+        ...     executor=gp.RayExecutor(
+        ...         workers=8, resources_per_worker={"CPU": 2, "GPU": 0.5},
+        ...         runtime_env={"working_dir": "."}, store_server=True,
+        ...     ),
+        ... )
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int,
+        resources_per_worker: Mapping[str, float] | None = None,
+        address: str | None = None,
+        runtime_env: Mapping[str, Any] | None = None,
+        max_restarts: int | None = None,
+        grace_seconds: float = 10.0,
+        store_server: bool = False,
+    ) -> None:
+        import_ray("RayExecutor")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise invalid("RayExecutor", "workers", "an integer >= 1", repr(workers))
+        self.resources = _check_resources(resources_per_worker)
+        if address is not None and not isinstance(address, str):
+            raise invalid("RayExecutor", "address", "a Ray address string or None", repr(address))
+        if runtime_env is not None and not isinstance(runtime_env, Mapping):
+            raise invalid("RayExecutor", "runtime_env", "a dict or None", repr(runtime_env))
+        if max_restarts is not None and (
+            isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0
+        ):
+            raise invalid(
+                "RayExecutor", "max_restarts", "an integer >= 0 or None", repr(max_restarts)
+            )
+        if (
+            isinstance(grace_seconds, bool)
+            or not isinstance(grace_seconds, (int, float))
+            or not grace_seconds >= 0
+        ):
+            raise invalid("RayExecutor", "grace_seconds", "a number >= 0", repr(grace_seconds))
+        if not isinstance(store_server, bool):
+            raise invalid("RayExecutor", "store_server", "True or False", repr(store_server))
+        self.workers = workers
+        self.address = address
+        self.runtime_env = dict(runtime_env) if runtime_env is not None else None
+        self.max_restarts = max_restarts if max_restarts is not None else 10 * workers
+        self.grace_seconds = float(grace_seconds)
+        self.store_server = store_server
+        #: Threads per worker: its CPUs, at least 1.
+        self.threads_per_worker = max(1, math.floor(self.resources.get("CPU", 1.0)))
+        #: Worker actors started so far (read by tests).
+        self.started_workers = 0
+
+    # -- the run -----------------------------------------------------------------------
+    def run(self, ctx: RunContext) -> str:
+        """Start the workers, replace dead ones, and wait until the run ends."""
+        ray = import_ray("RayExecutor")
+        owned = False
+        if not ray.is_initialized():
+            ray.init(address=self.address)
+            owned = True
+        elif self.address is not None:
+            log.info("Ray is already initialised here: address=%r is not used", self.address)
+        try:
+            return self._run(ray, ctx)
+        finally:
+            if owned:
+                ray.shutdown()
+
+    def _run(self, ray: Any, ctx: RunContext) -> str:
+        driver_node = str(ray.get_runtime_context().get_node_id())
+        worker_store = self._check_storage(ray, ctx, driver_node)
+        server = None
+        if self.store_server:
+            from genepool.store.server import RemoteStore
+
+            url = _sqlite_url(ctx.store)
+            assert url is not None  # checked above
+            server = RemoteStore.start(url, node=driver_node)
+            worker_store = server
+        try:
+            blob = cloudpickle.dumps(
+                (
+                    dataclasses.replace(ctx, store=worker_store),
+                    logging.getLogger().level,
+                    self.threads_per_worker,
+                )
+            )
+            return self._watch(ray, ctx, ray.put(blob), driver_node, server)
+        finally:
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    server.shutdown()
+
+    def _watch(self, ray: Any, ctx: RunContext, blob: Any, driver_node: str, server: Any) -> str:
+        """Start the workers, then watch them until none is left."""
+        actor_class = ray.remote(_RayWorker).options(**self._actor_options())
+        path = [] if self._has_code_env() else list(sys.path)
+        live: list[_Actor] = []
+        restarts = 0
+
+        def start(index: int) -> None:
+            handle = actor_class.remote()
+            run_ref = handle.run.remote(path, blob, index, driver_node)
+            live.append(_Actor(index, handle, run_ref, handle.node.remote()))
+            self.started_workers += 1
+
+        def kill(actor: _Actor) -> None:
+            with contextlib.suppress(Exception):
+                ray.kill(actor.handle, no_restart=True)
+
+        for i in range(self.workers):
+            start(i)
+        try:
+            ended_at: float | None = None  # when no member was left to train
+            signalled_at: float | None = None  # when the stop was forwarded
+            next_check = 0.0
+            while live:
+                now = time.monotonic()
+                if ctx.stop_event.is_set() and signalled_at is None:
+                    signalled_at = now  # workers checkpoint, then end: wait for them
+                    for actor in live:
+                        actor.handle.stop.remote(ctx.stop_reason or "interrupted")
+                if ended_at is None and signalled_at is None and now >= next_check:
+                    next_check = now + 0.5
+                    if not self._members_left(ctx):
+                        ended_at = now
+                        # a replacement still waiting for room has nothing left to do
+                        placed, _ = ray.wait(
+                            [a.placed for a in live], num_returns=len(live), timeout=0
+                        )
+                        for actor in [a for a in live if a.placed not in placed]:
+                            kill(actor)
+                            live.remove(actor)
+                since = ended_at if ended_at is not None else signalled_at
+                if since is not None and now - since > self.grace_seconds:
+                    log.warning("%d worker(s) did not end: killing them", len(live))
+                    break
+                if not live:
+                    break
+                done, _ = ray.wait([a.run for a in live], num_returns=1, timeout=0.1)
+                for ref in done:
+                    actor = next(a for a in live if a.run == ref)
+                    live.remove(actor)
+                    if self._ended(ray, actor, server):
+                        continue  # it ended normally
+                    kill(actor)
+                    if ctx.stop_event.is_set() or not self._members_left(ctx):
+                        continue
+                    if restarts >= self.max_restarts:
+                        log.error("worker %d died; no restarts left", actor.index)
+                        continue
+                    restarts += 1
+                    log.warning("worker %d died: starting another", actor.index)
+                    start(actor.index)
+        finally:
+            for actor in live:
+                kill(actor)
+        if ctx.stop_event.is_set():
+            return ctx.stop_reason or "interrupted"
+        return _outcome(ctx)
+
+    @staticmethod
+    def _ended(ray: Any, actor: _Actor, server: Any) -> bool:
+        """Whether a worker ended normally; raises what no new worker could get past."""
+        try:
+            reason = ray.get(actor.run)
+        except ray.exceptions.RayTaskError as err:
+            cause = unwrap(err)
+            if isinstance(cause, _FATAL):
+                raise cause from None
+            log.warning("worker %d failed: %s", actor.index, err)
+            if isinstance(cause, StorageError) and server is not None:
+                try:
+                    server.runs()
+                except StorageError as dead:
+                    raise StorageError(f"the run cannot go on: {dead}") from None
+            return False
+        except ray.exceptions.RayError as err:  # its process or its node died
+            log.warning("worker %d is lost: %s", actor.index, str(err).splitlines()[0])
+            return False
+        log.debug("worker %d ended: %s", actor.index, reason)
+        return True
+
+    # -- set-up ------------------------------------------------------------------------
+    def _check_storage(self, ray: Any, ctx: RunContext, driver_node: str) -> Store:
+        """Refuse storage the workers cannot share; the store the workers open."""
+        fix = (
+            "Fix: storage='postgresql://user@host/database', or storage='sqlite:///pbt.db' "
+            "with RayExecutor(..., store_server=True)."
+        )
+        if isinstance(ctx.store, MemoryStore):
+            raise invalid(
+                "run", "storage", "a durable store for Ray workers", "the in-memory store", fix
+            )
+        if isinstance(ctx.checkpoints, MemoryCheckpoints):
+            raise invalid(
+                "run",
+                "checkpoints",
+                "a checkpoint directory for Ray workers",
+                "in-memory checkpoints",
+                "Fix: checkpoints='/shared/dir' (a directory every node sees).",
+            )
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        others = [n for n in nodes if n.get("NodeID") != driver_node]
+        url = _sqlite_url(ctx.store)
+        if self.store_server and url is None:
+            raise invalid(
+                "RayExecutor",
+                "store_server",
+                "used with a 'sqlite:///' storage (it serves a SQLite file)",
+                f"store_server=True with {ctx.store!r}",
+                "Fix: drop store_server=True: every node connects to a PostgreSQL "
+                "database directly.",
+            )
+        if url is not None and not self.store_server and others:
+            raise invalid(
+                "run",
+                "storage",
+                "a store every Ray node can reach",
+                f"{url!r}, a SQLite file on this machine, on a Ray cluster of {len(nodes)} nodes",
+                "Fix: a PostgreSQL URL (storage='postgresql://user@host/database'), or "
+                "genepool's store server, which serves the SQLite file from this node to "
+                "every worker: executor=RayExecutor(..., store_server=True).",
+            )
+        if isinstance(ctx.checkpoints, LocalCheckpoints) and others:
+            log.warning(
+                "checkpoints in %s: every one of the %d nodes must see this directory at "
+                "the same path (a shared filesystem)",
+                ctx.checkpoints.root,
+                len(nodes),
+            )
+        if not any(_fits(n.get("Resources", {}), self.resources) for n in nodes):
+            log.warning(
+                "no node of the cluster has %s free or in total: the workers wait until one joins",
+                self.resources,
+            )
+        if url is not None and not self.store_server:
+            from genepool.store.server import absolute_sqlite_url
+            from genepool.store.sql import SQLStore
+
+            absolute = absolute_sqlite_url(url)
+            if absolute != url:  # workers may start in another directory
+                store = SQLStore(absolute)
+                store.close()
+                return store
+        return ctx.store
+
+    def _actor_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"max_concurrency": 2, "num_cpus": 1.0}
+        custom = {}
+        for name, amount in self.resources.items():
+            if name in _OPTIONS:
+                options[_OPTIONS[name]] = int(amount) if name == "memory" else amount
+            else:
+                custom[name] = amount
+        if custom:
+            options["resources"] = custom
+        env = dict(self.runtime_env or {})
+        env_vars = {k: str(self.threads_per_worker) for k in _THREAD_VARS}
+        env_vars.update(env.get("env_vars") or {})  # the user's values win
+        env["env_vars"] = env_vars
+        options["runtime_env"] = env
+        return options
+
+    def _has_code_env(self) -> bool:
+        """Whether the runtime environment brings the user's code to the nodes itself."""
+        env = self.runtime_env or {}
+        return bool(env.get("working_dir") or env.get("py_modules"))
+
+    @staticmethod
+    def _members_left(ctx: RunContext) -> bool:
+        return any(m.status == "active" for m in ctx.store.population(ctx.name))
+
+    def __repr__(self) -> str:
+        return f"RayExecutor(workers={self.workers}, resources_per_worker={self.resources})"
+
+
+def _check_resources(resources: Mapping[str, float] | None) -> dict[str, float]:
+    """The resources per worker, checked: names to amounts >= 0 (``"CPU"`` defaults to 1)."""
+    if resources is None:
+        return {"CPU": 1.0}
+    if not isinstance(resources, Mapping):
+        raise invalid(
+            "RayExecutor",
+            "resources_per_worker",
+            "a dict of Ray resources, e.g. {'CPU': 2, 'GPU': 0.5}",
+            repr(resources),
+        )
+    out: dict[str, float] = {"CPU": 1.0}
+    for name, amount in resources.items():
+        if not isinstance(name, str) or not name:
+            raise invalid(
+                "RayExecutor", "resources_per_worker", "keyed by resource names", repr(name)
+            )
+        if name in _MISSPELT:
+            raise invalid(
+                "RayExecutor",
+                "resources_per_worker",
+                "keyed by Ray's resource names",
+                repr(name),
+                f"Fix: {_MISSPELT[name]!r} (Ray's names are 'CPU', 'GPU', 'memory' and "
+                "custom resources).",
+            )
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, (int, float))
+            or not math.isfinite(amount)
+            or amount < 0
+        ):
+            raise invalid(
+                "RayExecutor",
+                "resources_per_worker",
+                "amounts that are numbers >= 0",
+                f"{name}={amount!r}",
+            )
+        out[name] = float(amount)
+    return out
+
+
+def _fits(total: Mapping[str, float], request: Mapping[str, float]) -> bool:
+    """Whether a node with resources ``total`` could ever hold one worker."""
+    return all(total.get(name, 0.0) >= amount for name, amount in request.items() if amount > 0)
