@@ -250,6 +250,21 @@ def test_an_in_memory_store_is_refused(ray_cluster: LocalCluster, tmp_path: Path
 
 
 @pytest.mark.ray
+def test_checkpoints_in_the_driver_memory_are_refused(
+    ray_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    pytest.importorskip("fsspec")
+    with pytest.raises(gp.InvalidArgumentError, match="in this process's memory"):
+        _run(
+            tmp_path,
+            R.NodeClimber,
+            R.space(str(tmp_path / "log")),
+            gp.RayExecutor(workers=2, store_server=True),
+            checkpoints="memory://genepool-ray-test",
+        )
+
+
+@pytest.mark.ray
 def test_the_store_server_runs_on_the_driver_node_and_travels_pickled(
     ray_cluster: LocalCluster, tmp_path: Path
 ) -> None:

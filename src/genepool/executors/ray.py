@@ -387,13 +387,16 @@ class RayExecutor:
             raise invalid(
                 "run", "storage", "a durable store for Ray workers", "the in-memory store", fix
             )
-        if isinstance(ctx.checkpoints, MemoryCheckpoints):
+        if isinstance(ctx.checkpoints, MemoryCheckpoints) or getattr(
+            ctx.checkpoints, "process_local", False
+        ):
             raise invalid(
                 "run",
                 "checkpoints",
                 "a checkpoint directory for Ray workers",
-                "in-memory checkpoints",
-                "Fix: checkpoints='/shared/dir' (a directory every node sees).",
+                f"checkpoints in this process's memory ({ctx.checkpoints!r})",
+                "Fix: checkpoints='/shared/dir' (a directory every node sees) or an object "
+                "store URL ('s3://bucket/prefix').",
             )
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         others = [n for n in nodes if n.get("NodeID") != driver_node]
@@ -417,11 +420,14 @@ class RayExecutor:
                 "genepool's store server, which serves the SQLite file from this node to "
                 "every worker: executor=RayExecutor(..., store_server=True).",
             )
-        if isinstance(ctx.checkpoints, LocalCheckpoints) and others:
+        local = isinstance(ctx.checkpoints, LocalCheckpoints) or str(
+            getattr(ctx.checkpoints, "url", "")
+        ).startswith("file:")
+        if local and others:
             log.warning(
-                "checkpoints in %s: every one of the %d nodes must see this directory at "
+                "checkpoints in %r: every one of the %d nodes must see this directory at "
                 "the same path (a shared filesystem)",
-                ctx.checkpoints.root,
+                ctx.checkpoints,
                 len(nodes),
             )
         if not any(_fits(n.get("Resources", {}), self.resources) for n in nodes):
