@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -378,8 +379,12 @@ def test_following_a_run_that_stopped_short_ends_on_ctrl_c_with_the_lineages(
     )
     assert result.stop_reason == "interrupted"
     polls: list[float] = []
+    real_sleep = time.sleep
 
     def ctrl_c(seconds: float) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            real_sleep(seconds)  # another test's leftover thread: not the command's wait
+            return
         polls.append(seconds)
         raise KeyboardInterrupt
 
