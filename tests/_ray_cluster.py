@@ -9,6 +9,7 @@ Without Ray the tests that need it are skipped, except under ``CI``, where they 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,17 @@ class LocalCluster:
         return self.worker
 
     def replace_worker_node(self) -> None:
-        """Kill the worker node (every process on it) and start another in its place."""
+        """Kill the worker node (every process on it), wait until Ray has declared it dead,
+        and start another in its place."""
+        import ray
+
+        gone = self.worker_id
         self.cluster.remove_node(self.worker, allow_graceful=False)
+        deadline = time.monotonic() + 120
+        while any(n["NodeID"] == gone and n.get("Alive") for n in ray.nodes()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Ray never declared node {gone} dead")
+            time.sleep(0.1)
         self.add_worker_node()
 
     def alive(self) -> int:

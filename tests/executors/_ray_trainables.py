@@ -5,7 +5,7 @@ Each one appends lines to the file named by its ``log`` hyperparameter (a fixed 
 ``step <member> <step> <node>`` at each step, ``<node>`` being the Ray node it runs on.
 
 Nothing here waits for time to pass: the first steps meet at a rendezvous (every worker
-node has started training, so that both nodes take part whatever the start-up order), and
+has started training, so that all take part whatever the start-up order), and
 a node is killed by the test once a trainable on it has written a marker file, the
 trainable then waiting to be killed, and the others waiting until the test lets them go
 on (once the driver has started a worker in place of the lost one).
@@ -29,14 +29,14 @@ PATIENCE = 300.0
 def space(
     log: str,
     meet: str = "",
-    nodes: int = 2,
+    workers: int = 2,
     marker: str = "",
     at: int = 0,
     doom: str = "",
     hold: str = "",
 ) -> gp.Space:
     """One real hyperparameter; the rest are the test's fixed settings: the log file, the
-    rendezvous directory and how many nodes meet there, the marker file and the step
+    rendezvous directory and how many workers meet there, the marker file and the step
     ``at`` which it is written, the node (``doom``, its id) whose trainable writes it and
     then waits to be killed, and the file (``hold``) that trainables on other nodes wait
     for once the marker is written."""
@@ -44,7 +44,7 @@ def space(
         lr=gp.Float(0.01, 0.5, log=True),
         log=log,
         meet=meet,
-        nodes=nodes,
+        workers=workers,
         marker=marker,
         at=at,
         doom=doom,
@@ -63,15 +63,16 @@ def _note(path: str, line: str) -> None:
         f.write(line + "\n")
 
 
-def _rendezvous(meet: str, nodes: int, node: str) -> None:
-    """Wait until trainables on ``nodes`` different nodes have started."""
+def _rendezvous(meet: str, workers: int, node: str) -> None:
+    """Wait until ``workers`` worker processes have started training (each on its own
+    node when each node has room for one worker only)."""
     if not meet:
         return
-    Path(meet, node).touch()
+    Path(meet, f"{node}-{os.getpid()}").touch()
     deadline = time.monotonic() + PATIENCE
-    while len(os.listdir(meet)) < nodes:
+    while len(os.listdir(meet)) < workers:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {os.listdir(meet)} of {nodes} nodes came to train")
+            raise RuntimeError(f"only {os.listdir(meet)} of {workers} workers came to train")
         time.sleep(0.02)
 
 
@@ -107,7 +108,7 @@ class NodeClimber(gp.Trainable):
         if self.fresh:
             threads = os.environ.get("OMP_NUM_THREADS", "-")
             _note(hp["log"], f"start {self.member.id} {self.steps} {self.node} {threads}")
-            _rendezvous(hp["meet"], int(hp["nodes"]), self.node)
+            _rendezvous(hp["meet"], int(hp["workers"]), self.node)
             self.fresh = False
         self.steps += 1
         _note(hp["log"], f"step {self.member.id} {self.steps} {self.node}")

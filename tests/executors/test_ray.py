@@ -194,7 +194,8 @@ def test_killing_a_node_mid_run_loses_no_member(ray_cluster: LocalCluster, tmp_p
 def test_ctrl_c_in_the_driver_reaches_the_workers(
     ray_cluster: LocalCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    log, marker = tmp_path / "log.txt", tmp_path / "marker"
+    log, meet, marker = tmp_path / "log.txt", tmp_path / "meet", tmp_path / "marker"
+    meet.mkdir()
     errors: list[str] = []
     _when(marker, lambda: os.kill(os.getpid(), signal.SIGINT), errors)
     # fractional CPUs and a custom resource: both workers may share a node
@@ -205,7 +206,7 @@ def test_ctrl_c_in_the_driver_reaches_the_workers(
     result = _run(
         tmp_path,
         R.Marker,
-        R.space(str(log), marker=str(marker), at=READY + 2),
+        R.space(str(log), str(meet), marker=str(marker), at=READY + 2),
         executor,
         population=4,
         budget=gp.Budget(steps=10**9),
@@ -230,7 +231,7 @@ def test_sqlite_on_a_cluster_of_several_nodes_is_refused(
     ray_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     assert ray_cluster.alive() == 2
-    with pytest.raises(gp.InvalidArgumentError, match="Ray cluster of 2 nodes") as info:
+    with pytest.raises(gp.InvalidArgumentError, match="on a Ray cluster of 2 nodes") as info:
         _run(tmp_path, R.NodeClimber, R.space(str(tmp_path / "log")), gp.RayExecutor(workers=2))
     message = str(info.value)
     assert "storage='postgresql://" in message
