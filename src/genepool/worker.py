@@ -343,13 +343,14 @@ class Worker:
     def _round(self, lease: Lease) -> Population:
         ctx = self.ctx
         pop = ctx.store.population(ctx.name)
+        read_at = ctx.clock.now()
         view = pop[lease.member]
         if view.crashes >= ctx.max_crashes:
             return self._stop(lease, view, "crashed", [], status=FAILED)
         if view.pending:  # synchronous: the barrier is passed, decide now
             view = dataclasses.replace(view, pending=False)
             return self._decide(lease, view, pop)
-        return self._train(lease, view)
+        return self._train(lease, view, pop, read_at)
 
     def _decision(self, view: MemberView, pop: Population, *, returned: bool = False) -> Any:
         rng = decision_stream(self.ctx.seed, view.id, view.ready_count)
@@ -363,7 +364,9 @@ class Worker:
     ) -> Population:
         return self._carry_out(lease, view, self._decision(view, pop, returned=returned))
 
-    def _train(self, lease: Lease, view: MemberView) -> Population:
+    def _train(self, lease: Lease, view: MemberView, pop: Population, read_at: float) -> Population:
+        """Train one round of the member; ``pop`` is the population as read at ``read_at``,
+        when the round began."""
         ctx = self.ctx
         policy = ctx.policy
         if view.checkpoint is not None and policy.budget_reached(view.checkpoint.counter):
@@ -487,17 +490,20 @@ class Worker:
         # round, so no other worker can see the round done but the member not waiting
         wait = ctx.synchronous and ready and not returned
         decision: Any = None
+        # the population with this new checkpoint in it: the one read when the round began
+        # if that is recent (reports reach the store at least that often anyway), else now
+        recent = pop if clock.now() - read_at < flush_seconds else None
         seen: Population | None = None
         if ready and not wait:
-            # decide now, on the population as it is with this new checkpoint in it: when
-            # the member simply goes on, one write records the round and ends the lease
-            seen = self._with(new)
+            # decide now: when the member simply goes on, one write records the round and
+            # ends the lease
+            seen = self._with(new, recent)
             decision = self._decision(new, seen, returned=returned)
         events: list[Event] = []
         # a new checkpoint is what can raise the best score: the plateau tracker's new
         # state, if it changed, is recorded with the round (a resumed run starts from it)
         if ctx.policy.budget.plateau is not None and self._plateau.observe(
-            seen if seen is not None else self._with(new)
+            seen if seen is not None else self._with(new, recent)
         ):
             data = self._plateau.event_data()
             events.append(Event(BEST_EVENT, view.id, step, data, clock.now()))
@@ -681,9 +687,10 @@ class Worker:
             self._stop(lease, view, reason, [])
 
     # -- helpers -----------------------------------------------------------------------
-    def _with(self, view: MemberView) -> Population:
-        """The population as the store has it now, with ``view`` in place of its member."""
-        now = self.ctx.store.population(self.ctx.name)
+    def _with(self, view: MemberView, population: Population | None = None) -> Population:
+        """``population`` (default: as the store has it now) with ``view`` in place of its
+        member."""
+        now = self.ctx.store.population(self.ctx.name) if population is None else population
         return Population(tuple(view if m.id == view.id else m for m in now.members), now.mode)
 
     def _collect(self, old: CheckpointRef | None, current: str) -> None:

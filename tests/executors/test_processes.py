@@ -258,6 +258,52 @@ def test_a_serial_run_killed_before_recording_a_checkpoint_deletes_it_on_resume(
     _only_current_checkpoints_on_disk(tmp_path, population)
 
 
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import atexit, sys, threading
+    from genepool.executors._child import exit_at_once
+
+    class Late:
+        def __del__(self):
+            print("torn down")  # only when the interpreter is torn down
+
+    keep = Late()
+    atexit.register(lambda: print("exit hook"))
+    print("written", end="")
+    if sys.argv[1] == "thread":  # another non-daemon thread: the usual exit, which waits
+        done = threading.Event()
+        threading.Thread(target=done.wait).start()
+        exit_at_once()
+        print(" returned")
+        done.set()
+    else:
+        exit_at_once()
+        print(" not reached")
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("case", "out"),
+    [
+        ("alone", "writtenexit hook\n"),
+        ("thread", "written returned\nexit hook\ntorn down\n"),
+    ],
+)
+def test_a_worker_process_ends_without_teardown_but_with_its_exit_hooks(case, out):
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, case],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": ""},  # buffered: the flush is tested too
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == out
+
+
 def test_workers_get_their_thread_cap_and_their_own_device(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     executor = gp.ProcessExecutor(workers=2, threads_per_worker=3, devices=["4", "7"])
