@@ -246,8 +246,8 @@ class LocalCheckpoints(CheckpointStore):
     A checkpoint is never changed while it has its id. Once the worker discards one
     (:meth:`discard`: nothing refers to it any more), its directory is renamed to a
     ``.tmp-spare-<unique>`` name and kept by this object, a few per run, for a later
-    :meth:`put` to write into (renamed to that write's temporary name, its two files
-    overwritten in place): on many file systems creating a directory and two files costs
+    :meth:`put` to write into (its two files overwritten in place, then the directory
+    renamed into place): on many file systems creating a directory and two files costs
     ten times more than that. :meth:`drain` removes the spares; the worker calls it when
     it ends, and :meth:`sweep` removes those a crash left behind.
 
@@ -283,6 +283,8 @@ class LocalCheckpoints(CheckpointStore):
         # run directory -> [(path, when it was discarded)]
         self._spares: dict[str, list[tuple[str, float]]] = {}
         self._lock = threading.Lock()
+        self._token = uuid.uuid4().hex  # names this object's spare directories
+        self._seq = itertools.count()
         self.sweep()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -291,12 +293,15 @@ class LocalCheckpoints(CheckpointStore):
         state = self.__dict__.copy()
         state["_made"] = set()
         state["_spares"] = {}
-        del state["_lock"]
+        for name in ("_lock", "_token", "_seq"):
+            del state[name]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._token = uuid.uuid4().hex
+        self._seq = itertools.count()
 
     @property
     def root(self) -> str:
@@ -332,22 +337,27 @@ class LocalCheckpoints(CheckpointStore):
         parent = os.path.join(run_dir, f"m{member}")
         tmp = os.path.join(parent, TMP_PREFIX + name)
         final = os.path.join(parent, name)
+        spare: str | None = None
         try:
             self._mkdir(run_dir)
             self._mkdir(parent)
-            spare = self._take_spare(run_dir, tmp)
-            try:
-                self._write_into(tmp, data, text, fresh=not spare)
-            except FileNotFoundError:
-                if not spare:
-                    raise
-                # the spare was swept away under us (another process took it for
-                # stale): write into a new directory instead
-                _remove_tree(tmp)
+            spare = self._take_spare(run_dir)
+            if spare is not None:
+                try:
+                    self._write_into(spare, data, text, fresh=False)
+                    os.rename(spare, final)
+                except FileNotFoundError:
+                    # the spare was swept away under us (another process took it for
+                    # stale): write into a new directory instead
+                    _remove_tree(spare)
+                    spare = None
+            if spare is None:
                 self._write_into(tmp, data, text, fresh=True)
-            os.rename(tmp, final)
+                os.rename(tmp, final)
         except BaseException as err:
             _remove_tree(tmp)
+            if spare is not None:
+                _remove_tree(spare)
             if isinstance(err, OSError):
                 raise CheckpointError(
                     f"Checkpoint {checkpoint_id!r} could not be written to {self._root} "
@@ -368,7 +378,7 @@ class LocalCheckpoints(CheckpointStore):
 
     def _write_into(self, tmp: str, data: bytes, text: bytes, *, fresh: bool) -> None:
         """Write the payload and the manifest into the temporary directory ``tmp``: made
-        here if ``fresh``, else a spare renamed there whose files are overwritten."""
+        here if ``fresh``, else a spare directory whose files are overwritten."""
         if fresh:
             os.mkdir(tmp)
         _write_file(os.path.join(tmp, PAYLOAD_FILE), data, fsync=self._fsync)
@@ -376,23 +386,18 @@ class LocalCheckpoints(CheckpointStore):
         if self._fsync:
             _fsync_dir(tmp)
 
-    def _take_spare(self, run_dir: str, tmp: str) -> bool:
-        """Rename a spare directory of the run to ``tmp``; False if there is none."""
+    def _take_spare(self, run_dir: str) -> str | None:
+        """A spare directory of the run to write into (this object's alone from now on);
+        None if there is none."""
         while True:
             with self._lock:
                 spares = self._spares.get(run_dir)
                 if not spares:
-                    return False
+                    return None
                 path, discarded = spares.pop()
-            if time.time() - discarded > SPARE_MAX_AGE_SECONDS:
-                _remove_tree(path)
-                continue
-            try:
-                os.rename(path, tmp)
-            except OSError:  # swept by another process meanwhile
-                _remove_tree(path)
-                continue
-            return True
+            if time.time() - discarded <= SPARE_MAX_AGE_SECONDS:
+                return path
+            _remove_tree(path)
 
     def discard(self, checkpoint_id: str) -> None:
         """Remove a checkpoint that nothing refers to any more, keeping its directory (up to
@@ -413,7 +418,7 @@ class LocalCheckpoints(CheckpointStore):
         if full or _size(os.path.join(path, PAYLOAD_FILE)) > SPARE_MAX_BYTES:
             self.delete(checkpoint_id)
             return
-        spare = os.path.join(member_dir, f"{TMP_PREFIX}spare-{uuid.uuid4().hex}")
+        spare = os.path.join(member_dir, f"{TMP_PREFIX}spare-{self._token}-{next(self._seq)}")
         try:
             os.rename(path, spare)
         except FileNotFoundError:
