@@ -76,7 +76,7 @@ def _executor(kind: str) -> Any:
     ray_executor = getattr(gp, "RayExecutor", None)
     if ray_executor is None:
         raise LookupError("genepool.RayExecutor is not available in this genepool")
-    return ray_executor(workers=CORES, resources_per_worker={"num_cpus": 1})
+    return ray_executor(workers=CORES, resources_per_worker={"CPU": 1})
 
 
 def run_genepool(
