@@ -239,7 +239,22 @@ def test_manifest_that_is_not_json_raises_invalid_argument(store, fields):
 
 @pytest.mark.parametrize(
     "run",
-    ["", "a/b", "a\\b", ".", "..", ".hidden", ".tmp-x", "a:b", "x.", "x ", "a\x00b", "q?", 7],
+    [
+        "",
+        "a/b",
+        "a\\b",
+        ".",
+        "..",
+        ".hidden",
+        ".tmp-x",
+        "a:b",
+        "x.",
+        "x ",
+        "a\x00b",
+        "q?",
+        7,
+        "\udc80",
+    ],
 )
 def test_bad_run_name_raises_invalid_argument(store, run):
     with pytest.raises(gp.InvalidArgumentError, match="'run' parameter"):
@@ -289,6 +304,19 @@ def test_on_disk_layout(tmp_path):
     assert on_disk["payload"]["sha256"] == hashlib.sha256(blob).hexdigest()
     assert set(on_disk["versions"]) == {"genepool", "python", "numpy"}
     assert decode(store.get(cid), checkpoint_id=cid) == {"state": [1, 2, 3]}
+
+
+@pytest.mark.parametrize("run", ["ünïcode-€ run", "tab\x7fdel", "line\u2028sep", "x" * 200])
+def test_manifest_json_of_any_valid_run_name(tmp_path, run):
+    store = LocalCheckpoints(tmp_path / "ckpt")
+    cid = store.put(run, 1, 2, b"abc", manifest={"name": run, "q": 'say "hi"\\'})
+    path = Path(store.root, *cid.split("/"))
+    on_disk = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    assert on_disk == store.manifest(cid)
+    assert (on_disk["id"], on_disk["run"]) == (cid, run)
+    assert on_disk["fields"] == {"name": run, "q": 'say "hi"\\'}
+    assert store.get(cid) == b"abc"
+    assert store.ids(run) == [cid]
 
 
 def test_relative_root_is_made_absolute(tmp_path, monkeypatch):

@@ -745,7 +745,11 @@ def _bad_run_name(run: object) -> str | None:
         return "a name that does not start with '.'"
     if _BAD_NAME_CHARS.search(run) or run.endswith((" ", ".")):
         return 'a name without / \\ : * ? " < > |, control characters, or a trailing space or dot'
-    if len(run.encode()) > 200:
+    try:
+        size = len(run.encode())
+    except UnicodeEncodeError:  # a lone surrogate: no file name on every platform
+        return "a name of valid Unicode text"
+    if size > 200:
         return "a name of at most 200 bytes"
     return None
 
@@ -774,6 +778,9 @@ def _normalise_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
     return normalised
 
 
+_FIELDS_ENCODER = json.JSONEncoder(default=_json_default, sort_keys=True, separators=(",", ":"))
+
+
 def _fields_json(fields: Mapping[str, Any] | None) -> str:
     """The caller's manifest fields as JSON text (InvalidArgumentError if they are not)."""
     if fields is None:
@@ -781,9 +788,7 @@ def _fields_json(fields: Mapping[str, Any] | None) -> str:
     if not isinstance(fields, Mapping) or not all(isinstance(k, str) for k in fields):
         raise invalid("CheckpointStore.put", "manifest", "a mapping with str keys", repr(fields))
     try:
-        return json.dumps(
-            dict(fields), default=_json_default, sort_keys=True, separators=(",", ":")
-        )
+        return _FIELDS_ENCODER.encode(dict(fields))
     except (TypeError, ValueError) as err:
         raise invalid(
             "CheckpointStore.put",
@@ -839,14 +844,17 @@ def _manifest_json(
     checkpoint_id: str, run: str, member: int, step: int, data: bytes, fields: str
 ) -> bytes:
     """The text of ``manifest.json`` (the dict :func:`_build_manifest` makes, as JSON), given
-    the caller's fields as JSON text already."""
-    payload = {"file": PAYLOAD_FILE, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    dumps = json.dumps
+    the caller's fields as JSON text already.
+
+    A run name (and so an id) holds no character that JSON escapes but non-ASCII ones,
+    which JSON takes as they are: both are written between quotes as they are.
+    """
+    digest = hashlib.sha256(data).hexdigest()
     return (
         f'{{"created":"{_created()}","fields":{fields},"format":{MANIFEST_FORMAT},'
-        f'"id":{dumps(checkpoint_id)},"member":{int(member)},'
-        f'"payload":{dumps(payload, sort_keys=True, separators=(",", ":"))},'
-        f'"run":{dumps(run)},"step":{int(step)},"versions":{_versions_json()}}}\n'
+        f'"id":"{checkpoint_id}","member":{int(member)},'
+        f'"payload":{{"file":"{PAYLOAD_FILE}","sha256":"{digest}","size":{len(data)}}},'
+        f'"run":"{run}","step":{int(step)},"versions":{_versions_json()}}}\n'
     ).encode()
 
 
