@@ -157,6 +157,14 @@ def collect_orphans(ctx: RunContext, *, grace_seconds: float | None = None) -> l
     return collected
 
 
+def _undecided(population: Population, view: MemberView) -> bool:
+    """Whether another active member waits for its decision in a round ``view`` has done."""
+    return any(
+        m.pending and m.status == ACTIVE and m.ready_count <= view.ready_count and m.id != view.id
+        for m in population
+    )
+
+
 def _same_value(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         try:
@@ -186,6 +194,7 @@ class Worker:
         self._lease_lock = threading.Lock()
         self._last_progress = 0.0
         self._replaced: list[str] = []  # checkpoints to hand to Store.collect
+        self._held_back = False  # the last claim was given back: wait before the next
         self._last_size = 0  # bytes of the last checkpoint this worker wrote
 
     # -- the loop ----------------------------------------------------------------------
@@ -230,6 +239,9 @@ class Worker:
                 if reason is not None and reason != "budget":
                     self._finish_all(reason)
                     return reason
+                if self._held_back:
+                    self._held_back = False
+                    ctx.stop_event.wait(ctx.idle_wait or 0.0)
         finally:
             if beat is not None:
                 self._beat_stop.set()
@@ -350,6 +362,12 @@ class Worker:
         if view.pending:  # synchronous: the barrier is passed, decide now
             view = dataclasses.replace(view, pending=False)
             return self._decide(lease, view, pop)
+        if ctx.synchronous and ctx.idle_wait is not None and _undecided(pop, view):
+            # the barrier's other side: another worker has yet to decide a member in a
+            # round this one has done, and that decision must not see this one's next
+            # round; give the member back and claim again a moment later
+            self._held_back = True
+            return ctx.store.commit(lease, release=True)
         return self._train(lease, view, pop, read_at)
 
     def _decision(self, view: MemberView, pop: Population, *, returned: bool = False) -> Any:
