@@ -198,7 +198,9 @@ class ProcessExecutor:
                     for child in procs:
                         child.interrupt()
                 if ended_at is None and now >= next_check:
-                    next_check = now + 0.5
+                    # only for workers that never exit by themselves (hung in user code):
+                    # a read of the store every 2 s takes next to nothing from the workers
+                    next_check = now + 2.0
                     if not self._members_left(ctx):
                         ended_at = now
                 if ended_at is not None and now - ended_at > self.grace_seconds:
