@@ -25,7 +25,7 @@ import genepool as gp  # noqa: E402
 LOW, HIGH = rl.RETURN_RANGE[rl.SIZES["smoke"]["env_id"]]
 #: CartPole's episodes are short at first: a quick size to watch episodes finish.
 CARTPOLE = rl.Size(
-    population=1, steps=1, ready=1, envs=4, rollout=16, hidden=16, env_id="CartPole-v1"
+    population=1, steps=1, ready=1, burn_in=0, envs=4, rollout=16, hidden=16, env_id="CartPole-v1"
 )
 
 
@@ -53,7 +53,7 @@ def test_the_interface() -> None:
 
 
 def test_an_acrobot_member_trains_and_scores_in_range() -> None:
-    size = rl.Size(population=1, steps=1, ready=1, envs=2, rollout=8, hidden=16)
+    size = rl.Size(population=1, steps=1, ready=1, burn_in=0, envs=2, rollout=8, hidden=16)
     agent = make_member(size)
     low, high = rl.RETURN_RANGE["Acrobot-v1"]
     for _ in range(2):
