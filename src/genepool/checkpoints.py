@@ -164,6 +164,12 @@ class CheckpointStore(ABC):
         written more than ``older_than`` seconds ago if given."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its checkpoints")
 
+    def sweep(self, *, grace_seconds: float | None = None, run: str | None = None) -> int:
+        """Remove what a crash left behind (of one run if given) once it is
+        ``grace_seconds`` old (default :data:`SWEEP_GRACE_SECONDS`); how many were removed.
+        A store that a crash cannot leave anything in removes nothing."""
+        return 0
+
 
 class MemoryCheckpoints(CheckpointStore):
     """Checkpoints as bytes in this process's memory."""
@@ -463,7 +469,7 @@ class LocalCheckpoints(CheckpointStore):
         _remove_tree(trash)
         log.debug("deleted checkpoint %s", checkpoint_id)
 
-    def sweep(self, *, grace_seconds: float = SWEEP_GRACE_SECONDS, run: str | None = None) -> int:
+    def sweep(self, *, grace_seconds: float | None = None, run: str | None = None) -> int:
         """Remove the ``.tmp-*`` directories that a crash left behind (a torn write, a
         delete cut short, the spare directories of a process that died).
 
@@ -471,12 +477,15 @@ class LocalCheckpoints(CheckpointStore):
         ``grace_seconds``, so that a write in progress in another process is left alone.
 
         Args:
-            grace_seconds: The minimum age of a temporary directory to remove.
+            grace_seconds: The minimum age of a temporary directory to remove; by default
+                :data:`SWEEP_GRACE_SECONDS`.
             run: Only this run's (default: every run's).
 
         Returns:
             How many temporary directories were removed.
         """
+        if grace_seconds is None:
+            grace_seconds = SWEEP_GRACE_SECONDS
         now = time.time()
         removed = 0
         for member_dir in self._member_dirs(run):

@@ -27,7 +27,7 @@ from genepool._errors import (
     TrainableError,
 )
 from genepool._rng import decision_stream, member_stream
-from genepool.checkpoints import CheckpointStore, LocalCheckpoints, decode, encode
+from genepool.checkpoints import CheckpointStore, decode, encode
 from genepool.clock import Clock
 from genepool.member import (
     ACTIVE,
@@ -152,7 +152,7 @@ def collect_orphans(ctx: RunContext, *, grace_seconds: float | None = None) -> l
         checkpoints.delete(checkpoint_id)
     if collected:
         log.info("deleted %d checkpoint(s) of run %r that nothing referred to", len(collected), run)
-    if done and grace_seconds <= 0 and isinstance(checkpoints, LocalCheckpoints):
+    if done and grace_seconds <= 0:
         checkpoints.sweep(run=run, grace_seconds=0.0)
     return collected
 
