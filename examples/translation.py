@@ -77,7 +77,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "population": 8,
         "ready": 2,
         "steps": 20,
-        "batches": 25,
+        "batches": 20,
         "eval_sentences": 200,
         "train_sentences": TRAIN_SENTENCES,
         "d_model": 32,
