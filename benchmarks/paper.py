@@ -239,16 +239,11 @@ def summarise(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if "pbt" in methods and "random" in methods:
             sign = 1.0 if entry["mode"] == "max" else -1.0
             diff = sign * (methods["pbt"]["mean"] - methods["random"]["mean"])
+            theirs = dict(zip(methods["random"]["seeds"], methods["random"]["scores"], strict=True))
             paired = [
-                sign * (p - q)
-                for p, q, sp, sq in zip(
-                    methods["pbt"]["scores"],
-                    methods["random"]["scores"],
-                    methods["pbt"]["seeds"],
-                    methods["random"]["seeds"],
-                    strict=False,
-                )
-                if sp == sq
+                sign * (p - theirs[seed])
+                for seed, p in zip(methods["pbt"]["seeds"], methods["pbt"]["scores"], strict=True)
+                if seed in theirs
             ]
             entry["pbt_better"] = diff > 0
             entry["pbt_wins"] = sum(1 for d in paired if d > 0)
