@@ -35,6 +35,7 @@ from genepool.checkpoints import (
     _fields_json,
     _foreign,
     _fsync_dir,
+    _id_parts,
     _manifest_json,
     _parse_manifest,
     _torn,
@@ -487,18 +488,7 @@ class FsspecCheckpoints(CheckpointStore):
 
     def _path(self, checkpoint_id: str) -> str:
         """The prefix of a checkpoint id; CheckpointError if it is not a valid id."""
-        parts = checkpoint_id.split("/") if isinstance(checkpoint_id, str) else []
-        if (
-            len(parts) != 3
-            or _bad_run_name(parts[0]) is not None
-            or not _MEMBER_DIR.fullmatch(parts[1])
-            or not _CHECKPOINT_DIR.fullmatch(parts[2])
-        ):
-            raise CheckpointError(
-                f"{checkpoint_id!r} is not a checkpoint id of FsspecCheckpoints (expected "
-                "'<run>/m<member>/s<step>-<32 hex digits>'). Fix: pass an id that put() "
-                "returned."
-            )
+        _id_parts(checkpoint_id, "FsspecCheckpoints")
         return self._join(checkpoint_id)
 
     def _read_manifest(self, fs: Any, checkpoint_id: str, path: str) -> dict[str, Any]:

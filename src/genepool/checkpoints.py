@@ -629,19 +629,7 @@ class LocalCheckpoints(CheckpointStore):
 
     def _path(self, checkpoint_id: str) -> str:
         """The directory of a checkpoint id; CheckpointError if it is not a valid id."""
-        parts = checkpoint_id.split("/") if isinstance(checkpoint_id, str) else []
-        if (
-            len(parts) != 3
-            or _bad_run_name(parts[0]) is not None
-            or not _MEMBER_DIR.fullmatch(parts[1])
-            or not _CHECKPOINT_DIR.fullmatch(parts[2])
-        ):
-            raise CheckpointError(
-                f"{checkpoint_id!r} is not a checkpoint id of LocalCheckpoints (expected "
-                "'<run>/m<member>/s<step>-<32 hex digits>'). Fix: pass an id that put() "
-                "returned."
-            )
-        return os.path.join(self._root, *parts)
+        return os.path.join(self._root, *_id_parts(checkpoint_id, "LocalCheckpoints"))
 
     def _read_manifest(self, checkpoint_id: str, path: str) -> dict[str, Any]:
         if not os.path.isdir(path):
@@ -761,6 +749,22 @@ def _bad_run_name(run: object) -> str | None:
     if size > 200:
         return "a name of at most 200 bytes"
     return None
+
+
+def _id_parts(checkpoint_id: str, owner: str) -> list[str]:
+    """The run, member and checkpoint parts of an id; CheckpointError if it is not one."""
+    parts = checkpoint_id.split("/") if isinstance(checkpoint_id, str) else []
+    if (
+        len(parts) != 3
+        or _bad_run_name(parts[0]) is not None
+        or not _MEMBER_DIR.fullmatch(parts[1])
+        or not _CHECKPOINT_DIR.fullmatch(parts[2])
+    ):
+        raise CheckpointError(
+            f"{checkpoint_id!r} is not a checkpoint id of {owner} (expected "
+            "'<run>/m<member>/s<step>-<32 hex digits>'). Fix: pass an id that put() returned."
+        )
+    return parts
 
 
 def _check_key(run: str, member: int, step: int) -> None:
