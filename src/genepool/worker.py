@@ -10,6 +10,7 @@ keeps resident are only a cache, checked against the store at every claim.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -196,6 +197,10 @@ class Worker:
         self._replaced: list[str] = []  # checkpoints to hand to Store.collect
         self._held_back = False  # the last claim was given back: wait before the next
         self._last_size = 0  # bytes of the last checkpoint this worker wrote
+        # where the store ends a lease and claims the next member in one write, a round
+        # that goes on leaves its lease for the next claim to end (one write fewer a round)
+        self._defer_release = bool(getattr(ctx.store, "fuses_release_and_claim", False))
+        self._to_release: Lease | None = None
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> str:
@@ -207,9 +212,7 @@ class Worker:
             while True:
                 if ctx.stop_event.is_set():
                     return ctx.stop_reason or "interrupted"
-                lease = ctx.store.claim(
-                    ctx.name, self.info, lease_seconds=ctx.lease_seconds, max_ahead=ctx.max_ahead
-                )
+                lease = self._claim()
                 if lease is None:
                     pop = ctx.store.population(ctx.name)
                     if not any(m.status == ACTIVE for m in pop):
@@ -237,6 +240,7 @@ class Worker:
                     plateau=self._plateau,
                 )
                 if reason is not None and reason != "budget":
+                    self._release_held()
                     self._finish_all(reason)
                     return reason
                 if self._held_back:
@@ -246,7 +250,37 @@ class Worker:
             if beat is not None:
                 self._beat_stop.set()
                 beat.join()
-            self.close()
+            try:
+                self._release_held()
+            finally:
+                self.close()
+
+    def _claim(self) -> Lease | None:
+        """Claim the next member, ending the lease the last round left held."""
+        ctx = self.ctx
+        held, self._to_release = self._to_release, None
+        if held is not None:
+            return ctx.store.release_and_claim(
+                held, self.info, lease_seconds=ctx.lease_seconds, max_ahead=ctx.max_ahead
+            )
+        return ctx.store.claim(
+            ctx.name, self.info, lease_seconds=ctx.lease_seconds, max_ahead=ctx.max_ahead
+        )
+
+    def _release_held(self) -> None:
+        """End the lease the last round left held (see :meth:`_claim`)."""
+        held, self._to_release = self._to_release, None
+        if held is not None:
+            with contextlib.suppress(StaleLeaseError):  # taken over: nothing of ours to end
+                self.ctx.store.commit(held, release=True)
+
+    def _end_round(self, lease: Lease) -> bool:
+        """Whether the round's last write should end ``lease``; ``False`` leaves that to
+        the next claim, in the same write (a store that fuses the two)."""
+        if self._defer_release:
+            self._to_release = lease
+            return False
+        return True
 
     def _restore_plateau(self) -> None:
         """Start the plateau tracker where the run's recorded state left it (a resume)."""
@@ -531,7 +565,7 @@ class Worker:
             member=dataclasses.replace(new, pending=True) if wait else new,
             reports=reports,
             events=events,
-            release=wait or not ready or plain,
+            release=wait or not ready or (plain and self._end_round(lease)),
         )
         res.checkpoint = ckpt_id
         self._collect(view.checkpoint, ckpt_id)
@@ -557,7 +591,9 @@ class Worker:
                 ctx.clock.now(),
             )
             new = dataclasses.replace(view, hparams=new_hp)
-            pop = ctx.store.commit(lease, member=new, events=[event], release=True)
+            pop = ctx.store.commit(
+                lease, member=new, events=[event], release=self._end_round(lease)
+            )
             if res is not None:
                 res.session.switch(new_hp, None)
                 res.hparams = new_hp
@@ -628,8 +664,9 @@ class Worker:
             res.checkpoint, res.generation, res.hparams = donor_ckpt.id, generation, new_hp
         self._verify(res.session, new_hp, view.id)
         self._collect(old, donor_ckpt.id)
-        del pop
-        return ctx.store.commit(lease, release=True)
+        if self._end_round(lease):
+            return ctx.store.commit(lease, release=True)
+        return pop
 
     def _failed_round(
         self,

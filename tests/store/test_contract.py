@@ -274,6 +274,63 @@ def test_a_released_member_is_claimable_again(store):
     assert again.token > lease.token
 
 
+def test_release_and_claim_ends_the_lease_and_claims_the_next(store):
+    rows = [
+        MemberView(id=0, hparams={}, ready_count=0),
+        MemberView(id=1, hparams={}, ready_count=0),
+        MemberView(id=2, hparams={}, ready_count=1),
+    ]
+    store.create_run(RUN, config={}, members=rows)
+    first = must_claim(store, W1)
+    assert first.member == 0
+    store.commit(first, member=dataclasses.replace(view(store, 0), ready_count=2))
+    second = store.release_and_claim(first, W1, lease_seconds=LEASE)
+    assert second is not None
+    assert second.member == 1  # furthest behind, not the member just released
+    with pytest.raises(gp.StaleLeaseError):
+        store.commit(first, release=True)
+    # the released member was not counted a crash, and others may claim it
+    assert view(store, 0).crashes == 0
+    assert sorted(claim_all(store)) == [0, 2]
+
+
+def test_release_and_claim_may_take_the_member_it_released(store):
+    store.create_run(RUN, config={}, members=members(1))
+    first = must_claim(store)
+    again = store.release_and_claim(first, W1, lease_seconds=LEASE)
+    assert again is not None
+    assert again.member == 0
+    assert again.token > first.token
+    assert view(store, 0).crashes == 0
+    store.commit(again, reports=[Report(0, 1, {"score": 1.0}, 0.0)])  # the new lease writes
+    with pytest.raises(gp.StaleLeaseError):
+        store.commit(first, reports=[Report(0, 2, {"score": 1.0}, 0.0)])
+
+
+def test_release_and_claim_releases_even_when_nothing_is_claimable(store):
+    store.create_run(RUN, config={}, members=members(2))
+    mine, theirs = must_claim(store, W1), must_claim(store, W2)
+    store.commit(mine, member=dataclasses.replace(view(store, mine.member), status="finished"))
+    assert store.release_and_claim(mine, W1, lease_seconds=LEASE) is None
+    store.commit(theirs, release=True)
+    assert claim(store, W2) is not None  # the other member, released by its holder
+    # the finished member's lease ended: committing with it is stale now
+    with pytest.raises(gp.StaleLeaseError):
+        store.commit(mine, release=True)
+
+
+def test_release_and_claim_with_a_lost_lease_only_claims(store, clock):
+    store.create_run(RUN, config={}, members=members(2))
+    old = must_claim(store, W1)
+    clock.advance(LEASE + 1)
+    taken = must_claim(store, W2)  # W1's member, whose lease ran out
+    assert taken.member == old.member
+    nxt = store.release_and_claim(old, W1, lease_seconds=LEASE)
+    assert nxt is not None
+    assert nxt.member != old.member
+    store.commit(taken, reports=[Report(taken.member, 1, {"score": 1.0}, 0.0)])  # still W2's
+
+
 def test_claim_honours_max_ahead(store):
     rows = [
         MemberView(id=0, hparams={}, ready_count=0),

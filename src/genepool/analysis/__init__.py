@@ -7,7 +7,8 @@ Most users reach them through :class:`genepool.Result`: ``result.lineage()``,
 ``result.schedule()`` and ``result.history_frame()``; ``genepool report`` draws them.
 """
 
-from genepool.analysis._figures import plot_overview, plot_report
+from typing import TYPE_CHECKING, Any
+
 from genepool.analysis._lineage import (
     Change,
     Jump,
@@ -19,9 +20,34 @@ from genepool.analysis._lineage import (
     lineage,
     schedule_changes,
 )
-from genepool.analysis._report import write_report
 from genepool.analysis._schedule import SCHEDULE_VERSION, Schedule, ScheduleError
-from genepool.analysis._tensorboard import TensorBoardLog, to_tensorboard
+
+if TYPE_CHECKING:
+    from genepool.analysis._figures import plot_overview, plot_report
+    from genepool.analysis._report import write_report
+    from genepool.analysis._tensorboard import TensorBoardLog, to_tensorboard
+
+# the report, its figures and TensorBoard logs load on first use: a worker process, which
+# imports this package through genepool, never needs them
+_LAZY = {
+    "plot_overview": "_figures",
+    "plot_report": "_figures",
+    "write_report": "_report",
+    "TensorBoardLog": "_tensorboard",
+    "to_tensorboard": "_tensorboard",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'genepool.analysis' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"genepool.analysis.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "SCHEDULE_VERSION",

@@ -34,6 +34,7 @@ The contract (checked by ``tests/store/test_contract.py`` over every backend):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from abc import ABC, abstractmethod
@@ -41,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from genepool._errors import StaleLeaseError
 from genepool.member import ACTIVE, Event, MemberView, Population, Report
 
 __all__ = [
@@ -166,6 +168,27 @@ class Store(ABC):
         self, run: str, worker: WorkerInfo, *, lease_seconds: float, max_ahead: int | None = None
     ) -> Lease | None:
         """Claim the member furthest behind that nobody holds; ``None`` if there is none."""
+
+    #: Whether :meth:`release_and_claim` is one write (a worker then leaves the end of a
+    #: round's lease to its next claim rather than ending it in the round's last write).
+    fuses_release_and_claim: bool = False
+
+    def release_and_claim(
+        self,
+        lease: Lease,
+        worker: WorkerInfo,
+        *,
+        lease_seconds: float,
+        max_ahead: int | None = None,
+    ) -> Lease | None:
+        """End ``lease`` (if it is still the member's) and claim as :meth:`claim` does.
+
+        The default is those two writes one after the other; a backend that can make them
+        one says so with :attr:`fuses_release_and_claim`.
+        """
+        with contextlib.suppress(StaleLeaseError):  # taken over: nothing of ours to end
+            self.commit(lease, release=True)
+        return self.claim(lease.run, worker, lease_seconds=lease_seconds, max_ahead=max_ahead)
 
     @abstractmethod
     def renew(self, lease: Lease, *, lease_seconds: float) -> Lease:

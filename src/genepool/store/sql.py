@@ -71,7 +71,6 @@ from sqlalchemy import (
     bindparam,
     select,
 )
-from sqlalchemy.dialects import postgresql as _pg
 from sqlalchemy.dialects import sqlite as _sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
@@ -780,6 +779,7 @@ class SQLStore(Store):
         self._clock = clock
         self._echo = echo
         self._sqlite = sa_url.get_backend_name() == "sqlite"
+        self.fuses_release_and_claim = self._sqlite  # one write under SQLite's write lock
         self._lock = threading.RLock()
         self._pid = os.getpid()
         self._conn: Connection | None = None
@@ -795,8 +795,12 @@ class SQLStore(Store):
                 _require_psycopg()
             self._engine = sa.create_engine(sa_url, echo=echo, pool_size=5, max_overflow=10)
         self._returning = bool(self._engine.dialect.update_returning)
-        insert_ignore = (_sqlite.insert if self._sqlite else _pg.insert)(_collected)
-        self._i_collected = insert_ignore.on_conflict_do_nothing()
+        if self._sqlite:
+            self._i_collected: Executable = _sqlite.insert(_collected).on_conflict_do_nothing()
+        else:  # imported here: a SQLite worker process need not load it (tens of ms)
+            from sqlalchemy.dialects import postgresql
+
+            self._i_collected = postgresql.insert(_collected).on_conflict_do_nothing()
         try:
             self._open_schema()
         except BaseException:
@@ -1137,21 +1141,57 @@ class SQLStore(Store):
             return self._claim_serialized(run, worker, lease_seconds, max_ahead)
         return self._claim_skip_locked(run, worker, lease_seconds, max_ahead)
 
-    def _claim_serialized(
-        self, run: str, worker: WorkerInfo, lease_seconds: float, max_ahead: int | None
+    def release_and_claim(
+        self,
+        lease: Lease,
+        worker: WorkerInfo,
+        *,
+        lease_seconds: float,
+        max_ahead: int | None = None,
     ) -> Lease | None:
-        """SQLite: under the database's write lock, the up-to-date cache decides."""
+        if self._sqlite:
+            return self._claim_serialized(lease.run, worker, lease_seconds, max_ahead, lease)
+        return super().release_and_claim(
+            lease, worker, lease_seconds=lease_seconds, max_ahead=max_ahead
+        )
+
+    def _claim_serialized(
+        self,
+        run: str,
+        worker: WorkerInfo,
+        lease_seconds: float,
+        max_ahead: int | None,
+        release: Lease | None = None,
+    ) -> Lease | None:
+        """SQLite: under the database's write lock, the up-to-date cache decides (after
+        ending ``release``, the caller's previous lease, if it still holds it)."""
         with self._tx("write") as tx:
             st = self._state(tx, run)
             version = self._bump(tx, st)
             self._catch_up(tx, st, version - 1)
             now = self._now()
             rows = st.rows
+            freed = -1  # the member ``release`` ended in this write
+            if release is not None and 0 <= release.member < len(rows):
+                r = rows[release.member]
+                if r.holder is not None and r.token == release.token:
+                    freed = release.member
+                    tx.run(
+                        _U_MEMBER,
+                        {
+                            "holder": None,
+                            "expires": None,
+                            "version": version,
+                            "b_run": st.id,
+                            "b_id": freed,
+                        },
+                    )
 
             def held(member: int) -> bool:
                 r = rows[member]
                 return (
-                    r.holder is not None
+                    member != freed
+                    and r.holder is not None
                     and r.expires is not None
                     and r.expires > now
                     and not holder_dead(r.holder)
@@ -1159,7 +1199,13 @@ class SQLStore(Store):
 
             best = pick_claim(st.population().members, held, max_ahead)
             if best is None:
-                tx.rollback()
+                if freed < 0:
+                    tx.rollback()
+                    return None
+                tx.commit()
+                own = st.own(freed, version)
+                if own is not None:
+                    own.holder = own.holder_text = own.expires = None
                 return None
             row = rows[best.id]
             token, expires, holder = row.token + 1, now + lease_seconds, _holder_json(worker)
@@ -1170,12 +1216,16 @@ class SQLStore(Store):
                 "version": version,
             }
             view: MemberView | None = None
-            if row.holder is not None:  # never released: its holder died or hung
+            if row.holder is not None and best.id != freed:  # never released: it died or hung
                 view = replace(best, crashes=best.crashes + 1)
                 text = _view_json(view)
                 params.update(_row_params(view, text))
             tx.run(_U_MEMBER, {**params, "b_run": st.id, "b_id": best.id})
             tx.commit()
+            if freed >= 0 and freed != best.id:
+                was = st.own(freed, version)
+                if was is not None:
+                    was.holder = was.holder_text = was.expires = None
             own = st.own(best.id, version)
             if own is not None:
                 own.token, own.expires, own.holder, own.holder_text = token, expires, worker, holder
