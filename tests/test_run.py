@@ -855,3 +855,49 @@ def test_toy_pbt_beats_grid_search(toy):
     assert pbt > 1.15
     assert grid_search == pytest.approx(0.39, abs=0.02)
     assert pbt > grid_search + 0.5
+
+
+# -- downsampled metrics -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+def test_metrics_every_keeps_the_decision_metric_at_every_step(storage, tmp_path):
+    url = "memory" if storage == "memory" else f"sqlite:///{tmp_path / 'pbt.db'}"
+    result = gp.run(
+        Climb,
+        SPACE,
+        metric="score",
+        population=8,
+        ready=gp.Every(4),
+        exploit=gp.Truncation(0.25),
+        budget=gp.Budget(steps=STEPS),
+        seed=3,
+        storage=url,
+        metrics_every=5,
+    )
+    reports = result.reports
+    assert sum(1 for e in result.events if e.kind == "exploit") > 0
+    by_member: dict[int, list[Report]] = {}
+    for r in reports:
+        by_member.setdefault(r.member, []).append(r)
+    for rows in by_member.values():
+        # every step of every round has its score (exploits restart rounds from a donor step)
+        assert all(isinstance(r.metrics["score"], float) for r in rows)
+        for r in rows:
+            full = r.step % 5 == 0 or r.step % 4 == 0  # a multiple of 5, or a round's last
+            assert ("x" in r.metrics) == full, r
+            assert ("draw" in r.metrics) == full, r
+    assert any("x" not in r.metrics for r in reports)
+
+
+def test_metrics_every_must_be_a_positive_integer():
+    with pytest.raises(gp.InvalidArgumentError, match="metrics_every"):
+        gp.run(
+            Climb,
+            SPACE,
+            metric="score",
+            population=2,
+            ready=gp.Every(4),
+            budget=gp.Budget(steps=8),
+            metrics_every=0,
+        )

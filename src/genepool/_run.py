@@ -124,6 +124,7 @@ def run(
     max_ahead: int | None = None,
     clock: Clock | None = None,
     recent_window: int = 100,
+    metrics_every: int = 1,
     store: Store | None = None,
     progress: bool = False,
 ) -> Result:
@@ -171,6 +172,9 @@ def run(
             slowest (workers time-sharing a large population).
         clock: The time source (default: the system's); a ``ManualClock`` in tests.
         recent_window: How many recent scores each member keeps for ``WelchTTest``.
+        metrics_every: Store the reported metrics other than ``metric`` only at steps that
+            are multiples of this, and at the last step of each ready round (a long run
+            with many metrics stays small); ``metric`` itself is stored at every step.
         store: Same as ``storage`` given a :class:`~genepool.store.Store` (kept for
             symmetry with ``checkpoints``).
         progress: Show a live table of the population on the terminal (rich).
@@ -213,6 +217,8 @@ def run(
         raise invalid("run", "synchronous", "True or False", repr(synchronous))
     if isinstance(recent_window, bool) or not isinstance(recent_window, int) or recent_window < 2:
         raise invalid("run", "recent_window", "an integer >= 2", repr(recent_window))
+    if isinstance(metrics_every, bool) or not isinstance(metrics_every, int) or metrics_every < 1:
+        raise invalid("run", "metrics_every", "an integer >= 1", repr(metrics_every))
     check_trainable(trainable)
     policy = Policy(
         space=space,
@@ -317,6 +323,7 @@ def run(
         clock=clock,
         started=clock.now(),
         recent_window=recent_window,
+        metrics_every=metrics_every,
         synchronous=synchronous,
         lease_seconds=lease_seconds,
         progress_timeout=progress_timeout,

@@ -289,6 +289,7 @@ def _run(args: argparse.Namespace) -> int:
         "max_crashes",
         "max_ahead",
         "recent_window",
+        "metrics_every",
         "allow_config_change",
     }
     unknown = sorted(set(config) - known)

@@ -74,6 +74,9 @@ class RunContext:
     clock: Clock
     started: float
     recent_window: int = 100
+    #: Metrics other than the decision metric (and the ready counter) are stored only at
+    #: steps that are multiples of this, and at the last step of each round.
+    metrics_every: int = 1
     lease_seconds: float = 60.0
     max_ahead: int | None = None
     synchronous: bool = False
@@ -442,12 +445,19 @@ class Worker:
         bad: list[str] = []
         counter_box = [view.checkpoint.counter if view.checkpoint is not None else 0.0]
         cut_short = [False]  # the round ended early (a stop, a lost lease), not at a ready
+        every = ctx.metrics_every
+        kept = frozenset((metric, counter_name))
 
         def observe(metrics: Mapping[str, Any]) -> bool:
             handle._step += 1
             step = handle._step
             now = clock.now()
             self._last_progress = now
+            if every > 1 and reports:  # the one before this is not the round's last
+                prev = reports[-1]
+                if prev.step % every and len(prev.metrics) > len(kept & prev.metrics.keys()):
+                    thin = {k: v for k, v in prev.metrics.items() if k in kept}
+                    reports[-1] = Report(prev.member, prev.step, thin, prev.time)
             reports.append(Report(view.id, step, dict(metrics), now))
             if now - last_flush[0] >= flush_seconds:  # a long round: flush what we have
                 ctx.store.commit(lease, reports=reports)
