@@ -208,6 +208,11 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _secs(x: float) -> str:
+    """Seconds: whole ones, but two significant digits under ten (a toy run takes 0.2 s)."""
+    return f"{x:.0f}" if x >= 10 else f"{x:.2g}"
+
+
 def summarise(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per task: per method the scores, mean and standard deviation; and the verdict."""
     out: dict[str, dict[str, Any]] = {}
@@ -376,7 +381,8 @@ def write_doc(records: Sequence[dict[str, Any]], path: Path, figure_dir: Path) -
             f"| {task} | {entry['metric']} ({entry['mode']}) | {p['population']} "
             f"| {p['budget_steps']} | {_fmt(p['mean'])} ± {_fmt(p['std'])} "
             f"| {_fmt(r['mean'])} ± {_fmt(r['std'])} | {verdict} "
-            f"| {entry['pbt_wins']} of {entry['pairs']} | {p['wall_s']:.0f} / {r['wall_s']:.0f} |"
+            f"| {entry['pbt_wins']} of {entry['pairs']} "
+            f"| {_secs(p['wall_s'])} / {_secs(r['wall_s'])} |"
         )
     paper_tasks = [
         t for t in ("rl", "translation", "gan") if t in summary and "pbt_better" in summary[t]

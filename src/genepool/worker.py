@@ -10,13 +10,12 @@ keeps resident are only a cache, checked against the store at every claim.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +103,16 @@ class RunContext:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.stop_event = threading.Event()
+
+
+@dataclass
+class _LastWrite:
+    """A round's last write, left for the worker's next claim to make with it."""
+
+    lease: Lease
+    member: MemberView | None
+    reports: Sequence[Report]
+    events: Sequence[Event]
 
 
 @dataclass
@@ -200,10 +209,10 @@ class Worker:
         self._replaced: list[str] = []  # checkpoints to hand to Store.collect
         self._held_back = False  # the last claim was given back: wait before the next
         self._last_size = 0  # bytes of the last checkpoint this worker wrote
-        # where the store ends a lease and claims the next member in one write, a round
-        # that goes on leaves its lease for the next claim to end (one write fewer a round)
-        self._defer_release = bool(getattr(ctx.store, "fuses_release_and_claim", False))
-        self._to_release: Lease | None = None
+        # where the store commits and claims in one write, a round that goes on leaves
+        # its last write to the next claim (one write a round instead of two)
+        self._defer = bool(getattr(ctx.store, "fuses_commit_and_claim", False))
+        self._last: _LastWrite | None = None
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> str:
@@ -243,7 +252,7 @@ class Worker:
                     plateau=self._plateau,
                 )
                 if reason is not None and reason != "budget":
-                    self._release_held()
+                    self._flush_last()
                     self._finish_all(reason)
                     return reason
                 if self._held_back:
@@ -254,34 +263,63 @@ class Worker:
                 self._beat_stop.set()
                 beat.join()
             try:
-                self._release_held()
+                self._flush_last()
             finally:
                 self.close()
 
     def _claim(self) -> Lease | None:
-        """Claim the next member, ending the lease the last round left held."""
+        """Claim the next member, making the last round's write in the same write."""
         ctx = self.ctx
-        held, self._to_release = self._to_release, None
-        if held is not None:
-            return ctx.store.release_and_claim(
-                held, self.info, lease_seconds=ctx.lease_seconds, max_ahead=ctx.max_ahead
+        last, self._last = self._last, None
+        if last is None:
+            return ctx.store.claim(
+                ctx.name, self.info, lease_seconds=ctx.lease_seconds, max_ahead=ctx.max_ahead
             )
-        return ctx.store.claim(
-            ctx.name, self.info, lease_seconds=ctx.lease_seconds, max_ahead=ctx.max_ahead
-        )
+        try:
+            lease = ctx.store.commit_and_claim(
+                last.lease,
+                self.info,
+                lease_seconds=ctx.lease_seconds,
+                max_ahead=ctx.max_ahead,
+                member=last.member,
+                reports=last.reports,
+                events=last.events,
+            )
+        except StaleLeaseError as err:
+            log.warning("%s lost member %d: %s", self.info.name, last.lease.member, err)
+            self._drop(last.lease.member)
+            lease = ctx.store.claim(
+                ctx.name, self.info, lease_seconds=ctx.lease_seconds, max_ahead=ctx.max_ahead
+            )
+        self._maybe_collect()
+        return lease
 
-    def _release_held(self) -> None:
-        """End the lease the last round left held (see :meth:`_claim`)."""
-        held, self._to_release = self._to_release, None
-        if held is not None:
-            with contextlib.suppress(StaleLeaseError):  # taken over: nothing of ours to end
-                self.ctx.store.commit(held, release=True)
+    def _flush_last(self) -> None:
+        """Make the write the last round left for the next claim (see :meth:`_claim`)."""
+        last, self._last = self._last, None
+        if last is None:
+            return
+        try:
+            self.ctx.store.commit(
+                last.lease,
+                member=last.member,
+                reports=last.reports,
+                events=last.events,
+                release=True,
+            )
+        except StaleLeaseError as err:
+            if last.member is not None or last.reports or last.events:
+                log.warning("%s lost member %d: %s", self.info.name, last.lease.member, err)
+            self._drop(last.lease.member)
 
-    def _end_round(self, lease: Lease) -> bool:
-        """Whether the round's last write should end ``lease``; ``False`` leaves that to
-        the next claim, in the same write (a store that fuses the two)."""
-        if self._defer_release:
-            self._to_release = lease
+    def _end_round(
+        self, lease: Lease, member: MemberView | None = None, events: list[Event] | None = None
+    ) -> bool:
+        """Whether the round's last write should end ``lease`` now; ``False`` leaves it,
+        with ``member`` and ``events`` if given, to the next claim (a store that fuses a
+        commit and a claim), and the caller writes nothing."""
+        if self._defer:
+            self._last = _LastWrite(lease, member, (), events or [])
             return False
         return True
 
@@ -570,12 +608,18 @@ class Worker:
             data = self._plateau.event_data()
             events.append(Event(BEST_EVENT, view.id, step, data, clock.now()))
         plain = isinstance(decision, Continue) and decision.hparams is None
+        if plain and self._defer and seen is not None:
+            # the member goes on: its round is written with the next claim, in one write
+            self._last = _LastWrite(lease, new, reports, events)
+            res.checkpoint = ckpt_id
+            self._collect(view.checkpoint, ckpt_id)
+            return seen
         pop = ctx.store.commit(
             lease,
             member=dataclasses.replace(new, pending=True) if wait else new,
             reports=reports,
             events=events,
-            release=wait or not ready or (plain and self._end_round(lease)),
+            release=wait or not ready or plain,
         )
         res.checkpoint = ckpt_id
         self._collect(view.checkpoint, ckpt_id)
@@ -601,9 +645,10 @@ class Worker:
                 ctx.clock.now(),
             )
             new = dataclasses.replace(view, hparams=new_hp)
-            pop = ctx.store.commit(
-                lease, member=new, events=[event], release=self._end_round(lease)
-            )
+            if self._end_round(lease, new, [event]):
+                pop = ctx.store.commit(lease, member=new, events=[event], release=True)
+            else:
+                pop = self._with(new)
             if res is not None:
                 res.session.switch(new_hp, None)
                 res.hparams = new_hp
@@ -763,6 +808,10 @@ class Worker:
         if old is None or old.id == current:
             return
         self._replaced.append(old.id)
+        if self._last is None:  # else once the write that replaces it is made
+            self._maybe_collect()
+
+    def _maybe_collect(self) -> None:
         if len(self._replaced) >= COLLECT_BATCH or self._last_size > COLLECT_AT_ONCE_BYTES:
             self._collect_replaced()
 

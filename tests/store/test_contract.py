@@ -274,7 +274,7 @@ def test_a_released_member_is_claimable_again(store):
     assert again.token > lease.token
 
 
-def test_release_and_claim_ends_the_lease_and_claims_the_next(store):
+def test_commit_and_claim_ends_the_lease_and_claims_the_next(store):
     rows = [
         MemberView(id=0, hparams={}, ready_count=0),
         MemberView(id=1, hparams={}, ready_count=0),
@@ -284,7 +284,7 @@ def test_release_and_claim_ends_the_lease_and_claims_the_next(store):
     first = must_claim(store, W1)
     assert first.member == 0
     store.commit(first, member=dataclasses.replace(view(store, 0), ready_count=2))
-    second = store.release_and_claim(first, W1, lease_seconds=LEASE)
+    second = store.commit_and_claim(first, W1, lease_seconds=LEASE)
     assert second is not None
     assert second.member == 1  # furthest behind, not the member just released
     with pytest.raises(gp.StaleLeaseError):
@@ -294,10 +294,10 @@ def test_release_and_claim_ends_the_lease_and_claims_the_next(store):
     assert sorted(claim_all(store)) == [0, 2]
 
 
-def test_release_and_claim_may_take_the_member_it_released(store):
+def test_commit_and_claim_may_take_the_member_it_released(store):
     store.create_run(RUN, config={}, members=members(1))
     first = must_claim(store)
-    again = store.release_and_claim(first, W1, lease_seconds=LEASE)
+    again = store.commit_and_claim(first, W1, lease_seconds=LEASE)
     assert again is not None
     assert again.member == 0
     assert again.token > first.token
@@ -307,11 +307,11 @@ def test_release_and_claim_may_take_the_member_it_released(store):
         store.commit(first, reports=[Report(0, 2, {"score": 1.0}, 0.0)])
 
 
-def test_release_and_claim_releases_even_when_nothing_is_claimable(store):
+def test_commit_and_claim_releases_even_when_nothing_is_claimable(store):
     store.create_run(RUN, config={}, members=members(2))
     mine, theirs = must_claim(store, W1), must_claim(store, W2)
     store.commit(mine, member=dataclasses.replace(view(store, mine.member), status="finished"))
-    assert store.release_and_claim(mine, W1, lease_seconds=LEASE) is None
+    assert store.commit_and_claim(mine, W1, lease_seconds=LEASE) is None
     store.commit(theirs, release=True)
     assert claim(store, W2) is not None  # the other member, released by its holder
     # the finished member's lease ended: committing with it is stale now
@@ -319,16 +319,60 @@ def test_release_and_claim_releases_even_when_nothing_is_claimable(store):
         store.commit(mine, release=True)
 
 
-def test_release_and_claim_with_a_lost_lease_only_claims(store, clock):
+def test_commit_and_claim_with_a_lost_lease_only_claims(store, clock):
     store.create_run(RUN, config={}, members=members(2))
     old = must_claim(store, W1)
     clock.advance(LEASE + 1)
     taken = must_claim(store, W2)  # W1's member, whose lease ran out
     assert taken.member == old.member
-    nxt = store.release_and_claim(old, W1, lease_seconds=LEASE)
+    nxt = store.commit_and_claim(old, W1, lease_seconds=LEASE)
     assert nxt is not None
     assert nxt.member != old.member
     store.commit(taken, reports=[Report(taken.member, 1, {"score": 1.0}, 0.0)])  # still W2's
+
+
+def test_commit_and_claim_writes_the_round_then_claims_from_it(store):
+    store.create_run(RUN, config={}, members=members(2))
+    first = must_claim(store, W1)
+    assert first.member == 0
+    done = dataclasses.replace(view(store, 0), step=4, ready_count=1, checkpoint=ref("c0", 0))
+    report = Report(0, 4, {"score": 2.0}, 0.0)
+    event = Event("explore", 0, 4, {"k": 1}, 0.0)
+    nxt = store.commit_and_claim(
+        first, W1, lease_seconds=LEASE, member=done, reports=[report], events=[event]
+    )
+    # member 0 is a round ahead as written in the same call: member 1 is claimed
+    assert nxt is not None
+    assert nxt.member == 1
+    assert view(store, 0) == done
+    history = store.history(RUN)
+    assert [r.metrics["score"] for r in history.reports] == [2.0]
+    assert [e.kind for e in history.events] == ["explore"]
+    assert store.collect(RUN, ["c0"]) == []  # member 0's current checkpoint
+    again = must_claim(store, W2)  # member 0 was released
+    assert again.member == 0
+
+
+def test_commit_and_claim_with_a_lost_lease_and_data_raises_and_writes_nothing(store, clock):
+    store.create_run(RUN, config={}, members=members(2))
+    old = must_claim(store, W1)
+    clock.advance(LEASE + 1)
+    taken = must_claim(store, W2)
+    changed = dataclasses.replace(view(store, old.member), step=99)
+    with pytest.raises(gp.StaleLeaseError):
+        store.commit_and_claim(
+            old,
+            W1,
+            lease_seconds=LEASE,
+            member=changed,
+            reports=[Report(old.member, 99, {"score": 1.0}, 0.0)],
+        )
+    assert view(store, old.member).step == 0
+    assert store.history(RUN).reports == ()
+    other = 1 - old.member
+    assert claim(store, W1) is not None  # the other member was not claimed by the failed call
+    assert view(store, other).crashes == 0
+    store.commit(taken, release=True)
 
 
 def test_claim_honours_max_ahead(store):

@@ -34,7 +34,6 @@ The contract (checked by ``tests/store/test_contract.py`` over every backend):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from abc import ABC, abstractmethod
@@ -169,25 +168,35 @@ class Store(ABC):
     ) -> Lease | None:
         """Claim the member furthest behind that nobody holds; ``None`` if there is none."""
 
-    #: Whether :meth:`release_and_claim` is one write (a worker then leaves the end of a
-    #: round's lease to its next claim rather than ending it in the round's last write).
-    fuses_release_and_claim: bool = False
+    #: Whether :meth:`commit_and_claim` is one write (a worker then leaves a round's last
+    #: write to its next claim).
+    fuses_commit_and_claim: bool = False
 
-    def release_and_claim(
+    def commit_and_claim(
         self,
         lease: Lease,
         worker: WorkerInfo,
         *,
         lease_seconds: float,
         max_ahead: int | None = None,
+        member: MemberView | None = None,
+        reports: Sequence[Report] = (),
+        events: Sequence[Event] = (),
     ) -> Lease | None:
-        """End ``lease`` (if it is still the member's) and claim as :meth:`claim` does.
+        """End ``lease`` with a last write, as ``commit(lease, member=member,
+        reports=reports, events=events, release=True)``, then claim as :meth:`claim` does
+        (the member just written may be claimed again, as it now stands).
 
-        The default is those two writes one after the other; a backend that can make them
-        one says so with :attr:`fuses_release_and_claim`.
+        A lease that was lost raises :class:`~genepool.StaleLeaseError` (and nothing is
+        written or claimed) when there is something to write; with nothing to write it is
+        passed over. The default is two writes; a backend that makes them one says so
+        with :attr:`fuses_commit_and_claim`.
         """
-        with contextlib.suppress(StaleLeaseError):  # taken over: nothing of ours to end
-            self.commit(lease, release=True)
+        try:
+            self.commit(lease, member=member, reports=reports, events=events, release=True)
+        except StaleLeaseError:
+            if member is not None or reports or events:
+                raise
         return self.claim(lease.run, worker, lease_seconds=lease_seconds, max_ahead=max_ahead)
 
     @abstractmethod

@@ -779,7 +779,7 @@ class SQLStore(Store):
         self._clock = clock
         self._echo = echo
         self._sqlite = sa_url.get_backend_name() == "sqlite"
-        self.fuses_release_and_claim = self._sqlite  # one write under SQLite's write lock
+        self.fuses_commit_and_claim = self._sqlite  # one write under SQLite's write lock
         self._lock = threading.RLock()
         self._pid = os.getpid()
         self._conn: Connection | None = None
@@ -1141,18 +1141,28 @@ class SQLStore(Store):
             return self._claim_serialized(run, worker, lease_seconds, max_ahead)
         return self._claim_skip_locked(run, worker, lease_seconds, max_ahead)
 
-    def release_and_claim(
+    def commit_and_claim(
         self,
         lease: Lease,
         worker: WorkerInfo,
         *,
         lease_seconds: float,
         max_ahead: int | None = None,
+        member: MemberView | None = None,
+        reports: Sequence[Report] = (),
+        events: Sequence[Event] = (),
     ) -> Lease | None:
         if self._sqlite:
-            return self._claim_serialized(lease.run, worker, lease_seconds, max_ahead, lease)
-        return super().release_and_claim(
-            lease, worker, lease_seconds=lease_seconds, max_ahead=max_ahead
+            last = (lease, member, reports, events)
+            return self._claim_serialized(lease.run, worker, lease_seconds, max_ahead, last)
+        return super().commit_and_claim(
+            lease,
+            worker,
+            lease_seconds=lease_seconds,
+            max_ahead=max_ahead,
+            member=member,
+            reports=reports,
+            events=events,
         )
 
     def _claim_serialized(
@@ -1161,31 +1171,30 @@ class SQLStore(Store):
         worker: WorkerInfo,
         lease_seconds: float,
         max_ahead: int | None,
-        release: Lease | None = None,
+        last: tuple[Lease, MemberView | None, Sequence[Report], Sequence[Event]] | None = None,
     ) -> Lease | None:
         """SQLite: under the database's write lock, the up-to-date cache decides (after
-        ending ``release``, the caller's previous lease, if it still holds it)."""
+        ``last``, the caller's previous lease and the round's last write, is committed)."""
         with self._tx("write") as tx:
             st = self._state(tx, run)
             version = self._bump(tx, st)
             self._catch_up(tx, st, version - 1)
             now = self._now()
             rows = st.rows
-            freed = -1  # the member ``release`` ended in this write
-            if release is not None and 0 <= release.member < len(rows):
-                r = rows[release.member]
-                if r.holder is not None and r.token == release.token:
-                    freed = release.member
-                    tx.run(
-                        _U_MEMBER,
-                        {
-                            "holder": None,
-                            "expires": None,
-                            "version": version,
-                            "b_run": st.id,
-                            "b_id": freed,
-                        },
+            members = st.population().members
+            freed = -1  # the member whose lease ``last`` ended in this write
+            cache: Callable[[], None] | None = None
+            if last is not None:
+                lease, member, reports, events = last
+                row = rows[lease.member] if 0 <= lease.member < len(rows) else None
+                mine = row is not None and row.holder is not None and row.token == lease.token
+                if mine or member is not None or reports or events:  # a lost lease: raises
+                    cache = self._write_commit(
+                        tx, st, version, lease, member, reports, events, None, True
                     )
+                    freed = lease.member
+                    if member is not None:  # the claim sees the member as just written
+                        members = tuple(member if m.id == freed else m for m in members)
 
             def held(member: int) -> bool:
                 r = rows[member]
@@ -1197,15 +1206,13 @@ class SQLStore(Store):
                     and not holder_dead(r.holder)
                 )
 
-            best = pick_claim(st.population().members, held, max_ahead)
+            best = pick_claim(members, held, max_ahead)
             if best is None:
-                if freed < 0:
+                if cache is None:
                     tx.rollback()
                     return None
                 tx.commit()
-                own = st.own(freed, version)
-                if own is not None:
-                    own.holder = own.holder_text = own.expires = None
+                cache()
                 return None
             row = rows[best.id]
             token, expires, holder = row.token + 1, now + lease_seconds, _holder_json(worker)
@@ -1222,11 +1229,11 @@ class SQLStore(Store):
                 params.update(_row_params(view, text))
             tx.run(_U_MEMBER, {**params, "b_run": st.id, "b_id": best.id})
             tx.commit()
-            if freed >= 0 and freed != best.id:
-                was = st.own(freed, version)
-                if was is not None:
-                    was.holder = was.holder_text = was.expires = None
+            if cache is not None:
+                cache()
             own = st.own(best.id, version)
+            if own is None and best.id == freed and rows[freed].version == version:
+                own = rows[freed]  # claimed again the member ``last`` wrote: one row
             if own is not None:
                 own.token, own.expires, own.holder, own.holder_text = token, expires, worker, holder
                 if view is not None:
@@ -1346,17 +1353,15 @@ class SQLStore(Store):
     ) -> Population:
         with self._tx("write") as tx:
             st = self._state(tx, lease.run)
-            where = {"b_run": st.id, "b_id": lease.member}
             version: int | None
-            unchanged = False
             if self._sqlite:
                 version = self._bump(tx, st)
                 self._catch_up(tx, st, version - 1)
-                old = self._leased_row(st, lease)
-                old_status = old.view.status
-                old_checkpoint = old.view.checkpoint.id if old.view.checkpoint else None
-                unchanged = member is old.view  # a release with the row as it is
+                cache = self._write_commit(
+                    tx, st, version, lease, member, reports, events, pin, release
+                )
             else:
+                where = {"b_run": st.id, "b_id": lease.member}
                 locked = tx.first(_S_COMMIT_LOCK, where)
                 if locked is None:
                     raise StorageError(
@@ -1367,46 +1372,87 @@ class SQLStore(Store):
                     raise _stale(lease, token, holder)
                 # a new view or pin changes what collect may take: serialize with it
                 version = self._bump(tx, st) if member is not None or pin is not None else None
-            self._check(tx, st, lease, member, old_status, pin)
-            text = None if member is None or unchanged else _view_json(member)
-            own_new = (
-                member is not None
-                and member.checkpoint is not None
-                and member.checkpoint.member == member.id
-                and (old_checkpoint is None or member.checkpoint.id != old_checkpoint)
-            )
-            if pin is not None or own_new:  # a member holds one pin at most
-                tx.run(_D_PIN, {"r": st.id, "m": lease.member})
-            if pin is not None:
-                tx.run(_I_PIN, {"run_id": st.id, "member": lease.member, "checkpoint": pin})
-            params: dict[str, Any] = {}
-            if member is not None and text is not None:
-                params.update(_row_params(member, text))
-            if release:
-                params["holder"] = params["expires"] = None
-            if params:
-                if version is not None:
-                    params["version"] = version
-                tx.run(_U_MEMBER, {**params, **where})
-            if reports:
-                tx.many(_I_REPORTS, [self._report_row(st, r) for r in reports])
-            if events:
-                tx.many(_I_EVENTS, [self._event_row(st, e) for e in events])
+                cache = self._write_commit(
+                    tx,
+                    st,
+                    version,
+                    lease,
+                    member,
+                    reports,
+                    events,
+                    pin,
+                    release,
+                    old=(old_status, old_checkpoint, False),
+                )
             tx.commit()
-            if version is not None:
-                with self._lock:
-                    own = st.own(lease.member, version) if params else None
-                    if own is not None:
-                        if member is not None and text is not None:
-                            own.view, own.text = member, text
-                            st.snapshot = None
-                        if release:
-                            own.holder = own.holder_text = own.expires = None
-                    elif not params:
-                        st.advance(version)
+            cache()
             if self._sqlite:  # the cache is up to date with this write
                 return st.population()
         return self.population(lease.run)
+
+    def _write_commit(
+        self,
+        tx: _Tx,
+        st: _RunState,
+        version: int | None,
+        lease: Lease,
+        member: MemberView | None,
+        reports: Sequence[Report],
+        events: Sequence[Event],
+        pin: str | None,
+        release: bool,
+        old: tuple[str, str | None, bool] | None = None,
+    ) -> Callable[[], None]:
+        """A commit's writes, in ``tx`` (which the caller commits); returns what brings
+        the cache up to date once it has. ``old`` is the member's (status, checkpoint id,
+        whether ``member`` is the row as it is); on SQLite it comes from the up-to-date
+        cache, where the lease is checked too."""
+        if old is None:
+            row = self._leased_row(st, lease)
+            old_checkpoint = row.view.checkpoint.id if row.view.checkpoint else None
+            old = (row.view.status, old_checkpoint, member is row.view)
+        old_status, old_checkpoint, unchanged = old
+        self._check(tx, st, lease, member, old_status, pin)
+        text = None if member is None or unchanged else _view_json(member)
+        own_new = (
+            member is not None
+            and member.checkpoint is not None
+            and member.checkpoint.member == member.id
+            and (old_checkpoint is None or member.checkpoint.id != old_checkpoint)
+        )
+        if pin is not None or own_new:  # a member holds one pin at most
+            tx.run(_D_PIN, {"r": st.id, "m": lease.member})
+        if pin is not None:
+            tx.run(_I_PIN, {"run_id": st.id, "member": lease.member, "checkpoint": pin})
+        params: dict[str, Any] = {}
+        if member is not None and text is not None:
+            params.update(_row_params(member, text))
+        if release:
+            params["holder"] = params["expires"] = None
+        if params:
+            if version is not None:
+                params["version"] = version
+            tx.run(_U_MEMBER, {**params, "b_run": st.id, "b_id": lease.member})
+        if reports:
+            tx.many(_I_REPORTS, [self._report_row(st, r) for r in reports])
+        if events:
+            tx.many(_I_EVENTS, [self._event_row(st, e) for e in events])
+
+        def cache() -> None:
+            if version is None:
+                return
+            with self._lock:
+                own = st.own(lease.member, version) if params else None
+                if own is not None:
+                    if member is not None and text is not None:
+                        own.view, own.text = member, text
+                        st.snapshot = None
+                    if release:
+                        own.holder = own.holder_text = own.expires = None
+                elif not params:
+                    st.advance(version)
+
+        return cache
 
     @staticmethod
     def _check(
