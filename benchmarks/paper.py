@@ -208,9 +208,28 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _gain(entry: Mapping[str, Any]) -> str:
+    ci = entry.get("paired_ci95")
+    if ci is None:
+        return _fmt(entry["paired_mean"])
+    return f"{_fmt(entry['paired_mean'])} ({_fmt(ci[0])} to {_fmt(ci[1])})"
+
+
 def _secs(x: float) -> str:
     """Seconds: whole ones, but two significant digits under ten (a toy run takes 0.2 s)."""
     return f"{x:.0f}" if x >= 10 else f"{x:.2g}"
+
+
+def _t_interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """The 95% Student t interval of the mean of ``values`` (``None`` under two values)."""
+    if len(values) < 2:
+        return None
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    half = float(stats.t.ppf(0.975, len(values) - 1)) * statistics.stdev(values)
+    half /= math.sqrt(len(values))
+    return (mean - half, mean + half)
 
 
 def summarise(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -253,6 +272,9 @@ def summarise(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             entry["pbt_better"] = diff > 0
             entry["pbt_wins"] = sum(1 for d in paired if d > 0)
             entry["pairs"] = len(paired)
+            # the gain PBT - random ("better" positive in either mode), paired by seed
+            entry["paired_mean"] = statistics.fmean(paired) if paired else math.nan
+            entry["paired_ci95"] = _t_interval(paired)
         out[task] = entry
     return out
 
@@ -365,11 +387,15 @@ def write_doc(records: Sequence[dict[str, Any]], path: Path, figure_dir: Path) -
         "(one per task, method and seed); nothing here is typed by hand. Random search trains",
         "the same population with hyperparameters sampled from the same space and never",
         "changed; both methods have the same budget and the same seeds. The score is the best",
-        "member's final score (its checkpoint at the end of the run).",
+        "member's final score (its checkpoint at the end of the run). The gain is PBT's",
+        "score minus random search's on the same seed (sign flipped where lower is better),",
+        "with a 95% t interval over the seeds: where it contains 0, the seeds run cannot",
+        "tell the two methods apart.",
         "",
         "| task | metric | population | budget (steps) | PBT mean ± sd | random mean ± sd "
-        "| PBT better | seeds PBT won | mean wall time per run (s, PBT / random) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| PBT better | seeds PBT won | gain, paired by seed (95% interval) "
+        "| mean wall time per run (s, PBT / random) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for task, entry in summary.items():
         m = entry["methods"]
@@ -381,7 +407,7 @@ def write_doc(records: Sequence[dict[str, Any]], path: Path, figure_dir: Path) -
             f"| {task} | {entry['metric']} ({entry['mode']}) | {p['population']} "
             f"| {p['budget_steps']} | {_fmt(p['mean'])} ± {_fmt(p['std'])} "
             f"| {_fmt(r['mean'])} ± {_fmt(r['std'])} | {verdict} "
-            f"| {entry['pbt_wins']} of {entry['pairs']} "
+            f"| {entry['pbt_wins']} of {entry['pairs']} | {_gain(entry)} "
             f"| {_secs(p['wall_s'])} / {_secs(r['wall_s'])} |"
         )
     paper_tasks = [
@@ -396,6 +422,15 @@ def write_doc(records: Sequence[dict[str, Any]], path: Path, figure_dir: Path) -
     ]
     if lost:
         lines.append(f"It did not on: {', '.join(lost)}. See the notes below for why.")
+    clear = [t for t in won if (summary[t].get("paired_ci95") or (0.0, 0.0))[0] > 0]
+    unclear = [t for t in paper_tasks if t not in clear]
+    if clear:
+        lines.append(f"The gain's 95% interval lies above 0 on: {', '.join(clear)}.")
+    if unclear:
+        lines.append(
+            f"The gain's 95% interval contains 0 on: {', '.join(unclear)}; there the seeds "
+            "run do not show a difference beyond chance."
+        )
     notes_file = HERE / "results" / "NOTES.md"
     if notes_file.exists():
         lines += ["", "## Notes", "", notes_file.read_text().strip()]

@@ -1,7 +1,7 @@
 """genepool against Ray Tune's PopulationBasedTraining, side by side on this machine.
 
 Frameworks: genepool with local worker processes (``workers=2``), genepool with the Ray
-executor (two Ray actors; skipped with a note until ``genepool.RayExecutor`` exists), and
+executor (``gp.RayExecutor``: two Ray actors on a local ``ray.init(num_cpus=2)``), and
 Ray Tune's ``PopulationBasedTraining`` configured as Ray's PBT guide advises (function
 trainables that checkpoint every perturbation interval, ``reuse_actors=True``, one CPU per
 trial, ``ray.init(num_cpus=2)``). Workloads are in benchmarks/tune_workloads.py.

@@ -27,17 +27,16 @@ Run: python examples/gan.py [--method pbt|random] [--seed 0] [--size full|smoke]
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib
 import json
 import os
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+import _cli
 import numpy as np
 import torch
 from torch import nn
@@ -413,29 +412,8 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=["pbt", "random"], default="pbt")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", choices=sorted(SIZES), default="full")
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
-    start = time.perf_counter()
-    result = run(method=args.method, seed=args.seed, size=args.size, workers=args.workers)
-    best = result.best
-    print(
-        json.dumps(
-            {
-                "task": TASK,
-                "method": args.method,
-                "seed": args.seed,
-                "size": args.size,
-                "metric": METRIC,
-                "best_score": best.score,
-                "best_hparams": dict(best.hparams),
-                "seconds": round(time.perf_counter() - start, 2),
-            }
-        )
-    )
+    """The command line: ``--method``, ``--seed``, ``--size``, ``--workers`` (see _cli)."""
+    _cli.main(doc=__doc__ or TASK, task=TASK, metric=METRIC, sizes=SIZES, run=run)
 
 
 if __name__ == "__main__":

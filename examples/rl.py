@@ -39,15 +39,12 @@ Run: python examples/rl.py --method pbt --seed 0 [--size full] [--workers 2]
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import _cli
 import gymnasium as gym
 import numpy as np
 import torch
@@ -385,41 +382,8 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=["pbt", "random"], default="pbt")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", choices=sorted(_SIZES), default="full")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--storage", default=None)
-    parser.add_argument("--progress", action="store_true")
-    args = parser.parse_args()
-    started = time.perf_counter()
-    result = run(
-        method=args.method,
-        seed=args.seed,
-        size=args.size,
-        workers=args.workers,
-        storage=args.storage,
-        progress=args.progress,
-    )
-    best = result.best
-    score = best.score if best.score is not None else math.nan
-    print(
-        json.dumps(
-            {
-                "task": TASK,
-                "method": args.method,
-                "seed": args.seed,
-                "size": args.size,
-                "metric": METRIC,
-                "score": score,
-                "best_member": best.id,
-                "hparams": dict(best.hparams),
-                "exploits": sum(e.kind == "exploit" for e in result.events),
-                "seconds": round(time.perf_counter() - started, 1),
-            }
-        )
-    )
+    """The command line: ``--method``, ``--seed``, ``--size``, ``--workers`` (see _cli)."""
+    _cli.main(doc=__doc__ or TASK, task=TASK, metric=METRIC, sizes=_SIZES, run=run)
 
 
 if __name__ == "__main__":

@@ -34,15 +34,12 @@ prints one JSON line with the best final BLEU.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
-import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import _cli
 import numpy as np
 import sacrebleu
 import torch
@@ -586,39 +583,8 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=["pbt", "random"], default="pbt")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", choices=sorted(SIZES), default="full")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--storage", default=None)
-    parser.add_argument("--progress", action="store_true")
-    args = parser.parse_args()
-    start = time.perf_counter()
-    result = run(
-        method=args.method,
-        seed=args.seed,
-        size=args.size,
-        workers=args.workers,
-        storage=args.storage,
-        progress=args.progress,
-    )
-    best = result.best
-    print(
-        json.dumps(
-            {
-                "task": TASK,
-                "method": args.method,
-                "seed": args.seed,
-                "size": args.size,
-                "metric": METRIC,
-                "score": best.score if best.score is not None else math.nan,
-                "best_member": best.id,
-                "hparams": dict(best.hparams),
-                "seconds": round(time.perf_counter() - start, 1),
-            }
-        )
-    )
+    """The command line: ``--method``, ``--seed``, ``--size``, ``--workers`` (see _cli)."""
+    _cli.main(doc=__doc__ or TASK, task=TASK, metric=METRIC, sizes=SIZES, run=run)
 
 
 if __name__ == "__main__":
