@@ -165,7 +165,9 @@ def tune_toy(config: dict[str, Any]) -> None:
         theta = theta + LR * (-2.0 * h * theta)
         step += 1
         keep = {"theta": theta.tolist(), "step": step} if step % interval == 0 else None
-        _tune_report({"Q": q_true(theta), "step": step}, keep)
+        # the h in effect, to count steps trained outside the declared bounds [0, 1]
+        metrics = {"Q": q_true(theta), "step": step, "h_min": float(h.min())}
+        _tune_report({**metrics, "h_max": float(h.max())}, keep)
 
 
 def tune_busy(config: dict[str, Any]) -> None:
