@@ -154,8 +154,10 @@ def run_tune(
     steps: int,
     seed: int,
     target: float | None = None,
+    explore_fn: Any = None,
 ) -> dict[str, Any]:
-    """One Ray Tune PBT run: wall times, and every trial's metrics."""
+    """One Ray Tune PBT run: wall times, and every trial's metrics. ``explore_fn`` is
+    Tune's ``custom_explore_fn`` (applied after its own perturbation)."""
     import ray
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
@@ -200,6 +202,7 @@ def run_tune(
                 hyperparam_mutations=mutations,
                 quantile_fraction=0.25,
                 resample_probability=0.25,
+                custom_explore_fn=explore_fn,
             )
             tuner = tune.Tuner(
                 tune.with_resources(trainable, {"cpu": 1}),
@@ -260,19 +263,30 @@ def _wilson(successes: int, n: int) -> list[float] | None:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    # rounded: at p = 1 the upper end is 1 up to rounding (0.9999999999999999 < 1.0)
+    return [max(0.0, round(centre - half, 12)), min(1.0, round(centre + half, 12))]
+
+
+def _clip_toy(config: dict[str, Any]) -> dict[str, Any]:
+    """Ray Tune's ``custom_explore_fn`` that puts h back inside its declared [0, 1]."""
+    for key in ("h0", "h1"):
+        config[key] = min(1.0, max(0.0, float(config[key])))
+    return config
 
 
 def part_toy(frameworks: Sequence[str], sizes: dict[str, Any], seeds: int) -> dict[str, Any]:
+    """The toy; where Ray Tune runs, also ``tune_bounded``: Tune with its perturbed h put
+    back inside the declared bounds, so that the best Q compares on equal terms."""
     out: dict[str, Any] = {}
     steps = sizes["steps"]
+    toy_frameworks = [*frameworks, "tune_bounded"] if "tune" in frameworks else frameworks
     for population in sizes["populations"]:
         row: dict[str, Any] = {}
-        for fw in frameworks:
+        for fw in toy_frameworks:
             walls, without, best = [], [], []
             steps_seen, outside, largest_h = 0, 0, 0.0
             for seed in range(seeds):
-                if fw == "tune":
+                if fw in ("tune", "tune_bounded"):
                     r = run_tune(
                         w.tune_toy,
                         metric="Q",
@@ -287,6 +301,7 @@ def part_toy(frameworks: Sequence[str], sizes: dict[str, Any], seeds: int) -> di
                         interval=TOY_READY,
                         steps=steps,
                         seed=seed,
+                        explore_fn=_clip_toy if fw == "tune_bounded" else None,
                     )
                     finals = [float(f["Q"].iloc[-1]) for f in r["frames"] if len(f)]
                     best.append(max(finals))
@@ -321,13 +336,13 @@ def part_toy(frameworks: Sequence[str], sizes: dict[str, Any], seeds: int) -> di
                 "wall_without_startup_s": statistics.fmean(without),
                 "best_Q": _mean_ci(best),
             }
-            if fw == "tune" and steps_seen:
+            if fw in ("tune", "tune_bounded") and steps_seen:
                 # genepool keeps h inside [0, 1] (tests/test_space.py); Ray Tune does not, and
                 # a larger h descends faster on this surface: its Q is not on equal terms
                 row[fw]["steps_with_h_outside_bounds"] = outside / steps_seen
                 row[fw]["largest_h"] = largest_h
                 print(
-                    f"toy pop {population} tune: {outside / steps_seen:.0%} of the steps trained "
+                    f"toy pop {population} {fw}: {outside / steps_seen:.0%} of the steps trained "
                     f"with h outside its declared [0, 1] (largest h {largest_h:.3g})",
                     flush=True,
                 )
@@ -495,6 +510,12 @@ def verdict(results: dict[str, Any], frameworks: Sequence[str]) -> dict[str, Any
             q_ours, q_tune = row[fw]["best_Q"], row["tune"]["best_Q"]
             if q_ours["ci95"] and q_tune["ci95"]:
                 out[f"toy_{key}_{fw}_quality"] = q_ours["ci95"][1] >= q_tune["ci95"][0]
+            q_fair = row.get("tune_bounded", {}).get("best_Q")
+            if q_ours["ci95"] and q_fair and q_fair["ci95"]:
+                # on equal terms: Tune's h kept inside the bounds genepool keeps
+                out[f"toy_{key}_{fw}_quality_vs_bounded_tune"] = (
+                    q_ours["ci95"][1] >= q_fair["ci95"][0]
+                )
     for key, row in results.get("busy", {}).items():
         for fw in ours:
             out[f"busy_{key}_{fw}_efficiency"] = row[fw]["efficiency"] > row["tune"]["efficiency"]
