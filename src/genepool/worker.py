@@ -678,6 +678,7 @@ class Worker:
             donor_ckpt.step,
             {
                 "donor": decision.donor,
+                "donor_generation": decision.donor_generation,
                 "checkpoint": donor_ckpt.id,
                 "donor_step": donor_ckpt.step,
                 "donor_score": donor_ckpt.score,

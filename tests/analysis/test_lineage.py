@@ -180,3 +180,36 @@ def test_redone_steps_count_once_with_their_last_report_before_the_cut() -> None
 def test_unknown_member_is_refused_with_the_range() -> None:
     with pytest.raises(InvalidArgumentError, match="member"):
         lineage(EVENTS, POP, 7)
+
+
+def test_a_copy_of_a_checkpoint_older_than_the_donors_own_exploit_follows_that_checkpoint():
+    # D=1 trains 0..320 with lr 0.2 (explores to 0.25 at 160); then, at t=3, D exploits
+    # E=2 (E at 300): D's line now runs E 0..300, D 300... But R=0 had decided, on a
+    # population read before that, to copy D's checkpoint at 320 (D's generation 0), and
+    # recorded the copy at t=4: R's line is D 0..320, R 320..
+    def copy(t: float, who: int, donor: int, step: int, gen_of_donor: int | None) -> Event:
+        e = exploit(t, who, donor, step, step, 0.1, 0.3, 1)
+        return Event(e.kind, e.member, e.step, {**e.data, "donor_generation": gen_of_donor}, t)
+
+    events = [
+        explore(1, 1, 160, 0.2, 0.25),
+        copy(3, 1, 2, 300, 0),  # D copies E's checkpoint at 300
+        explore(3.5, 1, 310, 0.4, 0.5),  # D explores after its exploit (its generation 1)
+        copy(4, 0, 1, 320, 0),  # R copies D's *generation 0* checkpoint at 320
+    ]
+    pop = population({0: (400, 0.3), 1: (400, 0.5), 2: (400, 0.4)})
+    line = lineage(events, pop, 0)
+    assert [(s.member, s.start, s.end, s.generation) for s in line.segments] == [
+        (1, 0, 320, 0),
+        (0, 320, 400, 1),
+    ]
+    changes = schedule_changes(events, pop, line)
+    assert [(c.step, c.hparams["lr"], c.cause) for c in changes] == [
+        (0, 0.2, "start"),
+        (160, 0.25, "explore"),
+        (320, 0.3, "exploit"),
+    ]
+    # without the recorded generation (an older run), the donor's last stretch before the
+    # copy is taken, as before
+    old = [*events[:3], exploit(4, 0, 1, 320, 320, 0.1, 0.3, 1)]
+    assert lineage(old, pop, 0).ancestors == (2, 1, 0)

@@ -197,7 +197,7 @@ def test_other_rules_exploit_the_donors_checkpoint(exploit):
     decision = policy(exploit=exploit).decide(population, population[0], rng())
     donor_ckpt = population[1].checkpoint
     assert donor_ckpt is not None
-    assert decision == Exploit(1, donor_ckpt, DONOR_CKPT)
+    assert decision == Exploit(1, donor_ckpt, DONOR_CKPT, donor_generation=0)
 
 
 def test_a_member_that_does_not_copy_continues_without_new_hparams():

@@ -168,7 +168,10 @@ def lineage(events: Sequence[Event], population: Population, member: int) -> Lin
     Walks back from the member's present through its last exploit to the donor's state at
     that moment, and so on to a member that never exploited before the moment in question.
     A donor that was itself exploited earlier is followed through its own jump; a member
-    exploited several times contributes only the stretch since its last exploit.
+    exploited several times contributes only the stretch since its last exploit. Where the
+    exploit recorded the donor's generation, the stretch is that generation's, even if the
+    donor exploited again before the copy was recorded (it decided on a population read a
+    moment earlier); else the donor's last stretch before the copy.
     """
     _check_member(population, member, "lineage")
     by_member = _event_index(events)
@@ -177,13 +180,18 @@ def lineage(events: Sequence[Event], population: Population, member: int) -> Lin
     current = member
     end_step = population[member].step
     until = len(events)
+    wanted: int | None = None  # the generation of ``current`` whose checkpoint was copied
     for _ in range(len(events) + 1):  # each pass moves strictly back in the events
         indices = by_member.get(current, [])
         cut = bisect_right(indices, until - 1)
-        last_exploit = next(
-            (i for i in reversed(indices[:cut]) if events[i].kind == "exploit"), None
-        )
-        generation = sum(1 for i in indices[:cut] if events[i].kind == "exploit")
+        exploits = [i for i in indices[:cut] if events[i].kind == "exploit"]
+        if wanted is not None and wanted < len(exploits):
+            # the copied checkpoint is older than the donor's later exploits (the decision
+            # read the population a moment before them): its stretch ended at the next one
+            until = exploits[wanted]
+            del exploits[wanted:]
+        last_exploit = exploits[-1] if exploits else None
+        generation = len(exploits)
         if last_exploit is None:
             segments.append(Segment(current, 0, end_step, generation, until))
             break
@@ -200,6 +208,8 @@ def lineage(events: Sequence[Event], population: Population, member: int) -> Lin
                 event=last_exploit,
             )
         )
+        copied = e.data.get("donor_generation")  # absent from older runs' events
+        wanted = int(copied) if copied is not None else None
         current, end_step, until = int(e.data["donor"]), donor_step, last_exploit
     segments.reverse()
     jumps.reverse()

@@ -64,6 +64,9 @@ class Exploit:
     donor: int
     checkpoint: CheckpointRef
     hparams: Mapping[str, Any]
+    #: The donor's generation in the population decided on: the stretch of its training
+    #: that made ``checkpoint`` (it may have exploited again since that population was read).
+    donor_generation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,4 +160,9 @@ class Policy:
             if self.explore is not None
             else dict(inherited)
         )
-        return Exploit(donor=donor.id, checkpoint=donor.checkpoint, hparams=new)
+        return Exploit(
+            donor=donor.id,
+            checkpoint=donor.checkpoint,
+            hparams=new,
+            donor_generation=donor.generation,
+        )
