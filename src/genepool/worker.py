@@ -313,13 +313,17 @@ class Worker:
             self._drop(last.lease.member)
 
     def _end_round(
-        self, lease: Lease, member: MemberView | None = None, events: list[Event] | None = None
+        self,
+        lease: Lease,
+        member: MemberView | None = None,
+        reports: Sequence[Report] = (),
+        events: Sequence[Event] = (),
     ) -> bool:
         """Whether the round's last write should end ``lease`` now; ``False`` leaves it,
-        with ``member`` and ``events`` if given, to the next claim (a store that fuses a
-        commit and a claim), and the caller writes nothing."""
+        with ``member``, ``reports`` and ``events``, to the next claim (a store that fuses
+        a commit and a claim), and the caller writes nothing."""
         if self._defer:
-            self._last = _LastWrite(lease, member, (), events or [])
+            self._last = _LastWrite(lease, member, reports, events)
             return False
         return True
 
@@ -608,9 +612,8 @@ class Worker:
             data = self._plateau.event_data()
             events.append(Event(BEST_EVENT, view.id, step, data, clock.now()))
         plain = isinstance(decision, Continue) and decision.hparams is None
-        if plain and self._defer and seen is not None:
+        if plain and seen is not None and not self._end_round(lease, new, reports, events):
             # the member goes on: its round is written with the next claim, in one write
-            self._last = _LastWrite(lease, new, reports, events)
             res.checkpoint = ckpt_id
             self._collect(view.checkpoint, ckpt_id)
             return seen
@@ -645,7 +648,7 @@ class Worker:
                 ctx.clock.now(),
             )
             new = dataclasses.replace(view, hparams=new_hp)
-            if self._end_round(lease, new, [event]):
+            if self._end_round(lease, new, events=[event]):
                 pop = ctx.store.commit(lease, member=new, events=[event], release=True)
             else:
                 pop = self._with(new)

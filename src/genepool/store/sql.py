@@ -1185,16 +1185,18 @@ class SQLStore(Store):
             freed = -1  # the member whose lease ``last`` ended in this write
             cache: Callable[[], None] | None = None
             if last is not None:
-                lease, member, reports, events = last
-                row = rows[lease.member] if 0 <= lease.member < len(rows) else None
-                mine = row is not None and row.holder is not None and row.token == lease.token
-                if mine or member is not None or reports or events:  # a lost lease: raises
+                lease, written, reports, events = last
+                try:  # checks the lease before it writes anything
                     cache = self._write_commit(
-                        tx, st, version, lease, member, reports, events, None, True
+                        tx, st, version, lease, written, reports, events, None, True
                     )
+                except StaleLeaseError:
+                    if written is not None or reports or events:
+                        raise
+                else:  # nothing to write with a lost lease: only claim
                     freed = lease.member
-                    if member is not None:  # the claim sees the member as just written
-                        members = tuple(member if m.id == freed else m for m in members)
+                    if written is not None:  # the claim sees the member as just written
+                        members = tuple(written if m.id == freed else m for m in members)
 
             def held(member: int) -> bool:
                 r = rows[member]
