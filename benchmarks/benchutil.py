@@ -1,13 +1,29 @@
-"""Helpers the benchmark parts share: how busy the machine was besides the benchmark."""
+"""Helpers the benchmarks share: how busy the machine was besides the benchmark, and the
+confidence interval of a mean."""
 
 from __future__ import annotations
 
+import math
 import os
 import resource
+import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["CpuMeter", "MachineLoad"]
+__all__ = ["CpuMeter", "MachineLoad", "t_interval"]
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """The 95% Student t interval of the mean of ``values`` (``None`` under two values)."""
+    if len(values) < 2:
+        return None
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    half = float(stats.t.ppf(0.975, len(values) - 1)) * statistics.stdev(values)
+    half /= math.sqrt(len(values))
+    return (mean - half, mean + half)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "examples"))  # worker processes inherit it
 
+from benchutil import t_interval  # noqa: E402
+
 import genepool as gp  # noqa: E402
 from genepool.analysis import Schedule  # noqa: E402
 from genepool.version import __version__  # noqa: E402
@@ -220,18 +222,6 @@ def _secs(x: float) -> str:
     return f"{x:.0f}" if x >= 10 else f"{x:.2g}"
 
 
-def _t_interval(values: Sequence[float]) -> tuple[float, float] | None:
-    """The 95% Student t interval of the mean of ``values`` (``None`` under two values)."""
-    if len(values) < 2:
-        return None
-    from scipy import stats
-
-    mean = statistics.fmean(values)
-    half = float(stats.t.ppf(0.975, len(values) - 1)) * statistics.stdev(values)
-    half /= math.sqrt(len(values))
-    return (mean - half, mean + half)
-
-
 def summarise(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per task: per method the scores, mean and standard deviation; and the verdict."""
     out: dict[str, dict[str, Any]] = {}
@@ -274,7 +264,7 @@ def summarise(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             entry["pairs"] = len(paired)
             # the gain PBT - random ("better" positive in either mode), paired by seed
             entry["paired_mean"] = statistics.fmean(paired) if paired else math.nan
-            entry["paired_ci95"] = _t_interval(paired)
+            entry["paired_ci95"] = t_interval(paired)
         out[task] = entry
     return out
 

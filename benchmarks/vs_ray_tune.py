@@ -56,7 +56,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tune_workloads as w
-from benchutil import CpuMeter
+from benchutil import CpuMeter, t_interval
 from busywork import STEP_SECONDS
 
 import genepool as gp
@@ -247,13 +247,8 @@ def _mean_ci(values: Sequence[float]) -> dict[str, Any]:
     n = len(values)
     if n == 0:
         return {"n": 0, "mean": None, "ci95": None}
-    mean = statistics.fmean(values)
-    if n < 2:
-        return {"n": n, "mean": mean, "ci95": None}
-    from scipy import stats
-
-    half = float(stats.t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)
-    return {"n": n, "mean": mean, "ci95": [mean - half, mean + half]}
+    ci = t_interval(values)
+    return {"n": n, "mean": statistics.fmean(values), "ci95": list(ci) if ci else None}
 
 
 def _wilson(successes: int, n: int) -> list[float] | None:
