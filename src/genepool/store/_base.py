@@ -34,8 +34,10 @@ The contract (checked by ``tests/store/test_contract.py`` over every backend):
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,11 +129,21 @@ def _process_start(pid: int) -> int | None:
         return None
 
 
+#: How long a holder seen alive (its pid running, with its start time) is taken to be the
+#: same process without reading ``/proc`` again. A holder that exits is still known dead at
+#: once (its pid is gone); only a pid reused by a new process within this time goes unseen
+#: for that long. Reading ``/proc`` for every held member at every claim cost more than
+#: the rest of the claim.
+ALIVE_RECHECK_SECONDS = 1.0
+
+_seen_alive: dict[tuple[int, int], float] = {}
+
+
 def holder_dead(worker: WorkerInfo) -> bool:
     """Whether a lease holder is known dead: on this host, its process is gone (or its pid
     now belongs to a process started later). Holders on other hosts are never known dead:
     their leases run out instead."""
-    if worker.host != socket.gethostname():
+    if worker.host != _hostname():
         return False
     try:
         os.kill(worker.pid, 0)
@@ -139,10 +151,27 @@ def holder_dead(worker: WorkerInfo) -> bool:
         return True
     except PermissionError:
         return False
-    if worker.proc_start is not None:
-        now = _process_start(worker.pid)
-        return now is not None and now != worker.proc_start
+    if worker.proc_start is None:
+        return False
+    key = (worker.pid, worker.proc_start)
+    now = time.monotonic()
+    seen = _seen_alive.get(key)
+    if seen is not None and now - seen < ALIVE_RECHECK_SECONDS:
+        return False
+    started = _process_start(worker.pid)
+    if started is not None and started != worker.proc_start:
+        _seen_alive.pop(key, None)
+        return True
+    if len(_seen_alive) > 4096:  # holders come and go over a long life: forget them
+        _seen_alive.clear()
+    _seen_alive[key] = now
     return False
+
+
+@functools.cache
+def _hostname() -> str:
+    """This machine's name (asked once)."""
+    return socket.gethostname()
 
 
 class Store(ABC):
