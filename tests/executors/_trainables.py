@@ -105,9 +105,12 @@ def no_restart_from_zero(lines: list[tuple[str, int, int, int]], ready: int) -> 
 
 
 def _taken_over(log: str, member: int, since: int) -> bool:
-    """Whether another process started training ``member`` after line ``since`` of the log."""
+    """Whether another process trained ``member`` after line ``since`` of the log (it may
+    have had the member in memory still, and so started no new trainable)."""
     lines = read_log(log)[since:]
-    return any(k == "start" and m == member and pid != os.getpid() for k, m, _, pid in lines)
+    return any(
+        k in ("start", "step") and m == member and pid != os.getpid() for k, m, _, pid in lines
+    )
 
 
 def interrupt_driver() -> None:

@@ -182,8 +182,13 @@ def test_a_hung_worker_that_wakes_up_cannot_write_for_its_member(tmp_path):
     woke = [line for line in lines if line[0] == "woke"]
     assert woke, "the hung worker never woke"
     hung_pid = woke[0][3]
-    starts = [line for line in lines if line[0] == "start" and line[1] == 1]
-    assert any(pid != hung_pid and step == READY for _, _, step, pid in starts)
+    # another worker went on from the member's checkpoint at the ready (with a new
+    # trainable, or the one it still had from training the member before)
+    hung = lines.index(("hang", 1, READY + 2, hung_pid))
+    assert any(
+        kind == "step" and m == 1 and step == READY + 1 and pid != hung_pid
+        for kind, m, step, pid in lines[hung:]
+    )
     # the woken worker trained a step after the takeover (its log says so) ...
     after_woke = lines[lines.index(woke[0]) :]
     assert ("step", 1, 6, hung_pid) in after_woke

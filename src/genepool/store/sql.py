@@ -46,6 +46,7 @@ import math
 import numbers
 import os
 import sqlite3
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -53,34 +54,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Literal
-
-import sqlalchemy as sa
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Double,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    bindparam,
-    select,
-)
-from sqlalchemy.dialects import sqlite as _sqlite
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
-from sqlalchemy.sql.base import Executable
+from typing import TYPE_CHECKING, Any, Literal
 
 from genepool._errors import StaleLeaseError, StorageError, invalid, missing_dependency
 from genepool.clock import Clock
 from genepool.member import ACTIVE, CheckpointRef, Event, MemberView, Mode, Population, Report
 from genepool.store._base import History, Lease, Store, WorkerInfo, holder_dead, pick_claim
 from genepool.store.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
 __all__ = ["SCHEMA_VERSION", "SQLStore", "open_store"]
 
@@ -93,7 +76,6 @@ SCHEMA_VERSION = 1
 _BUSY_SECONDS = 30.0
 _CHUNK = 500  # ids per IN (...) list
 _CLAIM_ATTEMPTS = 100
-_SCHEMA_LOCK = 0x67656E65706F6F6C  # "genepool": PostgreSQL advisory lock while setting up
 
 #: Filesystem types (as in /proc/mounts) on which SQLite's WAL mode does not work.
 NETWORK_FILESYSTEMS = frozenset(
@@ -124,181 +106,90 @@ NETWORK_FILESYSTEMS = frozenset(
     }
 )
 
-# -- schema ------------------------------------------------------------------------------
-
-_metadata = MetaData()
-_Seq = BigInteger().with_variant(Integer, "sqlite")  # SQLite: a rowid alias, monotonic
-
-schema_version_table = Table(
-    "genepool_schema_version",
-    _metadata,
-    Column("version", Integer, nullable=False),
-)
-runs_table = Table(
-    "genepool_runs",
-    _metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(255), nullable=False, unique=True),
-    Column("config", Text, nullable=False),
-    Column("config_hash", String(64), nullable=False),
-    Column("created", Double, nullable=False),
-    Column("version", BigInteger, nullable=False),
-)
-members_table = Table(
-    "genepool_members",
-    _metadata,
-    Column("run_id", Integer, ForeignKey("genepool_runs.id"), primary_key=True),
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("version", BigInteger, nullable=False),
-    Column("view", Text, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("ready_count", Integer, nullable=False),
-    Column("step", BigInteger, nullable=False),
-    Column("pending", Boolean, nullable=False),
-    Column("checkpoint", String(255), nullable=True),
-    Column("token", BigInteger, nullable=False),
-    Column("expires", Double, nullable=True),
-    Column("holder", Text, nullable=True),
-    Index("ix_genepool_members_version", "run_id", "version"),
-    Index("ix_genepool_members_checkpoint", "run_id", "checkpoint"),
-)
-reports_table = Table(
-    "genepool_reports",
-    _metadata,
-    Column("seq", _Seq, primary_key=True, autoincrement=True),
-    Column("run_id", Integer, ForeignKey("genepool_runs.id"), nullable=False),
-    Column("member", Integer, nullable=False),
-    Column("step", BigInteger, nullable=False),
-    Column("time", Double, nullable=False),
-    Column("score", Double, nullable=True),
-    Column("metrics", Text, nullable=False),
-    Index("ix_genepool_reports_run", "run_id", "seq"),
-)
-events_table = Table(
-    "genepool_events",
-    _metadata,
-    Column("seq", _Seq, primary_key=True, autoincrement=True),
-    Column("run_id", Integer, ForeignKey("genepool_runs.id"), nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("member", Integer, nullable=False),
-    Column("step", BigInteger, nullable=False),
-    Column("data", Text, nullable=False),
-    Column("time", Double, nullable=False),
-    Index("ix_genepool_events_run", "run_id", "seq"),
-)
-pins_table = Table(
-    "genepool_pins",
-    _metadata,
-    Column("run_id", Integer, ForeignKey("genepool_runs.id"), primary_key=True),
-    Column("member", Integer, primary_key=True, autoincrement=False),
-    Column("checkpoint", String(255), nullable=False),
-    Index("ix_genepool_pins_checkpoint", "run_id", "checkpoint"),
-)
-collected_table = Table(
-    "genepool_collected",
-    _metadata,
-    Column("run_id", Integer, ForeignKey("genepool_runs.id"), primary_key=True),
-    Column("checkpoint", String(255), primary_key=True),
-)
+# -- statements --------------------------------------------------------------------------
 
 
-def _upgrade_0_to_1(conn: Connection) -> None:
-    """Version 0: the layout before it had a version. Add whatever is missing."""
-    _metadata.create_all(conn, checkfirst=True)
+class _Q:
+    """A statement of :mod:`genepool.store._sqlschema`, by name. The Core statement is
+    built on first use, and on SQLite its compiled SQL is what runs: a process handed the
+    compiled SQL by its driver (see :meth:`SQLStore.__reduce__`) never imports SQLAlchemy.
+    """
+
+    __slots__ = ("dml", "name")
+
+    def __init__(self, name: str, *, dml: bool = False) -> None:
+        self.name = name
+        self.dml = dml  # an INSERT or UPDATE: its SQL depends on the parameters given
+
+    @property
+    def core(self) -> Any:
+        from genepool.store import _sqlschema
+
+        return _sqlschema.statement(self.name)
+
+    def __repr__(self) -> str:
+        return f"_Q({self.name!r})"
 
 
-#: ``_UPGRADES[v]`` brings a database from version ``v`` to ``v + 1``, in the transaction
-#: that opens it.
-_UPGRADES: dict[int, Callable[[Connection], None]] = {0: _upgrade_0_to_1}
+_S_RUN = _Q("_S_RUN")
+_S_RUN_NAMES = _Q("_S_RUN_NAMES")
+_S_ROWS_ALL = _Q("_S_ROWS_ALL")
+_S_ROWS_NEW = _Q("_S_ROWS_NEW")
+_S_VERSION = _Q("_S_VERSION")
+_U_BUMP = _Q("_U_BUMP", dml=True)
+_U_BUMP_RETURNING = _Q("_U_BUMP_RETURNING", dml=True)
+_S_LOCK_RUN = _Q("_S_LOCK_RUN")
+_U_MEMBER = _Q("_U_MEMBER", dml=True)
+_I_MEMBERS = _Q("_I_MEMBERS", dml=True)
+_I_RUN = _Q("_I_RUN", dml=True)
+_I_REPORTS = _Q("_I_REPORTS", dml=True)
+_I_EVENTS = _Q("_I_EVENTS", dml=True)
+_I_PIN = _Q("_I_PIN", dml=True)
+_D_PIN = _Q("_D_PIN")
+_S_COLLECTED = _Q("_S_COLLECTED")
+_S_USED = _Q("_S_USED")
+_S_USED_ONE = _Q("_S_USED_ONE")
+_S_LEASE = _Q("_S_LEASE")
+_S_REPORTS = _Q("_S_REPORTS")
+_S_EVENTS = _Q("_S_EVENTS")
+_S_CLAIM_ROWS = _Q("_S_CLAIM_ROWS")
+_S_CLAIM_LOCK = _Q("_S_CLAIM_LOCK")
+_S_COMMIT_LOCK = _Q("_S_COMMIT_LOCK")
+_U_RENEW_DB_CLOCK = _Q("_U_RENEW_DB_CLOCK", dml=True)
+_U_RENEW_GIVEN = _Q("_U_RENEW_GIVEN", dml=True)
+_I_COLLECTED_SQLITE = _Q("_I_COLLECTED_SQLITE", dml=True)
+_I_COLLECTED_POSTGRESQL = _Q("_I_COLLECTED_POSTGRESQL", dml=True)
 
-# -- statements (built once, compiled once) ----------------------------------------------
+#: What a SQLite worker runs, with the names of the parameters it gives (an INSERT's or
+#: UPDATE's SQL depends on them): :meth:`SQLStore.__reduce__` hands these over compiled.
+#: Anything else is compiled where it is first used (importing SQLAlchemy there).
+_MEMBER_COLUMNS = ("view", "status", "ready_count", "step", "pending", "checkpoint")
+_WHERE_MEMBER = ("b_run", "b_id")
+_WORKER_SQLITE: tuple[tuple[_Q, tuple[str, ...]], ...] = (
+    (_S_RUN, ()),
+    (_S_ROWS_ALL, ()),
+    (_S_ROWS_NEW, ()),
+    (_S_VERSION, ()),
+    (_U_BUMP, ("r",)),
+    (_U_BUMP_RETURNING, ("r",)),
+    (_D_PIN, ()),
+    (_S_COLLECTED, ()),
+    (_S_USED_ONE, ()),
+    (_S_REPORTS, ()),
+    (_S_EVENTS, ()),
+    (_I_PIN, ("run_id", "member", "checkpoint")),
+    (_I_REPORTS, ("run_id", "member", "step", "time", "score", "metrics")),
+    (_I_EVENTS, ("run_id", "kind", "member", "step", "data", "time")),
+    (_I_COLLECTED_SQLITE, ("run_id", "checkpoint")),
+    # claims (a lease, and a crash counted), renewals, commits (a view, a release, both)
+    (_U_MEMBER, ("token", "expires", "holder", "version", *_WHERE_MEMBER)),
+    (_U_MEMBER, ("token", "expires", "holder", "version", *_MEMBER_COLUMNS, *_WHERE_MEMBER)),
+    (_U_MEMBER, ("expires", "version", *_WHERE_MEMBER)),
+    (_U_MEMBER, (*_MEMBER_COLUMNS, "version", *_WHERE_MEMBER)),
+    (_U_MEMBER, (*_MEMBER_COLUMNS, "holder", "expires", "version", *_WHERE_MEMBER)),
+    (_U_MEMBER, ("holder", "expires", "version", *_WHERE_MEMBER)),
+)
 
-_runs, _members, _reports, _events = runs_table, members_table, reports_table, events_table
-_pins, _collected = pins_table, collected_table
-_M = _members.c
-
-_S_RUN = select(_runs.c.id, _runs.c.config).where(_runs.c.name == bindparam("name"))
-_S_RUN_NAMES = select(_runs.c.name).order_by(_runs.c.id)
-_ROW_COLUMNS = (_M.id, _M.version, _M.view, _M.token, _M.expires, _M.holder)
-_S_ROWS_ALL = select(*_ROW_COLUMNS).where(_M.run_id == bindparam("r")).order_by(_M.id)
-_S_ROWS_NEW = select(*_ROW_COLUMNS).where(_M.run_id == bindparam("r"), _M.version > bindparam("v"))
-_S_VERSION = select(_runs.c.version).where(_runs.c.id == bindparam("r"))
-_U_BUMP = sa.update(_runs).where(_runs.c.id == bindparam("r")).values(version=_runs.c.version + 1)
-_U_BUMP_RETURNING = _U_BUMP.returning(_runs.c.version)
-_S_LOCK_RUN = select(_runs.c.id).where(_runs.c.id == bindparam("r")).with_for_update()
-#: The member's row; the SET clause comes from the execution's parameters.
-_U_MEMBER = sa.update(_members).where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
-_I_MEMBERS = sa.insert(_members)
-_I_RUN = sa.insert(_runs)
-_I_REPORTS = sa.insert(_reports)
-_I_EVENTS = sa.insert(_events)
-_I_PIN = sa.insert(_pins)
-_D_PIN = sa.delete(_pins).where(_pins.c.run_id == bindparam("r"), _pins.c.member == bindparam("m"))
-_S_COLLECTED = select(_collected.c.checkpoint).where(
-    _collected.c.run_id == bindparam("r"), _collected.c.checkpoint == bindparam("c")
-)
-_S_USED = sa.union(
-    select(_M.checkpoint).where(
-        _M.run_id == bindparam("r"), _M.checkpoint.in_(bindparam("c", expanding=True))
-    ),
-    select(_pins.c.checkpoint).where(
-        _pins.c.run_id == bindparam("r"), _pins.c.checkpoint.in_(bindparam("c", expanding=True))
-    ),
-)
-_S_USED_ONE = sa.union_all(
-    select(_M.id).where(_M.run_id == bindparam("r"), _M.checkpoint == bindparam("c")),
-    select(_pins.c.member).where(
-        _pins.c.run_id == bindparam("r"), _pins.c.checkpoint == bindparam("c")
-    ),
-).limit(1)
-_S_LEASE = select(_M.token, _M.holder).where(
-    _M.run_id == bindparam("b_run"), _M.id == bindparam("b_id")
-)
-_S_REPORTS = (
-    select(
-        _reports.c.member, _reports.c.step, _reports.c.time, _reports.c.score, _reports.c.metrics
-    )
-    .where(_reports.c.run_id == bindparam("r"))
-    .order_by(_reports.c.seq)
-)
-_S_EVENTS = (
-    select(_events.c.kind, _events.c.member, _events.c.step, _events.c.data, _events.c.time)
-    .where(_events.c.run_id == bindparam("r"))
-    .order_by(_events.c.seq)
-)
-# PostgreSQL only
-_DB_NOW = sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), Double)
-_S_CLAIM_ROWS = select(
-    _M.id, _M.ready_count, _M.step, _M.pending, _M.token, _M.expires, _M.holder, _DB_NOW
-).where(_M.run_id == bindparam("r"), _M.status == ACTIVE)
-_S_CLAIM_LOCK = (
-    select(_M.status, _M.ready_count, _M.step, _M.pending, _M.token, _M.expires, _M.holder, _M.view)
-    .where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
-    .with_for_update(skip_locked=True)
-)
-_S_COMMIT_LOCK = (
-    select(_M.token, _M.holder, _M.status, _M.checkpoint)
-    .where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
-    .with_for_update()
-)
-_RENEW_WHERE = (
-    _M.run_id == bindparam("b_run"),
-    _M.id == bindparam("b_id"),
-    _M.token == bindparam("b_token"),
-    _M.holder.is_not(None),
-)
-_U_RENEW_DB_CLOCK = (
-    sa.update(_members)
-    .where(*_RENEW_WHERE)
-    .values(expires=_DB_NOW + bindparam("secs", type_=Double))
-    .returning(_M.expires)
-)
-_U_RENEW_GIVEN = (
-    sa.update(_members)
-    .where(*_RENEW_WHERE)
-    .values(expires=bindparam("exp", type_=Double))
-    .returning(_M.expires)
-)
 
 # -- JSON that round-trips exactly -------------------------------------------------------
 
@@ -509,24 +400,54 @@ def _check_local_filesystem(database: str) -> None:
 # -- URLs --------------------------------------------------------------------------------
 
 
-_URL_MUST = "a 'sqlite:///path' or 'postgresql://user@host/database' URL"
+URL_MUST = "a 'sqlite:///path' or 'postgresql://user@host/database' URL"
 
 
-def _sa_url(url: str, owner: str = "SQLStore", name: str = "url", must: str = _URL_MUST) -> sa.URL:
-    """The SQLAlchemy URL for a user's URL: ``postgresql://`` means psycopg 3."""
+def _sa_url(url: str, owner: str = "SQLStore", name: str = "url", must: str = URL_MUST) -> Any:
+    """The SQLAlchemy URL for a user's URL (see :func:`genepool.store._sqlschema.sa_url`)."""
+    from genepool.store import _sqlschema
+
+    return _sqlschema.sa_url(url, owner, name, must)
+
+
+def _db_errors() -> tuple[type[BaseException], ...]:
+    """What the database raises: sqlite3's errors, and SQLAlchemy's once it is loaded (a
+    SQLite worker handed its SQL compiled never loads it)."""
+    exc = sys.modules.get("sqlalchemy.exc")
+    if exc is None:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, exc.SQLAlchemyError)
+
+
+def _integrity_errors() -> tuple[type[BaseException], ...]:
+    exc = sys.modules.get("sqlalchemy.exc")
+    if exc is None:
+        return (sqlite3.IntegrityError,)
+    return (sqlite3.IntegrityError, exc.IntegrityError)
+
+
+# -- SQLite connections ------------------------------------------------------------------
+
+
+def sqlite_connect_args() -> dict[str, Any]:
+    """``sqlite3.connect``'s arguments beside the database."""
+    return {"timeout": _BUSY_SECONDS, "check_same_thread": False}
+
+
+def sqlite_pragmas(dbapi_connection: Any, where: object, *, in_memory: bool) -> None:
+    """Set up a new sqlite3 connection: WAL, ``synchronous=NORMAL``, the busy timeout and
+    foreign keys, and no BEGIN of sqlite3's own (the store begins ``IMMEDIATE``)."""
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
     try:
-        u = sa.make_url(url)
-    except ArgumentError:
-        raise invalid(owner, name, must, repr(url)) from None
-    backend = u.get_backend_name()
-    if backend == "postgres":
-        backend = "postgresql"
-        u = u.set(drivername="postgresql")
-    if backend == "postgresql" and u.drivername == "postgresql":
-        u = u.set(drivername="postgresql+psycopg")
-    if backend not in ("sqlite", "postgresql"):
-        raise invalid(owner, name, must, repr(url))
-    return u
+        cursor.execute(f"PRAGMA busy_timeout = {int(_BUSY_SECONDS * 1000)}")
+        mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+    if str(mode).lower() != "wal" and not in_memory:
+        log.warning("SQLite database %s is in journal mode %r, not WAL", where, mode)
 
 
 def _require_psycopg() -> None:
@@ -543,15 +464,15 @@ class _Tx(ABC):
     """An open transaction that runs the module's Core statements with named parameters."""
 
     @abstractmethod
-    def all(self, stmt: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+    def all(self, stmt: _Q, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """Every row of a query."""
 
     @abstractmethod
-    def run(self, stmt: Executable, params: Mapping[str, Any]) -> int:
+    def run(self, stmt: _Q, params: Mapping[str, Any]) -> int:
         """Execute a statement; the id of the row it inserted (when it inserted one)."""
 
     @abstractmethod
-    def many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+    def many(self, stmt: _Q, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute a statement once per parameter set (a batch)."""
 
     @abstractmethod
@@ -567,12 +488,12 @@ class _Tx(ABC):
     def active(self) -> bool:
         """Whether the transaction is still open."""
 
-    def first(self, stmt: Executable, params: Mapping[str, Any]) -> Sequence[Any] | None:
+    def first(self, stmt: _Q, params: Mapping[str, Any]) -> Sequence[Any] | None:
         """The first row of a query, ``None`` if there is none."""
         rows = self.all(stmt, params)
         return rows[0] if rows else None
 
-    def scalar(self, stmt: Executable, params: Mapping[str, Any]) -> Any:
+    def scalar(self, stmt: _Q, params: Mapping[str, Any]) -> Any:
         """The first column of the first row (``None`` if there is no row)."""
         row = self.first(stmt, params)
         return None if row is None else row[0]
@@ -584,17 +505,18 @@ class _AlchemyTx(_Tx):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def all(self, stmt: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
-        return self.conn.execute(stmt, dict(params)).all()
+    def all(self, stmt: _Q, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        return self.conn.execute(stmt.core, dict(params)).all()
 
-    def run(self, stmt: Executable, params: Mapping[str, Any]) -> int:
-        result = self.conn.execute(stmt, dict(params))
-        if isinstance(stmt, sa.Insert) and result.inserted_primary_key:
+    def run(self, stmt: _Q, params: Mapping[str, Any]) -> int:
+        core = stmt.core
+        result = self.conn.execute(core, dict(params))
+        if core.is_insert and result.inserted_primary_key:
             return int(result.inserted_primary_key[0])
         return 0
 
-    def many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
-        self.conn.execute(stmt, [dict(r) for r in rows])
+    def many(self, stmt: _Q, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.conn.execute(stmt.core, [dict(r) for r in rows])
 
     def commit(self) -> None:
         self.conn.commit()
@@ -607,7 +529,9 @@ class _AlchemyTx(_Tx):
         return self.conn.in_transaction()
 
 
-_Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
+#: A statement compiled for SQLite: its SQL, its parameters' names in order, and the
+#: values of those it fixes itself.
+Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
 
 
 class _SQLiteTx(_Tx):
@@ -618,24 +542,24 @@ class _SQLiteTx(_Tx):
     (15-20 microseconds a statement, several times SQLite's own).
     """
 
-    def __init__(self, raw: Any, compiled: Callable[[Executable, Mapping[str, Any]], _Compiled]):
+    def __init__(self, raw: Any, compiled: Callable[[_Q, Mapping[str, Any]], Compiled]):
         self.raw = raw
         self._compiled = compiled
 
-    def _args(self, stmt: Executable, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    def _args(self, stmt: _Q, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         sql, order, fixed = self._compiled(stmt, params)
         return sql, [params[k] if k in params else fixed[k] for k in order]
 
-    def all(self, stmt: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+    def all(self, stmt: _Q, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         sql, args = self._args(stmt, params)
         rows: list[Sequence[Any]] = self.raw.execute(sql, args).fetchall()
         return rows
 
-    def run(self, stmt: Executable, params: Mapping[str, Any]) -> int:
+    def run(self, stmt: _Q, params: Mapping[str, Any]) -> int:
         sql, args = self._args(stmt, params)
         return int(self.raw.execute(sql, args).lastrowid or 0)
 
-    def many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+    def many(self, stmt: _Q, rows: Sequence[Mapping[str, Any]]) -> None:
         sql, order, fixed = self._compiled(stmt, rows[0])
         self.raw.executemany(sql, [[r[k] if k in r else fixed[k] for k in order] for r in rows])
 
@@ -771,176 +695,184 @@ class SQLStore(Store):
         MissingDependencyError: A PostgreSQL URL without psycopg installed.
     """
 
+    _engine: Engine | None
+    _conn: Connection | None
+    _raw: sqlite3.Connection | None  # SQLite without SQLAlchemy
+    _connect_args: tuple[tuple[Any, ...], dict[str, Any]]  # sqlite3.connect's
+
     def __init__(self, url: str, *, clock: Clock | None = None, echo: bool = False) -> None:
         if not isinstance(url, str):
             raise invalid("SQLStore", "url", "a database URL string", type(url).__name__)
-        sa_url = _sa_url(url)
-        self.url = url
-        self._clock = clock
-        self._echo = echo
-        self._sqlite = sa_url.get_backend_name() == "sqlite"
-        self.fuses_commit_and_claim = self._sqlite  # one write under SQLite's write lock
-        self._lock = threading.RLock()
-        self._pid = os.getpid()
-        self._conn: Connection | None = None
-        self._runs: dict[str, _RunState] = {}
-        self._compiled: dict[tuple[int, tuple[str, ...]], _Compiled] = {}
+        from genepool.store import _sqlschema as schema
+
+        sa_url = schema.sa_url(url)
+        self._start(url, clock, echo, sqlite=sa_url.get_backend_name() == "sqlite")
         if self._sqlite:
             database = sa_url.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
                 _check_local_filesystem(database)
-            self._engine = self._sqlite_engine(sa_url, echo)
+            self._engine = schema.sqlite_engine(sa_url, echo)
         else:
             if sa_url.drivername == "postgresql+psycopg":
                 _require_psycopg()
-            self._engine = sa.create_engine(sa_url, echo=echo, pool_size=5, max_overflow=10)
+            self._engine = schema.postgresql_engine(sa_url, echo)
+            self._i_collected = _I_COLLECTED_POSTGRESQL
         self._returning = bool(self._engine.dialect.update_returning)
-        if self._sqlite:
-            self._i_collected: Executable = _sqlite.insert(_collected).on_conflict_do_nothing()
-        else:  # imported here: a SQLite worker process need not load it (tens of ms)
-            from sqlalchemy.dialects import postgresql
-
-            self._i_collected = postgresql.insert(_collected).on_conflict_do_nothing()
         try:
             self._open_schema()
         except BaseException:
             self.close()
             raise
+        if self._sqlite:
+            self._connect_args = schema.sqlite_connect(self._engine)
         log.debug("opened %r", self)
 
+    def _start(self, url: str, clock: Clock | None, echo: bool, *, sqlite: bool) -> None:
+        """The state every store starts with, before it connects."""
+        self.url = url
+        self._clock = clock
+        self._echo = echo
+        self._sqlite = sqlite
+        self.fuses_commit_and_claim = sqlite  # one write under SQLite's write lock
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._engine = None
+        self._conn = None
+        self._raw = None
+        self._connect_args = ((), {})
+        self._returning = False
+        self._runs: dict[str, _RunState] = {}
+        self._compiled: dict[Any, Compiled] = {}
+        self._i_collected = _I_COLLECTED_SQLITE
+
+    @classmethod
+    def _attach_sqlite(
+        cls,
+        url: str,
+        clock: Clock | None,
+        echo: bool,
+        connect: tuple[tuple[Any, ...], dict[str, Any]],
+        returning: bool,
+        compiled: Mapping[Any, Compiled],
+    ) -> SQLStore:
+        """The store as a process handed it by another opens it (see :meth:`__reduce__`):
+        a SQLite file the other process opened (and whose schema it checked), with the
+        statements compiled, on a sqlite3 connection of its own, without SQLAlchemy."""
+        self = cls.__new__(cls)
+        self._start(url, clock, echo, sqlite=True)
+        self._connect_args = connect
+        self._returning = returning
+        self._compiled.update(compiled)
+        return self
+
     # -- opening -------------------------------------------------------------------------
-    @staticmethod
-    def _sqlite_engine(url: sa.URL, echo: bool) -> Engine:
-        engine = sa.create_engine(
-            url,
-            echo=echo,
-            poolclass=sa.pool.NullPool,  # one connection per store and process, held open
-            connect_args={"timeout": _BUSY_SECONDS, "check_same_thread": False},
-        )
-        in_memory = url.database in (None, "", ":memory:")
-
-        @sa.event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, record: Any) -> None:
-            # SQLAlchemy's recipe: sqlite3 emits no BEGIN of its own; we emit BEGIN IMMEDIATE
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            try:
-                cursor.execute(f"PRAGMA busy_timeout = {int(_BUSY_SECONDS * 1000)}")
-                mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                cursor.execute("PRAGMA synchronous = NORMAL")
-                cursor.execute("PRAGMA foreign_keys = ON")
-            finally:
-                cursor.close()
-            if str(mode).lower() != "wal" and not in_memory:
-                log.warning("SQLite database %s is in journal mode %r, not WAL", url, mode)
-
-        @sa.event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # queue for the write lock up front
-
-        return engine
-
     def _open_schema(self) -> None:
         """Create the tables in an empty database, upgrade an older one, refuse a newer."""
+        from genepool.store import _sqlschema as schema
+
         try:
             if self._sqlite:
                 with self._lock:
                     conn = self._connection()
                     with conn.begin():
-                        self._setup(conn)
+                        schema.setup(conn, repr(self), self._safe_url())
             else:
-                with self._engine.begin() as conn:
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
-                    self._setup(conn)
-        except (SQLAlchemyError, sqlite3.Error) as err:
+                schema.setup_postgresql(self._require_engine(), repr(self), self._safe_url())
+        except _db_errors() as err:
             raise StorageError(f"{self!r}: cannot open the database: {err}") from err
-
-    def _setup(self, conn: Connection) -> None:
-        found = self._stored_version(conn)
-        if found is None:
-            _metadata.create_all(conn)
-            conn.execute(sa.insert(schema_version_table), {"version": SCHEMA_VERSION})
-            log.info("created the genepool schema (version %d) in %r", SCHEMA_VERSION, self)
-        elif found > SCHEMA_VERSION:
-            raise StorageError(
-                f"the database {self._safe_url()} has genepool schema version {found}, "
-                f"newer than version {SCHEMA_VERSION}, the newest this genepool knows: "
-                "upgrade genepool to open it"
-            )
-        elif found < SCHEMA_VERSION:
-            for version in range(found, SCHEMA_VERSION):
-                _UPGRADES[version](conn)
-            conn.execute(sa.delete(schema_version_table))
-            conn.execute(sa.insert(schema_version_table), {"version": SCHEMA_VERSION})
-            log.info(
-                "upgraded the genepool schema of %r from version %d to %d",
-                self,
-                found,
-                SCHEMA_VERSION,
-            )
-
-    @staticmethod
-    def _stored_version(conn: Connection) -> int | None:
-        """The schema version in the database: ``None`` for an empty database, 0 for one
-        from before versions were stored."""
-        inspector = sa.inspect(conn)
-        if not inspector.has_table(schema_version_table.name):
-            return 0 if inspector.has_table(runs_table.name) else None
-        found = conn.execute(select(sa.func.max(schema_version_table.c.version))).scalar()
-        return 0 if found is None else int(found)
 
     # -- plumbing ------------------------------------------------------------------------
     def _safe_url(self) -> str:
-        return sa.make_url(self.url).render_as_string(hide_password=True)
+        if "@" not in self.url:  # no password to hide (SQLite's, for one)
+            return self.url
+        from genepool.store import _sqlschema as schema
+
+        return schema.safe_url(self.url)
 
     def __repr__(self) -> str:
         return f"SQLStore({self._safe_url()!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen, (self.url, self._clock, self._echo))
+        """A SQLite store travels with its statements compiled, so that the process it goes
+        to never imports SQLAlchemy (a third of a second of a worker's start); a
+        PostgreSQL store travels as its URL."""
+        if not self._sqlite or (self._engine is None and not self._compiled):
+            return (_reopen, (self.url, self._clock, self._echo))
+        for stmt, columns in _WORKER_SQLITE:
+            self._compile(stmt, dict.fromkeys(columns))
+        compiled = dict(self._compiled)
+        args = (self.url, self._clock, self._echo, self._connect_args, self._returning, compiled)
+        return (_reopen_sqlite, args)
 
     def close(self) -> None:
         """Close this process's connections (the store reopens them if it is used again)."""
         with self._lock:
             conn, self._conn = self._conn, None
-            if conn is not None and os.getpid() == self._pid:
-                try:
-                    conn.close()
-                except (SQLAlchemyError, sqlite3.Error):  # pragma: no cover - already broken
-                    log.debug("closing the connection raised", exc_info=True)
-            self._engine.dispose()
+            raw, self._raw = self._raw, None
+            if os.getpid() == self._pid:
+                for c in (conn, raw):
+                    if c is None:
+                        continue
+                    try:
+                        c.close()
+                    except _db_errors():  # pragma: no cover - already broken
+                        log.debug("closing the connection raised", exc_info=True)
+            if self._engine is not None:
+                self._engine.dispose()
 
     def _after_fork(self) -> None:
         """In a forked child: drop (never close) the parent's connections."""
-        if self._conn is not None:
-            _abandoned.append(self._conn)
-        self._conn = None
-        self._engine.dispose(close=False)
+        for c in (self._conn, self._raw):
+            if c is not None:
+                _abandoned.append(c)
+        self._conn = self._raw = None
+        if self._engine is not None:
+            self._engine.dispose(close=False)
         self._lock = threading.RLock()
         self._pid = os.getpid()
 
+    def _require_engine(self) -> Engine:
+        if self._engine is None:  # pragma: no cover - only SQLite stores go without
+            raise StorageError(f"{self!r} has no SQLAlchemy engine")
+        return self._engine
+
     def _connection(self) -> Connection:
-        """SQLite: this process's one connection (the caller holds the lock)."""
+        """SQLite: this process's one connection, through SQLAlchemy (the caller holds the
+        lock)."""
         conn = self._conn
         if conn is None or conn.closed or conn.invalidated:
-            conn = self._conn = self._engine.connect()
+            conn = self._conn = self._require_engine().connect()
         return conn
 
-    def _compile(self, stmt: Executable, params: Mapping[str, Any]) -> _Compiled:
-        """SQLite: the statement's SQL for these parameter names, compiled once."""
-        key = (id(stmt), tuple(params))
+    def _dbapi(self) -> Any:
+        """SQLite: this process's one sqlite3 connection (the caller holds the lock)."""
+        if self._engine is not None:
+            conn = self._connection()
+            raw: Any = conn.connection.dbapi_connection
+            if self._echo and not conn.info.get("genepool_traced"):
+                raw.set_trace_callback(_echo_sql)  # SQL that bypasses SQLAlchemy
+                conn.info["genepool_traced"] = True
+            return raw
+        if self._raw is None:
+            args, kwargs = self._connect_args
+            raw = sqlite3.connect(*args, **kwargs)
+            sqlite_pragmas(raw, self.url, in_memory=False)
+            if self._echo:
+                raw.set_trace_callback(_echo_sql)
+            self._raw = raw
+        return self._raw
+
+    def _compile(self, stmt: _Q, params: Mapping[str, Any]) -> Compiled:
+        """SQLite: the statement's SQL (for these parameter names, if it is an INSERT or
+        UPDATE), compiled once."""
+        key = (stmt.name, frozenset(params)) if stmt.dml else stmt.name
         found = self._compiled.get(key)
         if found is None:
-            dialect = self._engine.dialect
-            if not isinstance(stmt, sa.ClauseElement):  # pragma: no cover - module statements
-                raise TypeError(f"not a Core statement: {stmt!r}")
-            if isinstance(stmt, (sa.Insert, sa.Update)):
-                columns = [k for k in params if k in stmt.table.c]
-                compiled = stmt.compile(dialect=dialect, column_keys=columns)
-            else:
-                compiled = stmt.compile(dialect=dialect)
-            order = tuple(getattr(compiled, "positiontup", None) or ())
-            found = self._compiled[key] = (str(compiled), order, dict(compiled.params))
+            from genepool.store import _sqlschema as schema
+
+            dialect = None if self._engine is None else self._engine.dialect
+            columns = tuple(params) if stmt.dml else None
+            found = self._compiled[key] = schema.compile_sqlite(stmt.name, columns, dialect)
         return found
 
     def _now(self) -> float:
@@ -957,24 +889,20 @@ class SQLStore(Store):
         try:
             if self._sqlite:
                 with self._lock:
-                    conn = self._connection()
-                    raw: Any = conn.connection.dbapi_connection
-                    if self._echo and not conn.info.get("genepool_traced"):
-                        raw.set_trace_callback(_echo_sql)  # SQL that bypasses SQLAlchemy
-                        conn.info["genepool_traced"] = True
+                    raw = self._dbapi()
                     begin = _SQLITE_BEGIN[kind]
                     if begin is not None:
                         raw.execute(begin)
                     with self._transaction(_SQLiteTx(raw, self._compile)) as tx:
                         yield tx
             else:
-                with self._engine.connect() as conn:
+                with self._require_engine().connect() as conn:
                     if kind == "read":
                         conn.execution_options(isolation_level="REPEATABLE READ")
                     conn.begin()
                     with self._transaction(_AlchemyTx(conn)) as tx:
                         yield tx
-        except (SQLAlchemyError, sqlite3.Error) as err:
+        except _db_errors() as err:
             raise StorageError(f"{self!r}: the database failed: {err}") from err
 
     @staticmethod
@@ -1095,7 +1023,7 @@ class SQLStore(Store):
                             for m, text in zip(rows, texts, strict=True)
                         ],
                     )
-            except (IntegrityError, sqlite3.IntegrityError):  # another process was first
+            except _integrity_errors():  # another process was first
                 tx.rollback()
                 return False
             tx.commit()
@@ -1531,6 +1459,17 @@ def _reopen(url: str, clock: Clock | None, echo: bool) -> SQLStore:
     return SQLStore(url, clock=clock, echo=echo)
 
 
+def _reopen_sqlite(
+    url: str,
+    clock: Clock | None,
+    echo: bool,
+    connect: tuple[tuple[Any, ...], dict[str, Any]],
+    returning: bool,
+    compiled: Mapping[Any, Compiled],
+) -> SQLStore:
+    return SQLStore._attach_sqlite(url, clock, echo, connect, returning, compiled)
+
+
 def open_store(url_or_store: Store | str, *, clock: Clock | None = None) -> Store:
     """A store from a URL: ``"memory"``, ``"sqlite:///path"`` or ``"postgresql://..."``.
 
@@ -1552,5 +1491,5 @@ def open_store(url_or_store: Store | str, *, clock: Clock | None = None) -> Stor
         )
     if url_or_store == "memory":
         return MemoryStore(clock=clock)
-    _sa_url(url_or_store, "open_store", "url_or_store", f"'memory' or {_URL_MUST}, or a Store")
+    _sa_url(url_or_store, "open_store", "url_or_store", f"'memory' or {URL_MUST}, or a Store")
     return SQLStore(url_or_store, clock=clock)

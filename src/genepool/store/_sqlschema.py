@@ -1,0 +1,379 @@
+"""The SQL store's schema and statements, in SQLAlchemy Core (see :mod:`genepool.store.sql`).
+
+Apart so that a process handed a SQLite store by its driver, with the statements compiled
+already, never imports SQLAlchemy (a third of a second of a worker's start).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    select,
+)
+from sqlalchemy.dialects import sqlite as _sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError
+
+from genepool._errors import StorageError, invalid
+from genepool.member import ACTIVE
+from genepool.store.sql import (
+    SCHEMA_VERSION,
+    URL_MUST,
+    Compiled,
+    sqlite_connect_args,
+    sqlite_pragmas,
+)
+
+log = logging.getLogger("genepool.store")
+
+_SCHEMA_LOCK = 0x67656E65706F6F6C  # "genepool": PostgreSQL advisory lock while setting up
+
+# -- schema ------------------------------------------------------------------------------
+
+_metadata = MetaData()
+_Seq = BigInteger().with_variant(Integer, "sqlite")  # SQLite: a rowid alias, monotonic
+
+schema_version_table = Table(
+    "genepool_schema_version",
+    _metadata,
+    Column("version", Integer, nullable=False),
+)
+runs_table = Table(
+    "genepool_runs",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("config", Text, nullable=False),
+    Column("config_hash", String(64), nullable=False),
+    Column("created", Double, nullable=False),
+    Column("version", BigInteger, nullable=False),
+)
+members_table = Table(
+    "genepool_members",
+    _metadata,
+    Column("run_id", Integer, ForeignKey("genepool_runs.id"), primary_key=True),
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+    Column("view", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("ready_count", Integer, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("pending", Boolean, nullable=False),
+    Column("checkpoint", String(255), nullable=True),
+    Column("token", BigInteger, nullable=False),
+    Column("expires", Double, nullable=True),
+    Column("holder", Text, nullable=True),
+    Index("ix_genepool_members_version", "run_id", "version"),
+    Index("ix_genepool_members_checkpoint", "run_id", "checkpoint"),
+)
+reports_table = Table(
+    "genepool_reports",
+    _metadata,
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("genepool_runs.id"), nullable=False),
+    Column("member", Integer, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("time", Double, nullable=False),
+    Column("score", Double, nullable=True),
+    Column("metrics", Text, nullable=False),
+    Index("ix_genepool_reports_run", "run_id", "seq"),
+)
+events_table = Table(
+    "genepool_events",
+    _metadata,
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("genepool_runs.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("member", Integer, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("time", Double, nullable=False),
+    Index("ix_genepool_events_run", "run_id", "seq"),
+)
+pins_table = Table(
+    "genepool_pins",
+    _metadata,
+    Column("run_id", Integer, ForeignKey("genepool_runs.id"), primary_key=True),
+    Column("member", Integer, primary_key=True, autoincrement=False),
+    Column("checkpoint", String(255), nullable=False),
+    Index("ix_genepool_pins_checkpoint", "run_id", "checkpoint"),
+)
+collected_table = Table(
+    "genepool_collected",
+    _metadata,
+    Column("run_id", Integer, ForeignKey("genepool_runs.id"), primary_key=True),
+    Column("checkpoint", String(255), primary_key=True),
+)
+
+
+def _upgrade_0_to_1(conn: Connection) -> None:
+    """Version 0: the layout before it had a version. Add whatever is missing."""
+    _metadata.create_all(conn, checkfirst=True)
+
+
+#: ``_UPGRADES[v]`` brings a database from version ``v`` to ``v + 1``, in the transaction
+#: that opens it.
+_UPGRADES: dict[int, Callable[[Connection], None]] = {0: _upgrade_0_to_1}
+
+# -- statements (built once, compiled once) ----------------------------------------------
+#
+# ``genepool.store.sql`` names them (``_Q("_S_RUN")``) and builds them on first use.
+
+_runs, _members, _reports, _events = runs_table, members_table, reports_table, events_table
+_pins, _collected = pins_table, collected_table
+_M = _members.c
+
+_S_RUN = select(_runs.c.id, _runs.c.config).where(_runs.c.name == bindparam("name"))
+_S_RUN_NAMES = select(_runs.c.name).order_by(_runs.c.id)
+_ROW_COLUMNS = (_M.id, _M.version, _M.view, _M.token, _M.expires, _M.holder)
+_S_ROWS_ALL = select(*_ROW_COLUMNS).where(_M.run_id == bindparam("r")).order_by(_M.id)
+_S_ROWS_NEW = select(*_ROW_COLUMNS).where(_M.run_id == bindparam("r"), _M.version > bindparam("v"))
+_S_VERSION = select(_runs.c.version).where(_runs.c.id == bindparam("r"))
+_U_BUMP = sa.update(_runs).where(_runs.c.id == bindparam("r")).values(version=_runs.c.version + 1)
+_U_BUMP_RETURNING = _U_BUMP.returning(_runs.c.version)
+_S_LOCK_RUN = select(_runs.c.id).where(_runs.c.id == bindparam("r")).with_for_update()
+#: The member's row; the SET clause comes from the execution's parameters.
+_U_MEMBER = sa.update(_members).where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
+_I_MEMBERS = sa.insert(_members)
+_I_RUN = sa.insert(_runs)
+_I_REPORTS = sa.insert(_reports)
+_I_EVENTS = sa.insert(_events)
+_I_PIN = sa.insert(_pins)
+_D_PIN = sa.delete(_pins).where(_pins.c.run_id == bindparam("r"), _pins.c.member == bindparam("m"))
+_S_COLLECTED = select(_collected.c.checkpoint).where(
+    _collected.c.run_id == bindparam("r"), _collected.c.checkpoint == bindparam("c")
+)
+_S_USED = sa.union(
+    select(_M.checkpoint).where(
+        _M.run_id == bindparam("r"), _M.checkpoint.in_(bindparam("c", expanding=True))
+    ),
+    select(_pins.c.checkpoint).where(
+        _pins.c.run_id == bindparam("r"), _pins.c.checkpoint.in_(bindparam("c", expanding=True))
+    ),
+)
+_S_USED_ONE = sa.union_all(
+    select(_M.id).where(_M.run_id == bindparam("r"), _M.checkpoint == bindparam("c")),
+    select(_pins.c.member).where(
+        _pins.c.run_id == bindparam("r"), _pins.c.checkpoint == bindparam("c")
+    ),
+).limit(1)
+_S_LEASE = select(_M.token, _M.holder).where(
+    _M.run_id == bindparam("b_run"), _M.id == bindparam("b_id")
+)
+_S_REPORTS = (
+    select(
+        _reports.c.member, _reports.c.step, _reports.c.time, _reports.c.score, _reports.c.metrics
+    )
+    .where(_reports.c.run_id == bindparam("r"))
+    .order_by(_reports.c.seq)
+)
+_S_EVENTS = (
+    select(_events.c.kind, _events.c.member, _events.c.step, _events.c.data, _events.c.time)
+    .where(_events.c.run_id == bindparam("r"))
+    .order_by(_events.c.seq)
+)
+# PostgreSQL only
+_DB_NOW = sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), Double)
+_S_CLAIM_ROWS = select(
+    _M.id, _M.ready_count, _M.step, _M.pending, _M.token, _M.expires, _M.holder, _DB_NOW
+).where(_M.run_id == bindparam("r"), _M.status == ACTIVE)
+_S_CLAIM_LOCK = (
+    select(_M.status, _M.ready_count, _M.step, _M.pending, _M.token, _M.expires, _M.holder, _M.view)
+    .where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
+    .with_for_update(skip_locked=True)
+)
+_S_COMMIT_LOCK = (
+    select(_M.token, _M.holder, _M.status, _M.checkpoint)
+    .where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
+    .with_for_update()
+)
+_RENEW_WHERE = (
+    _M.run_id == bindparam("b_run"),
+    _M.id == bindparam("b_id"),
+    _M.token == bindparam("b_token"),
+    _M.holder.is_not(None),
+)
+_U_RENEW_DB_CLOCK = (
+    sa.update(_members)
+    .where(*_RENEW_WHERE)
+    .values(expires=_DB_NOW + bindparam("secs", type_=Double))
+    .returning(_M.expires)
+)
+_U_RENEW_GIVEN = (
+    sa.update(_members)
+    .where(*_RENEW_WHERE)
+    .values(expires=bindparam("exp", type_=Double))
+    .returning(_M.expires)
+)
+
+#: ``INSERT ... ON CONFLICT DO NOTHING`` into the collected checkpoints, per dialect.
+_I_COLLECTED_SQLITE = _sqlite.insert(_collected).on_conflict_do_nothing()
+
+
+def _i_collected_postgresql() -> Any:
+    from sqlalchemy.dialects import postgresql  # a SQLite process need not load it
+
+    return postgresql.insert(_collected).on_conflict_do_nothing()
+
+
+def statement(name: str) -> Any:
+    """The Core statement of this module called ``name`` (built on first use)."""
+    if name == "_I_COLLECTED_POSTGRESQL":
+        found = _BUILT.get(name)
+        if found is None:
+            found = _BUILT[name] = _i_collected_postgresql()
+        return found
+    return globals()[name]
+
+
+_BUILT: dict[str, Any] = {}
+
+
+def compile_sqlite(name: str, columns: Sequence[str] | None, dialect: Any = None) -> Compiled:
+    """A statement's SQL for SQLite, the order of its parameters and their fixed values:
+    for an INSERT or UPDATE, with ``columns`` (the parameter names given) set. ``dialect``
+    is the connected engine's, if there is one."""
+    if dialect is None:
+        dialect = _sqlite_dialect()
+    stmt = statement(name)
+    if columns is not None and isinstance(stmt, (sa.Insert, sa.Update)):
+        cols = [k for k in columns if k in stmt.table.c]
+        compiled = stmt.compile(dialect=dialect, column_keys=cols)
+    else:
+        compiled = stmt.compile(dialect=dialect)
+    order = tuple(getattr(compiled, "positiontup", None) or ())
+    # the values the statement fixes itself; a parameter the caller must give is left out
+    # (its placeholder, a SQLAlchemy symbol, must not travel to a process without it)
+    fixed = {k: v for k, v in compiled.params.items() if type(v) in _PLAIN}
+    return str(compiled), order, fixed
+
+
+_PLAIN = (int, float, str, bytes, bool, type(None))
+
+
+@functools.cache
+def _sqlite_dialect() -> Any:
+    """SQLite's dialect as an engine for sqlite3 has it (never connected)."""
+    return sa.create_engine("sqlite://", poolclass=sa.pool.NullPool).dialect
+
+
+# -- URLs and engines --------------------------------------------------------------------
+
+
+def sa_url(url: str, owner: str = "SQLStore", name: str = "url", must: str = URL_MUST) -> sa.URL:
+    """The SQLAlchemy URL for a user's URL: ``postgresql://`` means psycopg 3."""
+    try:
+        u = sa.make_url(url)
+    except ArgumentError:
+        raise invalid(owner, name, must, repr(url)) from None
+    backend = u.get_backend_name()
+    if backend == "postgres":
+        backend = "postgresql"
+        u = u.set(drivername="postgresql")
+    if backend == "postgresql" and u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    if backend not in ("sqlite", "postgresql"):
+        raise invalid(owner, name, must, repr(url))
+    return u
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden."""
+    return str(sa.make_url(url).render_as_string(hide_password=True))
+
+
+def sqlite_engine(url: sa.URL, echo: bool) -> Engine:
+    """An engine for a SQLite file (no pool: the store holds its one connection)."""
+    engine = sa.create_engine(
+        url,
+        echo=echo,
+        poolclass=sa.pool.NullPool,  # one connection per store and process, held open
+        connect_args=sqlite_connect_args(),
+    )
+    in_memory = url.database in (None, "", ":memory:")
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        sqlite_pragmas(dbapi_connection, url, in_memory=in_memory)
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # queue for the write lock up front
+
+    return engine
+
+
+def postgresql_engine(url: sa.URL, echo: bool) -> Engine:
+    """An engine for a PostgreSQL database (a pool: threads may share it)."""
+    return sa.create_engine(url, echo=echo, pool_size=5, max_overflow=10)
+
+
+def sqlite_connect(engine: Engine) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments of ``sqlite3.connect`` that ``engine`` connects with: a process
+    handed them opens the same database without SQLAlchemy."""
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    return tuple(cargs), dict(cparams)
+
+
+# -- opening: create, upgrade or refuse --------------------------------------------------
+
+
+def setup_postgresql(engine: Engine, where: str, url: str) -> None:
+    """:func:`setup` under an advisory lock: stores opened at once set up one at a time."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+        setup(conn, where, url)
+
+
+def setup(conn: Connection, where: str, url: str) -> None:
+    """Create the tables in an empty database, upgrade an older one, refuse a newer;
+    ``where`` names the store in logs, ``url`` the database in errors."""
+    found = stored_version(conn)
+    if found is None:
+        _metadata.create_all(conn)
+        conn.execute(sa.insert(schema_version_table), {"version": SCHEMA_VERSION})
+        log.info("created the genepool schema (version %d) in %s", SCHEMA_VERSION, where)
+    elif found > SCHEMA_VERSION:
+        raise StorageError(
+            f"the database {url} has genepool schema version {found}, "
+            f"newer than version {SCHEMA_VERSION}, the newest this genepool knows: "
+            "upgrade genepool to open it"
+        )
+    elif found < SCHEMA_VERSION:
+        for version in range(found, SCHEMA_VERSION):
+            _UPGRADES[version](conn)
+        conn.execute(sa.delete(schema_version_table))
+        conn.execute(sa.insert(schema_version_table), {"version": SCHEMA_VERSION})
+        log.info(
+            "upgraded the genepool schema of %s from version %d to %d",
+            where,
+            found,
+            SCHEMA_VERSION,
+        )
+
+
+def stored_version(conn: Connection) -> int | None:
+    """The schema version in the database: ``None`` for an empty database, 0 for one
+    from before versions were stored."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(schema_version_table.name):
+        return 0 if inspector.has_table(runs_table.name) else None
+    found = conn.execute(select(sa.func.max(schema_version_table.c.version))).scalar()
+    return 0 if found is None else int(found)
