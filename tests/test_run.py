@@ -314,6 +314,83 @@ def test_exploit_can_move_a_member_back_in_steps():
         check_exploits_continue_from_donor(r)
 
 
+class CountingCheckpoints(gp.MemoryCheckpoints):
+    """Remembers which (member, step) each checkpoint written was of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[tuple[int, int]] = []
+
+    def put(self, run: str, member: int, step: int, blob: bytes, **kw: Any) -> str:
+        self.written.append((member, step))
+        return super().put(run, member, step, blob, **kw)
+
+
+class RefusingStore(gp.MemoryStore):
+    """Refuses the first ``refuse`` pins, as a store does when the donor's checkpoint was
+    collected in the meantime, and notes (member, step) of each exploit it refused."""
+
+    def __init__(self, refuse: int) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.refused: list[tuple[int, int]] = []
+
+    def commit(self, lease, **kw):
+        if kw.get("pin") is not None and self.refuse > 0:
+            self.refuse -= 1
+            (exploit,) = [e for e in kw["events"] if e.kind == "exploit"]
+            self.refused.append((lease.member, exploit.data["old_step"]))
+            raise gp.StorageError(f"checkpoint {kw['pin']} was collected and cannot be pinned")
+        return super().commit(lease, **kw)
+
+
+def test_a_round_that_ends_in_an_exploit_writes_no_checkpoint_of_its_own():
+    checkpoints = CountingCheckpoints()
+    result = run(
+        Climb,
+        population=5,
+        budget=gp.Budget(steps=32),
+        checkpoints=checkpoints,
+        clock=gp.ManualClock(tick=0.001),  # a round's reports go with its last write
+    )
+    exploits = events_of(result, "exploit")
+    assert exploits
+    for e in exploits:  # its weights were replaced at once: no checkpoint was written
+        assert (e.member, e.data["old_step"]) not in checkpoints.written
+        # ... but the round's reports were, in the exploit's write
+        assert e.data["old_step"] in [r.step for r in reports_of(result, e.member)]
+    check_exploits_continue_from_donor(result)
+    # every other ready round wrote one checkpoint
+    rounds = 5 * 32 // 4 + sum((e.data["old_step"] - e.data["donor_step"]) // 4 for e in exploits)
+    assert len(checkpoints.written) == len(set(checkpoints.written)) == rounds - len(exploits)
+
+
+def test_an_exploit_whose_donor_checkpoint_went_keeps_the_members_own_weights():
+    checkpoints, store = CountingCheckpoints(), RefusingStore(refuse=2)
+    result = run(
+        Climb,
+        population=5,
+        budget=gp.Budget(steps=32),
+        checkpoints=checkpoints,
+        storage=store,
+        clock=gp.ManualClock(tick=0.001),  # a round's reports go with its last write
+    )
+    assert len(store.refused) == 2
+    assert result.stop_reason == "budget"
+    assert all(m.step == 32 for m in result.members)
+    exploited = {(e.member, e.data["old_step"]) for e in events_of(result, "exploit")}
+    for member, step in store.refused:
+        assert (member, step) not in exploited
+        # the round was checkpointed after all, and the member went on from its weights
+        assert (member, step) in checkpoints.written
+        reports = reports_of(result, member)
+        at = [i for i, r in enumerate(reports) if r.step == step]
+        assert len(at) == 1  # reported once: not lost, not written twice
+        this, after = reports[at[0]], reports[at[0] + 1]
+        assert after.step == step + 1
+        assert after.metrics["x"] == pytest.approx(this.metrics["x"] + after.metrics["lr_used"])
+
+
 # -- reproducibility ---------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -563,23 +563,13 @@ class Worker:
         if returned and not reports:
             return self._stop(lease, view, "returned", reports)
 
-        # always a checkpoint before any decision
-        state = res.session.save()
-        blob = encode({"state": state, "rng": handle.rng.bit_generator.state})
         step = handle._step
         score = scores[-1] if scores else view.score
-        manifest = {
-            "hparams": dict(view.hparams),
-            "score": score,
-            "counter": counter_box[0],
-            "generation": view.generation,
-            "parent": view.parent,
-            "metric": self.ctx.metric,
-        }
-        ckpt_id = ctx.checkpoints.put(ctx.name, view.id, step, blob, manifest=manifest)
-        self._last_size = len(blob)
-        ref = CheckpointRef(ckpt_id, view.id, step, counter_box[0], score, view.hparams)
         ready = not cut_short[0]
+        counter = counter_box[0]
+        # the round's checkpoint as the decision sees it: its id comes once it is written,
+        # which a member about to exploit (its weights replaced) never needs
+        ref = CheckpointRef("", view.id, step, counter, score, view.hparams)
         new = dataclasses.replace(
             view,
             step=step,
@@ -588,14 +578,14 @@ class Worker:
             recent=(view.recent + tuple(scores))[-ctx.recent_window :],
             failures=0,
             ready_count=view.ready_count + 1 if ready else view.ready_count,
-            ready_counter=counter_box[0] if ready else view.ready_counter,
+            ready_counter=counter if ready else view.ready_counter,
         )
         # a synchronous member waits at the barrier from the very write that counts its
         # round, so no other worker can see the round done but the member not waiting
         wait = ctx.synchronous and ready and not returned
         decision: Any = None
-        # the population with this new checkpoint in it: the one read when the round began
-        # if that is recent (reports reach the store at least that often anyway), else now
+        # the population with this round in it: the one read when the round began if that
+        # is recent (reports reach the store at least that often anyway), else now
         recent = pop if clock.now() - read_at < flush_seconds else None
         seen: Population | None = None
         if ready and not wait:
@@ -604,17 +594,43 @@ class Worker:
             seen = self._with(new, recent)
             decision = self._decision(new, seen, returned=returned)
         events: list[Event] = []
-        # a new checkpoint is what can raise the best score: the plateau tracker's new
+        # a better score is what can raise the best score: the plateau tracker's new
         # state, if it changed, is recorded with the round (a resumed run starts from it)
         if ctx.policy.budget.plateau is not None and self._plateau.observe(
             seen if seen is not None else self._with(new, recent)
         ):
             data = self._plateau.event_data()
             events.append(Event(BEST_EVENT, view.id, step, data, clock.now()))
+
+        def save() -> tuple[MemberView, str]:
+            """Checkpoint the round: ``new`` with the checkpoint's id, and the id."""
+            state = res.session.save()
+            blob = encode({"state": state, "rng": handle.rng.bit_generator.state})
+            manifest = {
+                "hparams": dict(view.hparams),
+                "score": score,
+                "counter": counter,
+                "generation": view.generation,
+                "parent": view.parent,
+                "metric": ctx.metric,
+            }
+            ckpt_id = ctx.checkpoints.put(ctx.name, view.id, step, blob, manifest=manifest)
+            self._last_size = len(blob)
+            res.checkpoint = ckpt_id
+            saved = dataclasses.replace(new, checkpoint=dataclasses.replace(ref, id=ckpt_id))
+            return saved, ckpt_id
+
+        if isinstance(decision, Exploit):
+            # the round is written with the exploit, in one write, and never checkpointed
+            return self._exploit(
+                lease, new, decision, round_=(reports, events, view.checkpoint, save)
+            )
+        new, ckpt_id = save()
+        if seen is not None:
+            seen = self._with(new, seen)
         plain = isinstance(decision, Continue) and decision.hparams is None
         if plain and seen is not None and not self._end_round(lease, new, reports, events):
             # the member goes on: its round is written with the next claim, in one write
-            res.checkpoint = ckpt_id
             self._collect(view.checkpoint, ckpt_id)
             return seen
         pop = ctx.store.commit(
@@ -624,7 +640,6 @@ class Worker:
             events=events,
             release=wait or not ready or plain,
         )
-        res.checkpoint = ckpt_id
         self._collect(view.checkpoint, ckpt_id)
         if decision is None or plain:  # at the barrier, stopped mid-round, or going on
             return pop
@@ -659,8 +674,29 @@ class Worker:
             return pop
         return ctx.store.commit(lease, member=view, release=True)
 
-    def _exploit(self, lease: Lease, view: MemberView, decision: Exploit) -> Population:
+    def _exploit(
+        self,
+        lease: Lease,
+        view: MemberView,
+        decision: Exploit,
+        *,
+        round_: tuple[
+            Sequence[Report],
+            Sequence[Event],
+            CheckpointRef | None,
+            Callable[[], tuple[MemberView, str]],
+        ]
+        | None = None,
+    ) -> Population:
+        """Copy the donor's checkpoint and take the new hyperparameters. ``round_``: the
+        round just trained, written with the exploit (its reports and events, the member's
+        checkpoint before it, and what checkpoints it if the exploit is abandoned)."""
         ctx = self.ctx
+        reports: Sequence[Report] = ()
+        events: Sequence[Event] = ()
+        old = view.checkpoint
+        if round_ is not None:
+            reports, events, old, save = round_
         donor_ckpt = decision.checkpoint
         new_hp = dict(decision.hparams)
         generation = view.generation + 1
@@ -695,11 +731,17 @@ class Worker:
         )
         try:
             # the pin and the member's new row in one write: the donor's bytes stay
-            pop = ctx.store.commit(lease, member=new, events=[event], pin=donor_ckpt.id)
+            pop = ctx.store.commit(
+                lease, member=new, reports=reports, events=[*events, event], pin=donor_ckpt.id
+            )
         except StorageError as err:
             log.info("member %d: exploit of %s abandoned (%s)", view.id, donor_ckpt.id, err)
-            return ctx.store.commit(lease, member=view, release=True)
-        old = view.checkpoint
+            if round_ is None:
+                return ctx.store.commit(lease, member=view, release=True)
+            kept, ckpt_id = save()  # it goes on with its own weights: checkpoint them
+            pop = ctx.store.commit(lease, member=kept, reports=reports, events=events, release=True)
+            self._collect(old, ckpt_id)
+            return pop
         payload = decode(ctx.checkpoints.get(donor_ckpt.id), checkpoint_id=donor_ckpt.id)
         res = self._resident.get(view.id)
         rng = member_stream(ctx.seed, view.id, generation, view.failures)
