@@ -256,6 +256,54 @@ def test_a_member_random_stream_is_restored_on_resume(tmp_path: Path, trainable,
     assert all(s == [*range(1, BUDGET + 1)] for s in steps(resumed).values())
 
 
+class LateDrawer(M.Climber):
+    """Draws from ``member.rng`` only from step 7 on: its first checkpoint (step 4) is of a
+    stream never used."""
+
+    def step(self) -> dict[str, float]:
+        log = self.hp["log"]
+        if self.fresh:
+            M.note(log, "start", self.member.id, self.steps)
+            self.fresh = False
+        self.steps += 1
+        M.trigger(self.hp["trigger"], log, self.member.id, self.steps)
+        self.x += float(self.hp["lr"]) * (1.0 - self.x)
+        draw = float(self.member.rng.random()) if self.steps >= 7 else 0.0
+        M.note(log, "step", self.member.id, self.steps)
+        return {"score": self.x, "draw": draw}
+
+
+def test_a_stream_first_used_after_a_resume_is_the_one_an_unbroken_run_uses(tmp_path: Path):
+    options: dict[str, Any] = {"exploit": None, "explore": None}
+    straight = run(tmp_path, LateDrawer, db="straight.db", **options)
+    interrupt_at(tmp_path, 2, 6)  # after its checkpoint at step 4, before any draw
+    first = run(tmp_path, LateDrawer, **options)
+    assert first.stop_reason == "interrupted"
+    resumed = run(tmp_path, LateDrawer, **options)
+    assert resumed.stop_reason == "budget"
+    assert draws(resumed) == draws(straight)
+    assert {d for member in draws(straight).values() for s, d in member if s >= 7} != {0.0}
+
+
+def test_a_stream_never_used_is_never_made(tmp_path: Path, monkeypatch):
+    import genepool._rng
+
+    made: list[tuple[int, ...]] = []
+    real = genepool._rng.member_stream
+
+    def counting(seed: int, member: int, generation: int, attempt: int = 0) -> Any:
+        made.append((member, generation, attempt))
+        return real(seed, member, generation, attempt)
+
+    monkeypatch.setattr(genepool._rng, "member_stream", counting)
+    result = run(tmp_path, LateDrawer, budget=gp.Budget(steps=6), initial=SPREAD)
+    assert result.stop_reason == "budget"
+    assert made == []
+    again = run(tmp_path, LateDrawer, db="again.db", budget=gp.Budget(steps=8), initial=SPREAD)
+    assert again.stop_reason == "budget"
+    assert made  # from step 7 on it draws
+
+
 def test_a_run_interrupted_at_a_ready_resumes_as_if_never_interrupted(tmp_path: Path):
     # with exploits: a member interrupted exactly at a ready has trained nothing twice, so
     # the resumed run must make the decision that ready was due, and match the

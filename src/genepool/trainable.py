@@ -61,12 +61,71 @@ class Member:
 
     def __init__(self, *, id: int, hparams: Mapping[str, Any], rng: np.random.Generator) -> None:
         self.id = id
-        self.rng = rng
+        self._rng: np.random.Generator | None = rng
+        # a stream made on first use (see _keyed): the run seed, the key (generation,
+        # attempt) and a state to start it at (from the member's own checkpoint)
+        self._rng_seed = 0
+        self._rng_key = (0, 0)
+        self._rng_start: Any = None
         self._hparams: Mapping[str, Any] = MappingProxyType(dict(hparams))
         self._step = 0
         self._generation = 0
         self._session: _FunctionSession | None = None
         self._restore_state: Any = None
+
+    @classmethod
+    def _keyed(
+        cls,
+        *,
+        id: int,
+        hparams: Mapping[str, Any],
+        seed: int,
+        generation: int,
+        attempt: int,
+        start: Any = None,
+    ) -> Member:
+        """A member whose stream (``genepool._rng.member_stream``, at state ``start`` if
+        given) is made when the training code first uses it: many never do, and making
+        one costs more than the rest of a ready round's bookkeeping."""
+        member = cls(id=id, hparams=hparams, rng=None)  # type: ignore[arg-type]
+        member._rng_seed, member._rng_key, member._rng_start = seed, (generation, attempt), start
+        return member
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The member's own random stream (see the class's attributes)."""
+        rng = self._rng
+        if rng is None:
+            from genepool._rng import member_stream
+
+            generation, attempt = self._rng_key
+            rng = member_stream(self._rng_seed, self.id, generation, attempt)
+            if self._rng_start is not None:
+                rng.bit_generator.state = self._rng_start
+            self._rng, self._rng_start = rng, None
+        return rng
+
+    def _rng_state(self) -> Any:
+        """The stream's state for a checkpoint: ``None`` for a stream never used, of
+        attempt 0, which a resume from the checkpoint makes again as it was."""
+        if self._rng is not None:
+            return self._rng.bit_generator.state
+        if self._rng_start is not None:
+            return self._rng_start
+        if self._rng_key[1] == 0:
+            return None
+        return self.rng.bit_generator.state
+
+    def _reseed(self, seed: int, generation: int, attempt: int) -> None:
+        """Start the stream of ``(generation, attempt)`` in place (the training code may
+        hold the generator)."""
+        if self._rng is None:
+            self._rng_seed, self._rng_key, self._rng_start = seed, (generation, attempt), None
+            return
+        from genepool._rng import member_stream
+
+        fresh = member_stream(seed, self.id, generation, attempt)
+        self._rng.bit_generator.state = fresh.bit_generator.state
 
     @property
     def hparams(self) -> Mapping[str, Any]:

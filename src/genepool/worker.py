@@ -26,7 +26,7 @@ from genepool._errors import (
     StorageError,
     TrainableError,
 )
-from genepool._rng import decision_stream, member_stream
+from genepool._rng import decision_stream
 from genepool.checkpoints import CheckpointStore, decode, encode
 from genepool.clock import Clock
 from genepool.member import (
@@ -413,17 +413,22 @@ class Worker:
         if res is not None:
             res.session.close()
         ctx = self.ctx
-        rng = member_stream(ctx.seed, view.id, view.generation, view.failures)
-        handle = Member(id=view.id, hparams=view.hparams, rng=rng)
-        handle._generation = view.generation
-        handle._step = view.step
-        state = None
+        state = start = None
         if view.checkpoint is not None:
             payload = decode(ctx.checkpoints.get(view.checkpoint.id), checkpoint_id=ckpt or "?")
             state = payload["state"]
-            own = view.checkpoint.member == view.id and view.failures == 0
-            if own and payload.get("rng") is not None:
-                rng.bit_generator.state = payload["rng"]
+            if view.checkpoint.member == view.id and view.failures == 0:  # its own
+                start = payload.get("rng")
+        handle = Member._keyed(
+            id=view.id,
+            hparams=view.hparams,
+            seed=ctx.seed,
+            generation=view.generation,
+            attempt=view.failures,
+            start=start,
+        )
+        handle._generation = view.generation
+        handle._step = view.step
         session = _make_session(ctx.trainable, handle)
         session.start(view.hparams, state)
         self._verify(session, view.hparams, view.id)
@@ -450,8 +455,10 @@ class Worker:
         return self._train(lease, view, pop, read_at)
 
     def _decision(self, view: MemberView, pop: Population, *, returned: bool = False) -> Any:
-        rng = decision_stream(self.ctx.seed, view.id, view.ready_count)
-        decision = self.ctx.policy.decide(pop, view, rng)
+        seed = self.ctx.seed
+        decision = self.ctx.policy.decide_with(
+            pop, view, lambda: decision_stream(seed, view.id, view.ready_count)
+        )
         if returned and not isinstance(decision, Stop):
             decision = Stop("returned")
         return decision
@@ -605,7 +612,7 @@ class Worker:
         def save() -> tuple[MemberView, str]:
             """Checkpoint the round: ``new`` with the checkpoint's id, and the id."""
             state = res.session.save()
-            blob = encode({"state": state, "rng": handle.rng.bit_generator.state})
+            blob = encode({"state": state, "rng": handle._rng_state()})
             manifest = {
                 "hparams": dict(view.hparams),
                 "score": score,
@@ -744,12 +751,17 @@ class Worker:
             return pop
         payload = decode(ctx.checkpoints.get(donor_ckpt.id), checkpoint_id=donor_ckpt.id)
         res = self._resident.get(view.id)
-        rng = member_stream(ctx.seed, view.id, generation, view.failures)
         if res is None or view.failed:
             if res is not None:
                 res.session.close()
                 del self._resident[view.id]
-            handle = Member(id=view.id, hparams=new_hp, rng=rng)
+            handle = Member._keyed(
+                id=view.id,
+                hparams=new_hp,
+                seed=ctx.seed,
+                generation=generation,
+                attempt=view.failures,
+            )
             session = _make_session(ctx.trainable, handle)
             handle._generation = generation
             handle._step = donor_ckpt.step
@@ -758,7 +770,7 @@ class Worker:
             self._resident[view.id] = res
         else:
             handle = res.handle
-            handle.rng.bit_generator.state = rng.bit_generator.state  # reseed in place
+            handle._reseed(ctx.seed, generation, view.failures)  # in place
             handle._generation = generation
             handle._step = donor_ckpt.step
             res.session.switch(new_hp, payload["state"])

@@ -296,3 +296,49 @@ def test_decide_never_mutates_its_inputs():
 def test_policy_invalid_arguments(kwargs):
     with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
         policy(**kwargs)
+
+
+# -- decide_with: the generator made only when a draw is needed --------------------------
+
+
+@pytest.mark.parametrize("rule", [Truncation(0.25), Tournament(), WelchTTest(min_samples=2)])
+@pytest.mark.parametrize("explore", [None, Perturb()])
+def test_decide_with_decides_as_decide_and_makes_a_generator_only_to_draw(rule, explore):
+    scores = [0.1, 0.5, 0.5, 0.9, 0.3, 0.7, 0.2, 0.8]
+    population = Population(
+        tuple(mk(i, s, recent=(s, s + 0.01, s - 0.01)) for i, s in enumerate(scores))
+    )
+    p = policy(exploit=rule, explore=explore)
+    skipped = 0
+    for member in population:
+        for seed in range(5):
+            made: list[np.random.Generator] = []
+
+            def make(
+                seed: int = seed, made: list[np.random.Generator] = made
+            ) -> np.random.Generator:
+                made.append(np.random.default_rng(seed))
+                return made[-1]
+
+            lazy = p.decide_with(population, member, make)
+            assert lazy == p.decide(population, member, np.random.default_rng(seed))
+            assert len(made) <= 1
+            skipped += not made
+    if isinstance(rule, Truncation):  # the members above the bottom quarter draw nothing
+        assert skipped == 5 * 6
+    else:
+        assert skipped == 0
+
+
+def test_a_truncation_subclass_with_its_own_select_is_always_asked():
+    class Always(Truncation):
+        def select(self, population, member, rng):
+            return max(population.donors(exclude=member.id), key=population.fitness)
+
+    population = Population(tuple(mk(i, s) for i, s in enumerate([0.1, 0.5, 0.9, 0.3])))
+    best = population[2]
+    decision = policy(exploit=Always(0.25)).decide_with(
+        population, population[1], lambda: np.random.default_rng(0)
+    )
+    assert isinstance(decision, Exploit)
+    assert decision.donor == best.id

@@ -7,7 +7,7 @@ touches a process, a file or a database; the worker carries the decision out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +139,16 @@ class Policy:
         self, population: Population, member: MemberView, rng: np.random.Generator
     ) -> Decision:
         """The decision for a ready ``member``: pure, deterministic for a given ``rng``."""
+        return self.decide_with(population, member, lambda: rng)
+
+    def decide_with(
+        self,
+        population: Population,
+        member: MemberView,
+        make_rng: Callable[[], np.random.Generator],
+    ) -> Decision:
+        """:meth:`decide`, with the generator made by ``make_rng`` only if a draw is
+        needed (the same decision: a generator is made at most once, before any draw)."""
         if member.failures >= self.max_failures:
             return Stop("failed")
         if (
@@ -150,7 +160,10 @@ class Policy:
         if self.exploit is None:
             if self.explore is None or member.failed:
                 return Continue()
-            return Continue(hparams=self.explore.explore(self.space, member.hparams, rng))
+            return Continue(hparams=self.explore.explore(self.space, member.hparams, make_rng()))
+        if self.exploit.never_selects(population, member):
+            return Continue()
+        rng = make_rng()
         donor = self.exploit.select(population, member, rng)
         if donor is None or donor.checkpoint is None:
             return Continue()

@@ -31,6 +31,12 @@ class Select(ABC):
     ) -> MemberView | None:
         """Return the member to copy, or ``None`` to keep training as is."""
 
+    def never_selects(self, population: Population, member: MemberView) -> bool:
+        """Whether :meth:`select` returns ``None`` whatever the generator draws (then no
+        generator need be made: making one costs more than the rest of a decision). The
+        default, ``False``, always asks :meth:`select`."""
+        return False
+
 
 def truncation_split(n: int, fraction: float) -> int:
     """How many members the bottom and the top each hold in a population of ``n``.
@@ -97,6 +103,19 @@ class Truncation(Select):
         top: list[MemberView] = shuffled[n - k :]
         donor: MemberView = top[int(rng.integers(k))]
         return donor
+
+    def never_selects(self, population: Population, member: MemberView) -> bool:
+        """True when ``k`` members or more rank strictly below the member: no order of the
+        ties puts it in the bottom ``k``. (Never for a subclass with its own :meth:`select`.)"""
+        if type(self).select is not Truncation.select:
+            return False
+        ranked = population.donors(exclude=member.id)
+        k = truncation_split(len(ranked) + 1, self.fraction)
+        if k == 0:
+            return True
+        fitness = population.fitness
+        mine = fitness(member)
+        return sum(1 for m in ranked if fitness(m) < mine) >= k
 
     def __repr__(self) -> str:
         return f"Truncation({self.fraction!r})"
