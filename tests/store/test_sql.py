@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import math
 import multiprocessing
+import os
 import pickle
 import subprocess
 import sys
@@ -494,6 +495,47 @@ def test_a_store_handed_over_compiles_what_it_was_not_given(tmp_path, opened):
     assert again.create_run("second", config={}, members=members(2))
     assert again.runs() == [RUN, "second"]
     assert store.population("second") == again.population("second")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_writers_queue_behind_the_lock_beside_the_database(tmp_path, opened, monkeypatch):
+    import fcntl
+    import threading
+
+    store = open_sql(opened, f"sqlite:///{tmp_path / 'q.db'}")
+    store.create_run(RUN, config={}, members=members(2))
+    queue = tmp_path / "q.db.genepool-lock"
+    assert queue.exists()
+    fd = os.open(queue, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another writer's turn
+        done: list[float] = []
+        writer = threading.Thread(
+            target=lambda: done.append(
+                store.claim(RUN, W1, lease_seconds=60.0) is not None and time.monotonic()
+            )
+        )
+        writer.start()
+        writer.join(0.3)
+        assert writer.is_alive()  # it waits its turn...
+        released = time.monotonic()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        writer.join(10)
+        assert done  # ... and takes it when it comes
+        assert done[0] >= released
+        # a turn held past the busy timeout (a stopped process) holds nobody for longer:
+        # the writer goes on to SQLite's own lock
+        monkeypatch.setattr(sql, "_BUSY_SECONDS", 0.2)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        began = time.monotonic()
+        assert store.claim(RUN, W2, lease_seconds=60.0) is not None
+        assert 0.2 <= time.monotonic() - began < 5
+    finally:
+        os.close(fd)
+    # a store handed to another process queues on the same file
+    again = pickle.loads(pickle.dumps(store))
+    opened.append(again)
+    assert again._writers.path == str(queue)
 
 
 def test_the_repr_hides_the_password():
