@@ -330,9 +330,12 @@ class RefusingStore(gp.MemoryStore):
     """Refuses the first ``refuse`` pins, as a store does when the donor's checkpoint was
     collected in the meantime, and notes (member, step) of each exploit it refused."""
 
-    def __init__(self, refuse: int) -> None:
+    def __init__(self, refuse: int, *, fuses: bool = False) -> None:
         super().__init__()
         self.refuse = refuse
+        # as a store that fuses commit_and_claim: the worker leaves an exploit's write
+        # (and its pin) to its next claim
+        self.fuses_commit_and_claim = fuses
         self.refused: list[tuple[int, int]] = []
 
     def commit(self, lease, **kw):
@@ -344,13 +347,15 @@ class RefusingStore(gp.MemoryStore):
         return super().commit(lease, **kw)
 
 
-def test_a_round_that_ends_in_an_exploit_writes_no_checkpoint_of_its_own():
+@pytest.mark.parametrize("fuses", [False, True], ids=["two-writes", "fused"])
+def test_a_round_that_ends_in_an_exploit_writes_no_checkpoint_of_its_own(fuses):
     checkpoints = CountingCheckpoints()
     result = run(
         Climb,
         population=5,
         budget=gp.Budget(steps=32),
         checkpoints=checkpoints,
+        storage=RefusingStore(refuse=0, fuses=fuses),
         clock=gp.ManualClock(tick=0.001),  # a round's reports go with its last write
     )
     exploits = events_of(result, "exploit")
@@ -365,8 +370,9 @@ def test_a_round_that_ends_in_an_exploit_writes_no_checkpoint_of_its_own():
     assert len(checkpoints.written) == len(set(checkpoints.written)) == rounds - len(exploits)
 
 
-def test_an_exploit_whose_donor_checkpoint_went_keeps_the_members_own_weights():
-    checkpoints, store = CountingCheckpoints(), RefusingStore(refuse=2)
+@pytest.mark.parametrize("fuses", [False, True], ids=["two-writes", "fused"])
+def test_an_exploit_whose_donor_checkpoint_went_keeps_the_members_own_weights(fuses):
+    checkpoints, store = CountingCheckpoints(), RefusingStore(refuse=2, fuses=fuses)
     result = run(
         Climb,
         population=5,

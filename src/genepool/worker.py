@@ -113,6 +113,10 @@ class _LastWrite:
     member: MemberView | None
     reports: Sequence[Report]
     events: Sequence[Event]
+    #: an exploit's pin on the donor's checkpoint, and what to do instead if the store
+    #: refuses it (the checkpoint was collected meanwhile)
+    pin: str | None = None
+    abandon: Callable[[], None] | None = None
 
 
 @dataclass
@@ -284,15 +288,32 @@ class Worker:
                 member=last.member,
                 reports=last.reports,
                 events=last.events,
+                pin=last.pin,
             )
-        except StaleLeaseError as err:
-            log.warning("%s lost member %d: %s", self.info.name, last.lease.member, err)
-            self._drop(last.lease.member)
+        except StorageError as err:
+            self._last_write_failed(last, err)
             lease = ctx.store.claim(
                 ctx.name, self.info, lease_seconds=ctx.lease_seconds, max_ahead=ctx.max_ahead
             )
         self._maybe_collect()
         return lease
+
+    def _last_write_failed(self, last: _LastWrite, err: StorageError) -> None:
+        """The last write was refused, and nothing of it written: the lease was lost (the
+        member is someone else's now), or an exploit's donor checkpoint was collected
+        (the member goes on with its own weights)."""
+        if not isinstance(err, StaleLeaseError):
+            if last.abandon is None:
+                raise err
+            log.info("member %d: exploit of %s abandoned (%s)", last.lease.member, last.pin, err)
+            try:
+                last.abandon()
+                return
+            except StaleLeaseError as stale:
+                err = stale
+        if last.member is not None or last.reports or last.events:
+            log.warning("%s lost member %d: %s", self.info.name, last.lease.member, err)
+        self._drop(last.lease.member)
 
     def _flush_last(self) -> None:
         """Make the write the last round left for the next claim (see :meth:`_claim`)."""
@@ -305,12 +326,11 @@ class Worker:
                 member=last.member,
                 reports=last.reports,
                 events=last.events,
+                pin=last.pin,
                 release=True,
             )
-        except StaleLeaseError as err:
-            if last.member is not None or last.reports or last.events:
-                log.warning("%s lost member %d: %s", self.info.name, last.lease.member, err)
-            self._drop(last.lease.member)
+        except StorageError as err:
+            self._last_write_failed(last, err)
 
     def _end_round(
         self,
@@ -410,9 +430,27 @@ class Worker:
             and res.handle.step == view.step
         ):
             return res
+        ctx = self.ctx
+        if (
+            res is not None
+            and view.checkpoint is not None
+            and view.checkpoint.member != view.id
+            and not view.failed
+            and res.generation < view.generation
+        ):
+            # it exploited since this worker trained it, in a write that left the loading
+            # of the donor's weights to its next round: switch the session to them
+            payload = decode(ctx.checkpoints.get(view.checkpoint.id), checkpoint_id=ckpt or "?")
+            handle = res.handle
+            handle._reseed(ctx.seed, view.generation, view.failures)
+            handle._generation = view.generation
+            handle._step = view.step
+            res.session.switch(view.hparams, payload["state"])
+            res.checkpoint, res.generation, res.hparams = ckpt, view.generation, view.hparams
+            self._verify(res.session, view.hparams, view.id)
+            return res
         if res is not None:
             res.session.close()
-        ctx = self.ctx
         state = start = None
         if view.checkpoint is not None:
             payload = decode(ctx.checkpoints.get(view.checkpoint.id), checkpoint_id=ckpt or "?")
@@ -633,7 +671,7 @@ class Worker:
         if isinstance(decision, Exploit):
             # the round is written with the exploit, in one write, and never checkpointed
             return self._exploit(
-                lease, new, decision, round_=(reports, events, view.checkpoint, save)
+                lease, new, decision, round_=(reports, events, view.checkpoint, save, seen)
             )
         new, ckpt_id = save()
         if seen is not None:
@@ -695,18 +733,21 @@ class Worker:
             Sequence[Event],
             CheckpointRef | None,
             Callable[[], tuple[MemberView, str]],
+            Population | None,
         ]
         | None = None,
     ) -> Population:
         """Copy the donor's checkpoint and take the new hyperparameters. ``round_``: the
         round just trained, written with the exploit (its reports and events, the member's
-        checkpoint before it, and what checkpoints it if the exploit is abandoned)."""
+        checkpoint before it, what checkpoints it if the exploit is abandoned, and the
+        population the decision saw)."""
         ctx = self.ctx
         reports: Sequence[Report] = ()
         events: Sequence[Event] = ()
         old = view.checkpoint
+        seen: Population | None = None
         if round_ is not None:
-            reports, events, old, save = round_
+            reports, events, old, save, seen = round_
         donor_ckpt = decision.checkpoint
         new_hp = dict(decision.hparams)
         generation = view.generation + 1
@@ -739,6 +780,19 @@ class Worker:
             },
             ctx.clock.now(),
         )
+        if round_ is not None and self._defer:
+            # the round, the exploit and its pin go in one write with the next claim; the
+            # donor's weights are loaded when the member next trains, here or elsewhere
+
+            def abandon() -> None:
+                kept, _ = save()  # never switched: its own weights, checkpointed now
+                ctx.store.commit(lease, member=kept, reports=reports, events=events, release=True)
+
+            self._last = _LastWrite(
+                lease, new, reports, [*events, event], pin=donor_ckpt.id, abandon=abandon
+            )
+            self._collect(old, donor_ckpt.id)
+            return self._with(new, seen)
         try:
             # the pin and the member's new row in one write: the donor's bytes stay
             pop = ctx.store.commit(

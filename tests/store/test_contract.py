@@ -614,6 +614,53 @@ def test_pinning_a_collected_checkpoint_raises_and_writes_nothing(store):
     store.commit(recipient, release=True)
 
 
+def test_commit_and_claim_pins_with_the_round(store):
+    store.create_run(RUN, config={}, members=members(2))
+    donor = must_claim(store)
+    own_checkpoint(store, donor, "d1", 4)
+    store.commit(donor, release=True)
+    recipient = must_claim(store, W2)
+    assert recipient.member != donor.member
+    copied = dataclasses.replace(
+        view(store, recipient.member), step=4, generation=1, checkpoint=ref("d1", donor.member)
+    )
+    event = Event("exploit", recipient.member, 4, {"checkpoint": "d1"}, 0.0)
+    store.commit_and_claim(
+        recipient, W2, lease_seconds=LEASE, member=copied, events=[event], pin="d1"
+    )
+    assert view(store, recipient.member) == copied
+    assert [e.kind for e in store.history(RUN).events] == ["exploit"]
+    # the donor moves on: its old checkpoint is the recipient's, pinned, and stays
+    again = must_claim(store)
+    own_checkpoint(store, again, "d2", 8)
+    assert store.collect(RUN, ["d1"]) == []
+
+
+def test_commit_and_claim_with_a_collected_pin_raises_and_writes_nothing(store):
+    store.create_run(RUN, config={}, members=members(3))
+    donor, recipient = must_claim(store), must_claim(store)
+    own_checkpoint(store, donor, "d1", 4)
+    own_checkpoint(store, donor, "d2", 8)
+    assert store.collect(RUN, ["d1"]) == ["d1"]
+    before = store.population(RUN)
+    copied = dataclasses.replace(
+        view(store, recipient.member), step=4, generation=1, checkpoint=ref("d1", donor.member)
+    )
+    with pytest.raises(gp.StorageError):
+        store.commit_and_claim(
+            recipient,
+            W1,
+            lease_seconds=LEASE,
+            member=copied,
+            reports=[Report(recipient.member, 4, {"score": 1.0}, 0.0)],
+            events=[Event("exploit", recipient.member, 4, {"checkpoint": "d1"}, 0.0)],
+            pin="d1",
+        )
+    assert store.population(RUN) == before  # nothing written, nothing claimed
+    assert store.history(RUN) == gp.store.History((), ())
+    store.commit(recipient, release=True)  # the lease is still the worker's
+
+
 def test_a_collected_checkpoint_is_collected_once(store):
     store.create_run(RUN, config={}, members=members(1))
     a = must_claim(store)

@@ -211,20 +211,22 @@ class Store(ABC):
         member: MemberView | None = None,
         reports: Sequence[Report] = (),
         events: Sequence[Event] = (),
+        pin: str | None = None,
     ) -> Lease | None:
         """End ``lease`` with a last write, as ``commit(lease, member=member,
-        reports=reports, events=events, release=True)``, then claim as :meth:`claim` does
-        (the member just written may be claimed again, as it now stands).
+        reports=reports, events=events, pin=pin, release=True)``, then claim as
+        :meth:`claim` does (the member just written may be claimed again, as it now stands).
 
         A lease that was lost raises :class:`~genepool.StaleLeaseError` (and nothing is
         written or claimed) when there is something to write; with nothing to write it is
-        passed over. The default is two writes; a backend that makes them one says so
-        with :attr:`fuses_commit_and_claim`.
+        passed over. A pin on a collected checkpoint raises :class:`~genepool.StorageError`
+        (and nothing is written or claimed). The default is two writes; a backend that
+        makes them one says so with :attr:`fuses_commit_and_claim`.
         """
         try:
-            self.commit(lease, member=member, reports=reports, events=events, release=True)
+            self.commit(lease, member=member, reports=reports, events=events, pin=pin, release=True)
         except StaleLeaseError:
-            if member is not None or reports or events:
+            if member is not None or reports or events or pin is not None:
                 raise
         return self.claim(lease.run, worker, lease_seconds=lease_seconds, max_ahead=max_ahead)
 

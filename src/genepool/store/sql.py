@@ -1147,9 +1147,10 @@ class SQLStore(Store):
         member: MemberView | None = None,
         reports: Sequence[Report] = (),
         events: Sequence[Event] = (),
+        pin: str | None = None,
     ) -> Lease | None:
         if self._sqlite:
-            last = (lease, member, reports, events)
+            last = (lease, member, reports, events, pin)
             return self._claim_serialized(lease.run, worker, lease_seconds, max_ahead, last)
         return super().commit_and_claim(
             lease,
@@ -1159,6 +1160,7 @@ class SQLStore(Store):
             member=member,
             reports=reports,
             events=events,
+            pin=pin,
         )
 
     def _claim_serialized(
@@ -1167,7 +1169,8 @@ class SQLStore(Store):
         worker: WorkerInfo,
         lease_seconds: float,
         max_ahead: int | None,
-        last: tuple[Lease, MemberView | None, Sequence[Report], Sequence[Event]] | None = None,
+        last: tuple[Lease, MemberView | None, Sequence[Report], Sequence[Event], str | None]
+        | None = None,
     ) -> Lease | None:
         """SQLite: under the database's write lock, the up-to-date cache decides (after
         ``last``, the caller's previous lease and the round's last write, is committed)."""
@@ -1181,13 +1184,13 @@ class SQLStore(Store):
             freed = -1  # the member whose lease ``last`` ended in this write
             cache: Callable[[], None] | None = None
             if last is not None:
-                lease, written, reports, events = last
-                try:  # checks the lease before it writes anything
+                lease, written, reports, events, pin = last
+                try:  # checks the lease (and the pin) before it writes anything
                     cache = self._write_commit(
-                        tx, st, version, lease, written, reports, events, None, True
+                        tx, st, version, lease, written, reports, events, pin, True
                     )
                 except StaleLeaseError:
-                    if written is not None or reports or events:
+                    if written is not None or reports or events or pin is not None:
                         raise
                 else:  # nothing to write with a lost lease: only claim
                     freed = lease.member
