@@ -12,6 +12,9 @@ Example:
     Float(0.0001, 0.1, log=True)
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from genepool._errors import (
     CheckpointError,
     GenepoolError,
@@ -22,12 +25,8 @@ from genepool._errors import (
     StorageError,
     TrainableError,
 )
-from genepool._fsspec_checkpoints import FsspecCheckpoints
-from genepool._replay import ReplayResult, replay
-from genepool._run import load_best, run
 from genepool.checkpoints import CheckpointStore, LocalCheckpoints, MemoryCheckpoints
 from genepool.clock import ManualClock, SystemClock
-from genepool.executors import Executor, ProcessExecutor, RayExecutor, SerialExecutor
 from genepool.member import CheckpointRef, Event, MemberView, Population, Report
 from genepool.policy import (
     Budget,
@@ -47,11 +46,47 @@ from genepool.policy import (
     Truncation,
     WelchTTest,
 )
-from genepool.result import MemberResult, Result
 from genepool.space import Choice, Domain, Fixed, Float, Int, Space
 from genepool.store import MemoryStore, Store
 from genepool.trainable import Member, Trainable
 from genepool.version import __version__
+
+if TYPE_CHECKING:
+    from genepool._fsspec_checkpoints import FsspecCheckpoints
+    from genepool._replay import ReplayResult, replay
+    from genepool._run import load_best, run
+    from genepool.executors import Executor, ProcessExecutor, RayExecutor, SerialExecutor
+    from genepool.result import MemberResult, Result
+
+#: Loaded on first use (PEP 562): a worker process, which imports genepool to run the
+#: worker loop, need not load the driver's side (run, replay, results, executors).
+_LAZY = {
+    "FsspecCheckpoints": "genepool._fsspec_checkpoints",
+    "ReplayResult": "genepool._replay",
+    "replay": "genepool._replay",
+    "load_best": "genepool._run",
+    "run": "genepool._run",
+    "Executor": "genepool.executors",
+    "ProcessExecutor": "genepool.executors",
+    "RayExecutor": "genepool.executors",
+    "SerialExecutor": "genepool.executors",
+    "MemberResult": "genepool.result",
+    "Result": "genepool.result",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'genepool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "Budget",
