@@ -26,10 +26,17 @@ process keeps the run's members parsed in memory and, on :meth:`SQLStore.populat
 reads only the rows newer than its cache: a serial run re-reads nothing, and a run of many
 workers re-parses only what the others changed.
 
-**Statements** are SQLAlchemy Core constructs, built once. On SQLite, each is compiled
-once by SQLAlchemy's dialect and run on the sqlite3 connection itself: SQLAlchemy's
-per-call work (15-20 microseconds a statement) would otherwise cost more than SQLite's own.
-On PostgreSQL, they run through SQLAlchemy, where the network dominates.
+**Statements** are SQLAlchemy Core constructs (in :mod:`genepool.store._sqlschema`, with
+the schema), built on first use. On SQLite, each is compiled once by SQLAlchemy's dialect
+and run on the sqlite3 connection itself: SQLAlchemy's per-call work (15-20 microseconds a
+statement) would otherwise cost more than SQLite's own. A SQLite store handed to another
+process (a worker) travels with the statements a worker runs compiled, and opens its own
+sqlite3 connection: the worker never imports SQLAlchemy. On PostgreSQL, statements run
+through SQLAlchemy, where the network dominates.
+
+**Writers queue** on an advisory lock beside a SQLite file (``<file>.genepool-lock``),
+polled every few tens of microseconds, before ``BEGIN IMMEDIATE``: SQLite's busy handler
+would sleep a millisecond or more at each try (see :class:`_WriterQueue`).
 
 **Encoding.** Members, configs, metrics and event data are stored as JSON text that
 round-trips exactly: floats (``repr`` precision, NaN and infinities included), ints, bools,
