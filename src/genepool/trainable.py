@@ -105,6 +105,10 @@ class Member:
             self._rng, self._rng_start = rng, None
         return rng
 
+    @rng.setter
+    def rng(self, rng: np.random.Generator) -> None:
+        self._rng, self._rng_start = rng, None
+
     def _rng_state(self) -> Any:
         """The stream's state for a checkpoint: ``None`` for a stream never used, of
         attempt 0, which a resume from the checkpoint makes again as it was."""
