@@ -806,33 +806,7 @@ class Worker:
             pop = ctx.store.commit(lease, member=kept, reports=reports, events=events, release=True)
             self._collect(old, ckpt_id)
             return pop
-        payload = decode(ctx.checkpoints.get(donor_ckpt.id), checkpoint_id=donor_ckpt.id)
-        res = self._resident.get(view.id)
-        if res is None or view.failed:
-            if res is not None:
-                res.session.close()
-                del self._resident[view.id]
-            handle = Member._keyed(
-                id=view.id,
-                hparams=new_hp,
-                seed=ctx.seed,
-                generation=generation,
-                attempt=view.failures,
-            )
-            session = _make_session(ctx.trainable, handle)
-            handle._generation = generation
-            handle._step = donor_ckpt.step
-            session.start(new_hp, payload["state"])
-            res = _Resident(session, handle, donor_ckpt.id, generation, new_hp)
-            self._resident[view.id] = res
-        else:
-            handle = res.handle
-            handle._reseed(ctx.seed, generation, view.failures)  # in place
-            handle._generation = generation
-            handle._step = donor_ckpt.step
-            res.session.switch(new_hp, payload["state"])
-            res.checkpoint, res.generation, res.hparams = donor_ckpt.id, generation, new_hp
-        self._verify(res.session, new_hp, view.id)
+        self._resident_for(new)  # the donor's weights, loaded now that they are pinned
         self._collect(old, donor_ckpt.id)
         if self._end_round(lease):
             return ctx.store.commit(lease, release=True)
