@@ -12,8 +12,7 @@ Example:
     Float(0.0001, 0.1, log=True)
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from genepool._errors import (
     CheckpointError,
@@ -25,6 +24,7 @@ from genepool._errors import (
     StorageError,
     TrainableError,
 )
+from genepool._lazy import lazy_attributes
 from genepool.checkpoints import CheckpointStore, LocalCheckpoints, MemoryCheckpoints
 from genepool.clock import ManualClock, SystemClock
 from genepool.member import CheckpointRef, Event, MemberView, Population, Report
@@ -75,13 +75,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'genepool' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, globals(), _LAZY)
 
 
 def __dir__() -> list[str]:

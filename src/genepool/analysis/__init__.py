@@ -7,8 +7,9 @@ Most users reach them through :class:`genepool.Result`: ``result.lineage()``,
 ``result.schedule()`` and ``result.history_frame()``; ``genepool report`` draws them.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from genepool._lazy import lazy_attributes
 from genepool.analysis._lineage import (
     Change,
     Jump,
@@ -30,23 +31,15 @@ if TYPE_CHECKING:
 # the report, its figures and TensorBoard logs load on first use: a worker process, which
 # imports this package through genepool, never needs them
 _LAZY = {
-    "plot_overview": "_figures",
-    "plot_report": "_figures",
-    "write_report": "_report",
-    "TensorBoardLog": "_tensorboard",
-    "to_tensorboard": "_tensorboard",
+    "plot_overview": "genepool.analysis._figures",
+    "plot_report": "genepool.analysis._figures",
+    "write_report": "genepool.analysis._report",
+    "TensorBoardLog": "genepool.analysis._tensorboard",
+    "to_tensorboard": "genepool.analysis._tensorboard",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'genepool.analysis' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"genepool.analysis.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, globals(), _LAZY)
 
 
 __all__ = [

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from genepool._lazy import lazy_attributes
 from genepool.executors.processes import ProcessExecutor
 from genepool.executors.serial import SerialExecutor
 from genepool.worker import RunContext
@@ -20,10 +21,7 @@ class Executor(Protocol):
     def run(self, ctx: RunContext) -> str: ...
 
 
-def __getattr__(name: str) -> Any:
-    # the Ray executor's module is loaded on first use (a local worker never needs it)
-    if name == "RayExecutor":
-        from genepool.executors.ray import RayExecutor
-
-        return RayExecutor
-    raise AttributeError(f"module 'genepool.executors' has no attribute {name!r}")
+# the Ray executor's module is loaded on first use (a local worker never needs it)
+__getattr__ = lazy_attributes(
+    __name__, globals(), {"RayExecutor": "genepool.executors.ray"}, keep=False
+)

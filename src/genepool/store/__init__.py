@@ -7,8 +7,9 @@ SQLAlchemy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from genepool._lazy import lazy_attributes
 from genepool.store._base import History, Lease, Store, WorkerInfo
 from genepool.store.memory import MemoryStore
 
@@ -28,17 +29,10 @@ __all__ = [
     "open_store",
 ]
 
-_LAZY = {"SQLStore", "open_store"}
-_LAZY_SERVER = {"RemoteStore", "StoreServer"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from genepool.store import sql
-
-        return getattr(sql, name)
-    if name in _LAZY_SERVER:
-        from genepool.store import server
-
-        return getattr(server, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_LAZY = {
+    "SQLStore": "genepool.store.sql",
+    "open_store": "genepool.store.sql",
+    "RemoteStore": "genepool.store.server",
+    "StoreServer": "genepool.store.server",
+}
+__getattr__ = lazy_attributes(__name__, globals(), _LAZY, keep=False)
