@@ -590,16 +590,23 @@ def test_a_pin_survives_lease_release_and_reclaim(store):
     assert store.collect(RUN, ["d1"]) == []
 
 
-def test_pinning_a_collected_checkpoint_raises_and_writes_nothing(store):
-    store.create_run(RUN, config={}, members=members(2))
+def collected_donor_checkpoint(store: Store, population: int) -> tuple[Lease, MemberView]:
+    """A recipient's lease, and its view as copied from the donor's checkpoint ``d1``,
+    which the store has collected already (the donor moved on to ``d2``)."""
+    store.create_run(RUN, config={}, members=members(population))
     donor, recipient = must_claim(store), must_claim(store)
     own_checkpoint(store, donor, "d1", 4)
     own_checkpoint(store, donor, "d2", 8)
     assert store.collect(RUN, ["d1"]) == ["d1"]
-    before = store.population(RUN)
     copied = dataclasses.replace(
         view(store, recipient.member), step=4, generation=1, checkpoint=ref("d1", donor.member, 4)
     )
+    return recipient, copied
+
+
+def test_pinning_a_collected_checkpoint_raises_and_writes_nothing(store):
+    recipient, copied = collected_donor_checkpoint(store, 2)
+    before = store.population(RUN)
     with pytest.raises(gp.StorageError):
         store.commit(
             recipient,
@@ -637,15 +644,8 @@ def test_commit_and_claim_pins_with_the_round(store):
 
 
 def test_commit_and_claim_with_a_collected_pin_raises_and_writes_nothing(store):
-    store.create_run(RUN, config={}, members=members(3))
-    donor, recipient = must_claim(store), must_claim(store)
-    own_checkpoint(store, donor, "d1", 4)
-    own_checkpoint(store, donor, "d2", 8)
-    assert store.collect(RUN, ["d1"]) == ["d1"]
+    recipient, copied = collected_donor_checkpoint(store, 3)
     before = store.population(RUN)
-    copied = dataclasses.replace(
-        view(store, recipient.member), step=4, generation=1, checkpoint=ref("d1", donor.member)
-    )
     with pytest.raises(gp.StorageError):
         store.commit_and_claim(
             recipient,
