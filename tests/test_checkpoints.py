@@ -1,4 +1,4 @@
-"""Checkpoint stores (in memory and in a local directory), and the encode / decode format.
+"""Checkpoint stores (in memory and in a local directory); their payloads: test_codec.py.
 
 The store contract is checked over both backends; the on-disk layout, atomicity under a
 crash, integrity checks and concurrency across processes are checked for LocalCheckpoints.
@@ -27,7 +27,6 @@ import pytest
 import genepool as gp
 from genepool import checkpoints as ck
 from genepool.checkpoints import (
-    FORMAT_VERSION,
     MANIFEST_FORMAT,
     CheckpointStore,
     LocalCheckpoints,
@@ -918,78 +917,3 @@ def test_memory_checkpoints_ids_are_sequential():
         "run/m0/s3-1",
         "run/m0/s3-2",
     ]
-
-
-# -- encode / decode ---------------------------------------------------------------------
-
-
-def test_encode_decode_round_trip():
-    rng = np.random.default_rng(0)
-    payload = {
-        "state": {"theta": rng.normal(size=(3, 2)), "step": 7, "names": ["a", "b"], "x": None},
-        "rng": rng.bit_generator.state,
-    }
-    blob = encode(payload)
-    assert isinstance(blob, bytes)
-    back = decode(blob, checkpoint_id="c1")
-    np.testing.assert_array_equal(back["state"]["theta"], payload["state"]["theta"])
-    assert back["state"]["step"] == 7
-    assert back["state"]["names"] == ["a", "b"]
-    assert back["rng"] == payload["rng"]
-    # decoding gives a copy: changing it does not change what is stored
-    back["state"]["theta"][0, 0] = 99.0
-    assert decode(blob)["state"]["theta"][0, 0] != 99.0
-
-
-@pytest.mark.parametrize("payload", [None, 0, "text", [1, 2], {"a": (1, 2.5)}, b"raw"])
-def test_encode_decode_plain_values(payload):
-    assert decode(encode(payload)) == payload
-
-
-def test_torn_blob_raises_checkpoint_error():
-    blob = encode({"state": list(range(100))})
-    for cut in (0, 1, len(blob) // 2, len(blob) - 1):
-        with pytest.raises(gp.CheckpointError, match=r"Checkpoint c7 is torn") as info:
-            decode(blob[:cut], checkpoint_id="c7")
-        assert "not a genepool checkpoint" in str(info.value)
-
-
-@pytest.mark.parametrize(
-    "blob",
-    [
-        b"",
-        b"hello world",
-        b"\x00\x01\x02\x03" * 8,
-        pickle.dumps({"a": 1}),
-        pickle.dumps([1, 2, 3]),
-        pickle.dumps(42),
-    ],
-    ids=["empty", "text", "binary", "dict", "list", "int"],
-)
-def test_foreign_blob_raises_checkpoint_error(blob):
-    with pytest.raises(gp.CheckpointError, match=r"Checkpoint x/m0/s4-0"):
-        decode(blob, checkpoint_id="x/m0/s4-0")
-
-
-def test_other_format_version_raises_checkpoint_error():
-    blob = pickle.dumps((FORMAT_VERSION + 1, {"state": 1}))
-    with pytest.raises(gp.CheckpointError, match="format version") as info:
-        decode(blob, checkpoint_id="c")
-    assert str(FORMAT_VERSION + 1) in str(info.value)
-
-
-def test_checkpoint_error_is_a_genepool_error():
-    with pytest.raises(gp.GenepoolError):
-        decode(b"garbage")
-
-
-@pytest.mark.parametrize(
-    "state",
-    [lambda: 1, {"lock": threading.Lock()}, {"gen": (i for i in range(3))}],
-    ids=["lambda", "lock", "generator"],
-)
-def test_unpicklable_state_raises_checkpoint_error(state):
-    with pytest.raises(gp.CheckpointError, match="could not be serialised") as info:
-        encode({"state": state})
-    assert "Fix:" in str(info.value)
-    assert info.value.__cause__ is not None

@@ -255,7 +255,10 @@ class _Replay:
             handle.rng.bit_generator.state = stream.bit_generator.state
             handle.id = change.member
             handle._generation = change.generation
-            state = decode(encode({"state": self.session.save()}))["state"]
+            # through the checkpoint format, as a run copies it; the bytes never leave
+            # this process, so any object the trainable saves may pass (trust)
+            copied = encode({"state": self.session.save()}, trust=True)
+            state = decode(copied, trust=True)["state"]
             self.session.switch(hparams, state)
         else:
             self.session.switch(hparams, None)

@@ -19,7 +19,7 @@ import numpy as np
 
 from genepool._errors import invalid
 from genepool._rng import init_stream
-from genepool.checkpoints import CheckpointStore, MemoryCheckpoints
+from genepool.checkpoints import CheckpointStore, MemoryCheckpoints, check_run_name
 from genepool.clock import Clock, SystemClock
 from genepool.executors import Executor, ProcessExecutor, SerialExecutor
 from genepool.member import MemberView, Mode
@@ -127,6 +127,7 @@ def run(
     metrics_every: int = 1,
     store: Store | None = None,
     progress: bool = False,
+    trust_checkpoints: bool = False,
 ) -> Result:
     """Train a population with Population Based Training.
 
@@ -178,6 +179,12 @@ def run(
         store: Same as ``storage`` given a :class:`~genepool.store.Store` (kept for
             symmetry with ``checkpoints``).
         progress: Show a live table of the population on the terminal (rich).
+        trust_checkpoints: Let checkpoints hold any Python object (stored with pickle),
+            and read checkpoints in genepool's first format (a pickle). Reading such a
+            checkpoint can run code, so this makes the checkpoint storage (and whoever can
+            write to it) as trusted as this code. Off by default: checkpoints hold plain
+            data, NumPy arrays and torch tensors, and reading one never runs code. It is
+            never read from the store or the checkpoints: each call that reads says so.
 
     Returns:
         A :class:`~genepool.Result`: ``result.best.hparams``, ``result.best.score``,
@@ -203,6 +210,7 @@ def run(
         raise invalid("run", "metric", "the name of a reported metric", repr(metric))
     if mode not in ("max", "min"):
         raise invalid("run", "mode", "'max' or 'min'", repr(mode))
+    check_run_name(name, owner="run", name="name")  # before any store or file is touched
     user_seed = seed
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
@@ -215,6 +223,8 @@ def run(
         raise invalid("run", "resume", "None, True or False", repr(resume))
     if not isinstance(synchronous, bool):
         raise invalid("run", "synchronous", "True or False", repr(synchronous))
+    if type(trust_checkpoints) is not bool:  # never a truthy string: it lets code run
+        raise invalid("run", "trust_checkpoints", "True or False", repr(trust_checkpoints))
     if isinstance(recent_window, bool) or not isinstance(recent_window, int) or recent_window < 2:
         raise invalid("run", "recent_window", "an integer >= 2", repr(recent_window))
     if isinstance(metrics_every, bool) or not isinstance(metrics_every, int) or metrics_every < 1:
@@ -329,6 +339,7 @@ def run(
         progress_timeout=progress_timeout,
         max_crashes=max_crashes,
         max_ahead=max_ahead,
+        trust_checkpoints=trust_checkpoints,
     )
     log.info("run %r: %d members, seed %d", name, len(members), seed)
     with contextlib.ExitStack() as stack:
@@ -350,6 +361,7 @@ def run(
         stop_reason=reason,
         store=the_store,
         checkpoints=the_checkpoints,
+        trust=trust_checkpoints,
     )
 
 
@@ -379,9 +391,14 @@ def _diff(stored: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
     return "; ".join(changed) or "settings that hash differently"
 
 
-def load_best(storage: str | Store, name: str = "run") -> Any:
-    """The state of the best member of a run in a durable store (its final checkpoint)."""
-    return Result.open(storage, name).load()
+def load_best(storage: str | Store, name: str = "run", *, trust: bool = False) -> Any:
+    """The state of the best member of a run in a durable store (its final checkpoint).
+
+    ``trust=True`` also reads checkpoints that hold pickled objects, or are in genepool's
+    first format: reading those can run code, so pass it only for checkpoint storage as
+    trusted as this code (see :meth:`genepool.Result.open`).
+    """
+    return Result.open(storage, name, trust=trust).load()
 
 
 def _open_storage(

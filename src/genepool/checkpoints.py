@@ -14,12 +14,10 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-import io
 import itertools
 import json
 import logging
 import os
-import pickle
 import platform
 import re
 import shutil
@@ -33,14 +31,20 @@ from typing import Any
 
 import numpy as np
 
+from genepool._codec import FORMAT_VERSION, decode, encode
 from genepool._errors import CheckpointError, invalid
 
-__all__ = ["CheckpointStore", "LocalCheckpoints", "MemoryCheckpoints", "decode", "encode"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointStore",
+    "LocalCheckpoints",
+    "MemoryCheckpoints",
+    "decode",
+    "encode",
+]
 
 log = logging.getLogger("genepool.checkpoints")
 
-#: Version of the pickled payload written by :func:`encode`.
-FORMAT_VERSION = 1
 #: Version of the ``manifest.json`` layout; a newer one is refused by :meth:`get`.
 MANIFEST_FORMAT = 1
 #: How old (seconds since the last change) a ``.tmp-*`` directory must be for
@@ -65,35 +69,6 @@ TMP_PREFIX = ".tmp-"
 _BAD_NAME_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 _MEMBER_DIR = re.compile(r"m(0|[1-9][0-9]*)")
 _CHECKPOINT_DIR = re.compile(r"s(0|[1-9][0-9]*)-[0-9a-f]{32}")
-
-
-def encode(payload: Any) -> bytes:
-    """Serialise a checkpoint payload (pickle, with a format version)."""
-    buffer = io.BytesIO()
-    try:
-        pickle.dump((FORMAT_VERSION, payload), buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as err:
-        raise CheckpointError(
-            f"The trainable's state could not be serialised ({type(err).__name__}: {err}). "
-            "Fix: return plain data (dicts, lists, numbers, numpy arrays) from save() / state."
-        ) from err
-    return buffer.getvalue()
-
-
-def decode(blob: bytes, *, checkpoint_id: str = "?") -> Any:
-    """Read back what :func:`encode` wrote; a torn or foreign blob raises CheckpointError."""
-    try:
-        version, payload = pickle.loads(blob)
-    except Exception as err:
-        raise CheckpointError(
-            f"Checkpoint {checkpoint_id} is torn or not a genepool checkpoint ({err})."
-        ) from err
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"Checkpoint {checkpoint_id} has format version {version}; this genepool reads "
-            f"version {FORMAT_VERSION}."
-        )
-    return payload
 
 
 class CheckpointStore(ABC):
@@ -160,13 +135,17 @@ class CheckpointStore(ABC):
 
     def ids(self, run: str | None = None, *, older_than: float | None = None) -> list[str]:
         """The ids of the complete checkpoints, sorted: of one run if given, and only those
-        written more than ``older_than`` seconds ago if given."""
+        written more than ``older_than`` seconds ago if given. A ``run`` that cannot be a
+        run's name (``..``, ``a/b``) is an InvalidArgumentError."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its checkpoints")
 
     def sweep(self, *, grace_seconds: float | None = None, run: str | None = None) -> int:
         """Remove what a crash left behind (of one run if given) once it is
         ``grace_seconds`` old (default :data:`SWEEP_GRACE_SECONDS`); how many were removed.
-        A store that a crash cannot leave anything in removes nothing."""
+        A store that a crash cannot leave anything in removes nothing. A ``run`` that
+        cannot be a run's name (``..``, ``a/b``) is an InvalidArgumentError."""
+        if run is not None:
+            check_run_name(run, owner=f"{type(self).__name__}.sweep")
         return 0
 
 
@@ -215,6 +194,8 @@ class MemoryCheckpoints(CheckpointStore):
 
     def ids(self, run: str | None = None, *, older_than: float | None = None) -> list[str]:
         """The ids of the checkpoints in this store, sorted; see :meth:`CheckpointStore.ids`."""
+        if run is not None:
+            check_run_name(run, owner="MemoryCheckpoints.ids")
         prefix = None if run is None else run + "/"
         latest = None if older_than is None else time.time() - older_than
         with self._lock:
@@ -483,6 +464,8 @@ class LocalCheckpoints(CheckpointStore):
         Returns:
             How many temporary directories were removed.
         """
+        if run is not None:
+            check_run_name(run, owner="LocalCheckpoints.sweep")
         if grace_seconds is None:
             grace_seconds = SWEEP_GRACE_SECONDS
         now = time.time()
@@ -566,6 +549,8 @@ class LocalCheckpoints(CheckpointStore):
             older_than: Only checkpoints whose directory and files last changed more than
                 this many seconds ago.
         """
+        if run is not None:
+            check_run_name(run, owner="LocalCheckpoints.ids")
         latest = None if older_than is None else time.time() - older_than
         found: list[str] = []
         for member_dir in self._member_dirs(run):
@@ -604,7 +589,7 @@ class LocalCheckpoints(CheckpointStore):
     def _member_dirs(self, run: str | None = None) -> list[str]:
         """``root/<run>/m<member>`` directories (of every run, or one)."""
         if run is not None:
-            run_dirs = [os.path.join(self._root, run)]
+            run_dirs = [os.path.join(self._root, check_run_name(run, owner="LocalCheckpoints"))]
         else:
             try:
                 run_dirs = [
@@ -750,6 +735,27 @@ def _bad_run_name(run: object) -> str | None:
     return None
 
 
+def check_run_name(run: object, *, owner: str, name: str = "run") -> str:
+    """``run``, if it can name a run (one directory of checkpoints, on any platform);
+    else an InvalidArgumentError naming ``owner``'s argument ``name``, the value and a fix.
+
+    Every run name given to genepool passes here before it reaches a store or a file
+    path, so that no name (``..``, ``../x``, ``/abs``, ``a/b``) leads outside the
+    checkpoints' root.
+    """
+    must = _bad_run_name(run)
+    if must is not None:
+        raise invalid(
+            owner,
+            name,
+            must,
+            repr(run),
+            "Fix: a plain name such as 'run' or 'lr-sweep_2' (it names a directory).",
+        )
+    assert isinstance(run, str)  # _bad_run_name checked it
+    return run
+
+
 def _id_parts(checkpoint_id: str, owner: str) -> list[str]:
     """The run, member and checkpoint parts of an id; CheckpointError if it is not one."""
     parts = checkpoint_id.split("/") if isinstance(checkpoint_id, str) else []
@@ -774,9 +780,7 @@ def _check_key(run: str, member: int, step: int) -> None:
     plain = type(member) is int and type(step) is int and member >= 0 and step >= 0
     if plain and type(run) is str and run in _GOOD_RUN_NAMES:
         return
-    must = _bad_run_name(run)
-    if must is not None:
-        raise invalid("CheckpointStore.put", "run", must, repr(run))
+    check_run_name(run, owner="CheckpointStore.put")
     if len(_GOOD_RUN_NAMES) < 1024:
         _GOOD_RUN_NAMES.add(run)
     for name, value in (("member", member), ("step", step)):

@@ -17,7 +17,7 @@ from genepool.analysis import (
     lineage,
     schedule_changes,
 )
-from genepool.checkpoints import CheckpointStore, decode
+from genepool.checkpoints import CheckpointStore, check_run_name, decode
 from genepool.member import Event, MemberView, Population, Report
 from genepool.store import Store
 
@@ -85,6 +85,7 @@ class Result:
         stop_reason: str,
         store: Store,
         checkpoints: CheckpointStore,
+        trust: bool = False,
     ) -> None:
         self.name = name
         self.seed = seed
@@ -92,6 +93,7 @@ class Result:
         self.stop_reason = stop_reason
         self._store = store
         self._checkpoints = checkpoints
+        self._trust = trust
         self.population: Population = store.population(name)
         history = store.history(name)
         self.reports: tuple[Report, ...] = history.reports
@@ -104,11 +106,24 @@ class Result:
         name: str = "run",
         *,
         checkpoints: str | CheckpointStore | None = None,
+        trust: bool = False,
     ) -> Result:
         """Read a run back from a durable store, finished or still going.
 
+        Args:
+            storage: The store's URL, or a store.
+            name: The run's name.
+            checkpoints: Where its checkpoints are (default: as :func:`genepool.run`'s).
+            trust: Also read checkpoints that hold pickled objects (a run with
+                ``trust_checkpoints=True``) or are in genepool's first format. Reading
+                those can run code: pass it only for checkpoint storage as trusted as
+                this code. Without it, reading a checkpoint never runs code.
+
         Example: ``gp.Result.open("sqlite:///pbt.db").load()`` is the best member's state.
         """
+        if type(trust) is not bool:  # never a truthy string: it lets code run
+            raise invalid("Result.open", "trust", "True or False", repr(trust))
+        check_run_name(name, owner="Result.open", name="name")  # before the store opens
         from genepool._run import _open_storage
         from genepool.clock import SystemClock
 
@@ -122,6 +137,7 @@ class Result:
             stop_reason="running or interrupted" if active else "ended",
             store=store,
             checkpoints=the_checkpoints,
+            trust=trust,
         )
 
     @property
@@ -149,7 +165,7 @@ class Result:
         if target.checkpoint is None:
             raise invalid("Result.load", "member", "a member with a checkpoint", repr(member))
         blob = self._checkpoints.get(target.checkpoint)
-        return decode(blob, checkpoint_id=target.checkpoint)["state"]
+        return decode(blob, checkpoint_id=target.checkpoint, trust=self._trust)["state"]
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per report: ``member``, ``step``, ``time`` and the metrics."""

@@ -90,6 +90,10 @@ class RunContext:
     progress_timeout: float | None = None
     #: A member whose workers died this many times is stopped as failed.
     max_crashes: int = 3
+    #: Store and read any Python object in checkpoints (pickle): the checkpoint storage
+    #: is then as trusted as the code. Off: checkpoints hold plain data, arrays and
+    #: tensors, and reading one never runs code.
+    trust_checkpoints: bool = False
     stop_event: threading.Event = field(default_factory=threading.Event)
     stop_reason: str | None = None
 
@@ -103,6 +107,12 @@ class RunContext:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.stop_event = threading.Event()
+
+    def read_checkpoint(self, checkpoint_id: str) -> Any:
+        """The payload of a checkpoint (``{"state": ..., "rng": ...}``), decoded as this
+        run's trust allows."""
+        blob = self.checkpoints.get(checkpoint_id)
+        return decode(blob, checkpoint_id=checkpoint_id, trust=self.trust_checkpoints)
 
 
 @dataclass
@@ -440,7 +450,7 @@ class Worker:
         ):
             # it exploited since this worker trained it, in a write that left the loading
             # of the donor's weights to its next round: switch the session to them
-            payload = decode(ctx.checkpoints.get(view.checkpoint.id), checkpoint_id=ckpt or "?")
+            payload = ctx.read_checkpoint(view.checkpoint.id)
             handle = res.handle
             handle._reseed(ctx.seed, view.generation, view.failures)
             handle._generation = view.generation
@@ -453,7 +463,7 @@ class Worker:
             res.session.close()
         state = start = None
         if view.checkpoint is not None:
-            payload = decode(ctx.checkpoints.get(view.checkpoint.id), checkpoint_id=ckpt or "?")
+            payload = ctx.read_checkpoint(view.checkpoint.id)
             state = payload["state"]
             if view.checkpoint.member == view.id and view.failures == 0:  # its own
                 start = payload.get("rng")
@@ -653,7 +663,9 @@ class Worker:
         def save() -> tuple[MemberView, str]:
             """Checkpoint the round: ``new`` with the checkpoint's id, and the id."""
             state = res.session.save()
-            blob = encode({"state": state, "rng": handle._rng_state()})
+            blob = encode(
+                {"state": state, "rng": handle._rng_state()}, trust=ctx.trust_checkpoints
+            )
             manifest = {
                 "hparams": dict(view.hparams),
                 "score": score,

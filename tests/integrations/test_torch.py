@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import genepool as gp  # noqa: E402
+from genepool.checkpoints import decode, encode  # noqa: E402
 from genepool.integrations import torch as gpt  # noqa: E402
 
 
@@ -176,9 +177,54 @@ class Evil:
         return (print, ("this must never run",))
 
 
+def first_layout(ts: gpt.TorchState) -> bytes:
+    """The state as the first layout held it: ``torch.save`` bytes of the plain dict."""
+    buffer = io.BytesIO()
+    torch.save({**ts._plain(), "version": 1}, buffer)
+    return buffer.getvalue()
+
+
+def test_the_first_layout_still_loads() -> None:
+    ts, sched = make()
+    train(ts, sched, 3)
+    blob = first_layout(ts)
+    expected = params(ts)
+    other, _ = make(seed=123, lr=0.9)
+    other.load_state_dict({"genepool.torch": blob})
+    assert all(torch.equal(a, b) for a, b in zip(expected, params(other), strict=True))
+    assert other.counters == ts.counters
+
+
+def test_the_state_is_plain_data_that_the_checkpoint_format_keeps_exactly() -> None:
+    ts, sched = make()
+    train(ts, sched, 3)
+    state = ts.state_dict()
+    assert state["format"] == "genepool.torch"
+    assert state["version"] == gpt.STATE_VERSION
+    blob = encode({"state": state, "rng": None})
+    assert b'"$p"' not in blob  # nothing pickled
+    back = decode(blob)["state"]
+    other, _other_sched = make(seed=123, lr=0.9)
+    other.load_state_dict(back)
+    assert all(torch.equal(a, b) for a, b in zip(params(ts), params(other), strict=True))
+    assert back["models"]["model"]._metadata == state["models"]["model"]._metadata
+    # a snapshot: training on does not change a state taken before
+    before = [t.clone() for t in state["models"]["model"].values()]
+    train(ts, sched, 2)
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, state["models"]["model"].values(), strict=True)
+    )
+
+
+def test_a_newer_plain_state_is_refused() -> None:
+    ts, _ = make()
+    with pytest.raises(gp.CheckpointError, match="newer"):
+        ts.load_state_dict({**ts.state_dict(), "version": gpt.STATE_VERSION + 1})
+
+
 def test_torn_foreign_and_newer_states_give_a_clear_error() -> None:
     ts, _ = make()
-    blob = ts.state_dict()["genepool.torch"]
+    blob = first_layout(ts)
     with pytest.raises(gp.CheckpointError, match="torn"):
         ts.load_state_dict({"genepool.torch": blob[: len(blob) // 2]})
     buffer = io.BytesIO()

@@ -7,9 +7,11 @@ functions). Then:
 
 - :meth:`TorchState.state_dict` is one call that captures all of it, plus the torch,
   NumPy and Python random states and the member's :attr:`~TorchState.counters` (data
-  position, epochs, ...), as plain tensors and integers: :meth:`~TorchState.load_state_dict`
-  reads it with ``torch.load(weights_only=True)``, so a checkpoint cannot run code, and
-  maps it onto the member's own device;
+  position, epochs, ...), as plain tensors, numbers and strings, which genepool's
+  checkpoint format stores as they are (reading a checkpoint never runs code);
+  :meth:`~TorchState.load_state_dict` maps it onto the member's own device, and also
+  reads the first layout (``{"genepool.torch": bytes}`` of ``torch.save``) with
+  ``torch.load(weights_only=True)``;
 - :meth:`TorchState.apply` sets the hyperparameters after every load (an optimizer
   restored from a donor carries the donor's learning rate; an LR scheduler would
   overwrite a new rate at its next step unless its base values change too), then reads
@@ -74,8 +76,9 @@ __all__ = [
 ]
 
 #: Name and version of the saved layout; a newer version is refused with a clear error.
+#: Version 1 was ``{"genepool.torch": <torch.save bytes>}``; version 2 is the plain dict.
 STATE_FORMAT = "genepool.torch"
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class Target:
@@ -398,10 +401,10 @@ class TorchState:
         return state
 
     def state_dict(self) -> dict[str, Any]:
-        """The whole state: ``{"genepool.torch": bytes}``, readable with ``weights_only``."""
-        buffer = io.BytesIO()
-        torch.save(self._plain(), buffer)
-        return {STATE_FORMAT: buffer.getvalue()}
+        """The whole state, as plain tensors, numbers and strings (``"format"`` names it):
+        a snapshot (its tensors are copies), which genepool's checkpoints store as is."""
+        snapshot: dict[str, Any] = _map_tensors(self._plain(), lambda t: t.detach().clone())
+        return snapshot
 
     def load_state_dict(self, state: Any, hparams: Mapping[str, Any] | None = None) -> None:
         """Restore a :meth:`state_dict` (maybe a donor's), then apply ``hparams`` if given.
@@ -452,29 +455,49 @@ class TorchState:
 
 
 def _read(state: Any, device: torch.device | None) -> dict[str, Any]:
-    blob = state.get(STATE_FORMAT) if isinstance(state, Mapping) else None
-    if not isinstance(blob, bytes):
+    """The plain state of a :meth:`TorchState.state_dict` (either layout), on ``device``."""
+    if isinstance(state, Mapping) and state.get("format") == STATE_FORMAT:
+        plain: Any = dict(state)
+        if device is not None:
+            plain = _map_tensors(plain, lambda t: t.to(device))
+    elif isinstance(state, Mapping) and isinstance(state.get(STATE_FORMAT), bytes):
+        try:  # the first layout: torch.save bytes, read without running code
+            buffer = io.BytesIO(state[STATE_FORMAT])
+            plain = torch.load(buffer, weights_only=True, map_location=device)
+        except Exception as err:
+            raise CheckpointError(
+                f"the torch state is torn or not a plain-tensor state ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}); it was not loaded."
+            ) from err
+        if not isinstance(plain, dict) or plain.get("format") != STATE_FORMAT:
+            raise CheckpointError("the file is a torch file but not a genepool torch state")
+    else:
         raise CheckpointError(
-            f"not a genepool torch state (expected a dict with key {STATE_FORMAT!r} from "
-            f"TorchState.state_dict(), got {type(state).__name__}). Fix: save with "
-            "TorchState.state_dict()."
+            f"not a genepool torch state (expected the dict of TorchState.state_dict(), got "
+            f"{type(state).__name__}). Fix: save with TorchState.state_dict()."
         )
-    try:
-        plain = torch.load(io.BytesIO(blob), weights_only=True, map_location=device)
-    except Exception as err:
-        raise CheckpointError(
-            f"the torch state is torn or not a plain-tensor state ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); it was not loaded."
-        ) from err
-    if not isinstance(plain, dict) or plain.get("format") != STATE_FORMAT:
-        raise CheckpointError("the file is a torch file but not a genepool torch state")
     version = plain.get("version")
     if not isinstance(version, int) or version > STATE_VERSION:
         raise CheckpointError(
             f"torch state layout version {version!r} is newer than this genepool reads "
             f"({STATE_VERSION}); upgrade genepool"
         )
-    return plain
+    read: dict[str, Any] = plain
+    return read
+
+
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``value`` with ``fn`` applied to each of its tensors (dicts, lists, tuples)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):  # OrderedDict (a module's state_dict) included
+        mapped = type(value)((k, _map_tensors(v, fn)) for k, v in value.items())
+        if hasattr(value, "_metadata"):
+            mapped._metadata = value._metadata  # type: ignore[attr-defined]
+        return mapped
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    return value
 
 
 def _rng_state() -> dict[str, Any]:
