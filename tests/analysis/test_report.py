@@ -1,8 +1,12 @@
-"""The HTML report: its content on small real runs, escaping of hostile names, scale."""
+"""The HTML report: its content on small real runs, escaping of hostile names, its
+Content-Security-Policy, scale."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from genepool.analysis._report import (
     script_json,
 )
 from genepool.store import WorkerInfo
+from tests.analysis import _payloads
 from tests.analysis._runs import (
     HOSTILE_HP,
     HOSTILE_OPTIONS,
@@ -46,9 +51,11 @@ class Page(HTMLParser):
         self.text: list[str] = []
         self.comments: list[str] = []
         self.scripts: list[tuple[dict[str, str | None], str]] = []
+        self.styles: list[str] = []
         self.tables: dict[str, list[list[str]]] = {}
         self.title = ""
         self._script: dict[str, str | None] | None = None
+        self._in_style = False
         self._table: str | None = None
         self._cell: list[str] | None = None
         self._in_title = False
@@ -60,6 +67,9 @@ class Page(HTMLParser):
         self.tags.append((tag, a))
         if tag == "script":
             self._script = a
+        elif tag == "style":
+            self._in_style = True
+            self.styles.append("")
         elif tag == "table":
             self._table = a.get("class") or ""
             self.tables[self._table] = []
@@ -78,11 +88,16 @@ class Page(HTMLParser):
             self._table = None
         elif tag == "title":
             self._in_title = False
+        elif tag == "style":
+            self._in_style = False
 
     def handle_data(self, data: str) -> None:
         if self._script is not None:
             self.scripts.append((self._script, data))
             self._script = None
+            return
+        if self._in_style:
+            self.styles[-1] += data
             return
         self.text.append(data)
         if self._cell is not None:
@@ -249,7 +264,13 @@ def test_failed_rounds_are_marked_and_do_not_break_the_plots(tmp_path: Path) -> 
     assert failures
     raw = write_report(result, tmp_path / "r.html").read_text(encoding="utf-8")
     assert raw.count('class="failure"') == len(failures)
-    assert "nan" not in raw.lower().replace("nav", "")
+    # each mark's tooltip says what went wrong (here: "... the metric 'score' was nan")
+    page = Page(raw)
+    for e in failures:
+        assert f"member {e.member} failed at step {e.step}: {e.data['error']}" in page.text
+    # and no NaN reached a coordinate
+    drawn = re.sub(r"<title>.*?</title>", "", raw, flags=re.DOTALL)
+    assert "nan" not in drawn.lower().replace("nav", "")
 
 
 def _empty_result() -> gp.Result:
@@ -404,3 +425,74 @@ def test_many_exploits_hide_the_dead_ones_behind_a_toggle(
     assert "hide-dead" in (body["class"] or "")
     (box,) = [a for t, a in many.tags if t == "input"]
     assert "checked" not in box
+
+
+def _csp(page: Page) -> dict[str, list[str]]:
+    """The page's Content-Security-Policy (its one meta tag), as directive: sources."""
+    (policy,) = [
+        a.get("content") or ""
+        for t, a in page.tags
+        if t == "meta" and (a.get("http-equiv") or "").lower() == "content-security-policy"
+    ]
+    directives: dict[str, list[str]] = {}
+    for part in policy.split(";"):
+        name, *sources = part.split()
+        directives[name] = sources
+    return directives
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def test_the_csp_allows_only_the_pages_own_script_and_style(small_page: Page) -> None:
+    csp = _csp(small_page)
+    for sources in csp.values():
+        for unsafe in ("'unsafe-inline'", "'unsafe-eval'", "'unsafe-hashes'", "data:", "*"):
+            assert unsafe not in sources
+    assert csp["default-src"] == ["'none'"]
+    assert csp["base-uri"] == ["'none'"]
+    assert csp["form-action"] == ["'none'"]
+    # the one script that runs and the one style element, by their hashes
+    (code,) = [text for a, text in small_page.scripts if a.get("type") is None]
+    (style,) = small_page.styles
+    assert csp["script-src"] == [_sha256(code)]
+    assert csp["style-src"] == [_sha256(style)]
+    assert csp.keys() == {"default-src", "script-src", "style-src", "base-uri", "form-action"}
+    # nothing the policy refuses: no inline style or event handler attribute anywhere
+    for tag, attrs in small_page.tags:
+        assert "style" not in attrs, tag
+        assert not any(k.startswith("on") for k in attrs), tag
+
+
+def test_script_in_any_string_of_a_run_is_written_escaped(tmp_path: Path) -> None:
+    raw = write_report(_payloads.pwned_result(), tmp_path / "r.html").read_text("utf-8")
+    for payload in _payloads.PAYLOADS:
+        if any(c in payload for c in "<>\"'"):
+            assert payload not in raw, payload
+    page = Page(raw)
+    # the page's own elements only: no element, attribute or URL from the run
+    tags = {t for t, _ in page.tags}
+    assert not tags & {"img", "iframe", "object", "embed", "base", "form", "link"}
+    assert page.count("script") == 2
+    for tag, attrs in page.tags:
+        assert not any(k.startswith("on") for k in attrs), (tag, attrs)
+        assert "style" not in attrs, tag
+        assert attrs.get("id") != "pwn", tag
+        for key in ("href", "src", "action", "xlink:href"):
+            assert not (attrs.get(key) or "").lstrip().lower().startswith("javascript:"), tag
+    (link,) = [a for t, a in page.tags if t == "a" and a.get("download")]
+    assert link["download"] == f"{_payloads.RUN}-schedule.json"
+    assert sum(1 for t, _ in page.tags if t == "a") == 6  # the nav's five and the download
+    # each string shows as text: in the page, a table cell or a figure's tooltip
+    text = "".join(page.text)
+    for shown in _payloads.SHOWN:
+        assert shown in text, shown
+    assert page.title == f"genepool report: {_payloads.RUN}"
+    # the schedule's JSON cannot end its script: no <, >, & or line separator in it
+    (data,) = [body for a, body in page.scripts if a.get("type") == "application/json"]
+    for char in "<>&\u2028\u2029":
+        assert char not in data, char
+    schedule = json.loads(data)
+    assert (schedule["run"], schedule["metric"]) == (_payloads.RUN, _payloads.METRIC)
+    assert set(_payloads.LEVELS) >= {c["hparams"][_payloads.CATEGORY] for c in schedule["changes"]}

@@ -1,9 +1,11 @@
 """The HTML report in a real headless browser (Debian's chromium, over the DevTools protocol).
 
-It must load with no console error, no JavaScript exception, no dialog and no network
-request, draw its figures (SVG elements with a size and content), answer a click, and
-show hostile names as text. A screenshot of each page is saved under ``artifacts/browser/``
-(ignored by git; ``GENEPOOL_TEST_ARTIFACTS`` moves it) as a test artefact.
+It must load with no console error, no JavaScript exception, no dialog, no network
+request and no Content-Security-Policy violation, draw its figures (SVG elements with a
+size and content), answer a click, and show hostile names as text: script put in any
+string of a run never runs, and the page's CSP stops script that slips into the page.
+A screenshot of each page is saved under ``artifacts/browser/`` (ignored by git;
+``GENEPOOL_TEST_ARTIFACTS`` moves it) as a test artefact.
 
 Without chromium the tests skip, saying how to get it; under ``CI=true`` they fail
 (``scripts/test`` installs chromium when it is missing and it runs as root).
@@ -27,6 +29,7 @@ import pytest
 
 import genepool as gp
 from genepool.analysis import write_report
+from tests.analysis import _payloads
 from tests.analysis._runs import HOSTILE_HP, HOSTILE_RUN, small_run, synthetic_result
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -174,6 +177,29 @@ _FIGURES_JS = """
 """
 
 
+#: Run before the page's own code (DevTools scripts are not subject to its CSP): records
+#: every CSP violation in ``window.__violations``.
+_WATCH = """
+window.__violations = [];
+document.addEventListener('securitypolicyviolation', function (e) {
+  window.__violations.push(e.violatedDirective + ' ' + e.blockedURI + ' ' + e.sample);
+});
+"""
+
+#: Every text node outside scripts and styles (SVG tooltips included), as a list.
+_TEXTS_JS = """
+(() => {
+  const walk = document.createTreeWalker(document.documentElement, NodeFilter.SHOW_TEXT);
+  const out = [];
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    const tag = n.parentNode.nodeName.toLowerCase();
+    if (tag !== 'script' && tag !== 'style') out.push(n.nodeValue);
+  }
+  return out;
+})()
+"""
+
+
 def _is_problem(event: dict[str, Any]) -> bool:
     """An error, an exception, a dialog, or a request that leaves the file."""
     method, params = event["method"], event.get("params", {})
@@ -194,6 +220,7 @@ def _load(address: str, report: Path, shot: str) -> tuple[DevTools, list[dict[st
     page = _open_page(address)
     for domain in ("Page", "Runtime", "Log", "Network"):
         page.call(f"{domain}.enable")
+    page.call("Page.addScriptToEvaluateOnNewDocument", source=_WATCH)
     page.call("Page.navigate", url=report.resolve().as_uri())
     page.wait_for("Page.loadEventFired")
     assert page.evaluate("document.readyState") == "complete"
@@ -225,12 +252,34 @@ def _check_figures(page: DevTools, minimum: int) -> list[dict[str, Any]]:
     return figures
 
 
+def _check_picking(page: DevTools, member: int) -> None:
+    """The page's own script runs: a click on a member's row picks it everywhere, a
+    second click lets it go, and the checkbox hides the exploits whose line died out."""
+    row = f"document.querySelector('tr[data-m=\"{member}\"]')"
+    picking = "document.body.classList.contains('picking')"
+    page.evaluate(f"{row}.click()")
+    assert page.evaluate(picking) is True
+    assert page.evaluate(f"document.querySelectorAll('.on[data-m=\"{member}\"]').length") >= 3
+    assert page.evaluate("document.getElementById('picked').textContent") == (
+        f"member {member} picked"
+    )
+    page.evaluate(f"{row}.click()")
+    assert page.evaluate(picking) is False
+    hidden = "document.body.classList.contains('hide-dead')"
+    assert page.evaluate(hidden) is False
+    page.evaluate("document.getElementById('show-dead').click()")
+    assert page.evaluate(hidden) is True
+    page.evaluate("document.getElementById('show-dead').click()")
+    assert page.evaluate(hidden) is False
+
+
 def test_the_report_loads_and_draws_in_chromium(browser: str, tmp_path: Path) -> None:
     result = small_run(population=8, steps=60)
     report = write_report(result, tmp_path / "report.html")
     page, problems = _load(browser, report, "report.png")
     try:
         assert problems == []
+        assert page.evaluate("window.__violations") == []
         figures = _check_figures(page, minimum=6)
         by_label = {f["label"]: f for f in figures}
         scores = by_label["score of every member over steps"]
@@ -268,6 +317,7 @@ def test_hostile_names_stay_text_in_chromium(browser: str, tmp_path: Path) -> No
     page, problems = _load(browser, report, "hostile.png")
     try:
         assert problems == []
+        assert page.evaluate("window.__violations") == []
         _check_figures(page, minimum=4)
         assert page.evaluate("document.title") == f"genepool report: {HOSTILE_RUN}"
         assert page.evaluate("document.scripts.length") == 2
@@ -276,6 +326,83 @@ def test_hostile_names_stay_text_in_chromium(browser: str, tmp_path: Path) -> No
         assert HOSTILE_HP in text
         assert "\u0394\u2603" in text
         assert page.evaluate("typeof window.alert") == "function"  # nothing replaced it
+    finally:
+        page.close()
+
+
+_UNSAFE_JS = """
+(() => ({
+  pwned: typeof window.__pwned,
+  scripts: document.scripts.length,
+  injected: document.querySelectorAll('img, iframe, object, embed, #pwn, [style]').length,
+  handlers: Array.from(document.querySelectorAll('*')).filter(
+    el => Array.from(el.attributes).some(a => a.name.startsWith('on'))).length,
+  jsLinks: Array.from(document.querySelectorAll('[href], [src], [action]')).filter(
+    el => /^\\s*javascript:/i.test(el.getAttribute('href') || el.getAttribute('src') || '')
+  ).length,
+}))()
+"""
+
+
+_LATER = "new Promise(resolve => setTimeout(resolve, 200))"
+
+
+def test_script_in_any_string_of_a_run_never_runs(browser: str, tmp_path: Path) -> None:
+    """A run whose name, metric, hyperparameters, scores, events and failures are script:
+    none of it runs, all of it shows as text, and the page's own script still works."""
+    result = _payloads.pwned_result()
+    report = write_report(result, tmp_path / "pwned.html")
+    page, problems = _load(browser, report, "pwned.png")
+    try:
+        assert page.evaluate("window.__violations") == []
+        assert problems == []
+        assert page.evaluate(_UNSAFE_JS) == {
+            "pwned": "undefined",
+            "scripts": 2,
+            "injected": 0,
+            "handlers": 0,
+            "jsLinks": 0,
+        }
+        _check_figures(page, minimum=3)
+        texts = page.evaluate(_TEXTS_JS)
+        for shown in _payloads.SHOWN:
+            assert any(shown in t for t in texts), shown
+        assert page.evaluate("document.title") == f"genepool report: {_payloads.RUN}"
+        schedule = json.loads(page.evaluate("document.getElementById('schedule-data').text"))
+        assert schedule["run"] == _payloads.RUN
+        assert schedule["metric"] == _payloads.METRIC
+        _check_picking(page, result.best.id)
+        assert page.evaluate("window.__violations") == []
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+    finally:
+        page.close()
+
+
+def test_the_csp_stops_script_that_slips_into_the_page(browser: str, tmp_path: Path) -> None:
+    """Were a string ever written unescaped, the page's CSP would still refuse to run it
+    (and the violation listener above is not vacuous): the report with markup spliced in."""
+    result = _payloads.pwned_result()
+    text = write_report(result, tmp_path / "r.html").read_text("utf-8")
+    slipped = (
+        '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
+        '<p id="styled" style="color: rgb(255, 0, 0)">styled</p>'
+        '<a id="pwn" href="javascript:window.__pwned=1">link</a>'
+    )
+    at = text.index("<header>")
+    report = tmp_path / "slipped.html"
+    report.write_text(text[:at] + slipped + text[at:], encoding="utf-8")
+    page, _ = _load(browser, report, "slipped.png")
+    try:
+        page.evaluate("document.getElementById('pwn').click()")
+        # a javascript: URL runs in a later task: give it time
+        page.call("Runtime.evaluate", expression=_LATER, awaitPromise=True)
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        violations = " ".join(page.evaluate("window.__violations"))
+        for directive in ("script-src-elem", "script-src-attr", "style-src-attr"):
+            assert directive in violations, violations
+        color = page.evaluate("getComputedStyle(document.getElementById('styled')).color")
+        assert color != "rgb(255, 0, 0)"
+        _check_picking(page, result.best.id)
     finally:
         page.close()
 

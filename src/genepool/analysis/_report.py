@@ -3,9 +3,12 @@
 It shows the population's scores over steps, every member's hyperparameters over steps,
 the lineage as a phylogenetic tree (members as lines through steps, exploits as jumps, the
 winning ancestry highlighted), a table of members and the best member's schedule. Every
-name and value from the run is escaped. Long runs are downsampled: each member's score line
-keeps at most ``max_points`` points (the minimum and maximum of every bucket, so spikes
-survive), and the winning line keeps its exploit jumps exact.
+name and value from the run is escaped (the schedule's JSON too, so that it cannot close
+its ``<script>``), and the page's Content-Security-Policy runs only its own script and
+style, by their SHA-256 hashes: no inline ``style`` or ``on*`` attribute, nothing loaded
+from elsewhere. Long runs are downsampled: each member's score line keeps at most
+``max_points`` points (the minimum and maximum of every bucket, so spikes survive), and
+the winning line keeps its exploit jumps exact.
 
 :func:`collect` gathers what both the HTML report and the PNG figures draw.
 """
@@ -13,6 +16,8 @@ survive), and the winning line keeps its exploit jumps exact.
 from __future__ import annotations
 
 import ast
+import base64
+import hashlib
 import html
 import itertools
 import json
@@ -97,7 +102,8 @@ class ReportData:
             step went back, downsampled.
         lives: Per member, its stretches (for the tree and the hyperparameter plots).
         jumps: Every exploit in the run.
-        failures: ``(member, step)`` of every failed round.
+        failures: ``(member, step)`` of every failed round; ``failure_errors`` the error
+            of each, in the same order (``""`` when its event has none).
         surviving: ``(member, start, end)`` stretches on the line of some member's present
             weights; ``surviving_jumps`` the exploits (event indices) on such lines.
         best: The best member, ``None`` when no member has a score.
@@ -130,6 +136,7 @@ class ReportData:
     counts: dict[str, int]
     reports: int
     config: Mapping[str, Any]
+    failure_errors: list[str] = field(default_factory=list)
 
     def score_range(self) -> tuple[float, float] | None:
         """The lowest and highest score drawn, ``None`` with no score at all."""
@@ -365,6 +372,7 @@ def collect(result: Result, *, max_points: int = DEFAULT_MAX_POINTS) -> ReportDa
     axes, constants = _axes(values, config)
     jumps = []
     failures = []
+    failure_errors = []
     for i, e in enumerate(events):
         if e.kind == "exploit":
             donor_step = int(e.data.get("donor_step", e.step))
@@ -380,6 +388,7 @@ def collect(result: Result, *, max_points: int = DEFAULT_MAX_POINTS) -> ReportDa
             )
         elif e.kind == "failure":
             failures.append((e.member, int(e.step)))
+            failure_errors.append(str(e.data.get("error", "")))
     surviving: set[tuple[int, int, int]] = set()
     surviving_jumps: set[int] = set()
     for m in population:
@@ -419,6 +428,7 @@ def collect(result: Result, *, max_points: int = DEFAULT_MAX_POINTS) -> ReportDa
         lives=lives,
         jumps=jumps,
         failures=failures,
+        failure_errors=failure_errors,
         surviving=surviving,
         surviving_jumps=surviving_jumps,
         best=best,
@@ -617,16 +627,13 @@ class _Svg:
         return "".join(out)
 
 
-def _stroke(member: int) -> str:
-    return f"stroke:{member_color(member)}"
-
-
-def _path(d: str, cls: str, member: int | None, title: str, style: str = "") -> str:
+def _path(d: str, cls: str, member: int | None, title: str) -> str:
+    """A path with a tooltip; a member's path in its colour (an SVG ``stroke`` attribute,
+    which the page's CSP allows where it refuses inline ``style``)."""
     if not d:
         return ""
-    m = f' data-m="{int(member)}"' if member is not None else ""
-    st = f' style="{_e(style)}"' if style else ""
-    return f'<path class="{cls}"{m}{st} d="{d}"><title>{_e(title)}</title></path>'
+    m = f' data-m="{int(member)}" stroke="{member_color(member)}"' if member is not None else ""
+    return f'<path class="{cls}"{m} d="{d}"><title>{_e(title)}</title></path>'
 
 
 # -- the figures -----------------------------------------------------------------------------
@@ -647,7 +654,7 @@ def _scores_svg(data: ReportData) -> str:
     )
     for member, pieces in sorted(data.scores.items()):
         d = " ".join(svg.d(xs, ys) for xs, ys in pieces)
-        svg.add(_path(d, "m line", member, f"member {member}", f"stroke:{member_color(member)}"))
+        svg.add(_path(d, "m line", member, f"member {member}"))
     bx, by = data.best_scores
     if data.best is not None and len(bx):
         svg.add(
@@ -663,6 +670,10 @@ def _scores_svg(data: ReportData) -> str:
     return svg.render()
 
 
+def _jump_title(j: Jump) -> str:
+    return _e(f"step {j.step}: member {j.recipient} copied member {j.donor}")
+
+
 def _jump_marks(svg: _Svg, data: ReportData, bx: np.ndarray, by: np.ndarray) -> str:
     assert data.line is not None
     out = []
@@ -674,7 +685,7 @@ def _jump_marks(svg: _Svg, data: ReportData, bx: np.ndarray, by: np.ndarray) -> 
         y = float(svg.py(np.asarray([by[i]]))[0])
         out.append(
             f'<circle class="jump" cx="{x:.1f}" cy="{y:.1f}" r="3">'
-            f"<title>step {j.step}: member {j.recipient} copied member {j.donor}</title></circle>"
+            f"<title>{_jump_title(j)}</title></circle>"
         )
     return "".join(out)
 
@@ -757,11 +768,7 @@ def _hparam_svg(data: ReportData, axis: Axis, *, schedule_only: bool = False) ->
     for member, xs, ys in rows:
         by_member.setdefault(member, []).append(svg.d(xs, ys))
     for member, ds in by_member.items():
-        svg.add(
-            _path(
-                " ".join(ds), "m hp", member, f"member {member}", f"stroke:{member_color(member)}"
-            )
-        )
+        svg.add(_path(" ".join(ds), "m hp", member, f"member {member}"))
     if sched_x:
         title = "the best member's schedule"
         svg.add(_path(svg.d(sched_x, sched_y), "best", None, title))
@@ -793,7 +800,7 @@ def _tree_svg(data: ReportData) -> str:
         if n <= 40 or m % max(1, n // 32) == 0:
             parts.append(
                 f'<text class="tick" x="{svg.left - 5}" y="{row_y(m) + 3.5:.1f}" '
-                f'text-anchor="end">{m}</text>'
+                f'text-anchor="end">{int(m)}</text>'
             )
     for m in members:
         y = row_y(m)
@@ -801,9 +808,10 @@ def _tree_svg(data: ReportData) -> str:
             x0, x1 = svg.px(np.asarray([s.start, s.end])).tolist()
             alive = (m, s.start, s.end) in data.surviving
             cls = "life alive" if alive else "life"
+            title = _e(f"member {m}: steps {s.start} to {s.end}")
             parts.append(
-                f'<line class="m {cls}" data-m="{m}" x1="{x0:.1f}" y1="{y:.1f}" x2="{x1:.1f}" '
-                f'y2="{y:.1f}"><title>member {m}: steps {s.start} to {s.end}</title></line>'
+                f'<line class="m {cls}" data-m="{int(m)}" x1="{x0:.1f}" y1="{y:.1f}" '
+                f'x2="{x1:.1f}" y2="{y:.1f}"><title>{title}</title></line>'
             )
     # the surviving lines' own stretches (a lineage segment may be part of a stretch)
     for member, start, end in sorted(data.surviving):
@@ -824,17 +832,19 @@ def _tree_svg(data: ReportData) -> str:
         (alive_jumps if alive else dead_jumps).append(
             f'<line class="jumpline{" alive" if alive else ""}" x1="{x:.1f}" '
             f'y1="{row_y(j.donor):.1f}" x2="{x:.1f}" y2="{row_y(j.recipient):.1f}">'
-            f"<title>step {j.step}: member {j.recipient} copied member {j.donor}</title></line>"
+            f"<title>{_jump_title(j)}</title></line>"
         )
     # exploits whose line died out: hidden by a toggle when there are many
     parts.append(f'<g class="dead-jumps">{"".join(dead_jumps)}</g>{"".join(alive_jumps)}')
-    for member, step in data.failures:
+    errors = data.failure_errors or [""] * len(data.failures)
+    for (member, step), error in zip(data.failures, errors, strict=True):
         if member in rows:
             x = float(svg.px(np.asarray([step]))[0])
             y = row_y(member)
+            title = f"member {member} failed at step {step}" + (f": {error}" if error else "")
             parts.append(
                 f'<path class="failure" d="M{x - 3:.1f},{y - 3:.1f} l6,6 m0,-6 l-6,6">'
-                f"<title>member {member} failed at step {step}</title></path>"
+                f"<title>{_e(_short(title, 300))}</title></path>"
             )
     if data.line is not None:
         line = data.line
@@ -979,6 +989,20 @@ _JS = """
 """
 
 
+def csp_source(text: str) -> str:
+    """The CSP source that allows an inline ``<script>`` or ``<style>`` holding ``text``."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+#: The page's Content-Security-Policy: nothing but its own script and style (by hash); no
+#: inline ``style`` or ``on*`` attribute, no ``javascript:`` URL, nothing from elsewhere.
+CSP = (
+    f"default-src 'none'; script-src {csp_source(_JS)}; style-src {csp_source(_CSS)}; "
+    "base-uri 'none'; form-action 'none'"
+)
+
+
 def render(data: ReportData, *, title: str | None = None) -> str:
     """The report as HTML text."""
     from genepool.version import __version__
@@ -1053,9 +1077,10 @@ def render(data: ReportData, *, title: str | None = None) -> str:
                 f'<script type="application/json" id="schedule-data">{sched_json}</script>'
             )
         schedule_html = (
-            f'<p class="lead">The hyperparameters in effect along member {sched.member}\'s '
-            f"line, to step {sched.final_step} ({data.metric} {fmt_value(sched.score)}): each "
-            "row holds from its step on.</p>"
+            f'<p class="lead">The hyperparameters in effect along member {_e(sched.member)}\'s '
+            f"line, to step {_e(sched.final_step)} "
+            f"({_e(data.metric)} {_e(fmt_value(sched.score))}): each row holds from its step on."
+            "</p>"
             f"{_schedule_table(sched)}"
             f'<div class="plots">{sched_figs}</div>{download}'
         )
@@ -1065,8 +1090,7 @@ def render(data: ReportData, *, title: str | None = None) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">",
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">',
         f"<title>{_e(heading)}</title><style>{_CSS}</style></head>",
         f'<body class="{" ".join(body_classes)}">',
         f"<header><h1>{_e(heading)}</h1>",
