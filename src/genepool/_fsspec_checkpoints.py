@@ -38,6 +38,7 @@ from genepool.checkpoints import (
     _id_parts,
     _manifest_json,
     _parse_manifest,
+    _read_only,
     _torn,
     _write_file,
 )
@@ -74,6 +75,9 @@ class FsspecCheckpoints(CheckpointStore):
         fsync: On a local filesystem, flush each file and directory to the disk before a
             write returns. Elsewhere it changes nothing: an object store's write is durable
             once it returns.
+        read_only: Only read (a run read back: :meth:`genepool.Result.open`): nothing is
+            created or swept, and :meth:`put`, :meth:`delete` and :meth:`sweep` raise
+            CheckpointError.
 
     Raises:
         InvalidArgumentError: A bad URL or storage_options.
@@ -95,6 +99,7 @@ class FsspecCheckpoints(CheckpointStore):
         *,
         storage_options: Mapping[str, Any] | None = None,
         fsync: bool = False,
+        read_only: bool = False,
     ) -> None:
         if not isinstance(url, str) or not url.strip():
             raise invalid(
@@ -117,12 +122,19 @@ class FsspecCheckpoints(CheckpointStore):
         self._url = url
         self._options = dict(storage_options or {})
         self._fsync = bool(fsync)
+        self._read_only = bool(read_only)
         self._lock = threading.Lock()
         self._fs: Any = None
         self._made: set[str] = set()  # local directories this object created or found
         fs, root = self._connect()
         self._root: str = root
         self._rename: bool = _is_local(fs)
+        if not self._read_only:
+            self._make_root()
+            self.sweep()
+
+    def _make_root(self) -> None:
+        """On a local filesystem, create the root directory if it is missing."""
         if self._rename:
             try:
                 existed = os.path.isdir(self._root)
@@ -133,7 +145,6 @@ class FsspecCheckpoints(CheckpointStore):
                 raise CheckpointError(
                     f"The checkpoint directory {self._root} could not be created ({err})."
                 ) from err
-        self.sweep()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled for worker processes: the URL and settings, not the open filesystem."""
@@ -175,8 +186,14 @@ class FsspecCheckpoints(CheckpointStore):
 
         return isinstance(self._filesystem(), MemoryFileSystem)
 
+    @property
+    def read_only(self) -> bool:
+        """Whether this object only reads (see the ``read_only`` argument)."""
+        return self._read_only
+
     def __repr__(self) -> str:
-        return f"FsspecCheckpoints({self._url!r}, fsync={self._fsync})"
+        extra = ", read_only=True" if self._read_only else ""
+        return f"FsspecCheckpoints({self._url!r}, fsync={self._fsync}{extra})"
 
     def __len__(self) -> int:
         return len(self.ids())
@@ -193,6 +210,8 @@ class FsspecCheckpoints(CheckpointStore):
     ) -> str:
         """Write a checkpoint, payload first and manifest last; see
         :meth:`CheckpointStore.put`."""
+        if self._read_only:
+            raise _read_only(self, "put")
         _check_key(run, member, step)
         data = bytes(blob)
         fields = _fields_json(manifest)
@@ -279,6 +298,8 @@ class FsspecCheckpoints(CheckpointStore):
         Raises:
             CheckpointError: The id is not one of this store's, or it could not be removed.
         """
+        if self._read_only:
+            raise _read_only(self, "delete")
         path = self._path(checkpoint_id)
         fs = self._filesystem()
         try:
@@ -320,6 +341,8 @@ class FsspecCheckpoints(CheckpointStore):
         Raises:
             CheckpointError: The location cannot be listed (e.g. the bucket does not exist).
         """
+        if self._read_only:
+            raise _read_only(self, "sweep")
         grace = SWEEP_GRACE_SECONDS if grace_seconds is None else grace_seconds
         if run is not None and _bad_run_name(run) is not None:
             return 0

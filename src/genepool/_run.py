@@ -394,6 +394,9 @@ def _diff(stored: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
 def load_best(storage: str | Store, name: str = "run", *, trust: bool = False) -> Any:
     """The state of the best member of a run in a durable store (its final checkpoint).
 
+    It only reads, as :meth:`genepool.Result.open` does: a database that does not exist
+    is a :class:`~genepool.StorageError`, never created.
+
     ``trust=True`` also reads checkpoints that hold pickled objects, or are in genepool's
     first format: reading those can run code, so pass it only for checkpoint storage as
     trusted as this code (see :meth:`genepool.Result.open`).
@@ -406,8 +409,12 @@ def _open_storage(
     checkpoints: str | os.PathLike[str] | CheckpointStore | None,
     workers: int,
     clock: Clock,
+    *,
+    read_only: bool = False,
 ) -> tuple[Store, CheckpointStore]:
-    """The store and the checkpoint store a run's arguments name."""
+    """The store and the checkpoint store a run's arguments name. ``read_only``: to read
+    a run back, opened so that nothing is written: a missing database is an error (not
+    created), and the checkpoints' folder is neither created nor swept."""
     if storage is None and workers > 1:
         folder = tempfile.mkdtemp(prefix="genepool-")
         log.warning("several workers need a durable store: using %s", folder)
@@ -419,7 +426,7 @@ def _open_storage(
     elif isinstance(storage, str):
         from genepool.store.sql import SQLStore
 
-        the_store = SQLStore(storage)
+        the_store = SQLStore(storage, read_only=read_only)
     else:
         raise invalid("run", "storage", "a URL ('sqlite:///pbt.db') or a Store", repr(storage))
     if isinstance(checkpoints, CheckpointStore):
@@ -441,7 +448,7 @@ def _open_storage(
     if isinstance(checkpoints, str) and "://" in checkpoints:  # s3://, memory://, file://, ...
         from genepool._fsspec_checkpoints import FsspecCheckpoints
 
-        return the_store, FsspecCheckpoints(checkpoints)
+        return the_store, FsspecCheckpoints(checkpoints, read_only=read_only)
     from genepool.checkpoints import LocalCheckpoints
 
-    return the_store, LocalCheckpoints(os.fspath(checkpoints))
+    return the_store, LocalCheckpoints(os.fspath(checkpoints), read_only=read_only)

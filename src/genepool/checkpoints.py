@@ -242,6 +242,9 @@ class LocalCheckpoints(CheckpointStore):
         fsync: Flush each file and directory to the disk before a write returns, so a
             checkpoint survives a power loss, not only a crash of the process. Slower;
             off by default.
+        read_only: Only read (a run read back: :meth:`genepool.Result.open`): the
+            directory is neither created nor swept, and :meth:`put`, :meth:`delete`,
+            :meth:`discard` and :meth:`sweep` raise CheckpointError.
 
     Example:
         >>> import tempfile
@@ -252,13 +255,17 @@ class LocalCheckpoints(CheckpointStore):
         (True, b'state', {'score': 0.5})
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, fsync: bool = False, read_only: bool = False
+    ) -> None:
         self._root = os.path.abspath(os.fspath(root))
         self._fsync = bool(fsync)
+        self._read_only = bool(read_only)
         existed = os.path.isdir(self._root)
         try:
-            os.makedirs(self._root, exist_ok=True)
-            if self._fsync and not existed:
+            if not self._read_only:
+                os.makedirs(self._root, exist_ok=True)
+            if self._fsync and not existed and not self._read_only:
                 _fsync_dir(os.path.dirname(self._root))
         except OSError as err:
             raise CheckpointError(
@@ -271,7 +278,8 @@ class LocalCheckpoints(CheckpointStore):
         self._lock = threading.Lock()
         self._token = uuid.uuid4().hex  # names this object's spare directories
         self._seq = itertools.count()
-        self.sweep()
+        if not self._read_only:
+            self.sweep()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled for worker processes: the root and settings, none of this object's
@@ -299,8 +307,14 @@ class LocalCheckpoints(CheckpointStore):
         """Whether writes are flushed to the disk before they return."""
         return self._fsync
 
+    @property
+    def read_only(self) -> bool:
+        """Whether this object only reads (see the ``read_only`` argument)."""
+        return self._read_only
+
     def __repr__(self) -> str:
-        return f"LocalCheckpoints({self._root!r}, fsync={self._fsync})"
+        extra = ", read_only=True" if self._read_only else ""
+        return f"LocalCheckpoints({self._root!r}, fsync={self._fsync}{extra})"
 
     # -- writing ---------------------------------------------------------------------
     def put(
@@ -313,6 +327,8 @@ class LocalCheckpoints(CheckpointStore):
         manifest: Mapping[str, Any] | None = None,
     ) -> str:
         """Write a checkpoint atomically; see :meth:`CheckpointStore.put`."""
+        if self._read_only:
+            raise _read_only(self, "put")
         _check_key(run, member, step)
         data = bytes(blob)
         fields = _fields_json(manifest)
@@ -396,6 +412,8 @@ class LocalCheckpoints(CheckpointStore):
         Raises:
             CheckpointError: As :meth:`delete`.
         """
+        if self._read_only:
+            raise _read_only(self, "discard")
         path = self._path(checkpoint_id)
         member_dir = os.path.dirname(path)
         run_dir = os.path.dirname(member_dir)
@@ -436,6 +454,8 @@ class LocalCheckpoints(CheckpointStore):
             CheckpointError: The id is not one of this store's, or the directory could not
                 be renamed (e.g. a file in it is open on Windows).
         """
+        if self._read_only:
+            raise _read_only(self, "delete")
         path = self._path(checkpoint_id)
         trash = os.path.join(os.path.dirname(path), f"{TMP_PREFIX}del-{uuid.uuid4().hex}")
         try:
@@ -464,6 +484,8 @@ class LocalCheckpoints(CheckpointStore):
         Returns:
             How many temporary directories were removed.
         """
+        if self._read_only:
+            raise _read_only(self, "sweep")
         if run is not None:
             check_run_name(run, owner="LocalCheckpoints.sweep")
         if grace_seconds is None:
@@ -715,6 +737,14 @@ def _foreign(checkpoint_id: str, where: str, reason: str) -> CheckpointError:
     return CheckpointError(
         f"{checkpoint_id!r} in {where} is not a genepool checkpoint: {reason}. "
         "Fix: keep other files out of the checkpoints' directory or prefix."
+    )
+
+
+def _read_only(store: CheckpointStore, method: str) -> CheckpointError:
+    """The error of a write to checkpoints opened to be read only."""
+    return CheckpointError(
+        f"{store!r} was opened read-only (to read a run back), so {method}() changes "
+        "nothing. Fix: open the checkpoints without read_only=True to write or delete."
     )
 
 

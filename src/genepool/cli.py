@@ -332,7 +332,7 @@ def _open_store(url: str, command: str) -> Store:
             url,
             "Fix: check the path (nothing was created).",
         )
-    return open_store(url)
+    return open_store(url, read_only=True)  # these commands only read
 
 
 def _run_name(store: Store, name: str | None, command: str) -> str:

@@ -110,6 +110,10 @@ class Result:
     ) -> Result:
         """Read a run back from a durable store, finished or still going.
 
+        Reading never writes: a store given by its URL is opened read-only (a database
+        that does not exist is an error, not created; its schema is neither created nor
+        upgraded), and the checkpoints' folder is neither created nor swept.
+
         Args:
             storage: The store's URL, or a store.
             name: The run's name.
@@ -119,6 +123,11 @@ class Result:
                 those can run code: pass it only for checkpoint storage as trusted as
                 this code. Without it, reading a checkpoint never runs code.
 
+        Raises:
+            StorageError: The database does not exist, is not a genepool database, or is
+                corrupt.
+            KeyError: The store has no run called ``name``.
+
         Example: ``gp.Result.open("sqlite:///pbt.db").load()`` is the best member's state.
         """
         if type(trust) is not bool:  # never a truthy string: it lets code run
@@ -127,7 +136,9 @@ class Result:
         from genepool._run import _open_storage
         from genepool.clock import SystemClock
 
-        store, the_checkpoints = _open_storage(storage, checkpoints, 1, SystemClock())
+        store, the_checkpoints = _open_storage(
+            storage, checkpoints, 1, SystemClock(), read_only=True
+        )
         config = store.run_config(name)
         active = any(m.status == "active" for m in store.population(name))
         return cls(

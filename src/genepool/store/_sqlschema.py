@@ -177,15 +177,27 @@ _S_USED_ONE = sa.union_all(
 _S_LEASE = select(_M.token, _M.holder).where(
     _M.run_id == bindparam("b_run"), _M.id == bindparam("b_id")
 )
-_S_REPORTS = (
+_S_REPORTS = (  # with the row's seq, which names it in an error
     select(
-        _reports.c.member, _reports.c.step, _reports.c.time, _reports.c.score, _reports.c.metrics
+        _reports.c.seq,
+        _reports.c.member,
+        _reports.c.step,
+        _reports.c.time,
+        _reports.c.score,
+        _reports.c.metrics,
     )
     .where(_reports.c.run_id == bindparam("r"))
     .order_by(_reports.c.seq)
 )
 _S_EVENTS = (
-    select(_events.c.kind, _events.c.member, _events.c.step, _events.c.data, _events.c.time)
+    select(
+        _events.c.seq,
+        _events.c.kind,
+        _events.c.member,
+        _events.c.step,
+        _events.c.data,
+        _events.c.time,
+    )
     .where(_events.c.run_id == bindparam("r"))
     .order_by(_events.c.seq)
 )
@@ -299,8 +311,10 @@ def safe_url(url: str) -> str:
     return str(sa.make_url(url).render_as_string(hide_password=True))
 
 
-def sqlite_engine(url: sa.URL, echo: bool) -> Engine:
-    """An engine for a SQLite file (no pool: the store holds its one connection)."""
+def sqlite_engine(url: sa.URL, echo: bool, *, read_only: bool = False) -> Engine:
+    """An engine for a SQLite file (no pool: the store holds its one connection).
+    ``read_only``: ``url`` opens the file ``mode=ro``, and nothing is set that the file
+    keeps (its journal mode)."""
     engine = sa.create_engine(
         url,
         echo=echo,
@@ -311,18 +325,24 @@ def sqlite_engine(url: sa.URL, echo: bool) -> Engine:
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
-        sqlite_pragmas(dbapi_connection, url, in_memory=in_memory)
+        sqlite_pragmas(dbapi_connection, url, in_memory=in_memory, read_only=read_only)
 
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")  # queue for the write lock up front
+    if not read_only:
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # queue for the write lock up front
 
     return engine
 
 
-def postgresql_engine(url: sa.URL, echo: bool) -> Engine:
-    """An engine for a PostgreSQL database (a pool: threads may share it)."""
-    return sa.create_engine(url, echo=echo, pool_size=5, max_overflow=10)
+def postgresql_engine(url: sa.URL, echo: bool, *, read_only: bool = False) -> Engine:
+    """An engine for a PostgreSQL database (a pool: threads may share it); with
+    ``read_only`` its transactions are read-only (the server refuses any write)."""
+    engine = sa.create_engine(url, echo=echo, pool_size=5, max_overflow=10)
+    if read_only:
+        return engine.execution_options(postgresql_readonly=True)
+    return engine
 
 
 def sqlite_connect(engine: Engine) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -351,11 +371,7 @@ def setup(conn: Connection, where: str, url: str) -> None:
         conn.execute(sa.insert(schema_version_table), {"version": SCHEMA_VERSION})
         log.info("created the genepool schema (version %d) in %s", SCHEMA_VERSION, where)
     elif found > SCHEMA_VERSION:
-        raise StorageError(
-            f"the database {url} has genepool schema version {found}, "
-            f"newer than version {SCHEMA_VERSION}, the newest this genepool knows: "
-            "upgrade genepool to open it"
-        )
+        raise _newer(url, found)
     elif found < SCHEMA_VERSION:
         for version in range(found, SCHEMA_VERSION):
             _UPGRADES[version](conn)
@@ -367,6 +383,30 @@ def setup(conn: Connection, where: str, url: str) -> None:
             found,
             SCHEMA_VERSION,
         )
+
+
+def check_readable(conn: Connection, where: str) -> int:
+    """The schema version of a database opened read-only, which nothing changes: an
+    older one is read as it is (it is upgraded when a run opens it to write); one with no
+    genepool schema, or a newer one, is refused. ``where`` names the store in errors."""
+    found = stored_version(conn)
+    if found is None:
+        raise StorageError(
+            f"{where}: the database holds no genepool runs (it has no genepool schema), "
+            "and was opened only to read, so nothing was created in it. Fix: check the URL "
+            "(for PostgreSQL, also the schema its search_path names)."
+        )
+    if found > SCHEMA_VERSION:
+        raise _newer(where, found)
+    return found
+
+
+def _newer(url: str, found: int) -> StorageError:
+    return StorageError(
+        f"the database {url} has genepool schema version {found}, "
+        f"newer than version {SCHEMA_VERSION}, the newest this genepool knows: "
+        "upgrade genepool to open it"
+    )
 
 
 def stored_version(conn: Connection) -> int | None:

@@ -18,6 +18,13 @@ How the two databases are used:
   view (or pin a checkpoint) also lock the run's row to bump its version: they commit in
   version order, which is what lets every process refresh its snapshot incrementally.
 
+**Reading never writes.** A store opened ``read_only`` (``Result.open``, ``load_best``,
+``genepool status``...) opens a SQLite file ``mode=ro`` and PostgreSQL in read-only
+transactions: it creates no file, schema or table, and leaves the journal mode as it is.
+**A database that is not genepool's** (a SQLite file holding other tables and no genepool
+schema, or no SQLite file at all) is refused, for writing too, before anything is written
+to it; genepool's tables all start with ``genepool_``.
+
 Lease times come from the database's clock (``clock_timestamp()`` on PostgreSQL, the
 machine's clock for SQLite, which lives on that machine) unless a ``clock`` is injected.
 
@@ -56,6 +63,7 @@ import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -292,30 +300,116 @@ def _view_json(m: MemberView) -> str:
     )
 
 
+class _Corrupt(Exception):
+    """A row whose stored text is not what genepool writes (bad JSON, or values of the
+    wrong type): the store turns it into a :class:`~genepool.StorageError` that names the
+    database, the table and the row."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.table: str | None = None
+        self.row: str | None = None
+
+    def at(self, table: str, row: str) -> _Corrupt:
+        """This error, saying where the row is (once: the innermost caller knows best)."""
+        if self.table is None:
+            self.table, self.row = table, row
+        return self
+
+
+def _is_num(x: object) -> bool:
+    return type(x) is float or type(x) is int
+
+
+def _is_int(x: object) -> bool:
+    return type(x) is int
+
+
+def _json_object(text: object, what: str) -> dict[str, Any]:
+    """The JSON object ``text`` holds; :class:`_Corrupt` if it holds anything else."""
+    if not isinstance(text, str):
+        raise _Corrupt(f"its {what} is {type(text).__name__}, not JSON text")
+    try:
+        d = _loads(text)
+    except ValueError as err:
+        raise _Corrupt(f"its {what} is not valid JSON ({err})") from None
+    if type(d) is not dict:
+        raise _Corrupt(f"its {what} is {type(d).__name__} JSON, not an object")
+    return d
+
+
 def _view_from_json(text: str) -> MemberView:
-    d = _loads(text)
-    ck = d.get("checkpoint")
-    return MemberView(
-        id=d["id"],
-        hparams=d["hparams"],
-        step=d.get("step", 0),
-        generation=d.get("generation", 0),
-        parent=d.get("parent"),
-        status=d.get("status", ACTIVE),
-        checkpoint=None
-        if ck is None
-        else CheckpointRef(
-            ck["id"], ck["member"], ck["step"], ck["counter"], ck["score"], ck["hparams"]
-        ),
-        score=d.get("score"),
-        recent=tuple(d.get("recent", ())),
-        failures=d.get("failures", 0),
-        ready_count=d.get("ready_count", 0),
-        stop_reason=d.get("stop_reason"),
-        pending=d.get("pending", False),
-        crashes=d.get("crashes", 0),
-        ready_counter=d.get("ready_counter", 0.0),
-    )
+    """The member a row's ``view`` holds; :class:`_Corrupt` if it is not one."""
+    d = _json_object(text, "view")
+    try:
+        ck = d.get("checkpoint")
+        view = MemberView(
+            id=d["id"],
+            hparams=d["hparams"],
+            step=d.get("step", 0),
+            generation=d.get("generation", 0),
+            parent=d.get("parent"),
+            status=d.get("status", ACTIVE),
+            checkpoint=None
+            if ck is None
+            else CheckpointRef(
+                ck["id"], ck["member"], ck["step"], ck["counter"], ck["score"], ck["hparams"]
+            ),
+            score=d.get("score"),
+            recent=tuple(d.get("recent", ())),
+            failures=d.get("failures", 0),
+            ready_count=d.get("ready_count", 0),
+            stop_reason=d.get("stop_reason"),
+            pending=d.get("pending", False),
+            crashes=d.get("crashes", 0),
+            ready_counter=d.get("ready_counter", 0.0),
+        )
+    except KeyError as err:
+        raise _Corrupt(f"its view lacks {err}") from None
+    except (TypeError, ValueError, AttributeError) as err:
+        raise _Corrupt(f"its view holds a value of the wrong type ({err})") from None
+    wrong = _wrong_in_view(view)
+    if wrong is not None:
+        raise _Corrupt(f"its view's {wrong}")
+    return view
+
+
+def _wrong_in_view(v: MemberView) -> str | None:
+    """What in a decoded member has the wrong type, or ``None`` (checked field by field:
+    a view is decoded whenever another process changed its member)."""
+    if not _is_int(v.id):
+        return f"id is {v.id!r}"
+    if type(v.hparams) is not dict:
+        return f"hparams is {v.hparams!r}"
+    for name in ("step", "generation", "failures", "ready_count", "crashes"):
+        if not _is_int(getattr(v, name)):
+            return f"{name} is {getattr(v, name)!r}"
+    if v.parent is not None and not _is_int(v.parent):
+        return f"parent is {v.parent!r}"
+    if type(v.status) is not str:
+        return f"status is {v.status!r}"
+    if v.score is not None and not _is_num(v.score):
+        return f"score is {v.score!r}"
+    if not all(_is_num(x) for x in v.recent):
+        return f"recent is {list(v.recent)!r}"
+    if v.stop_reason is not None and type(v.stop_reason) is not str:
+        return f"stop_reason is {v.stop_reason!r}"
+    if type(v.pending) is not bool:
+        return f"pending is {v.pending!r}"
+    if not _is_num(v.ready_counter):
+        return f"ready_counter is {v.ready_counter!r}"
+    ck = v.checkpoint
+    if ck is not None and not (
+        type(ck.id) is str
+        and _is_int(ck.member)
+        and _is_int(ck.step)
+        and _is_num(ck.counter)
+        and (ck.score is None or _is_num(ck.score))
+        and type(ck.hparams) is dict
+    ):
+        return f"checkpoint is {ck!r}"
+    return None
 
 
 def _row_params(m: MemberView, text: str) -> dict[str, Any]:
@@ -335,7 +429,19 @@ def _holder_json(w: WorkerInfo) -> str:
 
 
 def _holder_from_json(text: str) -> WorkerInfo:
-    name, host, pid, started, proc_start = _loads(text)
+    """The lease holder a row's ``holder`` holds; :class:`_Corrupt` if it is not one."""
+    try:
+        name, host, pid, started, proc_start = _loads(text)
+    except (ValueError, TypeError) as err:
+        raise _Corrupt(f"its holder is not a lease holder's JSON ({err})") from None
+    if not (
+        type(name) is str
+        and type(host) is str
+        and _is_int(pid)
+        and _is_num(started)
+        and (proc_start is None or _is_int(proc_start))
+    ):
+        raise _Corrupt(f"its holder holds values of the wrong type ({text[:200]!r})")
     return WorkerInfo(name=name, host=host, pid=pid, started=started, proc_start=proc_start)
 
 
@@ -446,13 +552,18 @@ def sqlite_connect_args() -> dict[str, Any]:
     return {"timeout": _BUSY_SECONDS, "check_same_thread": False}
 
 
-def sqlite_pragmas(dbapi_connection: Any, where: object, *, in_memory: bool) -> None:
+def sqlite_pragmas(
+    dbapi_connection: Any, where: object, *, in_memory: bool, read_only: bool = False
+) -> None:
     """Set up a new sqlite3 connection: WAL, ``synchronous=NORMAL``, the busy timeout and
-    foreign keys, and no BEGIN of sqlite3's own (the store begins ``IMMEDIATE``)."""
+    foreign keys, and no BEGIN of sqlite3's own (the store begins ``IMMEDIATE``). A
+    read-only connection gets the busy timeout alone: it changes nothing in the file."""
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {int(_BUSY_SECONDS * 1000)}")
+        if read_only:
+            return
         mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -460,6 +571,53 @@ def sqlite_pragmas(dbapi_connection: Any, where: object, *, in_memory: bool) -> 
         cursor.close()
     if str(mode).lower() != "wal" and not in_memory:
         log.warning("SQLite database %s is in journal mode %r, not WAL", where, mode)
+
+
+#: The tables that make a database genepool's (``genepool_runs`` alone: one written before
+#: the schema had a version).
+_GENEPOOL_TABLES = frozenset({"genepool_schema_version", "genepool_runs"})
+_FIX_FOREIGN = (
+    "Fix: point the URL at a genepool database, or at a file that does not exist yet "
+    "(gp.run creates it)"
+)
+
+
+def _read_only_uri(path: str) -> str:
+    """The ``file:`` URI that opens the SQLite file ``path`` read-only."""
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+
+
+def _sqlite_tables(path: str, shown: str) -> set[str]:
+    """The tables of the SQLite file ``path``, read without changing it (no WAL switch, no
+    schema); :class:`~genepool.StorageError` if it is not a SQLite database. ``shown``
+    names the store in the message."""
+    try:
+        raw = sqlite3.connect(_read_only_uri(path), uri=True, timeout=_BUSY_SECONDS)
+        try:
+            rows = raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            raw.close()
+    except sqlite3.DatabaseError as err:
+        not_sqlite = getattr(err, "sqlite_errorname", "") == "SQLITE_NOTADB"
+        if not_sqlite or "not a database" in str(err):  # (the name: Python 3.11 and later)
+            raise StorageError(
+                f"{shown}: the file {path!r} is not a SQLite database ({err}); nothing was "
+                f"written to it. {_FIX_FOREIGN}."
+            ) from err
+        raise StorageError(f"{shown}: cannot read the SQLite database {path!r}: {err}") from err
+    return {str(name) for (name,) in rows}
+
+
+def _check_not_foreign(tables: set[str], path: str, shown: str) -> None:
+    """Refuse a SQLite database that holds tables and none of genepool's: another
+    application's, which genepool must not add tables to (nor switch to WAL)."""
+    if tables and not tables & _GENEPOOL_TABLES:
+        names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StorageError(
+            f"{shown}: the SQLite database {path!r} is not a genepool database: it holds "
+            f"other tables ({names}) and no genepool schema. Nothing was written to it. "
+            f"{_FIX_FOREIGN}."
+        )
 
 
 def _require_psycopg() -> None:
@@ -668,6 +826,7 @@ class _RunState:
     version: int = 0
     rows: list[_Row] = field(default_factory=list)
     snapshot: Population | None = None
+    name: str = ""
 
     def apply(self, rows: Sequence[Sequence[Any]]) -> None:
         """Bring the cache up to date with rows read from the database (in any order)."""
@@ -678,14 +837,22 @@ class _RunState:
             r = cached[i]
             if version <= r.version:
                 continue
+            new_view, new_holder = text != r.text, holder != r.holder_text
+            try:  # both read before the row changes: a corrupt row leaves it as it was
+                view = _view_from_json(text) if new_view else r.view
+                worker = r.holder
+                if new_holder:
+                    worker = None if holder is None else _holder_from_json(holder)
+            except _Corrupt as err:
+                self.version = 0  # read every newer row again next time: this one too
+                raise err.at(_MEMBERS_TABLE, _member_row(self.name, self.id, i)) from None
             r.version = version
-            if text != r.text:
-                r.view, r.text = _view_from_json(text), text
+            if new_view:
+                r.view, r.text = view, text
                 self.snapshot = None
             r.token, r.expires = token, expires
-            if holder != r.holder_text:
-                r.holder = None if holder is None else _holder_from_json(holder)
-                r.holder_text = holder
+            if new_holder:
+                r.holder, r.holder_text = worker, holder
             if version > self.version:
                 self.version = version
 
@@ -713,16 +880,30 @@ class _RunState:
         return pop
 
 
-def _load_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[_Row], int]:
+def _load_rows(rows: Sequence[Sequence[Any]], run: str, run_id: int) -> tuple[list[_Row], int]:
     out: list[_Row] = []
     top = 0
     for expected, (i, version, text, token, expires, holder) in enumerate(rows):
         if i != expected:
             raise StorageError(f"the run's member rows are not 0 .. n - 1 (found {i})")
-        holder_info = None if holder is None else _holder_from_json(holder)
-        out.append(_Row(version, _view_from_json(text), text, token, expires, holder_info, holder))
+        try:
+            holder_info = None if holder is None else _holder_from_json(holder)
+            view = _view_from_json(text)
+        except _Corrupt as err:
+            raise err.at(_MEMBERS_TABLE, _member_row(run, run_id, i)) from None
+        out.append(_Row(version, view, text, token, expires, holder_info, holder))
         top = max(top, version)
     return out, top
+
+
+_RUNS_TABLE = "genepool_runs"
+_MEMBERS_TABLE = "genepool_members"
+_REPORTS_TABLE = "genepool_reports"
+_EVENTS_TABLE = "genepool_events"
+
+
+def _member_row(run: str, run_id: int, member: int) -> str:
+    return f"run_id={run_id}, id={member} (run {run!r}, member {member})"
 
 
 def _metric(config: Mapping[str, Any]) -> str | None:
@@ -755,10 +936,22 @@ class SQLStore(Store):
         clock: Times leases; by default the database's clock (PostgreSQL) or the machine's
             (SQLite). Tests inject a :class:`~genepool.clock.ManualClock`.
         echo: Log every SQL statement (as SQLAlchemy's ``echo`` does).
+        read_only: Only read (what :meth:`genepool.Result.open` and the ``genepool``
+            commands that read do): a SQLite file that does not exist is an error, not
+            created; nothing is written to the database (no schema created or upgraded,
+            no switch to WAL, no lock file beside it), and every write raises
+            :class:`~genepool.StorageError`. An older schema is read as it is.
+
+    A SQLite file that is not genepool's (it holds other tables and no genepool schema,
+    or is not a SQLite database) is refused before anything is written to it. A row
+    that genepool did not write (JSON that does not parse, a value of the wrong type) is
+    a :class:`~genepool.StorageError` naming the table and the row.
 
     Raises:
-        StorageError: The database cannot be opened, its schema is newer than this
-            genepool, or a SQLite file is on a network filesystem.
+        StorageError: The database cannot be opened, is not a genepool database (a
+            SQLite file of another application, or no SQLite file at all), or its schema
+            is newer than this genepool; a SQLite file is on a network filesystem; or,
+            read-only, the file does not exist or holds no genepool schema.
         MissingDependencyError: A PostgreSQL URL without psycopg installed.
     """
 
@@ -767,23 +960,32 @@ class SQLStore(Store):
     _raw: sqlite3.Connection | None  # SQLite without SQLAlchemy
     _connect_args: tuple[tuple[Any, ...], dict[str, Any]]  # sqlite3.connect's
 
-    def __init__(self, url: str, *, clock: Clock | None = None, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        echo: bool = False,
+        read_only: bool = False,
+    ) -> None:
         if not isinstance(url, str):
             raise invalid("SQLStore", "url", "a database URL string", type(url).__name__)
+        if type(read_only) is not bool:
+            raise invalid("SQLStore", "read_only", "True or False", repr(read_only))
         from genepool.store import _sqlschema as schema
 
         sa_url = schema.sa_url(url)
         self._start(url, clock, echo, sqlite=sa_url.get_backend_name() == "sqlite")
+        self._read_only = read_only
         if self._sqlite:
             database = sa_url.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
-                _check_local_filesystem(database)
-                self._writers = _WriterQueue(os.path.abspath(database) + ".genepool-lock")
-            self._engine = schema.sqlite_engine(sa_url, echo)
+                sa_url = self._check_sqlite_file(database, sa_url)
+            self._engine = schema.sqlite_engine(sa_url, echo, read_only=read_only)
         else:
             if sa_url.drivername == "postgresql+psycopg":
                 _require_psycopg()
-            self._engine = schema.postgresql_engine(sa_url, echo)
+            self._engine = schema.postgresql_engine(sa_url, echo, read_only=read_only)
             self._i_collected = _I_COLLECTED_POSTGRESQL
         self._returning = bool(self._engine.dialect.update_returning)
         try:
@@ -801,6 +1003,7 @@ class SQLStore(Store):
         self._clock = clock
         self._echo = echo
         self._sqlite = sqlite
+        self._read_only = False
         self.fuses_commit_and_claim = sqlite  # one write under SQLite's write lock
         self._lock = threading.RLock()
         self._pid = os.getpid()
@@ -837,12 +1040,37 @@ class SQLStore(Store):
         return self
 
     # -- opening -------------------------------------------------------------------------
+    def _check_sqlite_file(self, database: str, sa_url: Any) -> Any:
+        """Before the first connection (which would switch the file to WAL): refuse a file
+        that is not genepool's, and for reading one that does not exist. Returns the URL
+        to connect with (read-only: the file opened ``mode=ro``, and no writer queue)."""
+        if self._read_only and not os.path.isfile(database):
+            raise StorageError(
+                f"{self!r}: there is no SQLite database {database!r} to read (nothing was "
+                "created). Fix: check the path in the URL; a run (gp.run) creates the file."
+            )
+        _check_local_filesystem(database)
+        if os.path.isfile(database) and os.path.getsize(database) > 0:
+            _check_not_foreign(_sqlite_tables(database, repr(self)), database, repr(self))
+        if self._read_only:
+            return sa_url.set(
+                database=_read_only_uri(database).split("?", 1)[0],
+                query={"mode": "ro", "uri": "true"},
+            )
+        self._writers = _WriterQueue(os.path.abspath(database) + ".genepool-lock")
+        return sa_url
+
     def _open_schema(self) -> None:
-        """Create the tables in an empty database, upgrade an older one, refuse a newer."""
+        """Create the tables in an empty database, upgrade an older one, refuse a newer.
+        Read-only: only check that the database holds a schema this genepool reads."""
         from genepool.store import _sqlschema as schema
 
         try:
-            if self._sqlite:
+            if self._read_only:
+                with self._lock, self._require_engine().connect() as conn:
+                    schema.check_readable(conn, repr(self))
+                    conn.rollback()
+            elif self._sqlite:
                 with self._lock:
                     conn = self._connection()
                     with conn.begin():
@@ -867,6 +1095,8 @@ class SQLStore(Store):
         """A SQLite store travels with its statements compiled, so that the process it goes
         to never imports SQLAlchemy (a third of a second of a worker's start); a
         PostgreSQL store travels as its URL."""
+        if self._read_only:
+            return (_reopen, (self.url, self._clock, self._echo, True))
         if not self._sqlite or (self._engine is None and not self._compiled):
             return (_reopen, (self.url, self._clock, self._echo))
         for stmt, columns in _WORKER_SQLITE:
@@ -960,6 +1190,12 @@ class SQLStore(Store):
         committed or rolled back itself; rolled back on an exception."""
         if os.getpid() != self._pid:
             self._after_fork()
+        if kind == "write" and self._read_only:
+            raise StorageError(
+                f"{self!r} was opened read-only (to read a run: Result.open, load_best, the "
+                "genepool commands), and writes nothing. Fix: open it for writing "
+                "(SQLStore(url), or gp.run with storage=url)."
+            )
         try:
             if self._sqlite:
                 with self._lock:
@@ -979,6 +1215,18 @@ class SQLStore(Store):
                         yield tx
         except _db_errors() as err:
             raise StorageError(f"{self!r}: the database failed: {err}") from err
+        except _Corrupt as err:
+            raise self._corrupt(err) from None
+
+    def _corrupt(self, err: _Corrupt) -> StorageError:
+        """The error for a row genepool never wrote: where it is, and what to do."""
+        where = f"the row {err.row} of {err.table}" if err.table else "a row"
+        return StorageError(
+            f"{self!r}: {where} is corrupt: {err.reason}. genepool never writes such a row: "
+            "it was changed outside genepool, or the database file is damaged. Fix: restore "
+            "the database from a backup, or correct or delete that row with the database's "
+            "own client (sqlite3, psql)."
+        )
 
     @staticmethod
     @contextmanager
@@ -1001,9 +1249,13 @@ class SQLStore(Store):
         if found is None:
             raise KeyError(f"no run named {run!r} in this store")
         run_id, config_text = found
-        config = _loads(config_text)
-        rows, version = _load_rows(tx.all(_S_ROWS_ALL, {"r": run_id}))
-        st = _RunState(run_id, config, config.get("mode", "max"), _metric(config), version, rows)
+        try:
+            config = _json_object(config_text, "config")
+        except _Corrupt as err:
+            raise err.at(_RUNS_TABLE, f"id={run_id} (run {run!r})") from None
+        rows, version = _load_rows(tx.all(_S_ROWS_ALL, {"r": run_id}), run, run_id)
+        mode = config.get("mode", "max")
+        st = _RunState(run_id, config, mode, _metric(config), version, rows, name=run)
         with self._lock:
             return self._runs.setdefault(run, st)
 
@@ -1110,6 +1362,7 @@ class SQLStore(Store):
                 _metric(decoded),
                 1,
                 [_Row(1, m, t, 0, None, None, None) for m, t in zip(rows, texts, strict=True)],
+                name=run,
             )
             with self._lock:
                 self._runs[run] = st
@@ -1288,7 +1541,10 @@ class SQLStore(Store):
 
         def held(member: int) -> bool:
             r = seen[member]
-            return member in skipped or _held(r[6], r[5], now)
+            try:
+                return member in skipped or _held(r[6], r[5], now)
+            except _Corrupt as err:
+                raise err.at(_MEMBERS_TABLE, _member_row(run, st.id, member)) from None
 
         while (best := pick_claim(views, held, max_ahead)) is not None:
             where = {"b_run": st.id, "b_id": best.id}
@@ -1302,7 +1558,10 @@ class SQLStore(Store):
             params: dict[str, Any] = {"token": token, "expires": expires}
             params["holder"] = _holder_json(worker)
             if locked[6] is not None:  # never released: its holder died or hung
-                old = _view_from_json(locked[7])
+                try:
+                    old = _view_from_json(locked[7])
+                except _Corrupt as err:
+                    raise err.at(_MEMBERS_TABLE, _member_row(run, st.id, best.id)) from None
                 view = replace(old, crashes=old.crashes + 1)
                 params.update(_row_params(view, _view_json(view)))
                 params["version"] = self._bump(tx, st)
@@ -1510,17 +1769,34 @@ class SQLStore(Store):
             event_rows = tx.all(_S_EVENTS, {"r": st.id})
         key = st.metric
         reports = []
-        for member, step, at, score, metrics_text in report_rows:
-            # a report of the decision score alone stores "{}": no JSON to parse
-            metrics = {} if metrics_text == "{}" else _loads(metrics_text)
+        for seq, member, step, at, score, metrics_text in report_rows:
+            try:
+                # a report of the decision score alone stores "{}": no JSON to parse
+                metrics = {} if metrics_text == "{}" else _json_object(metrics_text, "metrics")
+                if not (_is_int(member) and _is_int(step) and _is_num(at)):
+                    raise _Corrupt(
+                        f"its member, step or time is not a number ({member!r}, {step!r}, {at!r})"
+                    )
+                if score is not None and not _is_num(score):
+                    raise _Corrupt(f"its score is {score!r}")
+            except _Corrupt as err:
+                raise self._corrupt(err.at(_REPORTS_TABLE, f"seq={seq} (run {run!r})")) from None
             if score is not None and key is not None and key not in metrics:
                 metrics = {key: score, **metrics}
             reports.append(Report(member, step, metrics, at))
-        events = tuple(
-            Event(kind, member, step, _loads(data), at)
-            for kind, member, step, data, at in event_rows
-        )
-        return History(tuple(reports), events)
+        events = []
+        for seq, kind, member, step, data, at in event_rows:
+            try:
+                details = _json_object(data, "data")
+                if not (type(kind) is str and _is_int(member) and _is_int(step) and _is_num(at)):
+                    raise _Corrupt(
+                        f"its kind, member, step or time has the wrong type ({kind!r}, "
+                        f"{member!r}, {step!r}, {at!r})"
+                    )
+            except _Corrupt as err:
+                raise self._corrupt(err.at(_EVENTS_TABLE, f"seq={seq} (run {run!r})")) from None
+            events.append(Event(kind, member, step, details, at))
+        return History(tuple(reports), tuple(events))
 
 
 def _echo_sql(statement: str) -> None:
@@ -1533,8 +1809,8 @@ def _echo_sql(statement: str) -> None:
     )
 
 
-def _reopen(url: str, clock: Clock | None, echo: bool) -> SQLStore:
-    return SQLStore(url, clock=clock, echo=echo)
+def _reopen(url: str, clock: Clock | None, echo: bool, read_only: bool = False) -> SQLStore:
+    return SQLStore(url, clock=clock, echo=echo, read_only=read_only)
 
 
 def _reopen_sqlite(
@@ -1548,7 +1824,9 @@ def _reopen_sqlite(
     return SQLStore._attach_sqlite(url, clock, echo, connect, returning, compiled)
 
 
-def open_store(url_or_store: Store | str, *, clock: Clock | None = None) -> Store:
+def open_store(
+    url_or_store: Store | str, *, clock: Clock | None = None, read_only: bool = False
+) -> Store:
     """A store from a URL: ``"memory"``, ``"sqlite:///path"`` or ``"postgresql://..."``.
 
     A :class:`~genepool.store.Store` is returned as it is.
@@ -1556,6 +1834,7 @@ def open_store(url_or_store: Store | str, *, clock: Clock | None = None) -> Stor
     Args:
         url_or_store: The store, or where it lives.
         clock: Times leases (see :class:`SQLStore`).
+        read_only: Open a database to read it only (see :class:`SQLStore`).
 
     Example:
         >>> open_store("memory")  # doctest: +ELLIPSIS
@@ -1570,4 +1849,4 @@ def open_store(url_or_store: Store | str, *, clock: Clock | None = None) -> Stor
     if url_or_store == "memory":
         return MemoryStore(clock=clock)
     _sa_url(url_or_store, "open_store", "url_or_store", f"'memory' or {URL_MUST}, or a Store")
-    return SQLStore(url_or_store, clock=clock)
+    return SQLStore(url_or_store, clock=clock, read_only=read_only)
