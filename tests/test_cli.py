@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from genepool.cli import load_trainable, main
+from genepool.member import MemberView
 from genepool.store.sql import SQLStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -452,3 +453,93 @@ def test_a_script_without_a_main_guard_runs_workers(tmp_path):
     pids = {line.split()[1] for line in log.read_text(encoding="utf-8").splitlines()}
     assert driver not in pids
     assert 1 <= len(pids) <= 2
+
+
+# -- the store from the environment: GENEPOOL_STORAGE --------------------------------------
+
+
+def test_every_command_reads_the_store_from_genepool_storage(tmp_path, capsys, monkeypatch):
+    """A URL with a password stays off the command line (``ps`` shows argv to all)."""
+    monkeypatch.setenv("COLUMNS", "160")
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("GENEPOOL_STORAGE", storage)
+    script = trainable_file(tmp_path)
+    config = tmp_path / "pbt.toml"
+    config.write_text(TOML.replace('storage = "{storage}"\n', "").format(), encoding="utf-8")
+    assert "storage" not in config.read_text(encoding="utf-8")
+    code, out, err = run_cli(capsys, "run", f"{script}:train", "--config", str(config))
+    assert code == 0, err
+    assert SQLStore(storage).runs() == ["run"]
+    code, out, err = run_cli(capsys, "status")
+    assert code == 0, err
+    assert [r[1] for r in table_rows(out)] == ["finished"] * 4
+    for argv in (["export"], ["report", "-o", "r.html"], ["tensorboard", "--logdir", "tb"]):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 0, (argv, err)
+    assert (tmp_path / "r.html").is_file()
+    # the config file's storage, and --storage, come before the environment's
+    other = f"sqlite:///{tmp_path / 'config.db'}"
+    config = config_file(tmp_path, TOML, storage=other)
+    argv = ["--config", str(config), "--name", "second", "--population", "2"]
+    code, _, err = run_cli(capsys, "run", f"{script}:train", *argv)
+    assert code == 0, err
+    assert SQLStore(other).runs() == ["second"]
+    assert SQLStore(storage).runs() == ["run"]
+    code, out, err = run_cli(capsys, "status", "--storage", other)
+    assert code == 0, err
+    assert "run 'second'" in out
+    assert len(table_rows(out)) == 2
+
+
+def test_a_command_without_a_store_names_the_flag_and_the_variable(capsys, monkeypatch):
+    monkeypatch.delenv("GENEPOOL_STORAGE", raising=False)
+    for command in ("status", "export", "report", "tensorboard"):
+        argv = [command, "--logdir", "tb"] if command == "tensorboard" else [command]
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2, err
+        assert err.startswith("genepool: error:"), err
+        assert "'--storage' parameter" in err, err
+        assert "GENEPOOL_STORAGE" in err, err
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["status"], ["export"]])
+def test_the_help_names_genepool_storage(command, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([*command, "--help"])
+    assert exit.value.code == 0
+    assert "GENEPOOL_STORAGE" in " ".join(capsys.readouterr().out.split())
+
+
+# -- run data on the terminal: text, never markup -------------------------------------------
+
+#: Run data a terminal would act on if it were read as rich markup or written raw.
+MARKUP = [
+    "[/]",
+    "[link=https://x]y[/link]",
+    "[bold red]z",
+    "\x1b]8;;https://x\x1b\\y\x1b]8;;\x1b\\",
+]
+
+
+@pytest.mark.parametrize("value", MARKUP)
+def test_status_shows_run_data_as_written_on_a_terminal(value, tmp_path, capsys, monkeypatch):
+    """The run's name, its metric's name, and a hyperparameter's name and value."""
+    monkeypatch.setenv("FORCE_COLOR", "1")  # a terminal: colours and hyperlinks work
+    monkeypatch.setenv("COLUMNS", "200")
+    storage = f"sqlite:///{tmp_path / 'pbt.db'}"
+    store = SQLStore(storage)
+    run = f"r{value}"  # made in the store by hand: gp.run refuses some of these names
+    store.create_run(
+        run,
+        config={"metric": f"m{value}"},
+        members=[MemberView(id=0, hparams={f"h{value}": value, "lr": 0.1})],
+    )
+    store.close()
+    code, out, err = run_cli(capsys, "status", "--storage", storage)
+    assert code == 0, err
+    shown = value.replace("\x1b", "\\x1b")  # control characters escaped
+    for text in (f"run {run!r}", f"m{shown}", f"h{shown}={shown}"):
+        assert text in out, out
+    assert "\x1b]8;" not in out  # no hyperlink
+    assert "\x1b[" in out  # (a terminal indeed: the header is styled)

@@ -41,6 +41,7 @@ from genepool.checkpoints import (
     _read_only,
     _torn,
     _write_file,
+    check_run_name,
 )
 
 __all__ = ["FsspecCheckpoints"]
@@ -344,8 +345,8 @@ class FsspecCheckpoints(CheckpointStore):
         if self._read_only:
             raise _read_only(self, "sweep")
         grace = SWEEP_GRACE_SECONDS if grace_seconds is None else grace_seconds
-        if run is not None and _bad_run_name(run) is not None:
-            return 0
+        if run is not None:
+            check_run_name(run, owner="FsspecCheckpoints.sweep")
         fs = self._filesystem()
         where = self._root if run is None else self._join(run)
         groups: dict[str, dict[str, Any]] = {}
@@ -426,8 +427,8 @@ class FsspecCheckpoints(CheckpointStore):
             older_than: Only checkpoints whose manifest was written more than this many
                 seconds ago (none whose time the filesystem does not give).
         """
-        if run is not None and _bad_run_name(run) is not None:
-            return []
+        if run is not None:
+            check_run_name(run, owner="FsspecCheckpoints.ids")
         fs = self._filesystem()
         where = self._root if run is None else self._join(run)
         latest = None if older_than is None else time.time() - older_than

@@ -436,7 +436,8 @@ def _open_storage(
             return the_store, MemoryCheckpoints()
         url = getattr(the_store, "url", "")
         if isinstance(url, str) and url.startswith("sqlite:///"):
-            checkpoints = url[len("sqlite:///") :] + ".checkpoints"
+            # beside the file: the path without the URL's query (which may hold a password)
+            checkpoints = url[len("sqlite:///") :].split("?", 1)[0] + ".checkpoints"
         else:
             raise invalid(
                 "run",

@@ -51,24 +51,33 @@ picks a run when the store holds several)::
 JSON; ``replay`` trains one fresh member with it and prints its score; ``tensorboard``
 writes every member's scores and hyperparameters, and each member's lineage as one curve,
 and with ``--follow`` keeps appending while the run goes.
+
+Without ``--storage`` (and, for ``run``, without ``storage`` in the config file), every
+command reads the store's URL from the environment variable ``GENEPOOL_STORAGE``: a
+password in the URL then stays off the command line, which ``ps`` shows to every user.
+No command shows a URL's password: errors and tables show it as ``***``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import json
 import logging
+import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from genepool._errors import GenepoolError, InvalidArgumentError, invalid, missing_dependency
+from genepool._progress import terminal_text
+from genepool._redact import redact_url
 from genepool.policy import (
     Budget,
     Every,
@@ -90,6 +99,9 @@ if TYPE_CHECKING:
 __all__ = ["load_config", "load_trainable", "main", "parse_space"]
 
 log = logging.getLogger("genepool.cli")
+
+#: Where the commands read the store's URL from when no ``--storage`` is given.
+STORAGE_ENV = "GENEPOOL_STORAGE"
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -244,6 +256,8 @@ def _run(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             config[key] = value
+    if "storage" not in config and os.environ.get(STORAGE_ENV):
+        config["storage"] = os.environ[STORAGE_ENV]
     trainable, module = load_trainable(args.trainable)
     if "space" in config:
         space = parse_space(config.pop("space"))
@@ -320,16 +334,48 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_store(url: str, command: str) -> Store:
-    """The store at ``url``; a SQLite file that does not exist is refused, never created."""
+def _storage(args: argparse.Namespace, command: str) -> str:
+    """The store's URL: ``--storage``, else the environment variable GENEPOOL_STORAGE."""
+    if args.storage is not None:
+        return str(args.storage)
+    url = os.environ.get(STORAGE_ENV)
+    if not url:
+        raise invalid(
+            f"genepool {command}",
+            "--storage",
+            f"given, or set in the environment variable {STORAGE_ENV}",
+            "neither",
+            f"Fix: --storage sqlite:///pbt.db, or export {STORAGE_ENV}=URL (a URL with a "
+            "password is safer in the environment than on the command line).",
+        )
+    return url
+
+
+@contextlib.contextmanager
+def _opened_store(args: argparse.Namespace, command: str) -> Iterator[Store]:
+    """The store the arguments name, closed at the end; a SQLite file that does not exist
+    is refused, never created."""
+    store = _open_store(args, command)
+    try:
+        yield store
+    finally:
+        close = getattr(store, "close", None)  # a SQLStore's connections
+        if callable(close):
+            close()
+
+
+def _open_store(args: argparse.Namespace, command: str) -> Store:
+    """The store the arguments name (see :func:`_opened_store`)."""
     from genepool.store import open_store
 
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+    url = _storage(args, command)
+    path = url[len("sqlite:///") :].split("?", 1)[0]  # the file: the URL without its query
+    if url.startswith("sqlite:///") and not Path(path).is_file():
         raise invalid(
             f"genepool {command}",
             "--storage",
             "an existing database",
-            url,
+            redact_url(url),
             "Fix: check the path (nothing was created).",
         )
     return open_store(url, read_only=True)  # these commands only read
@@ -352,7 +398,7 @@ def _run_name(store: Store, name: str | None, command: str) -> str:
     return chosen
 
 
-def _open_result(args: argparse.Namespace, command: str, store: Store | None = None) -> Result:
+def _open_result(args: argparse.Namespace, command: str, store: Store) -> Result:
     """The run the arguments name, read from the store as it is now (maybe still going).
 
     No checkpoint is loaded by these commands, so none is opened (nor a directory made).
@@ -360,7 +406,6 @@ def _open_result(args: argparse.Namespace, command: str, store: Store | None = N
     from genepool.checkpoints import MemoryCheckpoints
     from genepool.result import Result
 
-    store = store if store is not None else _open_store(str(args.storage), command)
     name = _run_name(store, args.name, command)
     return Result.open(store, name, checkpoints=MemoryCheckpoints())
 
@@ -370,22 +415,23 @@ def _status(args: argparse.Namespace) -> int:
 
     from genepool._progress import population_table
 
-    store = _open_store(str(args.storage), "status")
-    name = _run_name(store, args.name, "status")
-    population = store.population(name)
-    metric = store.run_config(name).get("metric", "score")
-    Console().print(population_table(population, title=f"run {name!r}", metric=str(metric)))
+    with _opened_store(args, "status") as store:
+        name = _run_name(store, args.name, "status")
+        population = store.population(name)
+        metric = store.run_config(name).get("metric", "score")
+    table = population_table(population, title=f"run {name!r}", metric=str(metric))
+    Console(markup=False, emoji=False, highlight=False).print(table)
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    result = _open_result(args, "export")
-    schedule = result.schedule(args.member)
+    with _opened_store(args, "export") as store:
+        schedule = _open_result(args, "export", store).schedule(args.member)
     if args.output is None:
         print(schedule.to_json())
         return 0
     schedule.save(args.output)
-    print(
+    _say(
         f"member {schedule.member}'s schedule ({schedule.final_step} steps, "
         f"{len(schedule)} changes, {schedule.metric} = {schedule.score}) written to "
         f"{args.output}"
@@ -428,19 +474,20 @@ def _replay(args: argparse.Namespace) -> int:
     line = f"{replayed.metric} = {score} after {replayed.step} steps (seed {replayed.seed})"
     if replayed.expected is not None:
         line += f"; member {schedule.member} reached {replayed.expected:.10g} in the run"
-    print(line)
+    _say(line)
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
     from genepool.analysis import plot_report, write_report
 
-    result = _open_result(args, "report")
-    output = write_report(result, Path(args.output))
-    print(f"report of run {result.name!r} written to {output}")
-    if args.png is not None:
-        written = plot_report(result, Path(args.png))
-        print(f"{len(written)} figures written to {args.png}")
+    with _opened_store(args, "report") as store:
+        result = _open_result(args, "report", store)
+        output = write_report(result, Path(args.output))
+        _say(f"report of run {result.name!r} written to {output}")
+        if args.png is not None:
+            written = plot_report(result, Path(args.png))
+            _say(f"{len(written)} figures written to {args.png}")
     return 0
 
 
@@ -451,19 +498,19 @@ def _tensorboard(args: argparse.Namespace) -> int:
 
     if args.every <= 0:
         raise invalid("genepool tensorboard", "--every", "a number of seconds > 0", args.every)
-    store = _open_store(str(args.storage), "tensorboard")
-    result = _open_result(args, "tensorboard", store)
-    with TensorBoardLog(args.logdir) as log:
-        try:
-            log.update(result)
-            while args.follow and any(m.status == "active" for m in result.population):
-                time.sleep(args.every)
-                result = _open_result(args, "tensorboard", store)
+    with _opened_store(args, "tensorboard") as store:
+        result = _open_result(args, "tensorboard", store)
+        with TensorBoardLog(args.logdir) as log:
+            try:
                 log.update(result)
-        except KeyboardInterrupt:
-            print("stopped following: the lineages are written as they stand", file=sys.stderr)
-        log.write_lineages(result)
-    print(
+                while args.follow and any(m.status == "active" for m in result.population):
+                    time.sleep(args.every)
+                    result = _open_result(args, "tensorboard", store)
+                    log.update(result)
+            except KeyboardInterrupt:
+                print("stopped following: the lineages are written as they stand", file=sys.stderr)
+            log.write_lineages(result)
+    _say(
         f"run {result.name!r} written to {args.logdir} "
         f"({len(result.reports)} reports of {len(result.population)} members; "
         f"view it with: tensorboard --logdir {args.logdir})"
@@ -471,15 +518,30 @@ def _tensorboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(line: str, *, file: Any = None) -> None:
+    """Print a line that shows run data or an error: its passwords hidden, and its
+    control characters escaped (run data never writes escape sequences to a terminal)."""
+    print(terminal_text(redact_url(line)), file=file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``genepool`` command."""
-    parser = argparse.ArgumentParser(prog="genepool", description="Population Based Training")
+    parser = argparse.ArgumentParser(
+        prog="genepool",
+        description="Population Based Training",
+        epilog=f"Without --storage, the commands read the store's URL from the environment "
+        f"variable {STORAGE_ENV} (keep a password off the command line: ps shows it).",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     commands = parser.add_subparsers(dest="command", required=True)
     run_cmd = commands.add_parser("run", help="run (or resume) a PBT run")
     run_cmd.add_argument("trainable", help="file.py:name or module:name")
     run_cmd.add_argument("--config", help="a TOML or YAML file of settings")
-    run_cmd.add_argument("--storage", help="sqlite:///pbt.db, postgresql://..., memory")
+    run_cmd.add_argument(
+        "--storage",
+        help=f"sqlite:///pbt.db, postgresql://..., memory (default: the config file's, else "
+        f"${STORAGE_ENV})",
+    )
     run_cmd.add_argument("--name", help="the run's name in the store")
     run_cmd.add_argument("--workers", type=int)
     run_cmd.add_argument("--seed", type=int)
@@ -489,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def reader(name: str, help: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help)
-        command.add_argument("--storage", required=True, help="the run's store URL")
+        command.add_argument("--storage", help=f"the run's store URL (default: ${STORAGE_ENV})")
         command.add_argument(
             "--run", "--name", dest="name", help="the run's name (when the store has several)"
         )
@@ -537,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (GenepoolError, InvalidArgumentError) as err:
-        print(f"genepool: error: {err}", file=sys.stderr)
+        _say(f"genepool: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from genepool._errors import missing_dependency
+from genepool._redact import redact_url
 from genepool.analysis._lineage import hparams_at_report, hparams_timeline
 
 if TYPE_CHECKING:
@@ -85,6 +86,11 @@ def _walltime(time: float) -> float | None:
 
 
 def _describe(event: Any) -> str:
+    """An event as a line of text (a failure's error with any password in it hidden)."""
+    return redact_url(_event_text(event))
+
+
+def _event_text(event: Any) -> str:
     data = event.data
     if event.kind == "exploit":
         return (

@@ -42,6 +42,7 @@ from genepool._errors import (
     invalid,
 )
 from genepool._ray import import_ray, unwrap
+from genepool._redact import redact_url
 from genepool.checkpoints import LocalCheckpoints, MemoryCheckpoints
 from genepool.executors.processes import _THREAD_VARS, _outcome
 from genepool.store import MemoryStore, Store
@@ -114,7 +115,7 @@ class _RayWorker:
                 "run",
                 "storage",
                 "a store every Ray node can reach",
-                f"{url!r}, a SQLite file on the driver's node, opened from node {node}",
+                f"{redact_url(url)!r}, a SQLite file on the driver's node, opened from node {node}",
                 "Fix: storage='postgresql://user@host/database', or "
                 "RayExecutor(..., store_server=True).",
             )
@@ -415,7 +416,8 @@ class RayExecutor:
                 "run",
                 "storage",
                 "a store every Ray node can reach",
-                f"{url!r}, a SQLite file on this machine, on a Ray cluster of {len(nodes)} nodes",
+                f"{redact_url(url)!r}, a SQLite file on this machine, on a Ray cluster of "
+                f"{len(nodes)} nodes",
                 "Fix: a PostgreSQL URL (storage='postgresql://user@host/database'), or "
                 "genepool's store server, which serves the SQLite file from this node to "
                 "every worker: executor=RayExecutor(..., store_server=True).",

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError
 
 from genepool._errors import StorageError, invalid
+from genepool._redact import redact_url
 from genepool.member import ACTIVE
 from genepool.store.sql import (
     SCHEMA_VERSION,
@@ -290,11 +291,17 @@ def _sqlite_dialect() -> Any:
 
 
 def sa_url(url: str, owner: str = "SQLStore", name: str = "url", must: str = URL_MUST) -> sa.URL:
-    """The SQLAlchemy URL for a user's URL: ``postgresql://`` means psycopg 3."""
+    """The SQLAlchemy URL for a user's URL: ``postgresql://`` means psycopg 3.
+
+    A URL SQLAlchemy cannot read (a port that is not a number, a driver it does not
+    know) is an :class:`~genepool.InvalidArgumentError` that shows it with its password
+    hidden.
+    """
+    shown = repr(redact_url(url))
     try:
         u = sa.make_url(url)
-    except ArgumentError:
-        raise invalid(owner, name, must, repr(url)) from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise invalid(owner, name, must, shown) from None
     backend = u.get_backend_name()
     if backend == "postgres":
         backend = "postgresql"
@@ -302,13 +309,12 @@ def sa_url(url: str, owner: str = "SQLStore", name: str = "url", must: str = URL
     if backend == "postgresql" and u.drivername == "postgresql":
         u = u.set(drivername="postgresql+psycopg")
     if backend not in ("sqlite", "postgresql"):
-        raise invalid(owner, name, must, repr(url))
+        raise invalid(owner, name, must, shown)
+    try:
+        u.get_dialect()  # 'postgresql+nosuchdriver://'
+    except ArgumentError as err:
+        raise invalid(owner, name, must, f"{shown} ({err})") from None
     return u
-
-
-def safe_url(url: str) -> str:
-    """The URL with its password hidden."""
-    return str(sa.make_url(url).render_as_string(hide_password=True))
 
 
 def sqlite_engine(url: sa.URL, echo: bool, *, read_only: bool = False) -> Engine:

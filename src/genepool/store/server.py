@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from genepool._errors import GenepoolError, StorageError, invalid
 from genepool._ray import import_ray, unwrap
+from genepool._redact import redact_url
 from genepool.clock import Clock
 from genepool.member import Event, MemberView, Population, Report
 from genepool.store._base import History, Lease, Store, WorkerInfo
@@ -173,7 +174,7 @@ class RemoteStore(Store):
                 "RemoteStore.start",
                 "url",
                 "a 'sqlite:///path' URL (the store server serves a SQLite file)",
-                repr(url),
+                repr(redact_url(url) if isinstance(url, str) else url),
                 "Fix: with PostgreSQL, pass the 'postgresql://...' URL as storage: every "
                 "node connects to it directly.",
             )
@@ -193,7 +194,7 @@ class RemoteStore(Store):
         handle = actor.remote(absolute, clock)
         store = cls(handle, url=absolute)
         node_id, pid = store._get(handle.where.remote())  # opened: errors surface here
-        log.info("store server for %s on node %s (pid %d)", absolute, node_id[:12], pid)
+        log.info("store server for %r on node %s (pid %d)", store, node_id[:12], pid)
         return store
 
     def shutdown(self) -> None:
@@ -212,7 +213,7 @@ class RemoteStore(Store):
             raise
         except ray.exceptions.RayActorError as err:
             raise StorageError(
-                f"the store server for {self.url} is unreachable or died: {err}"
+                f"the store server for {redact_url(self.url)} is unreachable or died: {err}"
             ) from err
 
     # -- the contract ------------------------------------------------------------------
@@ -269,4 +270,4 @@ class RemoteStore(Store):
         return names
 
     def __repr__(self) -> str:
-        return f"RemoteStore({self.url!r})"
+        return f"RemoteStore({redact_url(self.url)!r})"

@@ -72,6 +72,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from genepool._errors import StaleLeaseError, StorageError, invalid, missing_dependency
+from genepool._redact import redact_url
 from genepool.clock import Clock
 from genepool.member import ACTIVE, CheckpointRef, Event, MemberView, Mode, Population, Report
 from genepool.store._base import History, Lease, Store, WorkerInfo, holder_dead, pick_claim
@@ -1074,22 +1075,17 @@ class SQLStore(Store):
                 with self._lock:
                     conn = self._connection()
                     with conn.begin():
-                        schema.setup(conn, repr(self), self._safe_url())
+                        schema.setup(conn, repr(self), redact_url(self.url))
             else:
-                schema.setup_postgresql(self._require_engine(), repr(self), self._safe_url())
+                schema.setup_postgresql(self._require_engine(), repr(self), redact_url(self.url))
         except _db_errors() as err:
-            raise StorageError(f"{self!r}: cannot open the database: {err}") from err
+            raise StorageError(
+                f"{self!r}: cannot open the database: {redact_url(str(err))}"
+            ) from err
 
     # -- plumbing ------------------------------------------------------------------------
-    def _safe_url(self) -> str:
-        if "@" not in self.url:  # no password to hide (SQLite's, for one)
-            return self.url
-        from genepool.store import _sqlschema as schema
-
-        return schema.safe_url(self.url)
-
     def __repr__(self) -> str:
-        return f"SQLStore({self._safe_url()!r})"
+        return f"SQLStore({redact_url(self.url)!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         """A SQLite store travels with its statements compiled, so that the process it goes
@@ -1160,7 +1156,7 @@ class SQLStore(Store):
         if self._raw is None:
             args, kwargs = self._connect_args
             raw = sqlite3.connect(*args, **kwargs)
-            sqlite_pragmas(raw, self.url, in_memory=False)
+            sqlite_pragmas(raw, redact_url(self.url), in_memory=False)
             if self._echo:
                 raw.set_trace_callback(_echo_sql)
             self._raw = raw
@@ -1214,7 +1210,7 @@ class SQLStore(Store):
                     with self._transaction(_AlchemyTx(conn)) as tx:
                         yield tx
         except _db_errors() as err:
-            raise StorageError(f"{self!r}: the database failed: {err}") from err
+            raise StorageError(f"{self!r}: the database failed: {redact_url(str(err))}") from err
         except _Corrupt as err:
             raise self._corrupt(err) from None
 
