@@ -153,7 +153,10 @@ def collect_orphans(ctx: RunContext, *, grace_seconds: float | None = None) -> l
     Those are checkpoints written by a worker that died before it recorded them, and
     replaced ones that a worker did not live to delete. The store decides, as for every
     delete (:meth:`Store.collect`): a member's current checkpoint, or a pinned one, is
-    never deleted. The driver calls this when a run starts (resumes) and when it ends.
+    never deleted. Nor is a checkpoint of another datastore (a run of the same name in the
+    same folder, with another store): only those that belong to this run's datastore
+    (:meth:`~genepool.checkpoints.CheckpointStore.owned_by`) are candidates. The driver
+    calls this when a run starts (resumes) and when it ends.
 
     Args:
         ctx: The run.
@@ -173,14 +176,15 @@ def collect_orphans(ctx: RunContext, *, grace_seconds: float | None = None) -> l
     except NotImplementedError:  # a store that cannot list what it holds
         return []
     current = {m.checkpoint.id for m in population if m.checkpoint is not None}
-    candidates = [c for c in on_disk if c not in current]
+    identity = store.identity
+    candidates = checkpoints.owned_by(identity, [c for c in on_disk if c not in current])
     collected = store.collect(run, candidates) if candidates else []
     for checkpoint_id in collected:
         checkpoints.delete(checkpoint_id)
     if collected:
         log.info("deleted %d checkpoint(s) of run %r that nothing referred to", len(collected), run)
-    if done and grace_seconds <= 0:
-        checkpoints.sweep(run=run, grace_seconds=0.0)
+    if done and grace_seconds <= 0:  # in this datastore's folder only
+        checkpoints.sweep(run=run, grace_seconds=0.0, owner=identity)
     return collected
 
 
@@ -663,9 +667,7 @@ class Worker:
         def save() -> tuple[MemberView, str]:
             """Checkpoint the round: ``new`` with the checkpoint's id, and the id."""
             state = res.session.save()
-            blob = encode(
-                {"state": state, "rng": handle._rng_state()}, trust=ctx.trust_checkpoints
-            )
+            blob = encode({"state": state, "rng": handle._rng_state()}, trust=ctx.trust_checkpoints)
             manifest = {
                 "hparams": dict(view.hparams),
                 "score": score,
