@@ -185,7 +185,8 @@ def test_manifest_round_trip(store):
     }
     cid = store.put("run", 3, 8, encode({"w": 1}), manifest=fields)
     manifest = store.manifest(cid)
-    assert manifest["format"] == MANIFEST_FORMAT == 1
+    assert manifest["format"] == MANIFEST_FORMAT == 2
+    assert manifest["store"] is None  # no datastore owns the run's folder (own())
     assert manifest["id"] == cid
     assert (manifest["run"], manifest["member"], manifest["step"]) == ("run", 3, 8)
     got = manifest["fields"]
@@ -296,7 +297,8 @@ def test_on_disk_layout(tmp_path):
     assert (path / "payload.bin").read_bytes() == blob
     on_disk = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     assert on_disk == store.manifest(cid)
-    assert on_disk["format"] == 1
+    assert on_disk["format"] == 2
+    assert on_disk["store"] is None
     assert on_disk["id"] == cid
     assert on_disk["fields"] == {"score": 0.25, "hparams": {"lr": 0.1}}
     assert on_disk["payload"]["size"] == len(blob)
@@ -568,10 +570,10 @@ def test_newer_manifest_format_is_refused(local):
     manifest = json.loads(path.read_text())
     manifest["format"] = MANIFEST_FORMAT + 1
     path.write_text(json.dumps(manifest))
-    with pytest.raises(gp.CheckpointError, match="manifest format 2") as info:
+    with pytest.raises(gp.CheckpointError, match="manifest format 3") as info:
         local.get(cid)
     assert "Fix: upgrade genepool" in str(info.value)
-    with pytest.raises(gp.CheckpointError, match="manifest format 2"):
+    with pytest.raises(gp.CheckpointError, match="manifest format 3"):
         local.manifest(cid)
 
 

@@ -1,6 +1,6 @@
 """Checkpoints that nothing refers to (written by a worker that died before it recorded
 them) are deleted by ``collect_orphans``: never a current or pinned one, never another
-run's, and while the run is going on only once they are old.
+run's, never another datastore's, and while the run is going on only once they are old.
 
 The kill tests that leave such checkpoints behind for real are in
 tests/executors/test_processes.py.
@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 
 import genepool as gp
-from genepool.checkpoints import CheckpointStore, LocalCheckpoints, MemoryCheckpoints
+from genepool.checkpoints import (
+    OWNER_FILE,
+    CheckpointStore,
+    LocalCheckpoints,
+    MemoryCheckpoints,
+    Owner,
+)
 from genepool.member import CheckpointRef
 from genepool.policy import Policy
 from genepool.store import MemoryStore, WorkerInfo
@@ -64,6 +70,7 @@ def context(checkpoints: CheckpointStore) -> RunContext:
         explore=None,
         budget=gp.Budget(steps=8),
     )
+    checkpoints.own("run", Owner(store.identity, repr(store)))  # as gp.run does
     clock = gp.SystemClock()
     return RunContext(
         name="run",
@@ -169,6 +176,30 @@ def test_once_no_member_is_active_the_run_temporaries_go_too(tmp_path):
         commit(ctx, m, status="finished")
     collect_orphans(ctx)
     assert sorted(p.name for p in Path(checkpoints.root, "run").rglob("*")) == sorted(
-        ["m0", "m1", kept.split("/")[-1], "manifest.json", "payload.bin"]
+        ["m0", "m1", kept.split("/")[-1], "manifest.json", "payload.bin", OWNER_FILE]
     )
     assert other.exists()  # another run's are left alone
+
+
+def test_another_datastores_checkpoints_and_temporaries_in_the_folder_are_left_alone(tmp_path):
+    root = tmp_path / "ckpt"
+    # another datastore's run of the same name wrote here first; its marker was lost
+    theirs = LocalCheckpoints(root)
+    theirs.own("run", Owner("b" * 32, "SQLStore('sqlite:///b.db')"))
+    their_checkpoint = theirs.put("run", 1, 4, b"theirs")
+    (root / "run" / OWNER_FILE).unlink()
+    their_write = root / "run" / "m1" / (".tmp-s8-" + "2" * 32)  # in progress
+    their_write.mkdir()
+    ctx = context(LocalCheckpoints(root))  # it does not mark the folder then: theirs is in it
+    assert not (root / "run" / OWNER_FILE).exists()
+    checkpoints = ctx.checkpoints
+    kept = checkpoints.put("run", 0, 8, b"kept")
+    ours = checkpoints.put("run", 2, 8, b"our orphan")
+    assert checkpoints.manifest(ours)["store"] == ctx.store.identity
+    commit(ctx, 0, checkpoint=ref(kept, 0, 8), step=8, status="finished")
+    for m in (1, 2):
+        commit(ctx, m, status="finished")
+    assert collect_orphans(ctx) == [ours]
+    assert checkpoints.ids("run") == sorted([kept, their_checkpoint])
+    assert checkpoints.get(their_checkpoint) == b"theirs"
+    assert their_write.exists()  # not this datastore's folder: no sweep without a grace

@@ -25,6 +25,7 @@ from genepool.checkpoints import (
     _CHECKPOINT_DIR,
     _MEMBER_DIR,
     MANIFEST_FILE,
+    OWNER_FILE,
     PAYLOAD_FILE,
     SWEEP_GRACE_SECONDS,
     TMP_PREFIX,
@@ -32,6 +33,7 @@ from genepool.checkpoints import (
     _bad_run_name,
     _check_key,
     _check_payload,
+    _create_file,
     _fields_json,
     _foreign,
     _fsync_dir,
@@ -127,6 +129,7 @@ class FsspecCheckpoints(CheckpointStore):
         self._lock = threading.Lock()
         self._fs: Any = None
         self._made: set[str] = set()  # local directories this object created or found
+        self._owners: dict[str, str] = {}  # run -> the identity own() bound it to
         fs, root = self._connect()
         self._root: str = root
         self._rename: bool = _is_local(fs)
@@ -217,7 +220,8 @@ class FsspecCheckpoints(CheckpointStore):
         data = bytes(blob)
         fields = _fields_json(manifest)
         checkpoint_id = f"{run}/m{member}/s{step}-{uuid.uuid4().hex}"
-        text = _manifest_json(checkpoint_id, run, member, step, data, fields)
+        store = self._owner_of(run)
+        text = _manifest_json(checkpoint_id, run, member, step, data, fields, store)
         fs = self._filesystem()
         final = self._join(checkpoint_id)
         try:
@@ -323,7 +327,13 @@ class FsspecCheckpoints(CheckpointStore):
             ) from err
         log.debug("deleted checkpoint %s from %s", checkpoint_id, self._url)
 
-    def sweep(self, *, grace_seconds: float | None = None, run: str | None = None) -> int:
+    def sweep(
+        self,
+        *,
+        grace_seconds: float | None = None,
+        run: str | None = None,
+        owner: str | None = None,
+    ) -> int:
         """Remove what a crash left behind: checkpoints with a payload but no manifest (a
         write or a delete cut short) and ``.tmp-*`` directories.
 
@@ -335,6 +345,10 @@ class FsspecCheckpoints(CheckpointStore):
             grace_seconds: The minimum age of a leftover to remove; by default
                 :data:`genepool.checkpoints.SWEEP_GRACE_SECONDS`.
             run: Only this run's leftovers (default: every run's).
+            owner: The identity of the datastore asking: a shorter ``grace_seconds``
+                applies only in run folders marked as its own (see
+                :meth:`genepool.checkpoints.CheckpointStore.sweep`). The owner marker is
+                never removed.
 
         Returns:
             How many leftovers were removed.
@@ -361,8 +375,11 @@ class FsspecCheckpoints(CheckpointStore):
             groups.setdefault("/".join(parts[:3]), {})["/".join(parts[3:])] = info
         now = time.time()
         removed = 0
+        graces: dict[str, float] = {}  # run -> the grace in its folder
         for prefix, entries in groups.items():
-            entry = prefix.rsplit("/", 1)[1]
+            run_name, entry = prefix.split("/", 1)[0], prefix.rsplit("/", 1)[1]
+            if run_name not in graces:
+                graces[run_name] = self._grace_in(run_name, grace, owner)
             if not entry.startswith(TMP_PREFIX) and (
                 MANIFEST_FILE in entries or PAYLOAD_FILE not in entries
             ):
@@ -371,7 +388,7 @@ class FsspecCheckpoints(CheckpointStore):
             times = [_mtime(i) for i in files or list(entries.values())]
             if not times or None in times:
                 continue
-            if now - max(t for t in times if t is not None) < grace:
+            if now - max(t for t in times if t is not None) < graces[run_name]:
                 continue
             path = self._join(prefix)
             if self._rename:
@@ -514,6 +531,37 @@ class FsspecCheckpoints(CheckpointStore):
         """The prefix of a checkpoint id; CheckpointError if it is not a valid id."""
         _id_parts(checkpoint_id, "FsspecCheckpoints")
         return self._join(checkpoint_id)
+
+    def _folder(self, run: str) -> str:
+        return f"{self._url.rstrip('/')}/{run}"
+
+    def _read_marker(self, run: str) -> bytes | None:
+        return self._cat(self._filesystem(), self._join(f"{run}/{OWNER_FILE}"))
+
+    def _create_marker(self, run: str, text: bytes) -> bool:
+        """Locally, created only if absent (one of two processes wins). An object store
+        has no such write: the marker is written, then read back, and the last writer of
+        two at once wins."""
+        if self._read_only:
+            raise _read_only(self, "own")
+        fs = self._filesystem()
+        path = self._join(f"{run}/{OWNER_FILE}")
+        try:
+            if self._rename:
+                os.makedirs(self._join(run), exist_ok=True)
+                _create_file(path, text, fsync=self._fsync)
+                return True
+            if self._cat(fs, path) is not None:
+                return False
+            self._write(fs, path, text)
+        except FileExistsError:
+            return False
+        except Exception as err:
+            raise CheckpointError(
+                f"The owner marker of {self._folder(run)} could not be written "
+                f"({type(err).__name__}: {err})."
+            ) from err
+        return self._cat(fs, path) == text
 
     def _read_manifest(self, fs: Any, checkpoint_id: str, path: str) -> dict[str, Any]:
         raw = self._cat(fs, f"{path}/{MANIFEST_FILE}")

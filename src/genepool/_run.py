@@ -19,7 +19,7 @@ import numpy as np
 
 from genepool._errors import invalid
 from genepool._rng import init_stream
-from genepool.checkpoints import CheckpointStore, MemoryCheckpoints, check_run_name
+from genepool.checkpoints import CheckpointStore, MemoryCheckpoints, Owner, check_run_name
 from genepool.clock import Clock, SystemClock
 from genepool.executors import Executor, ProcessExecutor, SerialExecutor
 from genepool.member import MemberView, Mode
@@ -156,6 +156,15 @@ def run(
             worker; a SQLite file in a new temporary directory for several.
         checkpoints: A directory, or a checkpoint store. Default: in memory with an
             in-memory store, else ``<database file>.checkpoints`` beside a SQLite file.
+            The run's folder in it (``<checkpoints>/<name>/``) belongs to the datastore
+            of the run that first wrote it, which a marker in it names
+            (``genepool-owner.json``); a run of another datastore is refused it (use
+            another folder or name), and no run deletes another datastore's checkpoints.
+            With an in-memory store and a folder on disk, the store is gone when the
+            process ends while the checkpoints stay: running the script again starts a
+            new run (a new in-memory store), which is refused the folder the earlier run
+            left (so that its best model is not deleted). Pass a durable ``storage`` to
+            resume a run instead, or a new folder each time.
         workers: How many worker processes (1: this process, serially).
         executor: How workers run; default ``SerialExecutor()`` for one worker, else
             ``ProcessExecutor(workers=workers)``.
@@ -281,6 +290,7 @@ def run(
             )
         configs = _initial_configs(space, population, initial, seed)
         members = [MemberView(id=i, hparams=c) for i, c in enumerate(configs)]
+        _own_checkpoints(the_store, the_checkpoints, name, members)  # before the run exists
         config = {
             **settings,
             "hash": digest,
@@ -321,6 +331,7 @@ def run(
             )
         seed = int(stored["seed"])
         members = list(the_store.population(name))
+        _own_checkpoints(the_store, the_checkpoints, name, members)
         log.info("resuming run %r", name)
     ctx = RunContext(
         name=name,
@@ -362,6 +373,34 @@ def run(
         store=the_store,
         checkpoints=the_checkpoints,
         trust=trust_checkpoints,
+    )
+
+
+def _own_checkpoints(
+    store: Store, checkpoints: CheckpointStore, name: str, members: Sequence[MemberView]
+) -> None:
+    """Make the run's checkpoint folder its datastore's, or refuse it (it belongs to
+    another): see :meth:`~genepool.checkpoints.CheckpointStore.own`."""
+    durable = not isinstance(store, MemoryStore)
+    if not durable and not _process_local(checkpoints):
+        log.warning(
+            "run %r keeps its checkpoints in %r, which outlive this process, but its "
+            "datastore in memory, which does not: once this process ends the run cannot be "
+            "resumed, and running it again (a new in-memory store) is refused that folder, "
+            "which belongs to this store. Pass a durable storage= (e.g. 'sqlite:///pbt.db') "
+            "to be able to resume.",
+            name,
+            checkpoints,
+        )
+    owner = Owner(store=store.identity, shown=repr(store), durable=durable)
+    referenced = {m.checkpoint.id for m in members if m.checkpoint is not None}
+    checkpoints.own(name, owner, referenced=referenced)
+
+
+def _process_local(checkpoints: CheckpointStore) -> bool:
+    """Whether the checkpoints live in this process's memory (and go with it)."""
+    return isinstance(checkpoints, MemoryCheckpoints) or bool(
+        getattr(checkpoints, "process_local", False)
     )
 
 

@@ -4,9 +4,17 @@ A checkpoint holds what a member is: the trainable's state and its random stream
 datastore records which checkpoint each member holds and which are pinned by an exploit;
 the worker deletes one (:meth:`CheckpointStore.discard`) only after
 :meth:`genepool.store.Store.collect` said nothing refers to it. This module keeps the bytes
-and a manifest (what the caller says about them, plus their size, SHA-256 and the versions
-that wrote them): in memory (:class:`MemoryCheckpoints`) or in a local directory
-(:class:`LocalCheckpoints`); any fsspec URL in a later backend.
+and a manifest (what the caller says about them, plus their size, SHA-256, the versions
+that wrote them, and the datastore they belong to): in memory (:class:`MemoryCheckpoints`)
+or in a local directory (:class:`LocalCheckpoints`); any fsspec URL in
+:class:`genepool._fsspec_checkpoints.FsspecCheckpoints`.
+
+**Ownership.** Each run's folder (``<root>/<run>/``) belongs to one datastore, named by
+its :attr:`~genepool.store.Store.identity` in a marker beside the members' folders
+(``<root>/<run>/genepool-owner.json``), and each checkpoint's manifest names it too. A run
+is refused a folder that belongs to another datastore (:meth:`CheckpointStore.own`), and
+nothing deletes a checkpoint that belongs to another (:meth:`CheckpointStore.owned_by`),
+so two runs given one checkpoints folder never delete each other's checkpoints.
 """
 
 from __future__ import annotations
@@ -26,27 +34,31 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from genepool._codec import FORMAT_VERSION, decode, encode
-from genepool._errors import CheckpointError, invalid
+from genepool._errors import CheckpointError, StorageError, invalid
 
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointStore",
     "LocalCheckpoints",
     "MemoryCheckpoints",
+    "Owner",
     "decode",
     "encode",
 ]
 
 log = logging.getLogger("genepool.checkpoints")
 
-#: Version of the ``manifest.json`` layout; a newer one is refused by :meth:`get`.
-MANIFEST_FORMAT = 1
+#: Version of the ``manifest.json`` layout; a newer one is refused by :meth:`get`. Format 2
+#: added ``store`` (the identity of the datastore the checkpoint belongs to); format 1 is
+#: still read (its ``store`` reads as ``None``).
+MANIFEST_FORMAT = 2
 #: How old (seconds since the last change) a ``.tmp-*`` directory must be for
 #: :meth:`LocalCheckpoints.sweep` to remove it: far longer than any write in progress.
 SWEEP_GRACE_SECONDS = 3600.0
@@ -64,6 +76,11 @@ SPARE_MAX_AGE_SECONDS = 600.0
 PAYLOAD_FILE = "payload.bin"
 MANIFEST_FILE = "manifest.json"
 TMP_PREFIX = ".tmp-"
+#: The marker in a run's folder that names the datastore it belongs to. Neither
+#: :meth:`CheckpointStore.ids` nor :meth:`CheckpointStore.sweep` ever takes it for a
+#: checkpoint or a leftover (they look only in the members' ``m<id>`` folders).
+OWNER_FILE = "genepool-owner.json"
+OWNER_FORMAT = 1
 
 # Windows refuses these in a file name; "/" and "\\" would add path levels.
 _BAD_NAME_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
@@ -71,8 +88,29 @@ _MEMBER_DIR = re.compile(r"m(0|[1-9][0-9]*)")
 _CHECKPOINT_DIR = re.compile(r"s(0|[1-9][0-9]*)-[0-9a-f]{32}")
 
 
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The datastore a run's checkpoint folder belongs to.
+
+    Attributes:
+        store: The datastore's :attr:`~genepool.store.Store.identity`.
+        shown: How it is shown in messages: its ``repr``, passwords hidden.
+        durable: Whether it outlives the process (``False`` for a
+            :class:`~genepool.store.MemoryStore`, gone when its process ends).
+    """
+
+    store: str
+    shown: str
+    durable: bool = True
+
+
 class CheckpointStore(ABC):
-    """Where checkpoint bytes live. Writes are atomic: a reader sees all of one or nothing."""
+    """Where checkpoint bytes live. Writes are atomic: a reader sees all of one or nothing.
+
+    A run's checkpoints belong to its datastore: :meth:`own` marks the run's folder as
+    the datastore's (or refuses a folder of another datastore), and from then on every
+    :meth:`put` of that run writes the datastore's identity into the manifest.
+    """
 
     @abstractmethod
     def put(
@@ -113,10 +151,13 @@ class CheckpointStore(ABC):
     def manifest(self, checkpoint_id: str) -> dict[str, Any]:
         """The manifest of a checkpoint (a fresh dict); CheckpointError if it does not exist.
 
-        Its keys: ``format`` (the manifest format, 1), ``id``, ``run``, ``member``,
-        ``step``, ``payload`` (``{"file", "size", "sha256"}``), ``created`` (ISO 8601,
-        UTC), ``versions`` (``{"genepool", "python", "numpy"}``) and ``fields`` (the
-        caller's ``manifest=``, JSON-normalised; ``{}`` if none was given).
+        Its keys: ``format`` (the manifest format, :data:`MANIFEST_FORMAT`), ``id``,
+        ``run``, ``member``, ``step``, ``payload`` (``{"file", "size", "sha256"}``),
+        ``created`` (ISO 8601, UTC), ``versions`` (``{"genepool", "python", "numpy"}``),
+        ``store`` (the identity of the datastore the checkpoint belongs to: the one that
+        :meth:`own`-ed its run's folder; ``None`` for a checkpoint written without one,
+        or in format 1) and ``fields`` (the caller's ``manifest=``, JSON-normalised;
+        ``{}`` if none was given).
         """
 
     @abstractmethod
@@ -139,14 +180,159 @@ class CheckpointStore(ABC):
         run's name (``..``, ``a/b``) is an InvalidArgumentError."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its checkpoints")
 
-    def sweep(self, *, grace_seconds: float | None = None, run: str | None = None) -> int:
+    def sweep(
+        self,
+        *,
+        grace_seconds: float | None = None,
+        run: str | None = None,
+        owner: str | None = None,
+    ) -> int:
         """Remove what a crash left behind (of one run if given) once it is
         ``grace_seconds`` old (default :data:`SWEEP_GRACE_SECONDS`); how many were removed.
-        A store that a crash cannot leave anything in removes nothing. A ``run`` that
-        cannot be a run's name (``..``, ``a/b``) is an InvalidArgumentError."""
+        With ``owner`` (the identity of the datastore asking), a shorter grace applies only
+        to run folders that belong to that datastore: in any other a write of another
+        datastore's run may be in progress, and only leftovers older than the default
+        grace go. A store that a crash cannot leave anything in removes nothing. A ``run``
+        that cannot be a run's name (``..``, ``a/b``) is an InvalidArgumentError."""
         if run is not None:
             check_run_name(run, owner=f"{type(self).__name__}.sweep")
         return 0
+
+    # -- ownership -----------------------------------------------------------------------
+    def own(self, run: str, owner: Owner, *, referenced: Collection[str] = ()) -> None:
+        """Make ``run``'s folder belong to ``owner`` (the run's datastore), or refuse it;
+        from then on this object's :meth:`put` of the run records ``owner`` in each
+        manifest. :func:`genepool.run` calls it before the run starts.
+
+        * A folder whose marker names ``owner``: it is the run's already.
+        * A folder whose marker names another datastore: refused.
+        * A new or empty folder, or one holding only ``owner``'s checkpoints: marked as
+          ``owner``'s.
+        * A folder written before folders had markers: adopted (marked) if a member of the
+          run refers to one of its checkpoints (``referenced``: the ids the run's members
+          hold); otherwise it is another run's, left untouched, and reported (a warning):
+          the run goes on in it, and deletes only the checkpoints it writes itself.
+
+        Raises:
+            StorageError: The folder belongs to another datastore (the message names both,
+                and the fix), or its marker is unreadable.
+            InvalidArgumentError: ``run`` cannot be a run's name.
+        """
+        check_run_name(run, owner=f"{type(self).__name__}.own")
+        try:
+            found = self.owner(run)
+        except NotImplementedError:  # a store that keeps no markers: manifests alone
+            found = owner
+        if found is None:
+            found = self._adopt(run, owner, referenced)
+        if found is not None and found.store != owner.store:
+            raise _taken(self._folder(run), run, found, owner)
+        self.__dict__.setdefault("_owners", {})[run] = owner.store
+
+    def owner(self, run: str) -> Owner | None:
+        """The datastore ``run``'s folder belongs to (its marker); ``None`` if it has no
+        marker. StorageError if the marker is unreadable."""
+        raw = self._read_marker(check_run_name(run, owner=f"{type(self).__name__}.owner"))
+        return None if raw is None else _parse_owner(raw, self._folder(run))
+
+    def owned_by(self, identity: str, checkpoint_ids: Iterable[str]) -> list[str]:
+        """Those of ``checkpoint_ids`` that belong to the datastore ``identity``: the
+        manifest names it, or names none (format 1, or unreadable) and the run's folder
+        is marked as that datastore's. The others are never to be deleted by it."""
+        folders: dict[str, str | None] = {}
+        out: list[str] = []
+        for checkpoint_id in checkpoint_ids:
+            try:
+                store = self.manifest(checkpoint_id).get("store")
+            except CheckpointError:  # torn: its folder's owner decides
+                store = None
+            if store is None:
+                run = checkpoint_id.split("/", 1)[0]
+                if run not in folders:
+                    try:
+                        found = self.owner(run)
+                    except (NotImplementedError, StorageError):
+                        found = None
+                    folders[run] = None if found is None else found.store
+                store = folders[run]
+            if store == identity:
+                out.append(checkpoint_id)
+        return out
+
+    def _adopt(self, run: str, owner: Owner, referenced: Collection[str]) -> Owner | None:
+        """A folder without a marker: mark it as ``owner``'s unless it holds checkpoints
+        that are not (see :meth:`own`); the owner it has now (``None``: left unmarked)."""
+        unowned: list[str] = []
+        others: set[str] = set()
+        for checkpoint_id in self.ids(run):
+            try:
+                store = self.manifest(checkpoint_id).get("store")
+            except CheckpointError:
+                store = None
+            if store is None:
+                unowned.append(checkpoint_id)
+            elif store != owner.store:
+                others.add(store)
+        folder = self._folder(run)
+        adopted = bool(set(unowned) & set(referenced))  # the old checkpoints are the run's
+        if not adopted and (unowned or others):
+            log.warning(
+                "%s holds checkpoints that are not those of run %r of %s: %d written before "
+                "genepool recorded their datastore, to which none of its members refers, "
+                "and %d of another datastore (%s). They are left untouched (this run never "
+                "deletes them), and the folder is not marked as this datastore's. Fix: give "
+                "this run another checkpoints folder or run name, or delete them if they "
+                "are not needed.",
+                folder,
+                run,
+                owner.shown,
+                len(unowned),
+                len(others),
+                ", ".join(sorted(others)) or "none",
+            )
+            return None
+        if not self._create_marker(run, _owner_json(run, owner)):
+            return self.owner(run)  # another process marked it meanwhile
+        if adopted:
+            log.info(
+                "%s: %d checkpoint(s) written before genepool recorded their datastore now "
+                "belong to %s, whose run %r refers to them (%d of another datastore stay "
+                "that datastore's)",
+                folder,
+                len(unowned),
+                owner.shown,
+                run,
+                len(others),
+            )
+        return owner
+
+    def _owner_of(self, run: str) -> str | None:
+        """The identity :meth:`own` bound ``run`` to in this object (``None``: unbound)."""
+        owners: dict[str, str] = self.__dict__.get("_owners", {})
+        return owners.get(run)
+
+    def _folder(self, run: str) -> str:
+        """Where ``run``'s folder is, for messages."""
+        return f"{self!r}, run {run!r}"
+
+    def _read_marker(self, run: str) -> bytes | None:
+        """The text of ``run``'s owner marker; ``None`` if there is none."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no owner markers")
+
+    def _create_marker(self, run: str, text: bytes) -> bool:
+        """Write ``run``'s owner marker unless it has one; whether this call wrote it."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no owner markers")
+
+    def _grace_in(self, run: str, grace: float, owner: str | None) -> float:
+        """The grace :meth:`sweep` gives ``run``'s folder when ``owner`` asks: the one
+        asked for in a folder of ``owner``'s, else at least the default."""
+        if owner is None or grace >= SWEEP_GRACE_SECONDS:
+            return grace
+        try:
+            found = self.owner(run)
+        except (NotImplementedError, StorageError, ValueError):  # ValueError: a bad name
+            found = None
+        return grace if found is not None and found.store == owner else SWEEP_GRACE_SECONDS
 
 
 class MemoryCheckpoints(CheckpointStore):
@@ -155,6 +341,8 @@ class MemoryCheckpoints(CheckpointStore):
     def __init__(self) -> None:
         self._blobs: dict[str, tuple[bytes, dict[str, Any]]] = {}
         self._written: dict[str, float] = {}
+        self._markers: dict[str, bytes] = {}
+        self._owners: dict[str, str] = {}
         self._seq = itertools.count()
         self._lock = threading.Lock()
 
@@ -173,7 +361,8 @@ class MemoryCheckpoints(CheckpointStore):
         fields = _normalise_fields(manifest)
         with self._lock:
             checkpoint_id = f"{run}/m{member}/s{step}-{next(self._seq)}"
-            record = _build_manifest(checkpoint_id, run, member, step, data, fields)
+            store = self._owner_of(run)
+            record = _build_manifest(checkpoint_id, run, member, step, data, fields, store)
             self._blobs[checkpoint_id] = (data, record)
             self._written[checkpoint_id] = time.time()
             return checkpoint_id
@@ -207,6 +396,17 @@ class MemoryCheckpoints(CheckpointStore):
 
     def __len__(self) -> int:
         return len(self._blobs)
+
+    def _folder(self, run: str) -> str:
+        return f"the checkpoints of run {run!r} in this process's memory (MemoryCheckpoints)"
+
+    def _read_marker(self, run: str) -> bytes | None:
+        with self._lock:
+            return self._markers.get(run)
+
+    def _create_marker(self, run: str, text: bytes) -> bool:
+        with self._lock:
+            return self._markers.setdefault(run, text) is text
 
     def _entry(self, checkpoint_id: str) -> tuple[bytes, dict[str, Any]]:
         try:
@@ -272,6 +472,7 @@ class LocalCheckpoints(CheckpointStore):
                 f"The checkpoint directory {self._root} could not be created ({err})."
             ) from err
         self._made: set[str] = set()  # directories this object created or found
+        self._owners: dict[str, str] = {}  # run -> the identity own() bound it to
         # discarded checkpoint directories, renamed to spare names, to write into again:
         # run directory -> [(path, when it was discarded)]
         self._spares: dict[str, list[tuple[str, float]]] = {}
@@ -334,7 +535,8 @@ class LocalCheckpoints(CheckpointStore):
         fields = _fields_json(manifest)
         name = f"s{step}-{os.urandom(16).hex()}"  # (not uuid4: half the cost, cold)
         checkpoint_id = f"{run}/m{member}/{name}"
-        text = _manifest_json(checkpoint_id, run, member, step, data, fields)
+        store = self._owner_of(run)
+        text = _manifest_json(checkpoint_id, run, member, step, data, fields, store)
         run_dir = os.path.join(self._root, run)
         parent = os.path.join(run_dir, f"m{member}")
         tmp = os.path.join(parent, TMP_PREFIX + name)
@@ -469,7 +671,13 @@ class LocalCheckpoints(CheckpointStore):
         _remove_tree(trash)
         log.debug("deleted checkpoint %s", checkpoint_id)
 
-    def sweep(self, *, grace_seconds: float | None = None, run: str | None = None) -> int:
+    def sweep(
+        self,
+        *,
+        grace_seconds: float | None = None,
+        run: str | None = None,
+        owner: str | None = None,
+    ) -> int:
         """Remove the ``.tmp-*`` directories that a crash left behind (a torn write, a
         delete cut short, the spare directories of a process that died).
 
@@ -480,6 +688,9 @@ class LocalCheckpoints(CheckpointStore):
             grace_seconds: The minimum age of a temporary directory to remove; by default
                 :data:`SWEEP_GRACE_SECONDS`.
             run: Only this run's (default: every run's).
+            owner: The identity of the datastore asking: a shorter ``grace_seconds``
+                applies only in run folders marked as its own (see
+                :meth:`CheckpointStore.sweep`). The owner marker is never removed.
 
         Returns:
             How many temporary directories were removed.
@@ -492,16 +703,20 @@ class LocalCheckpoints(CheckpointStore):
             grace_seconds = SWEEP_GRACE_SECONDS
         now = time.time()
         removed = 0
+        graces: dict[str, float] = {}  # run folder -> the grace there
         for member_dir in self._member_dirs(run):
             try:
                 entries = [e for e in os.scandir(member_dir) if e.name.startswith(TMP_PREFIX)]
             except OSError:
                 continue
+            run_dir = os.path.dirname(member_dir)
+            if run_dir not in graces:
+                graces[run_dir] = self._grace_in(os.path.basename(run_dir), grace_seconds, owner)
             for entry in entries:
                 if not entry.is_dir(follow_symlinks=False):
                     continue
                 age = now - _last_change(entry.path)
-                if age < grace_seconds:
+                if age < graces[run_dir]:
                     continue
                 # claim it first: a writer still using it then fails instead of
                 # renaming a half-removed directory into place
@@ -637,6 +852,36 @@ class LocalCheckpoints(CheckpointStore):
         """The directory of a checkpoint id; CheckpointError if it is not a valid id."""
         return os.path.join(self._root, *_id_parts(checkpoint_id, "LocalCheckpoints"))
 
+    def _folder(self, run: str) -> str:
+        return os.path.join(self._root, run)
+
+    def _read_marker(self, run: str) -> bytes | None:
+        path = os.path.join(self._root, run, OWNER_FILE)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as err:
+            raise StorageError(
+                f"The owner marker {path} cannot be read ({err}). Fix: check its permissions."
+            ) from err
+
+    def _create_marker(self, run: str, text: bytes) -> bool:
+        if self._read_only:
+            raise _read_only(self, "own")
+        run_dir = os.path.join(self._root, run)
+        try:
+            self._mkdir(run_dir)
+            _create_file(os.path.join(run_dir, OWNER_FILE), text, fsync=self._fsync)
+        except FileExistsError:
+            return False
+        except OSError as err:
+            raise CheckpointError(
+                f"The owner marker of {run_dir} could not be written ({err})."
+            ) from err
+        return True
+
     def _read_manifest(self, checkpoint_id: str, path: str) -> dict[str, Any]:
         if not os.path.isdir(path):
             if os.path.lexists(path):
@@ -688,6 +933,9 @@ def _parse_manifest(raw: bytes, checkpoint_id: str, where: str) -> dict[str, Any
     fmt = record["format"]
     if type(fmt) is not int or fmt < 1:
         raise _foreign(checkpoint_id, where, f"its {MANIFEST_FILE} has format {fmt!r}")
+    store = record.setdefault("store", None)  # format 1 names no datastore
+    if store is not None and type(store) is not str:
+        raise _torn(checkpoint_id, where, f"{MANIFEST_FILE} names the datastore {store!r}")
     if fmt > MANIFEST_FORMAT:
         raise CheckpointError(
             f"Checkpoint {checkpoint_id!r} in {where} has manifest format {fmt}; "
@@ -738,6 +986,65 @@ def _foreign(checkpoint_id: str, where: str, reason: str) -> CheckpointError:
         f"{checkpoint_id!r} in {where} is not a genepool checkpoint: {reason}. "
         "Fix: keep other files out of the checkpoints' directory or prefix."
     )
+
+
+def _owner_json(run: str, owner: Owner) -> bytes:
+    """The text of a run folder's owner marker."""
+    record = {
+        "format": OWNER_FORMAT,
+        "run": run,
+        "store": owner.store,
+        "shown": owner.shown,
+        "durable": owner.durable,
+        "created": _created(),
+        "genepool": _versions()["genepool"],
+    }
+    return (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def _parse_owner(raw: bytes, folder: str) -> Owner:
+    """The owner an owner marker names; StorageError if it is damaged."""
+    try:
+        record = json.loads(raw)
+        owner = Owner(str(record["store"]), str(record["shown"]), bool(record["durable"]))
+        fmt = record["format"]
+    except (ValueError, TypeError, KeyError) as err:
+        raise StorageError(
+            f"The owner marker {OWNER_FILE} of {folder} is damaged ({type(err).__name__}: "
+            f"{err}), so which datastore the folder belongs to is unknown. Fix: if the "
+            "folder belongs to the datastore of the run you start, delete the marker "
+            "(genepool writes it again); otherwise give the run another checkpoints folder."
+        ) from err
+    if type(fmt) is not int or fmt > OWNER_FORMAT:
+        raise StorageError(
+            f"The owner marker {OWNER_FILE} of {folder} has format {fmt!r}; this genepool "
+            f"reads format {OWNER_FORMAT}. Fix: upgrade genepool."
+        )
+    return owner
+
+
+def _taken(folder: str, run: str, found: Owner, owner: Owner) -> StorageError:
+    """The refusal of a run folder that belongs to another datastore."""
+    message = (
+        f"The checkpoints folder {folder} of run {run!r} belongs to another datastore: "
+        f"{found.shown} (identity {found.store}), not {owner.shown} (identity {owner.store}), "
+        "the one this run uses. Runs of two datastores in one folder would delete each "
+        "other's checkpoints, so this run is refused it. "
+    )
+    if not found.durable:
+        message += (
+            f"{found.shown} was an in-memory store: it ended with its process, so its run "
+            "cannot be resumed, but its checkpoints (its best model among them) are still "
+            "there. Fix: pass another checkpoints= folder or another run name=, or delete "
+            "the folder if its checkpoints are no longer needed; to resume a run after its "
+            "process ends, give it a durable storage= (e.g. 'sqlite:///pbt.db')."
+        )
+    else:
+        message += (
+            "Fix: pass another checkpoints= folder or another run name=, or, to resume "
+            "that run, storage= the datastore it belongs to."
+        )
+    return StorageError(message)
 
 
 def _read_only(store: CheckpointStore, method: str) -> CheckpointError:
@@ -881,7 +1188,13 @@ def _created() -> str:
 
 
 def _build_manifest(
-    checkpoint_id: str, run: str, member: int, step: int, data: bytes, fields: dict[str, Any]
+    checkpoint_id: str,
+    run: str,
+    member: int,
+    step: int,
+    data: bytes,
+    fields: dict[str, Any],
+    store: str | None = None,
 ) -> dict[str, Any]:
     return {
         "format": MANIFEST_FORMAT,
@@ -896,12 +1209,19 @@ def _build_manifest(
         },
         "created": _created(),
         "versions": dict(_versions()),
+        "store": store,
         "fields": fields,
     }
 
 
 def _manifest_json(
-    checkpoint_id: str, run: str, member: int, step: int, data: bytes, fields: str
+    checkpoint_id: str,
+    run: str,
+    member: int,
+    step: int,
+    data: bytes,
+    fields: str,
+    store: str | None = None,
 ) -> bytes:
     """The text of ``manifest.json`` (the dict :func:`_build_manifest` makes, as JSON), given
     the caller's fields as JSON text already.
@@ -914,7 +1234,8 @@ def _manifest_json(
         f'{{"created":"{_created()}","fields":{fields},"format":{MANIFEST_FORMAT},'
         f'"id":"{checkpoint_id}","member":{int(member)},'
         f'"payload":{{"file":"{PAYLOAD_FILE}","sha256":"{digest}","size":{len(data)}}},'
-        f'"run":"{run}","step":{int(step)},"versions":{_versions_json()}}}\n'
+        f'"run":"{run}","step":{int(step)},"store":{json.dumps(store)},'
+        f'"versions":{_versions_json()}}}\n'
     ).encode()
 
 
@@ -934,6 +1255,20 @@ def _write_file(path: str, data: bytes, *, fsync: bool) -> None:
         while view:
             view = view[os.write(fd, view) :]
         os.ftruncate(fd, len(data))
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_file(path: str, data: bytes, *, fsync: bool) -> None:
+    """Create the file ``path`` holding ``data``; FileExistsError if it exists already
+    (two processes creating it at once: one wins)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         if fsync:
             os.fsync(fd)
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 import time
 import uuid
@@ -188,6 +189,18 @@ def test_run_config_round_trips(store):
     }
     store.create_run(RUN, config=config, members=members(2))
     assert dict(store.run_config(RUN)) == config
+
+
+def test_the_identity_is_the_datastores_own_and_writes_never_change_it(store):
+    identity = store.identity
+    assert isinstance(identity, str)
+    assert re.fullmatch(r"[0-9a-f]{32}", identity)
+    store.create_run(RUN, config={"mode": "max"}, members=members(2))
+    lease = must_claim(store)
+    store.commit(lease, member=dataclasses.replace(view(store, lease.member), step=4))
+    store.collect(RUN, ["gone"])
+    assert store.identity == identity
+    assert MemoryStore().identity not in (identity, MemoryStore().identity)
 
 
 def test_unknown_run_raises_key_error(store):

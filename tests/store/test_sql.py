@@ -134,6 +134,38 @@ def test_an_older_schema_is_upgraded(url, opened, monkeypatch, how):
     assert calls == [0]  # upgraded once
 
 
+def test_every_store_object_on_one_database_reads_its_one_identity(url, opened):
+    first = open_sql(opened, url)
+    identity = first.identity
+    assert execute(url, "SELECT key, value FROM genepool_meta") == [("identity", identity)]
+    assert open_sql(opened, url).identity == identity  # another object, as another process
+    first.close()
+    assert open_sql(opened, url).identity == identity  # opened again
+    handed = pickle.loads(pickle.dumps(first))  # a worker's copy
+    opened.append(handed)
+    assert handed.identity == identity
+    assert open_sql(opened, url, read_only=True).identity == identity
+
+
+def test_two_databases_have_two_identities(tmp_path, opened):
+    a = open_sql(opened, f"sqlite:///{tmp_path / 'a.db'}")
+    b = open_sql(opened, f"sqlite:///{tmp_path / 'b.db'}")
+    assert a.identity != b.identity
+
+
+def test_a_database_written_before_identities_gets_one_when_opened_to_write(url, opened):
+    open_sql(opened, url).close()
+    execute(url, "DROP TABLE genepool_meta")
+    execute(url, "UPDATE genepool_schema_version SET version = 1")
+    reader = open_sql(opened, url, read_only=True)
+    with pytest.raises(gp.StorageError, match="no identity") as info:
+        _ = reader.identity
+    assert "Fix: open it to write once" in str(info.value)
+    identity = open_sql(opened, url).identity  # upgraded to version 2
+    assert execute(url, "SELECT version FROM genepool_schema_version") == [(SCHEMA_VERSION,)]
+    assert open_sql(opened, url, read_only=True).identity == identity
+
+
 def test_an_empty_database_gets_every_table(url, opened):
     open_sql(opened, url)
     engine = sa.create_engine(sql._sa_url(url), poolclass=sa.pool.NullPool)

@@ -30,6 +30,13 @@ The contract (checked by ``tests/store/test_contract.py`` over every backend):
   checkpoint that is some member's current one, or pinned, is never returned by
   :meth:`Store.collect`; a collected checkpoint can no longer be pinned (the commit
   raises :class:`~genepool.StorageError`, and the worker decides again).
+* **Identity.** :attr:`Store.identity` is a random id made once per datastore and kept in
+  it: every call, every process and every store object that opens the same datastore
+  reads the same string, writes never change it, and no two datastores share one (a
+  :class:`~genepool.store.MemoryStore` is a new datastore each time it is made). It is
+  what checkpoint folders and manifests record as their owner, so that no run deletes
+  the checkpoints of another datastore's run (see
+  :meth:`genepool.checkpoints.CheckpointStore.own`).
 """
 
 from __future__ import annotations
@@ -176,6 +183,12 @@ def _hostname() -> str:
 
 class Store(ABC):
     """The datastore contract (see the module's docstring)."""
+
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """This datastore's random id (32 hex digits), made once and kept in it: the same
+        for every store object, in every process, that opens the same datastore."""
 
     @abstractmethod
     def create_run(

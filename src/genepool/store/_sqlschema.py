@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,6 +56,13 @@ schema_version_table = Table(
     "genepool_schema_version",
     _metadata,
     Column("version", Integer, nullable=False),
+)
+#: Facts about the database itself: ``identity``, its random id (``Store.identity``).
+meta_table = Table(
+    "genepool_meta",
+    _metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )
 runs_table = Table(
     "genepool_runs",
@@ -129,9 +137,15 @@ def _upgrade_0_to_1(conn: Connection) -> None:
     _metadata.create_all(conn, checkfirst=True)
 
 
+def _upgrade_1_to_2(conn: Connection) -> None:
+    """Version 2 keeps the database's identity in ``genepool_meta`` (made by :func:`setup`
+    once the table is there)."""
+    meta_table.create(conn, checkfirst=True)
+
+
 #: ``_UPGRADES[v]`` brings a database from version ``v`` to ``v + 1``, in the transaction
 #: that opens it.
-_UPGRADES: dict[int, Callable[[Connection], None]] = {0: _upgrade_0_to_1}
+_UPGRADES: dict[int, Callable[[Connection], None]] = {0: _upgrade_0_to_1, 1: _upgrade_1_to_2}
 
 # -- statements (built once, compiled once) ----------------------------------------------
 #
@@ -141,6 +155,7 @@ _runs, _members, _reports, _events = runs_table, members_table, reports_table, e
 _pins, _collected = pins_table, collected_table
 _M = _members.c
 
+_S_IDENTITY = select(meta_table.c.value).where(meta_table.c.key == "identity")
 _S_RUN = select(_runs.c.id, _runs.c.config).where(_runs.c.name == bindparam("name"))
 _S_RUN_NAMES = select(_runs.c.name).order_by(_runs.c.id)
 _ROW_COLUMNS = (_M.id, _M.version, _M.view, _M.token, _M.expires, _M.holder)
@@ -361,16 +376,17 @@ def sqlite_connect(engine: Engine) -> tuple[tuple[Any, ...], dict[str, Any]]:
 # -- opening: create, upgrade or refuse --------------------------------------------------
 
 
-def setup_postgresql(engine: Engine, where: str, url: str) -> None:
+def setup_postgresql(engine: Engine, where: str, url: str) -> str:
     """:func:`setup` under an advisory lock: stores opened at once set up one at a time."""
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
-        setup(conn, where, url)
+        return setup(conn, where, url)
 
 
-def setup(conn: Connection, where: str, url: str) -> None:
+def setup(conn: Connection, where: str, url: str) -> str:
     """Create the tables in an empty database, upgrade an older one, refuse a newer;
-    ``where`` names the store in logs, ``url`` the database in errors."""
+    ``where`` names the store in logs, ``url`` the database in errors. Returns the
+    database's identity, made (a random id) the first time."""
     found = stored_version(conn)
     if found is None:
         _metadata.create_all(conn)
@@ -389,6 +405,20 @@ def setup(conn: Connection, where: str, url: str) -> None:
             found,
             SCHEMA_VERSION,
         )
+    identity = stored_identity(conn)
+    if identity is None:
+        identity = uuid.uuid4().hex
+        conn.execute(sa.insert(meta_table), {"key": "identity", "value": identity})
+    return identity
+
+
+def stored_identity(conn: Connection) -> str | None:
+    """The database's identity; ``None`` before it has one (a schema older than version
+    2, not yet upgraded)."""
+    if not sa.inspect(conn).has_table(meta_table.name):
+        return None
+    found = conn.execute(_S_IDENTITY).scalar()
+    return None if found is None else str(found)
 
 
 def check_readable(conn: Connection, where: str) -> int:

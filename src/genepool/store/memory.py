@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,10 @@ class _Run:
 class MemoryStore(Store):
     """Keeps everything in this process's memory; thread-safe; gone when the process ends.
 
+    Each one is a new datastore, with an :attr:`identity` of its own: a checkpoint folder
+    that a run of one wrote is refused to a run of another (a rerun of a script with an
+    in-memory store included; see :func:`genepool.run`).
+
     Args:
         clock: Times leases (a :class:`~genepool.clock.ManualClock` in tests).
     """
@@ -40,6 +45,14 @@ class MemoryStore(Store):
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
+        self._identity = uuid.uuid4().hex
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(identity={self._identity!r})"
 
     def _run(self, run: str) -> _Run:
         try:

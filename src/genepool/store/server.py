@@ -115,6 +115,9 @@ class StoreServer:
     def runs(self) -> list[str]:
         return self._store.runs()
 
+    def identity(self) -> str:
+        return self._store.identity
+
     def where(self) -> tuple[str, int]:
         """The Ray node id and the process id the server runs in."""
         ray = import_ray("The store server")
@@ -141,6 +144,7 @@ class RemoteStore(Store):
         self.server = server
         #: The database the server owns (its checkpoints default to ``<file>.checkpoints``).
         self.url = url
+        self._identity: str | None = None
 
     @classmethod
     def start(
@@ -268,6 +272,13 @@ class RemoteStore(Store):
     def runs(self) -> list[str]:
         names: list[str] = self._get(self.server.runs.remote())
         return names
+
+    @property
+    def identity(self) -> str:
+        """The served database's identity (asked once)."""
+        if self._identity is None:
+            self._identity = str(self._get(self.server.identity.remote()))
+        return self._identity
 
     def __repr__(self) -> str:
         return f"RemoteStore({redact_url(self.url)!r})"

@@ -92,7 +92,7 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
 
 #: The version of the database layout this genepool writes. An older database is upgraded
 #: when opened; a newer one is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _BUSY_SECONDS = 30.0
 _CHUNK = 500  # ids per IN (...) list
@@ -152,6 +152,7 @@ class _Q:
         return f"_Q({self.name!r})"
 
 
+_S_IDENTITY = _Q("_S_IDENTITY")
 _S_RUN = _Q("_S_RUN")
 _S_RUN_NAMES = _Q("_S_RUN_NAMES")
 _S_ROWS_ALL = _Q("_S_ROWS_ALL")
@@ -1005,6 +1006,7 @@ class SQLStore(Store):
         self._echo = echo
         self._sqlite = sqlite
         self._read_only = False
+        self._identity: str | None = None
         self.fuses_commit_and_claim = sqlite  # one write under SQLite's write lock
         self._lock = threading.RLock()
         self._pid = os.getpid()
@@ -1070,18 +1072,38 @@ class SQLStore(Store):
             if self._read_only:
                 with self._lock, self._require_engine().connect() as conn:
                     schema.check_readable(conn, repr(self))
+                    self._identity = schema.stored_identity(conn)
                     conn.rollback()
             elif self._sqlite:
                 with self._lock:
                     conn = self._connection()
                     with conn.begin():
-                        schema.setup(conn, repr(self), redact_url(self.url))
+                        self._identity = schema.setup(conn, repr(self), redact_url(self.url))
             else:
-                schema.setup_postgresql(self._require_engine(), repr(self), redact_url(self.url))
+                engine = self._require_engine()
+                self._identity = schema.setup_postgresql(engine, repr(self), redact_url(self.url))
         except _db_errors() as err:
             raise StorageError(
                 f"{self!r}: cannot open the database: {redact_url(str(err))}"
             ) from err
+
+    @property
+    def identity(self) -> str:
+        """The database's random id, kept in its ``genepool_meta`` table (made when genepool
+        first opened it to write)."""
+        found = self._identity
+        if found is None:
+            if not self._read_only:  # a store handed to this process: read it once
+                with self._tx("auto") as tx:
+                    found = tx.scalar(_S_IDENTITY, {})
+            if found is None:  # read-only, and a schema older than version 2
+                raise StorageError(
+                    f"{self!r}: the database has no identity yet: its genepool schema is "
+                    "older than version 2, and was opened only to read. Fix: open it to "
+                    "write once (gp.run with storage= this URL), which upgrades it."
+                )
+            found = self._identity = str(found)
+        return found
 
     # -- plumbing ------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -1834,7 +1856,7 @@ def open_store(
 
     Example:
         >>> open_store("memory")  # doctest: +ELLIPSIS
-        <genepool.store.memory.MemoryStore object at ...>
+        MemoryStore(identity='...')
     """
     if isinstance(url_or_store, Store):
         return url_or_store
