@@ -734,6 +734,71 @@ def test_discard_contract(store):
     assert store.manifest(again)["fields"] == {"score": 2.0}
 
 
+# -- rewrite: a payload in a newer format, same id (genepool migrate) ---------------------
+
+
+def test_rewrite_contract(store):
+    cid = store.put("run", 0, 3, b"old", manifest={"score": 1.5})
+    other = store.put("run", 1, 3, b"other")
+    before = store.manifest(cid)
+    store.rewrite(cid, b"the new payload")
+    assert store.get(cid) == b"the new payload"
+    after = store.manifest(cid)
+    assert after["payload"]["size"] == len(b"the new payload")
+    assert after["payload"]["sha256"] == hashlib.sha256(b"the new payload").hexdigest()
+    for key in ("id", "run", "member", "step", "fields", "store", "created", "format"):
+        assert after[key] == before[key]
+    store.rewrite(cid, b"again")  # twice
+    assert store.get(cid) == b"again"
+    assert store.ids() == sorted([cid, other])
+    assert store.get(other) == b"other"
+    store.discard(cid)  # a rewritten checkpoint goes as any other
+    store.drain()
+    assert store.ids() == [other]
+    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
+        store.rewrite(cid, b"x")
+
+
+def test_rewrite_leaves_one_payload_file_and_a_discarded_one_is_not_reused(local):
+    cid = local.put("run", 0, 3, b"old")
+    local.rewrite(cid, b"new")
+    folder = Path(local.root, *cid.split("/"))
+    payloads = sorted(p.name for p in folder.iterdir() if p.name != "manifest.json")
+    assert len(payloads) == 1
+    assert payloads[0].startswith("payload-")
+    local.discard(cid)  # not kept as a spare: its files are not the usual two
+    again = local.put("run", 0, 4, b"next")
+    again_folder = Path(local.root, *again.split("/"))
+    assert sorted(p.name for p in again_folder.iterdir()) == ["manifest.json", "payload.bin"]
+
+
+def test_a_failed_rewrite_keeps_the_old_payload(local, monkeypatch):
+    cid = local.put("run", 0, 3, b"old")
+    real = os.replace
+
+    def full(src: str, dst: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(gp.CheckpointError, match="still holds its old payload"):
+        local.rewrite(cid, b"new")
+    monkeypatch.setattr(os, "replace", real)
+    assert local.get(cid) == b"old"
+    folder = Path(local.root, *cid.split("/"))
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "payload.bin"]
+
+
+@pytest.mark.parametrize("name", ["../x.bin", "/etc/passwd", "payload-zz.bin", 5, "manifest.json"])
+def test_a_manifest_naming_another_payload_file_is_torn(local, name):
+    cid = local.put("run", 0, 3, b"old")
+    manifest = Path(local.root, *cid.split("/"), "manifest.json")
+    record = json.loads(manifest.read_text())
+    record["payload"]["file"] = name
+    manifest.write_text(json.dumps(record))
+    with pytest.raises(gp.CheckpointError, match="names the payload file"):
+        local.get(cid)
+
+
 def test_ids_of_one_run_and_older_than(store):
     a = store.put("run", 0, 1, b"a")
     b = store.put("other", 0, 1, b"b")

@@ -139,6 +139,7 @@ test_bad_member_or_step_raises_invalid_argument = (
 )
 test_numpy_member_and_step_are_accepted = contract.test_numpy_member_and_step_are_accepted
 test_discard_contract = contract.test_discard_contract
+test_rewrite_contract = contract.test_rewrite_contract
 test_ids_of_one_run_and_older_than = contract.test_ids_of_one_run_and_older_than
 
 

@@ -85,7 +85,7 @@ def plant(checkpoint_dir: Path, payload: bytes) -> None:
 
 
 def checkpoint_dirs(db: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(f"{db}.checkpoints").glob("*/m*/s*/payload.bin"))
+    return sorted(p.parent for p in Path(f"{db}.checkpoints").glob("*/m*/s*/manifest.json"))
 
 
 @pytest.fixture

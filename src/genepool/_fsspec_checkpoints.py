@@ -40,7 +40,9 @@ from genepool.checkpoints import (
     _id_parts,
     _manifest_json,
     _parse_manifest,
+    _payload_record,
     _read_only,
+    _record_json,
     _torn,
     _write_file,
     check_run_name,
@@ -417,13 +419,47 @@ class FsspecCheckpoints(CheckpointStore):
         path = self._path(checkpoint_id)
         fs = self._filesystem()
         record = self._read_manifest(fs, checkpoint_id, path)
-        data = self._cat(fs, f"{path}/{PAYLOAD_FILE}")
+        name = record["payload"]["file"]
+        data = self._cat(fs, f"{path}/{name}")
         if data is None:
             # a delete removes the manifest first: gone meanwhile, or torn
             if self._cat(fs, f"{path}/{MANIFEST_FILE}") is None:
                 raise self._missing(checkpoint_id)
-            raise _torn(checkpoint_id, self._url, f"{PAYLOAD_FILE} is missing")
+            raise _torn(checkpoint_id, self._url, f"{name} is missing")
         return _check_payload(data, record, checkpoint_id, self._url)
+
+    def rewrite(self, checkpoint_id: str, blob: bytes) -> None:
+        """Replace a checkpoint's payload; see :meth:`CheckpointStore.rewrite`.
+
+        The new payload goes to an object (file) of a new name, then the manifest is
+        replaced by one that names it (a whole-object put; a rename on a local
+        filesystem), then the old payload is removed.
+        """
+        if self._read_only:
+            raise _read_only(self, "rewrite")
+        path = self._path(checkpoint_id)
+        fs = self._filesystem()
+        record = self._read_manifest(fs, checkpoint_id, path)
+        old = record["payload"]["file"]
+        data = bytes(blob)
+        record["payload"] = {"file": f"payload-{uuid.uuid4().hex}.bin", **_payload_record(data)}
+        new = f"{path}/{record['payload']['file']}"
+        text = _record_json(record)
+        try:
+            self._write(fs, new, data)
+            if self._rename:  # a local filesystem: a temporary file, then a rename
+                tmp = f"{path}/{TMP_PREFIX}{MANIFEST_FILE}"
+                _write_file(tmp, text, fsync=self._fsync)
+                os.replace(tmp, f"{path}/{MANIFEST_FILE}")
+            else:
+                self._write(fs, f"{path}/{MANIFEST_FILE}", text)
+        except Exception as err:
+            self._remove_quietly(fs, new)
+            raise CheckpointError(
+                f"Checkpoint {checkpoint_id!r} in {self._url} could not be rewritten "
+                f"({type(err).__name__}: {err}); it still holds its old payload."
+            ) from err
+        self._remove_quietly(fs, f"{path}/{old}")
 
     def manifest(self, checkpoint_id: str) -> dict[str, Any]:
         """The manifest of a checkpoint (the payload is not checked; :meth:`get` does).

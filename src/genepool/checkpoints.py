@@ -19,6 +19,7 @@ so two runs given one checkpoints folder never delete each other's checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -86,6 +87,8 @@ OWNER_FORMAT = 1
 _BAD_NAME_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 _MEMBER_DIR = re.compile(r"m(0|[1-9][0-9]*)")
 _CHECKPOINT_DIR = re.compile(r"s(0|[1-9][0-9]*)-[0-9a-f]{32}")
+#: The payload file a manifest may name: ``payload.bin``, or the one :meth:`rewrite` wrote.
+_PAYLOAD_NAME = re.compile(r"payload(-[0-9a-f]{32})?\.bin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,18 @@ class CheckpointStore(ABC):
     @abstractmethod
     def delete(self, checkpoint_id: str) -> None:
         """Remove a checkpoint (a no-op if it is gone already)."""
+
+    def rewrite(self, checkpoint_id: str, blob: bytes) -> None:
+        """Replace a checkpoint's payload with ``blob``, the same state in a newer format
+        (``genepool migrate``). Its id, manifest fields and owner stay; a reader sees the
+        old payload or the new one, whole. Not for a checkpoint a run is using: a reader
+        that read the manifest just before may find the old payload gone.
+
+        Raises:
+            CheckpointError: The checkpoint is missing or torn, or could not be rewritten
+                (then it still holds its old payload).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot rewrite a checkpoint")
 
     def discard(self, checkpoint_id: str) -> None:
         """Remove a checkpoint that nothing refers to any more (the worker's call, after
@@ -374,6 +389,14 @@ class MemoryCheckpoints(CheckpointStore):
     def manifest(self, checkpoint_id: str) -> dict[str, Any]:
         """The manifest of a checkpoint; see :meth:`CheckpointStore.manifest`."""
         return copy.deepcopy(self._entry(checkpoint_id)[1])
+
+    def rewrite(self, checkpoint_id: str, blob: bytes) -> None:
+        """Replace a checkpoint's payload; see :meth:`CheckpointStore.rewrite`."""
+        data = bytes(blob)
+        with self._lock:
+            record = copy.deepcopy(self._entry(checkpoint_id)[1])
+            record["payload"].update(_payload_record(data))
+            self._blobs[checkpoint_id] = (data, record)
 
     def delete(self, checkpoint_id: str) -> None:
         """Remove a checkpoint (a no-op if it is gone already)."""
@@ -621,7 +644,8 @@ class LocalCheckpoints(CheckpointStore):
         run_dir = os.path.dirname(member_dir)
         with self._lock:
             full = len(self._spares.get(run_dir, ())) >= SPARES_PER_RUN
-        if full or _size(os.path.join(path, PAYLOAD_FILE)) > SPARE_MAX_BYTES:
+        # (a directory whose payload was rewritten has no payload.bin: it is not kept)
+        if full or not 0 <= _size(os.path.join(path, PAYLOAD_FILE)) <= SPARE_MAX_BYTES:
             self.delete(checkpoint_id)
             return
         spare = os.path.join(member_dir, f"{TMP_PREFIX}spare-{self._token}-{next(self._seq)}")
@@ -751,16 +775,50 @@ class LocalCheckpoints(CheckpointStore):
 
     def _read_payload(self, checkpoint_id: str, path: str) -> bytes:
         record = self._read_manifest(checkpoint_id, path)
+        name = record["payload"]["file"]
         try:
-            with open(os.path.join(path, PAYLOAD_FILE), "rb") as f:
+            with open(os.path.join(path, name), "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             if not os.path.isdir(path):
                 raise self._missing(checkpoint_id) from None
-            raise self._torn(checkpoint_id, f"{PAYLOAD_FILE} is missing") from None
+            raise self._torn(checkpoint_id, f"{name} is missing") from None
         except OSError as err:
-            raise self._torn(checkpoint_id, f"{PAYLOAD_FILE} is unreadable: {err}") from err
+            raise self._torn(checkpoint_id, f"{name} is unreadable: {err}") from err
         return _check_payload(data, record, checkpoint_id, self._root)
+
+    def rewrite(self, checkpoint_id: str, blob: bytes) -> None:
+        """Replace a checkpoint's payload; see :meth:`CheckpointStore.rewrite`.
+
+        The new payload goes into a file of a new name, then the manifest is replaced
+        (a rename) by one that names it, then the old payload file is removed: at every
+        moment the manifest names a complete payload.
+        """
+        if self._read_only:
+            raise _read_only(self, "rewrite")
+        path = self._path(checkpoint_id)
+        record = self._read_manifest(checkpoint_id, path)
+        old = record["payload"]["file"]
+        data = bytes(blob)
+        record["payload"] = {"file": f"payload-{os.urandom(16).hex()}.bin", **_payload_record(data)}
+        new = os.path.join(path, record["payload"]["file"])
+        tmp = os.path.join(path, TMP_PREFIX + MANIFEST_FILE)
+        try:
+            _write_file(new, data, fsync=self._fsync)
+            _write_file(tmp, _record_json(record), fsync=self._fsync)
+            os.replace(tmp, os.path.join(path, MANIFEST_FILE))
+            if self._fsync:
+                _fsync_dir(path)
+        except OSError as err:
+            for leftover in (tmp, new):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+            raise CheckpointError(
+                f"Checkpoint {checkpoint_id!r} in {self._root} could not be rewritten ({err}); "
+                "it still holds its old payload."
+            ) from err
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(path, old))
 
     def manifest(self, checkpoint_id: str) -> dict[str, Any]:
         """The manifest of a checkpoint (the payload is not checked; :meth:`get` does).
@@ -954,6 +1012,9 @@ def _parse_manifest(raw: bytes, checkpoint_id: str, where: str) -> dict[str, Any
         or not isinstance(record.get("fields"), dict)
     ):
         raise _torn(checkpoint_id, where, f"{MANIFEST_FILE} lacks the payload's size or hash")
+    name = payload.setdefault("file", PAYLOAD_FILE)
+    if type(name) is not str or not _PAYLOAD_NAME.fullmatch(name):
+        raise _torn(checkpoint_id, where, f"{MANIFEST_FILE} names the payload file {name!r}")
     return record
 
 
@@ -1187,6 +1248,16 @@ def _created() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micro:06d}Z"
 
 
+def _payload_record(data: bytes) -> dict[str, Any]:
+    """The manifest's ``size`` and ``sha256`` of a payload."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _record_json(record: Mapping[str, Any]) -> bytes:
+    """A manifest (a dict) as the text of ``manifest.json``."""
+    return (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
 def _build_manifest(
     checkpoint_id: str,
     run: str,
@@ -1202,11 +1273,7 @@ def _build_manifest(
         "run": run,
         "member": int(member),
         "step": int(step),
-        "payload": {
-            "file": PAYLOAD_FILE,
-            "size": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        },
+        "payload": {"file": PAYLOAD_FILE, **_payload_record(data)},
         "created": _created(),
         "versions": dict(_versions()),
         "store": store,
@@ -1287,11 +1354,11 @@ def _fsync_dir(path: str) -> None:
 
 
 def _size(path: str) -> int:
-    """The size of a file; 0 if it cannot be read."""
+    """The size of a file; -1 if it cannot be read."""
     try:
         return os.stat(path).st_size
     except OSError:
-        return 0
+        return -1
 
 
 def _last_change(path: str) -> float:

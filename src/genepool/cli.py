@@ -1,5 +1,5 @@
 """The command line: ``genepool run``, ``status``, ``export``, ``replay``, ``report``,
-``tensorboard``.
+``tensorboard``, ``migrate``.
 
 ``genepool run train.py:train --config pbt.toml`` runs the trainable ``train`` of the file
 ``train.py`` (or of an importable module: ``mypkg.train:Trainer``) with the settings of the
@@ -46,6 +46,12 @@ picks a run when the store holds several)::
     genepool replay train.py:train --schedule schedule.json [--steps N] [--seed S] [--json]
     genepool report --storage sqlite:///pbt.db -o report.html [--png figures/]
     genepool tensorboard --storage sqlite:///pbt.db --logdir tb/ [--follow]
+
+Checkpoints hold plain data, arrays and tensors, and reading one never runs code. A run
+whose state holds other Python objects needs ``genepool run ... --trust-checkpoints``
+(they are stored with pickle, and read only by code that passes it). Checkpoints written
+by genepool before its safe format are pickles: ``genepool migrate --storage URL
+--trust-checkpoints`` rewrites them once, and then nothing needs trust to read them.
 
 ``export`` writes the best member's hyperparameter schedule (or the given member's) as
 JSON; ``replay`` trains one fresh member with it and prints its score; ``tensorboard``
@@ -248,6 +254,13 @@ def load_trainable(ref: str, *, command: str = "run") -> tuple[Any, Any]:
         raise invalid(owner, "trainable", f"a name defined in {where}", repr(attr)) from None
 
 
+TRUST_HELP = (
+    "let checkpoints hold any Python object (pickle) and read those of genepool's first "
+    "format: reading them can run code, so the checkpoint storage must be as trusted as "
+    "this code"
+)
+
+
 def _run(args: argparse.Namespace) -> int:
     from genepool._run import run
 
@@ -286,6 +299,8 @@ def _run(args: argparse.Namespace) -> int:
         raise invalid("genepool run", "metric", "set in the config file", "nothing")
     if args.resume:
         options["resume"] = True
+    if args.trust_checkpoints:  # a flag only: never read from a file or a store
+        options["trust_checkpoints"] = True
     known = {
         "metric",
         "mode",
@@ -518,6 +533,19 @@ def _tensorboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from genepool._migrate import migrate
+
+    done = migrate(
+        _storage(args, "migrate"),
+        args.name,
+        checkpoints=args.checkpoints,
+        trust=bool(args.trust_checkpoints),
+    )
+    _say(json.dumps(done.to_dict()))
+    return 0
+
+
 def _say(line: str, *, file: Any = None) -> None:
     """Print a line that shows run data or an error: its passwords hidden, and its
     control characters escaped (run data never writes escape sequences to a terminal)."""
@@ -548,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("--population", type=int)
     run_cmd.add_argument("--resume", action="store_true", help="the run must exist already")
     run_cmd.add_argument("--quiet", action="store_true", help="no live table")
+    run_cmd.add_argument("--trust-checkpoints", action="store_true", help=TRUST_HELP)
 
     def reader(name: str, help: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help)
@@ -586,6 +615,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     tb_cmd.add_argument(
         "--every", type=float, default=5.0, help="seconds between reads with --follow"
     )
+    migrate_cmd = reader(
+        "migrate",
+        "rewrite a run's checkpoints of genepool's first format (pickles) in the safe one",
+    )
+    migrate_cmd.add_argument("--checkpoints", help="default: beside the SQLite file")
+    migrate_cmd.add_argument(
+        "--trust-checkpoints",
+        action="store_true",
+        help="required: the old checkpoints are read with pickle, which can run code",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     handlers = {
@@ -595,6 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "replay": _replay,
         "report": _report,
         "tensorboard": _tensorboard,
+        "migrate": _migrate,
     }
     try:
         return handlers[args.command](args)
