@@ -575,3 +575,27 @@ def test_a_run_of_two_worker_processes_with_checkpoints_on_s3(tmp_path, s3_optio
     assert result.load() == pytest.approx(result.best.score)
     reopened = gp.Result.open(f"sqlite:///{tmp_path / 'pbt.db'}", checkpoints=checkpoints)
     assert reopened.load() == pytest.approx(result.best.score)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://AKIAKEY:hunter2-secret@bucket/prefix",
+        "memory://genepool-tests/x?token=hunter2-secret",
+        "gcs://bucket/prefix?password=hunter2-secret",
+    ],
+)
+def test_a_url_credential_never_shows(url: str) -> None:
+    shown: list[str] = []
+    try:
+        store = FsspecCheckpoints(url)
+        shown.append(repr(store))
+        store.get("run/m0/s1-" + "0" * 32)
+    except gp.GenepoolError as err:
+        chain: BaseException | None = err
+        while chain is not None:  # what a traceback shows
+            shown += [str(chain), repr(chain)]
+            hidden = chain.__suppress_context__
+            chain = chain.__cause__ or (None if hidden else chain.__context__)
+    assert shown
+    assert not [text for text in shown if "hunter2-secret" in text]

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from genepool._errors import CheckpointError, MissingDependencyError, invalid, missing_dependency
+from genepool._redact import MASK, redact_url, url_secrets
 from genepool.checkpoints import (
     _CHECKPOINT_DIR,
     _MEMBER_DIR,
@@ -125,6 +126,7 @@ class FsspecCheckpoints(CheckpointStore):
                 repr(storage_options),
             )
         self._url = url
+        self._shown = redact_url(url)  # for messages and repr: no password or token
         self._options = dict(storage_options or {})
         self._fsync = bool(fsync)
         self._read_only = bool(read_only)
@@ -149,8 +151,9 @@ class FsspecCheckpoints(CheckpointStore):
                     _fsync_dir(os.path.dirname(self._root))
             except OSError as err:
                 raise CheckpointError(
-                    f"The checkpoint directory {self._root} could not be created ({err})."
-                ) from err
+                    f"The checkpoint directory {self._root} could not be created "
+                    f"({self._text(err)})."
+                ) from self._cause(err)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled for worker processes: the URL and settings, not the open filesystem."""
@@ -163,6 +166,18 @@ class FsspecCheckpoints(CheckpointStore):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+    def _text(self, err: BaseException) -> str:
+        """An error's text for a message: no password or token of the URL in it."""
+        text = redact_url(str(err))
+        for secret in url_secrets(self._url):
+            text = text.replace(secret, MASK)
+        return text
+
+    def _cause(self, err: BaseException) -> BaseException | None:
+        """``err`` as the cause of a genepool error, unless its text shows a password or
+        token of the URL (then none: the message already has its text, hidden)."""
+        return None if self._text(err) != str(err) else err
 
     @property
     def url(self) -> str:
@@ -199,7 +214,7 @@ class FsspecCheckpoints(CheckpointStore):
 
     def __repr__(self) -> str:
         extra = ", read_only=True" if self._read_only else ""
-        return f"FsspecCheckpoints({self._url!r}, fsync={self._fsync}{extra})"
+        return f"FsspecCheckpoints({self._shown!r}, fsync={self._fsync}{extra})"
 
     def __len__(self) -> int:
         return len(self.ids())
@@ -233,12 +248,12 @@ class FsspecCheckpoints(CheckpointStore):
                 self._put_manifest_last(fs, final, data, text)
         except Exception as err:
             raise CheckpointError(
-                f"Checkpoint {checkpoint_id!r} could not be written to {self._url} "
-                f"({type(err).__name__}: {err}); nothing was stored. Fix: check that the "
-                "bucket or directory exists and is writable, and the credentials and "
+                f"Checkpoint {checkpoint_id!r} could not be written to {self._shown} "
+                f"({type(err).__name__}: {self._text(err)}); nothing was stored. Fix: check "
+                "that the bucket or directory exists and is writable, and the credentials and "
                 "endpoint in storage_options or the environment."
-            ) from err
-        log.debug("wrote checkpoint %s to %s (%d bytes)", checkpoint_id, self._url, len(data))
+            ) from self._cause(err)
+        log.debug("wrote checkpoint %s to %s (%d bytes)", checkpoint_id, self._shown, len(data))
         return checkpoint_id
 
     def _put_manifest_last(self, fs: Any, final: str, data: bytes, text: bytes) -> None:
@@ -324,10 +339,10 @@ class FsspecCheckpoints(CheckpointStore):
                 self._remove_tree(fs, path)
         except Exception as err:
             raise CheckpointError(
-                f"Checkpoint {checkpoint_id!r} in {self._url} could not be deleted "
-                f"({type(err).__name__}: {err})."
-            ) from err
-        log.debug("deleted checkpoint %s from %s", checkpoint_id, self._url)
+                f"Checkpoint {checkpoint_id!r} in {self._shown} could not be deleted "
+                f"({type(err).__name__}: {self._text(err)})."
+            ) from self._cause(err)
+        log.debug("deleted checkpoint %s from %s", checkpoint_id, self._shown)
 
     def sweep(
         self,
@@ -404,7 +419,7 @@ class FsspecCheckpoints(CheckpointStore):
                 path = claimed
             self._remove_quietly(fs, path)
             removed += 1
-            log.info("removed checkpoint leftover %s from %s", prefix, self._url)
+            log.info("removed checkpoint leftover %s from %s", prefix, self._shown)
         return removed
 
     # -- reading ---------------------------------------------------------------------
@@ -425,8 +440,8 @@ class FsspecCheckpoints(CheckpointStore):
             # a delete removes the manifest first: gone meanwhile, or torn
             if self._cat(fs, f"{path}/{MANIFEST_FILE}") is None:
                 raise self._missing(checkpoint_id)
-            raise _torn(checkpoint_id, self._url, f"{name} is missing")
-        return _check_payload(data, record, checkpoint_id, self._url)
+            raise _torn(checkpoint_id, self._shown, f"{name} is missing")
+        return _check_payload(data, record, checkpoint_id, self._shown)
 
     def rewrite(self, checkpoint_id: str, blob: bytes) -> None:
         """Replace a checkpoint's payload; see :meth:`CheckpointStore.rewrite`.
@@ -456,9 +471,9 @@ class FsspecCheckpoints(CheckpointStore):
         except Exception as err:
             self._remove_quietly(fs, new)
             raise CheckpointError(
-                f"Checkpoint {checkpoint_id!r} in {self._url} could not be rewritten "
-                f"({type(err).__name__}: {err}); it still holds its old payload."
-            ) from err
+                f"Checkpoint {checkpoint_id!r} in {self._shown} could not be rewritten "
+                f"({type(err).__name__}: {self._text(err)}); it still holds its old payload."
+            ) from self._cause(err)
         self._remove_quietly(fs, f"{path}/{old}")
 
     def manifest(self, checkpoint_id: str) -> dict[str, Any]:
@@ -521,33 +536,35 @@ class FsspecCheckpoints(CheckpointStore):
         except ImportError as err:
             raise missing_dependency(
                 "fsspec", "s3", "Checkpoints on a URL (FsspecCheckpoints)"
-            ) from err
+            ) from self._cause(err)
         protocol = self._url.split("://", 1)[0] if "://" in self._url else "file"
         try:
             fs, root = fsspec.core.url_to_fs(self._url, **self._options)
         except ImportError as err:
             if protocol in ("s3", "s3a"):
-                raise missing_dependency("s3fs", "s3", f"Checkpoints on {self._url!r}") from err
+                raise missing_dependency(
+                    "s3fs", "s3", f"Checkpoints on {self._shown!r}"
+                ) from self._cause(err)
             raise MissingDependencyError(
-                f"Checkpoints on {self._url!r} need fsspec's implementation of "
-                f"{protocol!r}, which is not installed ({err}). Fix: install the package "
-                "that message names."
-            ) from err
+                f"Checkpoints on {self._shown!r} need fsspec's implementation of "
+                f"{protocol!r}, which is not installed ({self._text(err)}). Fix: install the "
+                "package that message names."
+            ) from self._cause(err)
         except (ValueError, TypeError) as err:
             raise invalid(
                 "FsspecCheckpoints",
                 "url",
                 "a URL whose protocol fsspec knows, with storage_options its filesystem takes",
-                f"{self._url!r} ({type(err).__name__}: {err})",
+                f"{self._shown!r} ({type(err).__name__}: {self._text(err)})",
                 "Fix: e.g. 's3://bucket/prefix', and check the names in storage_options.",
-            ) from err
+            ) from self._cause(err)
         root = str(root).rstrip("/")
         if not root.strip("/"):
             raise invalid(
                 "FsspecCheckpoints",
                 "url",
                 "a URL that names a bucket or directory",
-                repr(self._url),
+                repr(self._shown),
                 "Fix: e.g. 's3://bucket/prefix' or 'memory://checkpoints'.",
             )
         self._fs = fs
@@ -569,7 +586,7 @@ class FsspecCheckpoints(CheckpointStore):
         return self._join(checkpoint_id)
 
     def _folder(self, run: str) -> str:
-        return f"{self._url.rstrip('/')}/{run}"
+        return f"{self._shown.rstrip('/')}/{run}"
 
     def _read_marker(self, run: str) -> bytes | None:
         return self._cat(self._filesystem(), self._join(f"{run}/{OWNER_FILE}"))
@@ -595,8 +612,8 @@ class FsspecCheckpoints(CheckpointStore):
         except Exception as err:
             raise CheckpointError(
                 f"The owner marker of {self._folder(run)} could not be written "
-                f"({type(err).__name__}: {err})."
-            ) from err
+                f"({type(err).__name__}: {self._text(err)})."
+            ) from self._cause(err)
         return self._cat(fs, path) == text
 
     def _read_manifest(self, fs: Any, checkpoint_id: str, path: str) -> dict[str, Any]:
@@ -607,15 +624,15 @@ class FsspecCheckpoints(CheckpointStore):
                 # what a delete under way leaves for a moment (it removes the manifest
                 # first), or a write or delete cut short: never loaded
                 raise CheckpointError(
-                    f"No checkpoint {checkpoint_id!r} in {self._url}: only its "
+                    f"No checkpoint {checkpoint_id!r} in {self._shown}: only its "
                     f"{PAYLOAD_FILE} is there, without {MANIFEST_FILE} (it is being "
                     "deleted, or its write or delete was cut short), so it is never "
                     "loaded; sweep() removes such leftovers."
                 )
             if left:
-                raise _foreign(checkpoint_id, self._url, f"it has no {MANIFEST_FILE}")
+                raise _foreign(checkpoint_id, self._shown, f"it has no {MANIFEST_FILE}")
             raise self._missing(checkpoint_id)
-        return _parse_manifest(raw, checkpoint_id, self._url)
+        return _parse_manifest(raw, checkpoint_id, self._shown)
 
     def _cat(self, fs: Any, path: str) -> bytes | None:
         """The bytes of an object, or None if there is none."""
@@ -625,10 +642,10 @@ class FsspecCheckpoints(CheckpointStore):
             return None
         except Exception as err:
             raise CheckpointError(
-                f"{path} could not be read from {self._url} ({type(err).__name__}: {err}). "
-                "Fix: check the connection, and the credentials and endpoint in "
-                "storage_options or the environment."
-            ) from err
+                f"{path} could not be read from {self._shown} "
+                f"({type(err).__name__}: {self._text(err)}). Fix: check the connection, and "
+                "the credentials and endpoint in storage_options or the environment."
+            ) from self._cause(err)
 
     def _find(
         self, fs: Any, path: str, *, strict: bool = False, withdirs: bool = False
@@ -641,15 +658,15 @@ class FsspecCheckpoints(CheckpointStore):
             if not strict:
                 return {}
             raise CheckpointError(
-                f"The checkpoint location {self._url} does not exist ({err}). Fix: create "
-                "the bucket, or check the URL."
-            ) from err
+                f"The checkpoint location {self._shown} does not exist ({self._text(err)}). "
+                "Fix: create the bucket, or check the URL."
+            ) from self._cause(err)
         except Exception as err:
             raise CheckpointError(
-                f"The checkpoints in {self._url} could not be listed "
-                f"({type(err).__name__}: {err}). Fix: check the connection, and the "
+                f"The checkpoints in {self._shown} could not be listed "
+                f"({type(err).__name__}: {self._text(err)}). Fix: check the connection, and the "
                 "credentials and endpoint in storage_options or the environment."
-            ) from err
+            ) from self._cause(err)
         return dict(found) if isinstance(found, Mapping) else {n: {} for n in found}
 
     def _remove_tree(self, fs: Any, path: str) -> None:
@@ -668,7 +685,7 @@ class FsspecCheckpoints(CheckpointStore):
 
     def _missing(self, checkpoint_id: str) -> CheckpointError:
         return CheckpointError(
-            f"No checkpoint {checkpoint_id!r} in {self._url}: it was deleted, or never "
+            f"No checkpoint {checkpoint_id!r} in {self._shown}: it was deleted, or never "
             "written there."
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MASK", "redact_url"]
+__all__ = ["MASK", "redact_url", "url_secrets"]
 
 #: What a hidden password reads as (as SQLAlchemy shows one).
 MASK = "***"
@@ -53,3 +53,16 @@ def redact_url(text: str) -> str:
     """
     text = _USERINFO.sub(lambda m: f"{m['head']}{MASK}{m['at']}", text)
     return _SECRET_PARAM.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords :func:`redact_url` hides in ``url``: to hide them also where a library
+    quotes them without their URL (``Invalid bucket name "key:secret@bucket"``).
+
+    Example:
+        >>> url_secrets("s3://key:hunter2@bucket/x?token=abc")
+        ['hunter2', 'abc']
+    """
+    found = [m["secret"] for m in _USERINFO.finditer(url)]
+    found += [m["secret"] for m in _SECRET_PARAM.finditer(url)]
+    return [secret for secret in found if secret]
