@@ -141,7 +141,6 @@ def test_the_reading_commands_change_nothing(finished, command, capsys):
     before, files = _digest(db), _files(db.parent)
     extra = ["--output", str(db.parent / "out" / "report.html")] if command == "report" else []
     if command == "report":
-        pytest.importorskip("plotly")
         (db.parent / "out").mkdir()
         files |= {"out"}
     assert main(command, "--storage", url, *extra) == 0
