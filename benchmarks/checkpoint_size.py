@@ -27,6 +27,7 @@ from typing import Any
 
 import genepool as gp
 from genepool import checkpoints
+from genepool.store import open_store
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -49,7 +50,8 @@ def measure(name: str, size: str) -> dict[str, Any]:
         _example(name).run(method="pbt", seed=0, size=size, storage=f"sqlite:///{db}")
         seconds = time.perf_counter() - started
         sizes = [p.stat().st_size for p in Path(f"{db}.checkpoints").glob("*/m*/s*/payload.bin")]
-        opened = gp.Result.open(f"sqlite:///{db}")
+        (name_in_store,) = open_store(f"sqlite:///{db}").runs()
+        opened = gp.Result.open(f"sqlite:///{db}", name_in_store)
         best = opened.best.checkpoint
         assert best is not None
         blob = opened._checkpoints.get(best)
@@ -57,7 +59,9 @@ def measure(name: str, size: str) -> dict[str, Any]:
         payload = checkpoints.decode(blob, **kwargs)
         plain = _tensors(payload["state"])
         decode_s = _timed(lambda: _tensors(checkpoints.decode(blob, **kwargs)["state"]))
-        encode_s = _timed(lambda: checkpoints.encode({**payload, "state": _layout(plain, payload)}))
+        encode_s = _timed(
+            lambda: checkpoints.encode({**payload, "state": _layout(plain, payload["state"])})
+        )
     return {
         "example": name,
         "size": size,
@@ -72,23 +76,28 @@ def measure(name: str, size: str) -> dict[str, Any]:
 
 
 def _tensors(state: Any) -> Any:
-    """The torch state as tensors: the first layout held ``torch.save`` bytes, which a
-    load reads with ``torch.load`` after the codec (timed with it, to compare alike)."""
+    """The state with its torch states as tensors: the first layout held ``torch.save``
+    bytes, which a load reads with ``torch.load`` after the codec (timed with it, to
+    compare alike)."""
     if isinstance(state, dict) and isinstance(state.get("genepool.torch"), bytes):
         import torch
 
         return torch.load(io.BytesIO(state["genepool.torch"]), weights_only=True)
+    if isinstance(state, dict):
+        return {k: _tensors(v) for k, v in state.items()}
     return state
 
 
-def _layout(plain: Any, payload: Any) -> Any:
-    """``plain`` as the payload's layout holds it (``torch.save`` bytes in the first)."""
-    if isinstance(payload["state"], dict) and "genepool.torch" in payload["state"]:
+def _layout(plain: Any, original: Any) -> Any:
+    """``plain`` as ``original`` holds it (``torch.save`` bytes in the first layout)."""
+    if isinstance(original, dict) and isinstance(original.get("genepool.torch"), bytes):
         import torch
 
         buffer = io.BytesIO()
         torch.save(plain, buffer)
         return {"genepool.torch": buffer.getvalue()}
+    if isinstance(original, dict):
+        return {k: _layout(plain[k], v) for k, v in original.items()}
     return plain
 
 
