@@ -537,6 +537,22 @@ def test_history_of_a_new_run_is_empty(store):
     assert history.events == ()
 
 
+def test_events_are_the_historys_events_in_order(store):
+    store.create_run(RUN, config={}, members=members(2))
+    assert store.events(RUN) == ()
+    a = must_claim(store)
+    b = must_claim(store)
+    e = [
+        Event("exploit", b.member, 1, {"donor": a.member, "new_hparams": {"lr": 0.5}}, 1.0),
+        Event("stop", a.member, 3, {"reason": "budget"}, 2.0),
+    ]
+    store.commit(b, reports=[Report(b.member, 1, {"score": 1.0}, 1.0)], events=e[:1])
+    store.commit(a, reports=[Report(a.member, 3, {"score": 2.0}, 2.0)], events=e[1:])
+    assert store.events(RUN) == tuple(e) == store.history(RUN).events
+    with pytest.raises(KeyError):
+        store.events("missing")
+
+
 # -- pins and collection -----------------------------------------------------------------
 
 

@@ -37,6 +37,10 @@ The contract (checked by ``tests/store/test_contract.py`` over every backend):
   what checkpoint folders and manifests record as their owner, so that no run deletes
   the checkpoints of another datastore's run (see
   :meth:`genepool.checkpoints.CheckpointStore.own`).
+* **Events alone.** :meth:`Store.events` is ``history(run).events``: the same events, in
+  the same order. The base class reads them through :meth:`Store.history`; a backend
+  whose history is large overrides it to read the events only (a worker restoring its
+  plateau tracker, or :class:`genepool.Result` drawing a lineage, needs no report).
 """
 
 from __future__ import annotations
@@ -269,6 +273,11 @@ class Store(ABC):
     @abstractmethod
     def history(self, run: str) -> History:
         """All reports and events of the run, each in the order they were written."""
+
+    def events(self, run: str) -> tuple[Event, ...]:
+        """The run's events in the order they were written (``history(run).events``,
+        without reading the reports where the backend can)."""
+        return self.history(run).events
 
     def runs(self) -> list[str]:
         """The names of the runs in this store."""

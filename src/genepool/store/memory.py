@@ -193,3 +193,7 @@ class MemoryStore(Store):
         with self._lock:
             r = self._run(run)
             return History(tuple(r.reports), tuple(r.events))
+
+    def events(self, run: str) -> tuple[Event, ...]:
+        with self._lock:
+            return tuple(self._run(run).events)

@@ -112,6 +112,9 @@ class StoreServer:
     def history(self, run: str) -> History:
         return self._store.history(run)
 
+    def events(self, run: str) -> tuple[Event, ...]:
+        return self._store.events(run)
+
     def runs(self) -> list[str]:
         return self._store.runs()
 
@@ -268,6 +271,10 @@ class RemoteStore(Store):
     def history(self, run: str) -> History:
         found: History = self._get(self.server.history.remote(run))
         return found
+
+    def events(self, run: str) -> tuple[Event, ...]:
+        events: tuple[Event, ...] = self._get(self.server.events.remote(run))
+        return events
 
     def runs(self) -> list[str]:
         names: list[str] = self._get(self.server.runs.remote())

@@ -1802,8 +1802,18 @@ class SQLStore(Store):
             if score is not None and key is not None and key not in metrics:
                 metrics = {key: score, **metrics}
             reports.append(Report(member, step, metrics, at))
+        return History(tuple(reports), self._events_from(event_rows, run))
+
+    def events(self, run: str) -> tuple[Event, ...]:
+        with self._tx("read") as tx:
+            st = self._state(tx, run)
+            rows = tx.all(_S_EVENTS, {"r": st.id})
+        return self._events_from(rows, run)
+
+    def _events_from(self, rows: Sequence[Sequence[Any]], run: str) -> tuple[Event, ...]:
+        """The events of ``run`` from their rows (``_S_EVENTS``)."""
         events = []
-        for seq, kind, member, step, data, at in event_rows:
+        for seq, kind, member, step, data, at in rows:
             try:
                 details = _json_object(data, "data")
                 if not (type(kind) is str and _is_int(member) and _is_int(step) and _is_num(at)):
@@ -1814,7 +1824,7 @@ class SQLStore(Store):
             except _Corrupt as err:
                 raise self._corrupt(err.at(_EVENTS_TABLE, f"seq={seq} (run {run!r})")) from None
             events.append(Event(kind, member, step, details, at))
-        return History(tuple(reports), tuple(events))
+        return tuple(events)
 
 
 def _echo_sql(statement: str) -> None:
