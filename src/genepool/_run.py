@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import hashlib
 import json
 import logging
@@ -10,10 +12,10 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -24,7 +26,7 @@ from genepool.clock import Clock, SystemClock
 from genepool.executors import Executor, ProcessExecutor, SerialExecutor
 from genepool.member import MemberView, Mode
 from genepool.policy import Budget, Explore, Perturb, Policy, Ready, Select, Truncation
-from genepool.result import Result
+from genepool.result import Result, close_store
 from genepool.space import Space
 from genepool.store import MemoryStore, Store
 from genepool.trainable import TrainableLike, check_trainable
@@ -36,6 +38,38 @@ __all__ = ["load_best", "run"]
 log = logging.getLogger("genepool")
 
 _DEFAULT = object()
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: The stores :func:`_open_storage` opened from a URL within the current :func:`run`
+#: call (``None`` outside one): the run closes them when it returns or raises.
+_opened_by_run: contextvars.ContextVar[list[Store] | None] = contextvars.ContextVar(
+    "genepool_opened_by_run", default=None
+)
+
+
+def _closes_the_stores_it_opens(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Close, when ``fn`` returns or raises, every store it opened from a URL (a store
+    passed in is the caller's, and stays open). The :class:`Result` a run returns
+    reopens its store if asked for more (its history), and closes it again with
+    :meth:`Result.close`."""
+
+    @functools.wraps(fn)
+    def closing(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        opened: list[Store] = []
+        token = _opened_by_run.set(opened)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _opened_by_run.reset(token)
+            for store in opened:
+                try:
+                    close_store(store)
+                except Exception:  # never hide the run's own outcome
+                    log.warning("could not close %r", store, exc_info=True)
+
+    return closing
 
 
 def _initial_configs(
@@ -96,6 +130,7 @@ def _graceful_interrupt(event: threading.Event, ctx: RunContext) -> Iterator[Non
         signal.signal(signal.SIGINT, previous)
 
 
+@_closes_the_stores_it_opens
 def run(
     trainable: TrainableLike,
     space: Space,
@@ -373,6 +408,7 @@ def run(
         store=the_store,
         checkpoints=the_checkpoints,
         trust=trust_checkpoints,
+        owns_store=not isinstance(storage if storage is not None else store, Store),
     )
 
 
@@ -440,7 +476,8 @@ def load_best(storage: str | Store, name: str = "run", *, trust: bool = False) -
     first format: reading those can run code, so pass it only for checkpoint storage as
     trusted as this code (see :meth:`genepool.Result.open`).
     """
-    return Result.open(storage, name, trust=trust).load()
+    with Result.open(storage, name, trust=trust) as result:
+        return result.load()
 
 
 def _open_storage(
@@ -466,6 +503,9 @@ def _open_storage(
         from genepool.store.sql import SQLStore
 
         the_store = SQLStore(storage, read_only=read_only)
+        opened = _opened_by_run.get()
+        if opened is not None:  # within run(), which closes it when it ends
+            opened.append(the_store)
     else:
         raise invalid("run", "storage", "a URL ('sqlite:///pbt.db') or a Store", repr(storage))
     if isinstance(checkpoints, CheckpointStore):

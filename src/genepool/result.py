@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import ModuleType
+from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from genepool._errors import invalid, missing_dependency
@@ -19,7 +19,7 @@ from genepool.analysis import (
 )
 from genepool.checkpoints import CheckpointStore, check_run_name, decode
 from genepool.member import Event, MemberView, Population, Report
-from genepool.store import Store
+from genepool.store import History, Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,11 +69,23 @@ class MemberResult:
 class Result:
     """The outcome of :func:`genepool.run`, read from the store.
 
+    Made, it holds only the population and the run's settings: the history
+    (:attr:`reports`, :attr:`events`, and all that is drawn from them) is read from the
+    store when first asked for, and kept.
+
+    A result that opened its store (:meth:`open` given a URL, or :func:`genepool.run`
+    given one) closes the store's connections with :meth:`close`, or at the end of a
+    ``with`` block; asked for more afterwards, it reopens them. A store passed in is
+    the caller's: never closed here.
+
     Attributes:
         name: The run's name.
         seed: The run seed (pass it again to reproduce a serial run exactly).
         stop_reason: Why the run ended: ``"budget"``, ``"time"``, ``"target"``,
             ``"plateau"`` or ``"interrupted"``.
+        population: Every member as the store has it (read when the result was made).
+
+    Example: ``with gp.Result.open("sqlite:///pbt.db") as result: print(result.best)``.
     """
 
     def __init__(
@@ -86,6 +98,7 @@ class Result:
         store: Store,
         checkpoints: CheckpointStore,
         trust: bool = False,
+        owns_store: bool = False,
     ) -> None:
         self.name = name
         self.seed = seed
@@ -94,10 +107,43 @@ class Result:
         self._store = store
         self._checkpoints = checkpoints
         self._trust = trust
+        self._owns_store = owns_store
         self.population: Population = store.population(name)
-        history = store.history(name)
-        self.reports: tuple[Report, ...] = history.reports
-        self.events: tuple[Event, ...] = history.events
+        self._history: History | None = None
+        self._events: tuple[Event, ...] | None = None
+
+    @property
+    def reports(self) -> tuple[Report, ...]:
+        """Every report, in the order written (read from the store on first use)."""
+        if self._history is None:
+            self._history = self._store.history(self.name)
+            self._events = self._history.events
+        return self._history.reports
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        """Every event (exploits, explores, failures, stops), in the order written (read
+        from the store on first use, without the reports)."""
+        if self._events is None:
+            self._events = self._store.events(self.name)
+        return self._events
+
+    def close(self) -> None:
+        """Close the store's connections if this result opened the store (see the class);
+        the history already read stays readable."""
+        if self._owns_store:
+            close_store(self._store)
+
+    def __enter__(self) -> Result:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     @classmethod
     def open(
@@ -128,7 +174,11 @@ class Result:
                 corrupt.
             KeyError: The store has no run called ``name``.
 
-        Example: ``gp.Result.open("sqlite:///pbt.db").load()`` is the best member's state.
+        The result holds the store open while it is used: close it with
+        :meth:`close`, or open it in a ``with`` block (a store passed in stays open).
+
+        Example: ``with gp.Result.open("sqlite:///pbt.db") as result: state = result.load()``
+        is the best member's state.
         """
         if type(trust) is not bool:  # never a truthy string: it lets code run
             raise invalid("Result.open", "trust", "True or False", repr(trust))
@@ -139,17 +189,26 @@ class Result:
         store, the_checkpoints = _open_storage(
             storage, checkpoints, 1, SystemClock(), read_only=True
         )
-        config = store.run_config(name)
-        active = any(m.status == "active" for m in store.population(name))
-        return cls(
-            name=name,
-            seed=int(config.get("seed", 0)),
-            metric=str(config.get("metric", "score")),
-            stop_reason="running or interrupted" if active else "ended",
-            store=store,
-            checkpoints=the_checkpoints,
-            trust=trust,
-        )
+        opened = not isinstance(storage, Store)
+        try:
+            config = store.run_config(name)
+            result = cls(
+                name=name,
+                seed=int(config.get("seed", 0)),
+                metric=str(config.get("metric", "score")),
+                stop_reason="ended",
+                store=store,
+                checkpoints=the_checkpoints,
+                trust=trust,
+                owns_store=opened,
+            )
+        except BaseException:
+            if opened:
+                close_store(store)
+            raise
+        if any(m.status == "active" for m in result.population):
+            result.stop_reason = "running or interrupted"
+        return result
 
     @property
     def members(self) -> list[MemberResult]:
@@ -280,6 +339,14 @@ class Result:
             f"Result(name={self.name!r}, members={len(self.population)}, best_score={score!r}, "
             f"stop_reason={self.stop_reason!r})"
         )
+
+
+def close_store(store: Store) -> None:
+    """Close a store's connections, for a store that has them to close (a
+    :class:`~genepool.store.SQLStore`; an in-memory store has none)."""
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
 
 
 def _pandas(what: str) -> ModuleType:

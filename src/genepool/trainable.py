@@ -36,7 +36,9 @@ exploit, or an explore without one): values it read at the start can never go st
 from __future__ import annotations
 
 import inspect
+import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -47,6 +49,13 @@ import numpy as np
 from genepool._errors import TrainableError, invalid
 
 __all__ = ["Member", "Trainable", "TrainableLike"]
+
+log = logging.getLogger("genepool")
+
+#: How long a worker waits for a training function to end once told to stop (seconds).
+#: One that does not (it ignores ``member.running``, and catches ``BaseException``
+#: around ``member.report``) is left running, and a warning names its member.
+JOIN_SECONDS = 60.0
 
 
 class Member:
@@ -148,9 +157,14 @@ class Member:
 
     @property
     def running(self) -> bool:
-        """Function API: whether to keep training (``while member.running: ...``)."""
+        """Function API: whether to keep training (``while member.running: ...``).
+
+        False once the library stops the function (the run ends, or the member starts
+        again from a checkpoint): ``member.report`` then raises to unwind it, and a loop
+        that catches that still ends here.
+        """
         session = self._session
-        return session is not None and not session.finishing
+        return session is not None and not session.stopping
 
     def restore(self) -> Any:
         """Function API: the state to start from, or ``None`` for a fresh start.
@@ -333,7 +347,9 @@ class _FunctionSession(_Session):
         self.fn = fn
         self.member = member
         self.finishing = False
+        self._unwind = False
         self._thread: threading.Thread | None = None
+        self._live: threading.Thread | None = None  # the thread whose reports count
         self._state: Any = None
         self._has_state = False
         self._observe: Observe | None = None
@@ -352,10 +368,15 @@ class _FunctionSession(_Session):
         self._state = None
         self._to_fn = threading.Semaphore(0)
         self._to_worker = threading.Semaphore(0)
-        self._thread = threading.Thread(
+        self._thread = self._live = threading.Thread(
             target=self._main, name=f"genepool-member-{self.member.id}", daemon=True
         )
         self._thread.start()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the function is being told to end (it sees ``member.running`` False)."""
+        return self.finishing or self._unwind
 
     def _handoff(self) -> None:
         self._to_fn.release()
@@ -392,11 +413,8 @@ class _FunctionSession(_Session):
         if thread is None:
             return
         self._thread = None
-        if not self._done:
-            self._unwind = True
-            self._handoff()
-        thread.join()
-        self.member._session = None
+        self._unwind = True
+        self._end(thread)
 
     def finish(self) -> None:
         """Let the function see ``running == False`` and return by itself."""
@@ -405,13 +423,33 @@ class _FunctionSession(_Session):
             return
         self.finishing = True
         self._thread = None
+        self._end(thread)
+
+    def _end(self, thread: threading.Thread) -> None:
+        """Hand the function control to end, and wait for it to (``JOIN_SECONDS`` at
+        most); one that does not is left behind, warned of, and can no longer report
+        (its reports raise to unwind it)."""
+        deadline = time.monotonic() + JOIN_SECONDS
         if not self._done:
-            self._handoff()
-        thread.join()
+            self._to_fn.release()
+            self._to_worker.acquire(timeout=JOIN_SECONDS)
+        thread.join(max(0.0, deadline - time.monotonic()))
+        self._live = None
         self.member._session = None
+        if thread.is_alive():
+            log.warning(
+                "member %d: the training function %r did not end within %.0f s of being "
+                "told to stop, and is left running in its thread. Fix: loop on "
+                "`while member.running:`, and let exceptions from member.report(...) "
+                "through (do not catch BaseException around it).",
+                self.member.id,
+                getattr(self.fn, "__name__", self.fn),
+                JOIN_SECONDS,
+            )
 
     # -- function side -----------------------------------------------------------------
     def _main(self) -> None:
+        to_worker = self._to_worker  # this start's: a later start makes new ones
         self._to_fn.acquire()
         try:
             if not self._unwind:
@@ -419,13 +457,15 @@ class _FunctionSession(_Session):
         except _Unwind:
             pass
         except BaseException as err:  # handed to the worker thread, which re-raises it
-            self._error = err
+            if self._live is threading.current_thread():
+                self._error = err
         finally:
-            self._done = True
-            self._to_worker.release()
+            if self._live is threading.current_thread():  # not a thread left behind
+                self._done = True
+                to_worker.release()
 
     def on_report(self, metrics: dict[str, Any], state: Any) -> None:
-        if self._unwind or self.finishing:
+        if self.stopping or self._live is not threading.current_thread():
             raise _Unwind()
         if state is not None:
             self._state = state

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import math
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,14 @@ from genepool.member import (
 from genepool.policy import Continue, Exploit, Policy, Stop
 from genepool.policy.stop import BEST_EVENT, PlateauTracker, run_stop_reason
 from genepool.store import Lease, Store, WorkerInfo
-from genepool.trainable import Member, TrainableLike, _FunctionSession, _Returned, _Session
+from genepool.trainable import (
+    JOIN_SECONDS,
+    Member,
+    TrainableLike,
+    _FunctionSession,
+    _Returned,
+    _Session,
+)
 from genepool.trainable import make_session as _make_session
 
 __all__ = ["RunContext", "Worker", "collect_orphans", "ended_because"]
@@ -57,6 +65,9 @@ COLLECT_AT_ONCE_BYTES = 1 << 20
 #: While a member of the run is active, a checkpoint that nothing refers to is left alone
 #: until it is this old (seconds): a worker may have written it and be about to record it.
 ORPHAN_GRACE_SECONDS = 3600.0
+#: A heartbeat that cannot renew its lease warns at most this often (seconds), so that a
+#: database that is down does not flood the log; the failures between go to DEBUG.
+HEARTBEAT_WARN_SECONDS = 60.0
 
 
 @dataclass
@@ -279,7 +290,9 @@ class Worker:
         finally:
             if beat is not None:
                 self._beat_stop.set()
-                beat.join()
+                beat.join(JOIN_SECONDS)  # a renewal may hang on a database that is down
+                if beat.is_alive():
+                    log.warning("%s: its heartbeat did not end: left behind", self.info.name)
             try:
                 self._flush_last()
             finally:
@@ -370,7 +383,7 @@ class Worker:
         population = ctx.store.population(ctx.name)
         if not any(m.ready_count for m in population):
             return  # nothing can have been recorded yet
-        events = ctx.store.history(ctx.name).events
+        events = ctx.store.events(ctx.name)  # the events alone: never every report
         self._plateau = PlateauTracker.restore(
             events, mode=population.mode, min_delta=budget.min_delta
         )
@@ -380,8 +393,11 @@ class Worker:
         self._beat_stop = threading.Event()
         ctx = self.ctx
         period = max(0.05, ctx.lease_seconds / 3)
+        failures = 0  # renewals failed in a row
+        quiet_until = -math.inf  # no second warning before then (time.monotonic)
 
         def beat() -> None:
+            nonlocal failures, quiet_until
             while not self._beat_stop.wait(period):
                 with self._lease_lock:  # the loop cannot move to another lease meanwhile
                     lease = self._current
@@ -399,8 +415,25 @@ class Worker:
                         ctx.store.renew(lease, lease_seconds=ctx.lease_seconds)
                     except StaleLeaseError:
                         self._lease_lost = True  # this very lease: the loop still holds it
-                    except Exception:  # a passing store error: the next beat tries again
-                        log.debug("lease renewal failed", exc_info=True)
+                    except Exception as err:  # maybe passing: the next beat tries again
+                        failures += 1
+                        if time.monotonic() < quiet_until:
+                            log.debug("lease renewal failed", exc_info=True)
+                            continue
+                        quiet_until = time.monotonic() + HEARTBEAT_WARN_SECONDS
+                        log.warning(
+                            "%s could not renew its lease on member %d (%d time(s) in a "
+                            "row; said at most every %.0f s): %s. If renewals keep "
+                            "failing the lease expires and another worker may take the "
+                            "member.",
+                            self.info.name,
+                            lease.member,
+                            failures,
+                            HEARTBEAT_WARN_SECONDS,
+                            err,
+                        )
+                    else:
+                        failures = 0
 
         thread = threading.Thread(target=beat, name=f"{self.info.name}-heartbeat", daemon=True)
         thread.start()

@@ -422,6 +422,6 @@ def test_a_report_column_of_the_wrong_type_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'pbt.db'}"
     gp.run(_train, SPACE, storage=url, **SETTINGS)
     execute(url, "UPDATE genepool_reports SET step = 'four' WHERE seq = 2")
-    with pytest.raises(gp.StorageError) as info:
-        gp.Result.open(url)
+    with pytest.raises(gp.StorageError) as info, gp.Result.open(url) as result:
+        result.reports  # noqa: B018 - the history is read when first asked for
     _check_message(info.value, url, "genepool_reports", "seq=2")
