@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -25,7 +27,7 @@ import pytest
 
 import genepool as gp
 from genepool.member import CheckpointRef, Event, MemberView, Report
-from genepool.store import Lease, MemoryStore, Store, WorkerInfo
+from genepool.store import Lease, MemoryStore, Store, WorkerInfo, _base
 
 StoreFactory = Callable[[gp.ManualClock, pytest.FixtureRequest], Store]
 
@@ -420,6 +422,57 @@ def test_lease_expiry_makes_member_claimable_again(store, clock):
     assert second.member == 0
     assert second.token > first.token
     assert second.worker == W2
+
+
+def exited_pid() -> int:
+    """The pid of a process of this machine that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+linux_only = pytest.mark.skipif(
+    not os.path.exists("/proc/self/ns/pid"), reason="boot ids and PID namespaces are Linux's"
+)
+
+
+#: A boot id that no kernel has: another machine (a twin container host, a cloned image).
+OTHER_BOOT = "00000000-0000-4000-8000-000000000000"
+
+
+def dead_holder(machine: str) -> WorkerInfo:
+    """A lease holder with this host name whose pid has exited, on ``machine``."""
+    return WorkerInfo(name="gone", pid=exited_pid(), proc_start=1, machine=machine)
+
+
+@linux_only
+def test_a_dead_holder_on_this_machine_loses_its_member_at_once(store):
+    store.create_run(RUN, config={}, members=members(1))
+    first = must_claim(store, dead_holder(_base._this_machine()))
+    second = must_claim(store, W2)  # no lease expiry needed
+    assert second.member == first.member == 0
+    assert view(store, 0).crashes == 1
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["another machine with this host name", "another PID namespace", "an unknown machine"],
+)
+@linux_only
+def test_a_dead_pid_elsewhere_keeps_its_member_until_its_lease_expires(store, clock, where):
+    boot, namespace = _base._this_machine().split("/", 1)
+    machine = {
+        "another machine with this host name": f"{OTHER_BOOT}/{namespace}",
+        "another PID namespace": f"{boot}/pid:[1]",
+        "an unknown machine": "",
+    }[where]
+    store.create_run(RUN, config={}, members=members(1))
+    must_claim(store, dead_holder(machine))
+    clock.advance(LEASE - 1)
+    assert claim(store, W2) is None  # its holder may be alive: the pid is not ours to read
+    clock.advance(2)
+    assert must_claim(store, W2).member == 0
+    assert view(store, 0).crashes == 1
 
 
 def test_renew_extends_the_lease(store, clock):

@@ -68,15 +68,39 @@ __all__ = [
 ]
 
 
+@functools.cache
+def _this_machine() -> str:
+    """The process space this process runs in, read once: the kernel's boot id and this
+    process's PID namespace (Linux), as ``"<boot id>/<pid namespace>"``. Two processes
+    with the same value can see each other's pids; ``""`` where it cannot be read (other
+    systems), and then no holder is ever known dead at once."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except (OSError, ValueError):
+        return ""
+    return f"{boot}/{namespace}" if boot and namespace else ""
+
+
+# A child made by fork reads its own: it may be in a new PID namespace.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_this_machine.cache_clear)
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
-    """Who holds a lease: a worker's name, host, process id and start time."""
+    """Who holds a lease: a worker's name, host, process id and start time, and the
+    process space its pid belongs to (``machine``: the kernel's boot id and the PID
+    namespace, ``"<boot id>/<pid namespace>"``; ``""`` when unknown, as in a lease written
+    by a genepool older than the field)."""
 
     name: str
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     started: float = 0.0
     proc_start: int | None = field(default_factory=lambda: _process_start(os.getpid()))
+    machine: str = field(default_factory=_this_machine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +175,13 @@ _seen_alive: dict[tuple[int, int], float] = {}
 
 
 def holder_dead(worker: WorkerInfo) -> bool:
-    """Whether a lease holder is known dead: on this host, its process is gone (or its pid
-    now belongs to a process started later). Holders on other hosts are never known dead:
-    their leases run out instead."""
-    if worker.host != _hostname():
+    """Whether a lease holder is known dead: in this very process space (the same host
+    name, boot and PID namespace), its process is gone (or its pid now belongs to a
+    process started later). Any other holder is never known dead, its lease runs out
+    instead: one on another machine, even one with the same host name (containers and
+    cloned images share host names), one in another PID namespace, and one whose machine
+    is unknown (``""``: an old lease, or a system where it cannot be read)."""
+    if worker.host != _hostname() or not worker.machine or worker.machine != _this_machine():
         return False
     try:
         os.kill(worker.pid, 0)

@@ -427,13 +427,18 @@ def _row_params(m: MemberView, text: str) -> dict[str, Any]:
 
 
 def _holder_json(w: WorkerInfo) -> str:
-    return _dumps([w.name, w.host, w.pid, _enc(w.started), w.proc_start])
+    return _dumps([w.name, w.host, w.pid, _enc(w.started), w.proc_start, w.machine])
 
 
 def _holder_from_json(text: str) -> WorkerInfo:
-    """The lease holder a row's ``holder`` holds; :class:`_Corrupt` if it is not one."""
+    """The lease holder a row's ``holder`` holds; :class:`_Corrupt` if it is not one.
+
+    A holder written by a genepool older than ``WorkerInfo.machine`` has five fields: it
+    reads back with the machine unknown (``""``), so its lease runs out rather than being
+    taken at once (its process might be on another machine with the same host name)."""
     try:
-        name, host, pid, started, proc_start = _loads(text)
+        name, host, pid, started, proc_start, *rest = _loads(text)
+        (machine,) = rest or [""]
     except (ValueError, TypeError) as err:
         raise _Corrupt(f"its holder is not a lease holder's JSON ({err})") from None
     if not (
@@ -442,9 +447,12 @@ def _holder_from_json(text: str) -> WorkerInfo:
         and _is_int(pid)
         and _is_num(started)
         and (proc_start is None or _is_int(proc_start))
+        and type(machine) is str
     ):
         raise _Corrupt(f"its holder holds values of the wrong type ({text[:200]!r})")
-    return WorkerInfo(name=name, host=host, pid=pid, started=started, proc_start=proc_start)
+    return WorkerInfo(
+        name=name, host=host, pid=pid, started=started, proc_start=proc_start, machine=machine
+    )
 
 
 def _held(holder: str | None, expires: float | None, now: float) -> bool:
