@@ -31,7 +31,7 @@ from genepool.space import Space
 from genepool.store import MemoryStore, Store
 from genepool.trainable import TrainableLike, check_trainable
 from genepool.version import __version__
-from genepool.worker import RunContext, collect_orphans
+from genepool.worker import MAX_RESIDENT, RunContext, collect_orphans
 
 __all__ = ["load_best", "run"]
 
@@ -157,6 +157,7 @@ def run(
     progress_timeout: float | None = None,
     max_crashes: int = 3,
     max_ahead: int | None = None,
+    max_resident: int | None = None,
     clock: Clock | None = None,
     recent_window: int = 100,
     metrics_every: int = 1,
@@ -215,6 +216,13 @@ def run(
         max_crashes: A member whose worker died this many times is stopped as failed.
         max_ahead: No member may run more than this many ready rounds ahead of the
             slowest (workers time-sharing a large population).
+        max_resident: How many members' sessions (a model in memory, on the device with a
+            GPU; a function trainable's thread) each worker keeps between their rounds;
+            the least recently used is closed first, and starts again from its checkpoint
+            when next trained. Default: ``min(ceil(population / workers), 32)``, or ``1``
+            when the trainable asks for it (a torch model on a CUDA device: see
+            :attr:`genepool.Member.resident_limit`). Lower it when members' models do not
+            all fit in memory at once.
         clock: The time source (default: the system's); a ``ManualClock`` in tests.
         recent_window: How many recent scores each member keeps for ``WelchTTest``.
         metrics_every: Store the reported metrics other than ``metric`` only at steps that
@@ -273,6 +281,16 @@ def run(
         raise invalid("run", "recent_window", "an integer >= 2", repr(recent_window))
     if isinstance(metrics_every, bool) or not isinstance(metrics_every, int) or metrics_every < 1:
         raise invalid("run", "metrics_every", "an integer >= 1", repr(metrics_every))
+    if max_resident is not None and (
+        isinstance(max_resident, bool) or not isinstance(max_resident, int) or max_resident < 1
+    ):
+        raise invalid(
+            "run",
+            "max_resident",
+            "an integer >= 1, or None for the default",
+            repr(max_resident),
+            "Fix: pass how many members' sessions a worker may keep, e.g. max_resident=4.",
+        )
     check_trainable(trainable)
     policy = Policy(
         space=space,
@@ -385,6 +403,12 @@ def run(
         progress_timeout=progress_timeout,
         max_crashes=max_crashes,
         max_ahead=max_ahead,
+        max_resident=(
+            max_resident
+            if max_resident is not None
+            else _default_max_resident(len(members), executor, workers)
+        ),
+        resident_hint=max_resident is None,
         trust_checkpoints=trust_checkpoints,
     )
     log.info("run %r: %d members, seed %d", name, len(members), seed)
@@ -410,6 +434,18 @@ def run(
         trust=trust_checkpoints,
         owns_store=not isinstance(storage if storage is not None else store, Store),
     )
+
+
+def _default_max_resident(population: int, executor: Executor | None, workers: int) -> int:
+    """``min(ceil(population / workers), MAX_RESIDENT)``: each worker's share of the
+    population, where the executor's own count of workers wins over ``workers``."""
+    if isinstance(executor, SerialExecutor):
+        count = 1
+    else:
+        count = getattr(executor, "workers", workers) if executor is not None else workers
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        count = 1  # an executor that does not say: as many as one worker could hold
+    return max(1, min(-(-population // count), MAX_RESIDENT))
 
 
 def _own_checkpoints(

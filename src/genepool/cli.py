@@ -317,6 +317,7 @@ def _run(args: argparse.Namespace) -> int:
         "progress_timeout",
         "max_crashes",
         "max_ahead",
+        "max_resident",
         "recent_window",
         "metrics_every",
         "allow_config_change",

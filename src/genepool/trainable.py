@@ -66,6 +66,12 @@ class Member:
         rng: The member's own random stream (a ``numpy.random.Generator``): seeded from the
             run seed, the member's id and its generation, reseeded on every exploit (so a
             copy does not train on the donor's batches), and saved in its checkpoints.
+        resident_limit: How many members' sessions (their models) the worker training
+            this member should keep resident at once; ``None``: as many as the run's
+            default ``max_resident``. Set it (in ``setup`` or the function) to ``1`` when
+            the model lives on a GPU, as :class:`~genepool.integrations.torch.TorchState`
+            does for a CUDA device. The worker keeps the lowest one asked for; a
+            ``max_resident`` given to :func:`genepool.run` wins.
     """
 
     def __init__(self, *, id: int, hparams: Mapping[str, Any], rng: np.random.Generator) -> None:
@@ -81,6 +87,7 @@ class Member:
         self._generation = 0
         self._session: _FunctionSession | None = None
         self._restore_state: Any = None
+        self.resident_limit: int | None = None
 
     @classmethod
     def _keyed(

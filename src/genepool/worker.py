@@ -16,6 +16,7 @@ import math
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,9 @@ COLLECT_AT_ONCE_BYTES = 1 << 20
 #: While a member of the run is active, a checkpoint that nothing refers to is left alone
 #: until it is this old (seconds): a worker may have written it and be about to record it.
 ORPHAN_GRACE_SECONDS = 3600.0
+#: A worker keeps at most this many members' sessions resident by default (see
+#: :func:`genepool.run`'s ``max_resident``).
+MAX_RESIDENT = 32
 #: A heartbeat that cannot renew its lease warns at most this often (seconds), so that a
 #: database that is down does not flood the log; the failures between go to DEBUG.
 HEARTBEAT_WARN_SECONDS = 60.0
@@ -101,6 +105,14 @@ class RunContext:
     progress_timeout: float | None = None
     #: A member whose workers died this many times is stopped as failed.
     max_crashes: int = 3
+    #: A worker keeps at most this many members' sessions (their models, and a function
+    #: trainable's thread) resident, closing the least recently used first; a member
+    #: closed is started again from its checkpoint when next trained.
+    max_resident: int = MAX_RESIDENT
+    #: Whether a trainable may lower ``max_resident`` by asking for fewer (its member's
+    #: ``resident_limit``: 1 for a torch model on a CUDA device); ``False`` when the user
+    #: chose ``max_resident``.
+    resident_hint: bool = True
     #: Store and read any Python object in checkpoints (pickle): the checkpoint storage
     #: is then as trusted as the code. Off: checkpoints hold plain data, arrays and
     #: tensors, and reading one never runs code.
@@ -147,6 +159,115 @@ class _Resident:
     checkpoint: str | None
     generation: int
     hparams: Mapping[str, Any]
+
+    def serves(self, view: MemberView) -> str | None:
+        """How this session can train ``view``: ``"as is"``; ``"switch"`` to the donor's
+        weights of an exploit written since this worker trained it (a write that left the
+        loading to the member's next round); ``None``: not at all, the member moved on
+        without it (another worker trained it, or a failed round set it back), and it
+        starts again from its checkpoint."""
+        ckpt = view.checkpoint.id if view.checkpoint is not None else None
+        if (
+            self.checkpoint == ckpt
+            and self.generation == view.generation
+            and self.hparams == view.hparams
+            and self.handle.step == view.step
+        ):
+            return "as is"
+        if (
+            view.checkpoint is not None
+            and view.checkpoint.member != view.id
+            and not view.failed
+            and self.generation < view.generation
+        ):
+            return "switch"
+        return None
+
+
+def _close(member: int, session: _Session) -> None:
+    """End a session (its thread, and what it holds); a broken trainable that fails to
+    close is dropped anyway."""
+    try:
+        session.close()
+    except Exception:
+        log.debug("closing member %d's session raised", member, exc_info=True)
+
+
+class _Residents:
+    """The members' sessions a worker keeps between their rounds: a cache of at most
+    ``limit``, the least recently used closed first. A member closed, or dropped when
+    another worker trained it meanwhile, starts again from its checkpoint when this worker
+    next trains it, as it would after a resume.
+
+    Args:
+        limit: How many sessions at most (``RunContext.max_resident``).
+        hint: Whether a trainable may lower ``limit`` (see :attr:`Member.resident_limit`).
+    """
+
+    def __init__(self, limit: int, *, hint: bool = True) -> None:
+        self.limit = limit
+        self._hint = hint
+        self._sessions: OrderedDict[int, _Resident] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, member: int) -> bool:
+        return member in self._sessions
+
+    def members(self) -> list[int]:
+        """The resident members, least recently used first."""
+        return list(self._sessions)
+
+    def get(self, member: int) -> _Resident | None:
+        """The member's session, now the most recently used; ``None`` if not resident."""
+        res = self._sessions.get(member)
+        if res is not None:
+            self._sessions.move_to_end(member)
+        return res
+
+    def make_room(self) -> None:
+        """Close the least recently used sessions until one more fits: before a session
+        starts, so that no more than ``limit`` models are ever held at once."""
+        if self._hint:
+            for res in self._sessions.values():
+                asked = res.handle.resident_limit
+                if asked is not None and asked < self.limit:
+                    self.limit = max(1, asked)
+        while len(self._sessions) >= self.limit:
+            member, res = self._sessions.popitem(last=False)
+            _close(member, res.session)
+
+    def put(self, member: int, res: _Resident) -> None:
+        """Keep ``res`` as the member's session (call :meth:`make_room` before starting it)."""
+        self._sessions[member] = res
+        self._sessions.move_to_end(member)
+
+    def pop(self, member: int) -> _Resident | None:
+        """Forget the member's session, left open for the caller to end."""
+        return self._sessions.pop(member, None)
+
+    def drop(self, member: int) -> None:
+        """Close the member's session, if resident."""
+        res = self._sessions.pop(member, None)
+        if res is not None:
+            _close(member, res.session)
+
+    def drop_stale(self, population: Population) -> None:
+        """Close the sessions that can no longer train their member as the store has it:
+        another worker trained it (its checkpoint moved on) or ended it."""
+        for member in [
+            m
+            for m, res in self._sessions.items()
+            if population[m].status != ACTIVE or res.serves(population[m]) is None
+        ]:
+            self.drop(member)
+
+    def close_all(self) -> None:
+        """Close every session."""
+        while self._sessions:
+            member, res = self._sessions.popitem(last=False)
+            _close(member, res.session)
 
 
 def ended_because(population: Population) -> str:
@@ -227,7 +348,7 @@ class Worker:
     def __init__(self, ctx: RunContext, *, name: str = "worker-0") -> None:
         self.ctx = ctx
         self.info = WorkerInfo(name=name, started=ctx.clock.now())
-        self._resident: dict[int, _Resident] = {}
+        self._resident = _Residents(ctx.max_resident, hint=ctx.resident_hint)
         self._plateau = PlateauTracker(min_delta=ctx.policy.budget.min_delta)
         self._counter = ctx.policy.ready.counter
         self._current: Lease | None = None
@@ -440,20 +561,13 @@ class Worker:
         return thread
 
     def _drop(self, member: int) -> None:
-        res = self._resident.pop(member, None)
-        if res is not None:
-            try:
-                res.session.close()
-            except Exception:
-                log.debug("closing member %d's session raised", member, exc_info=True)
+        self._resident.drop(member)
 
     def close(self) -> None:
         """End every resident session; delete the replaced checkpoints nothing refers to,
         and the checkpoint directories kept for reuse."""
         try:
-            for res in self._resident.values():
-                res.session.close()
-            self._resident.clear()
+            self._resident.close_all()
         finally:
             try:
                 self._collect_replaced()
@@ -468,23 +582,12 @@ class Worker:
     def _resident_for(self, view: MemberView) -> _Resident:
         """The member's session, in the state the store says it is in."""
         res = self._resident.get(view.id)
-        ckpt = view.checkpoint.id if view.checkpoint is not None else None
-        if (
-            res is not None
-            and res.checkpoint == ckpt
-            and res.generation == view.generation
-            and res.hparams == view.hparams
-            and res.handle.step == view.step
-        ):
+        serves = res.serves(view) if res is not None else None
+        if res is not None and serves == "as is":
             return res
         ctx = self.ctx
-        if (
-            res is not None
-            and view.checkpoint is not None
-            and view.checkpoint.member != view.id
-            and not view.failed
-            and res.generation < view.generation
-        ):
+        ckpt = view.checkpoint.id if view.checkpoint is not None else None
+        if res is not None and serves == "switch" and view.checkpoint is not None:
             # it exploited since this worker trained it, in a write that left the loading
             # of the donor's weights to its next round: switch the session to them
             payload = ctx.read_checkpoint(view.checkpoint.id)
@@ -497,7 +600,8 @@ class Worker:
             self._verify(res.session, view.hparams, view.id)
             return res
         if res is not None:
-            res.session.close()
+            self._resident.drop(view.id)
+        self._resident.make_room()
         state = start = None
         if view.checkpoint is not None:
             payload = ctx.read_checkpoint(view.checkpoint.id)
@@ -518,13 +622,14 @@ class Worker:
         session.start(view.hparams, state)
         self._verify(session, view.hparams, view.id)
         res = _Resident(session, handle, ckpt, view.generation, view.hparams)
-        self._resident[view.id] = res
+        self._resident.put(view.id, res)
         return res
 
     def _round(self, lease: Lease) -> Population:
         ctx = self.ctx
         pop = ctx.store.population(ctx.name)
         read_at = ctx.clock.now()
+        self._resident.drop_stale(pop)
         view = pop[lease.member]
         if view.crashes >= ctx.max_crashes:
             return self._stop(lease, view, "crashed", [], status=FAILED)
@@ -874,12 +979,7 @@ class Worker:
         else:
             error, tb = "non-finite score: " + bad[0], ""
         log.warning("member %d failed after step %d: %s", view.id, view.step + len(reports), error)
-        res = self._resident.pop(view.id, None)
-        if res is not None:
-            try:
-                res.session.close()
-            except Exception:  # a broken trainable may fail to close; it is dropped anyway
-                log.debug("closing the failed session of member %d raised", view.id, exc_info=True)
+        self._resident.drop(view.id)
         failures = view.failures + 1
         step = view.checkpoint.step if view.checkpoint is not None else 0
         event = Event(
@@ -910,7 +1010,7 @@ class Worker:
         status: str = FINISHED,
     ) -> Population:
         ctx = self.ctx
-        res = self._resident.pop(view.id, None)
+        res = self._resident.pop(view.id)
         if res is not None:
             if isinstance(res.session, _FunctionSession):
                 res.session.finish()

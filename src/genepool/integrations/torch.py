@@ -300,7 +300,9 @@ class TorchState:
         scaler: A ``torch.amp.GradScaler``, if training uses one.
         hparams: Where each hyperparameter lives: :class:`Optimizer`, :class:`Modules`
             or :class:`Custom`. Hyperparameters not named here are left to your code.
-        device: Where the member's tensors live; a loaded state is mapped onto it.
+        device: Where the member's tensors live; a loaded state is mapped onto it. On a
+            CUDA device (or, with no ``device``, models on one), the member asks the worker
+            to keep one member's model resident at a time (see :attr:`resident_limit`).
         rng: Save and restore the global torch, NumPy and Python random states.
 
     Attributes:
@@ -350,6 +352,19 @@ class TorchState:
                     repr(target),
                 )
             target.bind(self, name)
+
+    @property
+    def resident_limit(self) -> int | None:
+        """How many members' sessions a worker should keep at once while this state is one
+        of them: ``1`` on a CUDA device (every resident member's model would hold device
+        memory), else ``None`` (as the run says). :meth:`restore` and
+        :class:`TorchTrainable` pass it to the member (:attr:`genepool.Member.resident_limit`);
+        ``gp.run(max_resident=...)`` overrides it."""
+        if self.device is not None:
+            on_cuda = self.device.type == "cuda"
+        else:
+            on_cuda = any(p.is_cuda for m in self.models.values() for p in m.parameters())
+        return 1 if on_cuda else None
 
     def _schedulers_of(self, opt: torch.optim.Optimizer) -> list[Any]:
         return [
@@ -436,8 +451,10 @@ class TorchState:
     def restore(self, member: Member) -> bool:
         """Function API: load the member's state to start from (if any), apply its hparams.
 
-        Returns whether a state was loaded (``False`` on a fresh start).
+        Returns whether a state was loaded (``False`` on a fresh start). Also tells the
+        worker how many members to keep resident (:attr:`resident_limit`).
         """
+        member.resident_limit = self.resident_limit
         state = member.restore()
         if state is not None:
             self.load_state_dict(state)
@@ -542,7 +559,9 @@ class TorchTrainable(Trainable):
     ``build`` makes the models and optimizers from the hyperparameters and returns their
     :class:`TorchState`; saving, loading (onto this member's device), applying and
     checking hyperparameters after every load are provided. Keep the data position in
-    ``self.state.counters`` so that it travels with the weights.
+    ``self.state.counters`` so that it travels with the weights. A state on a CUDA device
+    has the worker keep one member's model on the device at a time
+    (:attr:`TorchState.resident_limit`).
     """
 
     state: TorchState
@@ -553,6 +572,9 @@ class TorchTrainable(Trainable):
 
     def setup(self, hparams: Mapping[str, Any]) -> None:
         self.state = self.build(hparams)
+        member = getattr(self, "member", None)  # None when used outside a run
+        if member is not None:
+            member.resident_limit = self.state.resident_limit
         self.state.apply(hparams)
 
     def save(self) -> Any:
