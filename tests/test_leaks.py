@@ -4,6 +4,7 @@ everything still ends, and a heartbeat that cannot renew says so."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import subprocess
@@ -50,6 +51,9 @@ def _run(storage: Any, **overrides: Any) -> gp.Result:
 
 
 def _open_files() -> int:
+    """This process's open file descriptors, once the garbage of earlier tests (stores
+    they did not close) is collected: a count that only this test's leaks can raise."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -85,11 +89,11 @@ def test_twenty_sqlite_runs_leave_no_file_open(tmp_path: Path) -> None:
     for i in range(20):
         result = _run(f"sqlite:///{tmp_path / f'run{i}.db'}")
         assert result.best.step == 4
-    assert _open_files() == before
+    assert _open_files() <= before
     # the result of a run whose store was closed still reads its history (it reopens)
     assert len(result.reports) == 8
     result.close()
-    assert _open_files() == before
+    assert _open_files() <= before
 
 
 class Abort(BaseException):
@@ -108,7 +112,7 @@ def test_a_run_that_raises_closes_its_store(tmp_path: Path) -> None:
     for i in range(5):  # each has written to its database (and opened its lock file)
         with pytest.raises(Abort):
             _run(f"sqlite:///{tmp_path / f'{i}.db'}", trainable=_aborts)
-    assert _open_files() == before
+    assert _open_files() <= before
 
 
 def test_a_store_passed_in_is_never_closed() -> None:
@@ -128,7 +132,7 @@ def test_a_result_as_a_context_manager_closes_its_store(tmp_path: Path) -> None:
     with gp.Result.open(url) as result:
         assert len(result.reports) == 8
         assert _open_files() > before  # the database is open while it is read
-    assert _open_files() == before
+    assert _open_files() <= before
     assert result.best.step == 4  # what it read stays readable
 
 
