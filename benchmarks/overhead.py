@@ -317,9 +317,11 @@ def measure_processes(population: int, steps: int) -> dict[str, Any]:
                 workers=PROCESS_WORKERS,
             )
             wall = time.perf_counter() - start
+            # read while the file exists (a Result reads its history lazily)
+            reports = result.reports
+            exploits = sum(1 for e in result.events if e.kind == "exploit")
         finally:
             store.close()
-    reports = result.reports
     step_s = busywork.STEP_SECONDS
     ran = len(reports)
     spun = sum(float(r.metrics["work_s"]) for r in reports)
@@ -338,7 +340,7 @@ def measure_processes(population: int, steps: int) -> dict[str, Any]:
         "wall_s": round(wall, 3),
         "steps_run": ran,
         "steps_nominal": population * steps,
-        "exploits": sum(1 for e in result.events if e.kind == "exploit"),
+        "exploits": exploits,
         "step_work_s": round(ran * step_s, 3),
         "efficiency": round(efficiency, 4),
         "efficiency_nominal_steps": round(population * steps * step_s / PROCESS_WORKERS / wall, 4),
