@@ -151,6 +151,7 @@ def run(
     workers: int = 1,
     executor: Executor | None = None,
     resume: bool | None = None,
+    revive: bool = False,
     allow_config_change: bool = False,
     synchronous: bool = False,
     lease_seconds: float = 30.0,
@@ -206,6 +207,9 @@ def run(
             ``ProcessExecutor(workers=workers)``.
         resume: ``None`` (default): continue the run named ``name`` if the store has it,
             else start it. ``True``: it must exist. ``False``: it must not.
+        revive: Resuming, make the run's failed members active again first (from their
+            last checkpoint, their crash and failure counts cleared; a ``"revive"``
+            event each), as ``genepool revive`` does.
         allow_config_change: Resume even if the run's settings differ from the stored ones.
         synchronous: Decide in generations: a ready member waits until every active
             member has finished the same round, so all compare scores of the same round.
@@ -273,6 +277,8 @@ def run(
         raise invalid("run", "workers", "an integer >= 1", repr(workers))
     if resume not in (None, True, False):
         raise invalid("run", "resume", "None, True or False", repr(resume))
+    if type(revive) is not bool:
+        raise invalid("run", "revive", "True or False", repr(revive))
     if not isinstance(synchronous, bool):
         raise invalid("run", "synchronous", "True or False", repr(synchronous))
     if type(trust_checkpoints) is not bool:  # never a truthy string: it lets code run
@@ -383,6 +389,9 @@ def run(
                 "Fix: run with the same settings, or pass allow_config_change=True.",
             )
         seed = int(stored["seed"])
+        if revive:
+            revived = the_store.revive(name)
+            log.info("run %r: revived failed members %s", name, revived)
         members = list(the_store.population(name))
         _own_checkpoints(the_store, the_checkpoints, name, members)
         log.info("resuming run %r", name)

@@ -368,10 +368,12 @@ def _storage(args: argparse.Namespace, command: str) -> str:
 
 
 @contextlib.contextmanager
-def _opened_store(args: argparse.Namespace, command: str) -> Iterator[Store]:
+def _opened_store(
+    args: argparse.Namespace, command: str, *, read_only: bool = True
+) -> Iterator[Store]:
     """The store the arguments name, closed at the end; a SQLite file that does not exist
     is refused, never created."""
-    store = _open_store(args, command)
+    store = _open_store(args, command, read_only=read_only)
     try:
         yield store
     finally:
@@ -380,7 +382,7 @@ def _opened_store(args: argparse.Namespace, command: str) -> Iterator[Store]:
             close()
 
 
-def _open_store(args: argparse.Namespace, command: str) -> Store:
+def _open_store(args: argparse.Namespace, command: str, *, read_only: bool = True) -> Store:
     """The store the arguments name (see :func:`_opened_store`)."""
     from genepool.store import open_store
 
@@ -394,7 +396,7 @@ def _open_store(args: argparse.Namespace, command: str) -> Store:
             redact_url(url),
             "Fix: check the path (nothing was created).",
         )
-    return open_store(url, read_only=True)  # these commands only read
+    return open_store(url, read_only=read_only)  # all but revive only read
 
 
 def _run_name(store: Store, name: str | None, command: str) -> str:
@@ -547,6 +549,15 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _revive(args: argparse.Namespace) -> int:
+    """Make a run's failed members active again; print which (a JSON object)."""
+    with _opened_store(args, "revive", read_only=False) as store:
+        name = _run_name(store, args.name, "revive")
+        revived = store.revive(name, args.member)
+    _say(json.dumps({"run": name, "revived": revived}))
+    return 0
+
+
 def _say(line: str, *, file: Any = None) -> None:
     """Print a line that shows run data or an error: its passwords hidden, and its
     control characters escaped (run data never writes escape sequences to a terminal)."""
@@ -626,6 +637,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="required: the old checkpoints are read with pickle, which can run code",
     )
+    revive_cmd = reader(
+        "revive",
+        "make a run's failed members active again, from their last checkpoint (resume the "
+        "run to train them)",
+    )
+    revive_cmd.add_argument(
+        "--member",
+        type=int,
+        nargs="+",
+        help="only these members (default: every failed one)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     handlers = {
@@ -636,6 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _report,
         "tensorboard": _tensorboard,
         "migrate": _migrate,
+        "revive": _revive,
     }
     try:
         return handlers[args.command](args)

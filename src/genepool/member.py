@@ -194,8 +194,10 @@ class Event:
     """Something that changed a member: an exploit, an explore, a failure, a stop.
 
     ``kind`` is one of ``"start"``, ``"exploit"``, ``"explore"``, ``"failure"``, ``"stop"``,
-    ``"resume"``. ``data`` holds the details (for an exploit: ``donor``, ``checkpoint``,
-    ``donor_step``, ``old_step``, ``old_hparams``, ``new_hparams``).
+    ``"resume"``, ``"revive"``. ``data`` holds the details (for an exploit: ``donor``,
+    ``checkpoint``, ``donor_step``, ``old_step``, ``old_hparams``, ``new_hparams``; for a
+    revive, a failed member made active again: the ``reason`` it stopped for, its
+    ``crashes`` and ``failures``).
     """
 
     kind: str

@@ -343,11 +343,16 @@ class Worker:
     Args:
         ctx: The run.
         name: This worker's name (appears in leases and logs).
+        driver: The pid of the run's driver, in this process space (this process for a
+            serial run): a worker that dies with it counts no crash against its member.
+            ``None``: no driver is known, and every death counts one.
     """
 
-    def __init__(self, ctx: RunContext, *, name: str = "worker-0") -> None:
+    def __init__(
+        self, ctx: RunContext, *, name: str = "worker-0", driver: int | None = None
+    ) -> None:
         self.ctx = ctx
-        self.info = WorkerInfo(name=name, started=ctx.clock.now())
+        self.info = WorkerInfo.with_driver(name, started=ctx.clock.now(), driver=driver)
         self._resident = _Residents(ctx.max_resident, hint=ctx.resident_hint)
         self._plateau = PlateauTracker(min_delta=ctx.policy.budget.min_delta)
         self._counter = ctx.policy.ready.counter
@@ -777,6 +782,8 @@ class Worker:
             score=score,
             recent=(view.recent + tuple(scores))[-ctx.recent_window :],
             failures=0,
+            # progress: only a run of crashes without it stops the member (max_crashes)
+            crashes=0 if step > view.step else view.crashes,
             ready_count=view.ready_count + 1 if ready else view.ready_count,
             ready_counter=counter if ready else view.ready_counter,
         )

@@ -152,7 +152,7 @@ def test_a_hung_member_is_taken_over_and_the_run_ends(tmp_path):
     assert json.loads(out.strip().splitlines()[-1])["stop_reason"] == "budget"
     population = SQLStore(storage).population("run")
     assert all(m.status == "finished" and m.step == BUDGET for m in population)
-    assert population[1].crashes == 1
+    assert population[1].crashes == 0  # counted at the takeover, cleared by a checkpoint
     lines = M.read_log(str(tmp_path / "log.txt"))
     hang = next(i for i, line in enumerate(lines) if line[0] == "hang")
     hung_pid = lines[hang][3]
@@ -198,7 +198,7 @@ def test_a_hung_worker_that_wakes_up_cannot_write_for_its_member(tmp_path):
     assert not [r for r in history.reports if r.metrics.get("woke")]
     population = store.population("run")
     assert all(m.status == "finished" and m.step == BUDGET for m in population)
-    assert population[1].crashes == 1
+    assert population[1].crashes == 0  # counted at the takeover, cleared by a checkpoint
     # nor the checkpoint directory: only each member's current checkpoint is there
     root = tmp_path / "pbt.db.checkpoints" / "run"
     on_disk = {f"run/{p.parent.name}/{p.name}" for p in root.glob("m*/s*")}

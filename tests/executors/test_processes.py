@@ -80,7 +80,7 @@ def test_a_killed_worker_is_replaced_and_its_member_resumes(tmp_path: Path, api:
     assert result.stop_reason == "budget"
     assert executor.started_processes == 3, "the dead worker was not replaced"
     assert all(m.status == "finished" and m.step == BUDGET for m in result.members)
-    assert result.population[1].crashes == 1
+    assert result.population[1].crashes == 0  # counted at the takeover, cleared by a checkpoint
     assert _resumed_from_a_checkpoint(lines) == 1
     _no_restart_from_zero_after_a_checkpoint(lines)
 
@@ -181,7 +181,7 @@ def test_a_checkpoint_whose_worker_died_before_recording_it_is_deleted(tmp_path:
     assert executor.started_processes == 3
     assert result.stop_reason == "budget"
     assert all(m.status == "finished" and m.step == BUDGET for m in result.members)
-    assert result.population[1].crashes == 1
+    assert result.population[1].crashes == 0  # counted at the takeover, cleared by a checkpoint
     assert _resumed_from_a_checkpoint(lines) == 1  # not from the orphan: nothing named it
     assert not (tmp_path / "pbt.db.checkpoints" / orphan).exists()
     _only_current_checkpoints_on_disk(tmp_path, result.population)

@@ -175,7 +175,7 @@ def test_killing_a_node_mid_run_loses_no_member(ray_cluster: LocalCluster, tmp_p
     lost, died_at = (int(x) for x in marker.read_text(encoding="utf-8").split())
     assert result.stop_reason == "budget"
     assert all(m.status == "finished" and m.step == BUDGET for m in result.members)
-    assert result.population[lost].crashes == 1
+    assert result.population[lost].crashes == 0  # counted at the takeover, cleared since
     assert executor.started_workers >= 3, "the lost worker was not replaced"
     _no_restart_from_zero(result.reports)
     # the lost member went on from the checkpoint it had when its node died: its next step

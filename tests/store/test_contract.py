@@ -475,6 +475,105 @@ def test_a_dead_pid_elsewhere_keeps_its_member_until_its_lease_expires(store, cl
     assert view(store, 0).crashes == 1
 
 
+def holder_with_driver(*, holder_alive: bool, driver_alive: bool, machine: str) -> WorkerInfo:
+    """A lease holder (this host name) on ``machine`` that records a driver: each of
+    them this very process (alive) or a process that has exited."""
+    here = os.getpid()
+    return WorkerInfo(
+        name="worker",
+        pid=here if holder_alive else exited_pid(),
+        proc_start=_base._process_start(here) if holder_alive else 1,
+        machine=machine,
+        driver_pid=here if driver_alive else exited_pid(),
+        driver_start=_base._process_start(here) if driver_alive else 1,
+    )
+
+
+@linux_only
+def test_a_holder_that_died_with_its_driver_counts_no_crash(store):
+    store.create_run(RUN, config={}, members=members(1))
+    here = _base._this_machine()
+    must_claim(store, holder_with_driver(holder_alive=False, driver_alive=False, machine=here))
+    assert must_claim(store, W2).member == 0  # at once: its holder is dead
+    assert view(store, 0).crashes == 0  # the driver was killed, not the member's doing
+
+
+@linux_only
+def test_a_holder_that_died_while_its_driver_lives_counts_a_crash(store):
+    store.create_run(RUN, config={}, members=members(1))
+    here = _base._this_machine()
+    must_claim(store, holder_with_driver(holder_alive=False, driver_alive=True, machine=here))
+    assert must_claim(store, W2).member == 0
+    assert view(store, 0).crashes == 1
+
+
+@pytest.mark.parametrize("where", ["a hung holder", "another machine", "an unknown machine"])
+@linux_only
+def test_an_expired_lease_whose_driver_cannot_be_checked_counts_a_crash(store, clock, where):
+    # a holder still running (hung), or one whose pids are not this machine's to read,
+    # keeps the rule even though its recorded driver pid is gone here
+    namespace = _base._this_machine().split("/", 1)[1]
+    machine = {
+        "a hung holder": _base._this_machine(),
+        "another machine": f"{OTHER_BOOT}/{namespace}",
+        "an unknown machine": "",
+    }[where]
+    alive = where == "a hung holder"
+    store.create_run(RUN, config={}, members=members(1))
+    must_claim(store, holder_with_driver(holder_alive=alive, driver_alive=False, machine=machine))
+    assert claim(store, W2) is None
+    clock.advance(LEASE + 1)
+    assert must_claim(store, W2).member == 0
+    assert view(store, 0).crashes == 1
+
+
+def fail(store: Store, member: int, **fields: object) -> None:
+    """Stop ``member`` as failed (as a worker does), with these fields."""
+    lease = must_claim(store)
+    assert lease.member == member
+    store.commit(
+        lease,
+        member=dataclasses.replace(view(store, member), status="failed", **fields),  # type: ignore[arg-type]
+        events=[Event("stop", member, 4, {"reason": "crashed"}, 1.0)],
+        release=True,
+    )
+
+
+def test_revive_makes_failed_members_active_again_from_their_checkpoint(store):
+    store.create_run(RUN, config={}, members=members(3))
+    fail(store, 0, crashes=3, failures=1, stop_reason="crashed", checkpoint=ref("c0", 0), step=4)
+    fail(store, 1, failures=3, stop_reason="failures", checkpoint=ref("c1", 1), step=4)
+    before = len(store.events(RUN))
+    assert store.revive(RUN) == [0, 1]
+    for i in (0, 1):
+        v = view(store, i)
+        assert (v.status, v.crashes, v.failures, v.stop_reason) == ("active", 0, 0, None)
+        assert v.checkpoint == ref(f"c{i}", i)
+        assert v.step == 4
+    revives = store.events(RUN)[before:]
+    assert [(e.kind, e.member, e.step) for e in revives] == [("revive", 0, 4), ("revive", 1, 4)]
+    assert dict(revives[0].data) == {"reason": "crashed", "crashes": 3, "failures": 1}
+    assert dict(revives[1].data) == {"reason": "failures", "crashes": 0, "failures": 3}
+    # they are claimed again like any active member, with no crash counted
+    assert sorted(claim_all(store)) == [0, 1, 2]
+    assert view(store, 0).crashes == 0
+    assert store.revive(RUN) == []  # nothing failed is left
+    assert len(store.events(RUN)) == before + 2
+
+
+def test_revive_takes_only_the_members_named_and_failed(store):
+    store.create_run(RUN, config={}, members=members(3))
+    fail(store, 0, stop_reason="crashed")
+    fail(store, 1, stop_reason="crashed")
+    assert store.revive(RUN, [1, 2]) == [1]  # 2 is active: left as it is
+    assert [m.status for m in store.population(RUN)] == ["failed", "active", "active"]
+    with pytest.raises(gp.StorageError, match="members"):
+        store.revive(RUN, [3])
+    assert view(store, 0).status == "failed"
+    with pytest.raises(KeyError):
+        store.revive("no such run")
+
+
 def test_renew_extends_the_lease(store, clock):
     store.create_run(RUN, config={}, members=members(1))
     lease = must_claim(store)

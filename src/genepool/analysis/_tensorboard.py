@@ -104,6 +104,11 @@ def _event_text(event: Any) -> str:
         return f"failed: {data.get('error')}"
     if event.kind == "stop":
         return f"stopped: {data.get('reason')}"
+    if event.kind == "revive":
+        return (
+            f"revived (it had stopped: {data.get('reason')}; crashes {data.get('crashes')}, "
+            f"failures {data.get('failures')})"
+        )
     return f"{event.kind}: {dict(data)}"
 
 

@@ -81,7 +81,7 @@ def worker_main(blob: bytes, index: int, parent: int) -> str:
 
     signal.signal(signal.SIGINT, graceful)
     signal.signal(signal.SIGTERM, graceful)
-    return Worker(ctx, name=f"worker-{index}-{os.getpid()}").run()
+    return Worker(ctx, name=f"worker-{index}-{os.getpid()}", driver=parent).run()
 
 
 @contextlib.contextmanager

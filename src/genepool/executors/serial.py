@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from genepool.worker import RunContext, Worker
 
 __all__ = ["SerialExecutor"]
@@ -17,7 +19,8 @@ class SerialExecutor:
 
     def run(self, ctx: RunContext) -> str:
         """Train until the run ends; return why it ended."""
-        return Worker(ctx, name="serial-0").run()
+        # the worker is the driver: when it dies, the driver died, and no crash counts
+        return Worker(ctx, name="serial-0", driver=os.getpid()).run()
 
     def __repr__(self) -> str:
         return "SerialExecutor()"

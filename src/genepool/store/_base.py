@@ -19,7 +19,15 @@ The contract (checked by ``tests/store/test_contract.py`` over every backend):
   no active member has done fewer ready rounds: it counts live members only, so a
   finished or failed member never holds it.
 * **Crashes.** A claim that takes a member whose previous lease was never released (it
-  expired, or its holder is dead) adds one to the member's ``crashes`` in the same write.
+  expired, or its holder is dead) adds one to the member's ``crashes`` in the same write,
+  unless the run's driver died with it (:func:`counts_crash`: the holder and the driver it
+  records are both known dead, in this process space): a killed driver takes its workers
+  with it, and that is no fault of their members. A holder whose driver cannot be checked
+  (none recorded, another machine, or a lease that expired while its holder still runs)
+  keeps the rule: one crash.
+* **Revive.** :meth:`Store.revive` makes failed members active again, each in one write
+  with a ``"revive"`` event: from the checkpoint they hold, with ``crashes``,
+  ``failures``, ``stop_reason`` and ``pending`` cleared, and no lease.
 * **Fencing.** Each claim bumps the member's token; :meth:`Store.commit` and
   :meth:`Store.renew` with an older token raise :class:`~genepool.StaleLeaseError`.
 * **A finished member cannot change.** Committing to a member whose status is not
@@ -45,6 +53,7 @@ The contract (checked by ``tests/store/test_contract.py`` over every backend):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import socket
@@ -54,8 +63,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from genepool._errors import StaleLeaseError
-from genepool.member import ACTIVE, Event, MemberView, Population, Report
+from genepool._errors import StaleLeaseError, StorageError
+from genepool.member import ACTIVE, FAILED, Event, MemberView, Population, Report
 
 __all__ = [
     "History",
@@ -63,6 +72,7 @@ __all__ = [
     "Store",
     "WorkerInfo",
     "claim_order",
+    "counts_crash",
     "holder_dead",
     "pick_claim",
 ]
@@ -93,7 +103,13 @@ class WorkerInfo:
     """Who holds a lease: a worker's name, host, process id and start time, and the
     process space its pid belongs to (``machine``: the kernel's boot id and the PID
     namespace, ``"<boot id>/<pid namespace>"``; ``""`` when unknown, as in a lease written
-    by a genepool older than the field)."""
+    by a genepool older than the field).
+
+    ``driver_pid`` and ``driver_start`` name the run's driver, the process that started
+    this worker (its pid and start time in clock ticks since boot), in the same process
+    space; the executors set them, ``None`` where there is no driver to name (a worker on
+    another machine) or it is unknown. A worker that dies with its driver counts no crash
+    against its member (:func:`counts_crash`)."""
 
     name: str
     host: str = field(default_factory=socket.gethostname)
@@ -101,6 +117,15 @@ class WorkerInfo:
     started: float = 0.0
     proc_start: int | None = field(default_factory=lambda: _process_start(os.getpid()))
     machine: str = field(default_factory=_this_machine)
+    driver_pid: int | None = None
+    driver_start: int | None = None
+
+    @classmethod
+    def with_driver(cls, name: str, *, started: float, driver: int | None) -> WorkerInfo:
+        """This process's info as a worker whose driver is the process ``driver`` (read
+        now: its start time tells a reused pid apart); ``driver=None`` names none."""
+        start = None if driver is None else _process_start(driver)
+        return cls(name=name, started=started, driver_pid=driver, driver_start=start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +231,53 @@ def holder_dead(worker: WorkerInfo) -> bool:
     return False
 
 
+#: The kind of the event :meth:`Store.revive` records.
+REVIVE_EVENT = "revive"
+
+
+def revived(view: MemberView, now: float) -> tuple[MemberView, Event]:
+    """A failed member made active again by :meth:`Store.revive`, and its event."""
+    data = {"reason": view.stop_reason, "crashes": view.crashes, "failures": view.failures}
+    new = dataclasses.replace(
+        view, status=ACTIVE, stop_reason=None, crashes=0, failures=0, pending=False
+    )
+    return new, Event(REVIVE_EVENT, view.id, view.step, data, now)
+
+
+def revive_ids(population: Population, members: Sequence[int] | None) -> list[int]:
+    """The failed members of ``members`` (default: all), in order; raises
+    :class:`~genepool.StorageError` for an id that is not one of the population's."""
+    size = len(population.members)
+    wanted = range(size) if members is None else sorted(set(members))
+    for i in wanted:
+        if type(i) is not int or not 0 <= i < size:
+            raise StorageError(
+                f"revive: members={list(members or ())!r} names {i!r}, not one of the run's "
+                f"member ids 0 .. {size - 1}; give ids of this run's members"
+            )
+    return [i for i in wanted if population.members[i].status == FAILED]
+
+
+def counts_crash(worker: WorkerInfo) -> bool:
+    """Whether taking over a lease ``worker`` never released counts a crash against its
+    member: not when the worker and the run's driver it records are both known dead (in
+    this process space, as :func:`holder_dead` knows it; the driver's pid gone or reused).
+    Killing the driver (a preempted job, the out-of-memory killer) ends its workers too,
+    and the member did nothing wrong. Any other lease left behind counts one: a worker that
+    died while its driver lived, one that hung until its lease expired, and one whose
+    driver cannot be checked (none recorded, or another machine)."""
+    if worker.driver_pid is None or not holder_dead(worker):
+        return True
+    driver = WorkerInfo(
+        name="driver",
+        host=worker.host,
+        pid=worker.driver_pid,
+        proc_start=worker.driver_start,
+        machine=worker.machine,
+    )
+    return not holder_dead(driver)
+
+
 @functools.cache
 def _hostname() -> str:
     """This machine's name (asked once)."""
@@ -305,6 +377,15 @@ class Store(ABC):
         """The run's events in the order they were written (``history(run).events``,
         without reading the reports where the backend can)."""
         return self.history(run).events
+
+    def revive(self, run: str, members: Sequence[int] | None = None) -> list[int]:
+        """Make the run's failed members (of ``members``; default: all) active again, in
+        one write, and return their ids: each goes on from the checkpoint it holds, with
+        ``crashes``, ``failures``, ``stop_reason`` and ``pending`` cleared and no lease,
+        and a ``"revive"`` event (data: the ``reason`` it stopped for, its ``crashes`` and
+        ``failures``). A member that is not failed is left as it is; an id that is not one
+        of the run's raises :class:`~genepool.StorageError`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot revive members")
 
     def runs(self) -> list[str]:
         """The names of the runs in this store."""

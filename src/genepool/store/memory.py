@@ -11,7 +11,17 @@ from typing import Any
 from genepool._errors import StaleLeaseError, StorageError
 from genepool.clock import Clock, SystemClock
 from genepool.member import ACTIVE, Event, MemberView, Mode, Population, Report
-from genepool.store._base import History, Lease, Store, WorkerInfo, holder_dead, pick_claim
+from genepool.store._base import (
+    History,
+    Lease,
+    Store,
+    WorkerInfo,
+    counts_crash,
+    holder_dead,
+    pick_claim,
+    revive_ids,
+    revived,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -103,7 +113,8 @@ class MemoryStore(Store):
             best = pick_claim(r.members, held, max_ahead)
             if best is None:
                 return None
-            if leases[best.id] is not None:  # never released: its holder died or hung
+            left = leases[best.id]  # never released: its holder died or hung
+            if left is not None and counts_crash(left.worker):
                 best = dataclasses.replace(best, crashes=best.crashes + 1)
                 self._write(r, best)
             r.tokens[best.id] += 1
@@ -184,6 +195,18 @@ class MemoryStore(Store):
             out = [c for c in candidates if c not in used and c not in r.pins]
             r.collected.update(out)
             return out
+
+    def revive(self, run: str, members: Sequence[int] | None = None) -> list[int]:
+        with self._lock:
+            r = self._run(run)
+            ids = revive_ids(r.snapshot, members)
+            now = self._clock.now()
+            for i in ids:
+                view, event = revived(r.members[i], now)
+                self._write(r, view)
+                r.leases[i] = None
+                r.events.append(event)
+            return ids
 
     def runs(self) -> list[str]:
         with self._lock:

@@ -115,6 +115,9 @@ class StoreServer:
     def events(self, run: str) -> tuple[Event, ...]:
         return self._store.events(run)
 
+    def revive(self, run: str, members: list[int] | None = None) -> list[int]:
+        return self._store.revive(run, members)
+
     def runs(self) -> list[str]:
         return self._store.runs()
 
@@ -275,6 +278,11 @@ class RemoteStore(Store):
     def events(self, run: str) -> tuple[Event, ...]:
         events: tuple[Event, ...] = self._get(self.server.events.remote(run))
         return events
+
+    def revive(self, run: str, members: Sequence[int] | None = None) -> list[int]:
+        wanted = None if members is None else list(members)
+        ids: list[int] = self._get(self.server.revive.remote(run, wanted))
+        return ids
 
     def runs(self) -> list[str]:
         names: list[str] = self._get(self.server.runs.remote())

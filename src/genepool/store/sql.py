@@ -75,7 +75,17 @@ from genepool._errors import StaleLeaseError, StorageError, invalid, missing_dep
 from genepool._redact import redact_url
 from genepool.clock import Clock
 from genepool.member import ACTIVE, CheckpointRef, Event, MemberView, Mode, Population, Report
-from genepool.store._base import History, Lease, Store, WorkerInfo, holder_dead, pick_claim
+from genepool.store._base import (
+    History,
+    Lease,
+    Store,
+    WorkerInfo,
+    counts_crash,
+    holder_dead,
+    pick_claim,
+    revive_ids,
+    revived,
+)
 from genepool.store.memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -427,7 +437,10 @@ def _row_params(m: MemberView, text: str) -> dict[str, Any]:
 
 
 def _holder_json(w: WorkerInfo) -> str:
-    return _dumps([w.name, w.host, w.pid, _enc(w.started), w.proc_start, w.machine])
+    return _dumps(
+        [w.name, w.host, w.pid, _enc(w.started), w.proc_start, w.machine]
+        + ([] if w.driver_pid is None else [w.driver_pid, w.driver_start])
+    )
 
 
 def _holder_from_json(text: str) -> WorkerInfo:
@@ -435,10 +448,15 @@ def _holder_from_json(text: str) -> WorkerInfo:
 
     A holder written by a genepool older than ``WorkerInfo.machine`` has five fields: it
     reads back with the machine unknown (``""``), so its lease runs out rather than being
-    taken at once (its process might be on another machine with the same host name)."""
+    taken at once (its process might be on another machine with the same host name). One
+    that names the run's driver has eight, the driver's pid and start time last; one with
+    six names none (its death counts a crash, as it always did)."""
     try:
         name, host, pid, started, proc_start, *rest = _loads(text)
-        (machine,) = rest or [""]
+        if len(rest) not in (0, 1, 3):
+            raise ValueError(f"{5 + len(rest)} fields, not 5, 6 or 8")
+        machine: Any = rest[0] if rest else ""
+        driver_pid, driver_start = rest[1:] if len(rest) == 3 else (None, None)
     except (ValueError, TypeError) as err:
         raise _Corrupt(f"its holder is not a lease holder's JSON ({err})") from None
     if not (
@@ -448,10 +466,19 @@ def _holder_from_json(text: str) -> WorkerInfo:
         and _is_num(started)
         and (proc_start is None or _is_int(proc_start))
         and type(machine) is str
+        and (driver_pid is None or _is_int(driver_pid))
+        and (driver_start is None or _is_int(driver_start))
     ):
         raise _Corrupt(f"its holder holds values of the wrong type ({text[:200]!r})")
     return WorkerInfo(
-        name=name, host=host, pid=pid, started=started, proc_start=proc_start, machine=machine
+        name=name,
+        host=host,
+        pid=pid,
+        started=started,
+        proc_start=proc_start,
+        machine=machine,
+        driver_pid=driver_pid,
+        driver_start=driver_start,
     )
 
 
@@ -1510,7 +1537,8 @@ class SQLStore(Store):
                 "version": version,
             }
             view: MemberView | None = None
-            if row.holder is not None and best.id != freed:  # never released: it died or hung
+            # never released: its holder died or hung (with its driver: no crash)
+            if row.holder is not None and best.id != freed and counts_crash(row.holder):
                 view = replace(best, crashes=best.crashes + 1)
                 text = _view_json(view)
                 params.update(_row_params(view, text))
@@ -1583,11 +1611,13 @@ class SQLStore(Store):
             token, expires = int(locked[4]) + 1, now + lease_seconds
             params: dict[str, Any] = {"token": token, "expires": expires}
             params["holder"] = _holder_json(worker)
-            if locked[6] is not None:  # never released: its holder died or hung
-                try:
-                    old = _view_from_json(locked[7])
-                except _Corrupt as err:
-                    raise err.at(_MEMBERS_TABLE, _member_row(run, st.id, best.id)) from None
+            # never released: its holder died or hung (with its driver: no crash)
+            try:
+                crashed = locked[6] is not None and counts_crash(_holder_from_json(locked[6]))
+                old = _view_from_json(locked[7]) if crashed else None
+            except _Corrupt as err:
+                raise err.at(_MEMBERS_TABLE, _member_row(run, st.id, best.id)) from None
+            if old is not None:
                 view = replace(old, crashes=old.crashes + 1)
                 params.update(_row_params(view, _view_json(view)))
                 params["version"] = self._bump(tx, st)
@@ -1787,6 +1817,27 @@ class SQLStore(Store):
             if fresh:
                 tx.many(self._i_collected, fresh)
             return out
+
+    def revive(self, run: str, members: Sequence[int] | None = None) -> list[int]:
+        with self._tx("write") as tx:
+            st = self._state(tx, run)
+            version = self._bump(tx, st)  # holds the run's lock: one revive at a time
+            rows, _ = _load_rows(tx.all(_S_ROWS_ALL, {"r": st.id}), run, st.id)
+            ids = revive_ids(Population(tuple(r.view for r in rows), st.mode), members)
+            if not ids:
+                tx.rollback()
+                return []
+            now = self._now()
+            events: list[dict[str, Any]] = []
+            for i in ids:
+                view, event = revived(rows[i].view, now)
+                params = _row_params(view, _view_json(view))
+                params.update(holder=None, expires=None, version=version)
+                tx.run(_U_MEMBER, {**params, "b_run": st.id, "b_id": i})
+                events.append(self._event_row(st, event))
+            tx.many(_I_EVENTS, events)
+        # the cache reads these rows at its next refresh (they are newer than it)
+        return ids
 
     def history(self, run: str) -> History:
         with self._tx("read") as tx:
