@@ -384,7 +384,8 @@ def checkpoint_dirs(root: Path) -> tuple[set[str], list[str]]:
 
 @pytest.mark.parametrize("interrupted", [False, True], ids=["straight", "resumed"])
 def test_only_each_member_current_checkpoint_stays_on_disk(tmp_path: Path, interrupted):
-    options: dict[str, Any] = {"budget": gp.Budget(steps=24), "initial": SPREAD}
+    # keep=0: no previous checkpoint beyond the current ones (tests/test_retention.py)
+    options: dict[str, Any] = {"budget": gp.Budget(steps=24), "initial": SPREAD, "keep": 0}
     if interrupted:
         interrupt_at(tmp_path, 2, 10)
         assert run(tmp_path, **options).stop_reason == "interrupted"

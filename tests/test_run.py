@@ -719,11 +719,13 @@ def flaky(period: int) -> type[gp.Trainable]:
         pytest.param(flaky(6), {"population": 6, "max_failures": 5}, id="flaky"),
     ],
 )
-def test_only_current_checkpoints_are_kept(trainable, options):
-    # a checkpoint nobody holds any more is deleted: the store does not grow with the run
+def test_only_current_and_kept_checkpoints_are_kept(trainable, options):
+    # a checkpoint nobody holds any more is deleted: the store does not grow with the run;
+    # each member keeps its current checkpoint and (keep=1) the one before it
     checkpoints = gp.MemoryCheckpoints()
     result = run(trainable, checkpoints=checkpoints, **options)
     current = {m.checkpoint for m in result.members if m.checkpoint is not None}
+    current |= {p.id for m in result.population for p in m.previous}
     for checkpoint in current:
         checkpoints.get(checkpoint)
     assert len(checkpoints) == len(current)

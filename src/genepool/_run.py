@@ -227,6 +227,12 @@ def run(
             when the trainable asks for it (a torch model on a CUDA device: see
             :attr:`genepool.Member.resident_limit`). Lower it when members' models do not
             all fit in memory at once.
+        keep: How many checkpoints each member keeps beyond its current one (and the one
+            an exploit pinned): its previous ones, which it falls back to when its current
+            checkpoint is torn or missing (a ``"fallback"`` event; with none readable, it
+            takes the best other member's current checkpoint, else starts afresh). A run
+            holds at most ``population x (keep + 1)`` checkpoints, plus pinned ones.
+            ``0``: only the current ones.
         clock: The time source (default: the system's); a ``ManualClock`` in tests.
         recent_window: How many recent scores each member keeps for ``WelchTTest``.
         metrics_every: Store the reported metrics other than ``metric`` only at steps that
@@ -418,6 +424,7 @@ def run(
             else _default_max_resident(len(members), executor, workers)
         ),
         resident_hint=max_resident is None,
+        keep=keep,
         trust_checkpoints=trust_checkpoints,
     )
     log.info("run %r: %d members, seed %d", name, len(members), seed)

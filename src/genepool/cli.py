@@ -318,6 +318,7 @@ def _run(args: argparse.Namespace) -> int:
         "max_crashes",
         "max_ahead",
         "max_resident",
+        "keep",
         "recent_window",
         "metrics_every",
         "allow_config_change",

@@ -75,6 +75,9 @@ class MemberView:
             keeps killing its worker (out of memory, say) is stopped.
         ready_counter: The ready counter's value at its last ready (or at the checkpoint it
             copied): the next ready counts from here, even after an interrupted round.
+        previous: The checkpoints it held before ``checkpoint``, newest first, that the
+            store keeps for it (``gp.run(keep=)`` of them): what it falls back to when its
+            current checkpoint cannot be read.
     """
 
     id: int
@@ -92,6 +95,7 @@ class MemberView:
     pending: bool = False
     crashes: int = 0
     ready_counter: float = 0.0
+    previous: tuple[CheckpointRef, ...] = ()
 
     #: Whether its latest round failed (or the failure policy stopped it).
     failed: bool = field(init=False, repr=False, compare=False)

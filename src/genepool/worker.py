@@ -113,6 +113,10 @@ class RunContext:
     #: ``resident_limit``: 1 for a torch model on a CUDA device); ``False`` when the user
     #: chose ``max_resident``.
     resident_hint: bool = True
+    #: Checkpoints each member keeps beyond its current one (and a pinned one): its
+    #: previous ones, newest first, what it falls back to when its current one cannot be
+    #: read (see ``MemberView.previous``).
+    keep: int = 1
     #: Store and read any Python object in checkpoints (pickle): the checkpoint storage
     #: is then as trusted as the code. Off: checkpoints hold plain data, arrays and
     #: tensors, and reading one never runs code.
@@ -136,6 +140,29 @@ class RunContext:
         run's trust allows."""
         blob = self.checkpoints.get(checkpoint_id)
         return decode(blob, checkpoint_id=checkpoint_id, trust=self.trust_checkpoints)
+
+
+#: The kind of the event recorded when a member's checkpoint cannot be read and it goes on
+#: from another (its previous one, a donor's) or from scratch.
+FALLBACK_EVENT = "fallback"
+#: What a :class:`CheckpointError` says of a checkpoint that is torn or gone (a member falls
+#: back from it); any other (one that needs ``trust``, a newer format) stops the run.
+_UNREADABLE = ("torn", "No checkpoint", "not a genepool checkpoint")
+
+
+class _Unreadable(CheckpointError):
+    """A member's checkpoint is torn or missing (raised by ``Worker._resident_for``)."""
+
+    def __init__(self, checkpoint_id: str, error: CheckpointError) -> None:
+        super().__init__(str(error))
+        self.checkpoint_id = checkpoint_id
+        self.error = error
+
+
+def _unreadable(err: CheckpointError) -> bool:
+    """Whether ``err`` says a checkpoint is torn or missing, not refused (``trust``)."""
+    text = str(err)
+    return "trust" not in text and any(s in text for s in _UNREADABLE)
 
 
 @dataclass
@@ -284,9 +311,10 @@ def collect_orphans(ctx: RunContext, *, grace_seconds: float | None = None) -> l
 
     Those are checkpoints written by a worker that died before it recorded them, and
     replaced ones that a worker did not live to delete. The store decides, as for every
-    delete (:meth:`Store.collect`): a member's current checkpoint, or a pinned one, is
-    never deleted. Nor is a checkpoint of another datastore (a run of the same name in the
-    same folder, with another store): only those that belong to this run's datastore
+    delete (:meth:`Store.collect`): a member's current checkpoint, one it keeps as a
+    previous one, or a pinned one, is never deleted. Nor is a checkpoint of another
+    datastore (a run of the same name in the same folder, with another store): only
+    those that belong to this run's datastore
     (:meth:`~genepool.checkpoints.CheckpointStore.owned_by`) are candidates. The driver
     calls this when a run starts (resumes) and when it ends.
 
@@ -609,7 +637,7 @@ class Worker:
         self._resident.make_room()
         state = start = None
         if view.checkpoint is not None:
-            payload = ctx.read_checkpoint(view.checkpoint.id)
+            payload = self._read(view.checkpoint.id)
             state = payload["state"]
             if view.checkpoint.member == view.id and view.failures == 0:  # its own
                 start = payload.get("rng")
@@ -671,7 +699,9 @@ class Worker:
         if view.checkpoint is not None and policy.budget_reached(view.checkpoint.counter):
             # it copied a checkpoint that has used the whole budget: nothing left to train
             return self._stop(lease, view, "budget", [])
-        res = self._resident_for(view)
+        view, res, fell_back = self._load(lease, view)
+        if fell_back is not None:
+            pop = fell_back
         handle = res.handle
         metric = self.ctx.metric
         counter_name = self._counter
@@ -824,7 +854,11 @@ class Worker:
             ckpt_id = ctx.checkpoints.put(ctx.name, view.id, step, blob, manifest=manifest)
             self._last_size = len(blob)
             res.checkpoint = ckpt_id
-            saved = dataclasses.replace(new, checkpoint=dataclasses.replace(ref, id=ckpt_id))
+            saved = dataclasses.replace(
+                new,
+                checkpoint=dataclasses.replace(ref, id=ckpt_id),
+                previous=self._previous(view),
+            )
             return saved, ckpt_id
 
         if isinstance(decision, Exploit):
@@ -832,13 +866,13 @@ class Worker:
             return self._exploit(
                 lease, new, decision, round_=(reports, events, view.checkpoint, save, seen)
             )
-        new, ckpt_id = save()
+        new, _ = save()
         if seen is not None:
             seen = self._with(new, seen)
         plain = isinstance(decision, Continue) and decision.hparams is None
         if plain and seen is not None and not self._end_round(lease, new, reports, events):
             # the member goes on: its round is written with the next claim, in one write
-            self._collect(view.checkpoint, ckpt_id)
+            self._collect(view, new)
             return seen
         pop = ctx.store.commit(
             lease,
@@ -903,10 +937,11 @@ class Worker:
         ctx = self.ctx
         reports: Sequence[Report] = ()
         events: Sequence[Event] = ()
-        old = view.checkpoint
         seen: Population | None = None
+        before = view  # the member as it stood, holding its checkpoint before the round
         if round_ is not None:
             reports, events, old, save, seen = round_
+            before = dataclasses.replace(view, checkpoint=old)
         donor_ckpt = decision.checkpoint
         new_hp = dict(decision.hparams)
         generation = view.generation + 1
@@ -920,6 +955,7 @@ class Worker:
             score=donor_ckpt.score,
             recent=(),
             ready_counter=donor_ckpt.counter,
+            previous=self._previous(before),
         )
         event = Event(
             "exploit",
@@ -950,7 +986,7 @@ class Worker:
             self._last = _LastWrite(
                 lease, new, reports, [*events, event], pin=donor_ckpt.id, abandon=abandon
             )
-            self._collect(old, donor_ckpt.id)
+            self._collect(before, new)
             return self._with(new, seen)
         try:
             # the pin and the member's new row in one write: the donor's bytes stay
@@ -961,12 +997,15 @@ class Worker:
             log.info("member %d: exploit of %s abandoned (%s)", view.id, donor_ckpt.id, err)
             if round_ is None:
                 return ctx.store.commit(lease, member=view, release=True)
-            kept, ckpt_id = save()  # it goes on with its own weights: checkpoint them
+            kept, _ = save()  # it goes on with its own weights: checkpoint them
             pop = ctx.store.commit(lease, member=kept, reports=reports, events=events, release=True)
-            self._collect(old, ckpt_id)
+            self._collect(before, kept)
             return pop
-        self._resident_for(new)  # the donor's weights, loaded now that they are pinned
-        self._collect(old, donor_ckpt.id)
+        # the donor's weights, loaded now that they are pinned
+        new, _, fell_back = self._load(lease, new)
+        if fell_back is not None:
+            pop = fell_back
+        self._collect(before, new)
         if self._end_round(lease):
             return ctx.store.commit(lease, release=True)
         return pop
@@ -1046,11 +1085,27 @@ class Worker:
         now = self.ctx.store.population(self.ctx.name) if population is None else population
         return Population(tuple(view if m.id == view.id else m for m in now.members), now.mode)
 
-    def _collect(self, old: CheckpointRef | None, current: str) -> None:
-        """``old`` was replaced by ``current``: delete it once nothing refers to it."""
-        if old is None or old.id == current:
+    def _previous(self, view: MemberView) -> tuple[CheckpointRef, ...]:
+        """The checkpoints ``view`` keeps as its previous ones once its current one is
+        replaced: the current one, then its previous ones, newest first, ``keep`` of them."""
+        held = (view.checkpoint, *view.previous) if view.checkpoint is not None else view.previous
+        kept: list[CheckpointRef] = []
+        for ref in held:
+            if len(kept) < self.ctx.keep and all(k.id != ref.id for k in kept):
+                kept.append(ref)
+        return tuple(kept)
+
+    def _collect(self, before: MemberView, after: MemberView) -> None:
+        """``after`` replaced ``before``: delete the checkpoints ``before`` held (its current
+        and previous ones) that ``after`` no longer does, once nothing refers to them."""
+        held = {ref.id for ref in after.previous}
+        if after.checkpoint is not None:
+            held.add(after.checkpoint.id)
+        old = [before.checkpoint] if before.checkpoint is not None else []
+        dropped = [ref.id for ref in (*old, *before.previous) if ref.id not in held]
+        if not dropped:
             return
-        self._replaced.append(old.id)
+        self._replaced.extend(dropped)
         if self._last is None:  # else once the write that replaces it is made
             self._maybe_collect()
 

@@ -366,8 +366,9 @@ class Store(ABC):
 
     @abstractmethod
     def collect(self, run: str, candidates: Sequence[str]) -> list[str]:
-        """Mark the candidates that nothing references as collected and return them: the
-        caller may then delete their bytes."""
+        """Mark the candidates that nothing references (no member's current checkpoint, no
+        member's ``previous``, no pin) as collected and return them: the caller may then
+        delete their bytes."""
 
     @abstractmethod
     def history(self, run: str) -> History:

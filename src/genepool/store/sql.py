@@ -308,7 +308,25 @@ def _view_json(m: MemberView) -> str:
             "pending": bool(m.pending),
             "crashes": _enc(m.crashes),
             "ready_counter": _enc(m.ready_counter),
+            **({"previous": [_ref_json(p) for p in m.previous]} if m.previous else {}),
         }
+    )
+
+
+def _ref_json(ck: CheckpointRef) -> dict[str, Any]:
+    return {
+        "id": ck.id,
+        "member": _enc(ck.member),
+        "step": _enc(ck.step),
+        "counter": _enc(ck.counter),
+        "score": _enc(ck.score),
+        "hparams": _enc_map(ck.hparams),
+    }
+
+
+def _ref_from_json(ck: Any) -> CheckpointRef:
+    return CheckpointRef(
+        ck["id"], ck["member"], ck["step"], ck["counter"], ck["score"], ck["hparams"]
     )
 
 
@@ -363,11 +381,7 @@ def _view_from_json(text: str) -> MemberView:
             generation=d.get("generation", 0),
             parent=d.get("parent"),
             status=d.get("status", ACTIVE),
-            checkpoint=None
-            if ck is None
-            else CheckpointRef(
-                ck["id"], ck["member"], ck["step"], ck["counter"], ck["score"], ck["hparams"]
-            ),
+            checkpoint=None if ck is None else _ref_from_json(ck),
             score=d.get("score"),
             recent=tuple(d.get("recent", ())),
             failures=d.get("failures", 0),
@@ -376,6 +390,7 @@ def _view_from_json(text: str) -> MemberView:
             pending=d.get("pending", False),
             crashes=d.get("crashes", 0),
             ready_counter=d.get("ready_counter", 0.0),
+            previous=tuple(_ref_from_json(p) for p in d.get("previous", ())),
         )
     except KeyError as err:
         raise _Corrupt(f"its view lacks {err}") from None
@@ -412,16 +427,23 @@ def _wrong_in_view(v: MemberView) -> str | None:
     if not _is_num(v.ready_counter):
         return f"ready_counter is {v.ready_counter!r}"
     ck = v.checkpoint
-    if ck is not None and not (
+    if ck is not None and not _good_ref(ck):
+        return f"checkpoint is {ck!r}"
+    for p in v.previous:
+        if not _good_ref(p):
+            return f"previous holds {p!r}"
+    return None
+
+
+def _good_ref(ck: CheckpointRef) -> bool:
+    return (
         type(ck.id) is str
         and _is_int(ck.member)
         and _is_int(ck.step)
         and _is_num(ck.counter)
         and (ck.score is None or _is_num(ck.score))
         and type(ck.hparams) is dict
-    ):
-        return f"checkpoint is {ck!r}"
-    return None
+    )
 
 
 def _row_params(m: MemberView, text: str) -> dict[str, Any]:
@@ -1812,6 +1834,7 @@ class SQLStore(Store):
                 for start in range(0, len(unique), _CHUNK):
                     chunk = unique[start : start + _CHUNK]
                     used.update(row[0] for row in tx.all(_S_USED, {"r": st.id, "c": chunk}))
+            used.update(self._kept(tx, st))
             out = [c for c in candidates if c not in used]
             fresh = [{"run_id": st.id, "checkpoint": c} for c in unique if c not in used]
             if fresh:
@@ -1838,6 +1861,16 @@ class SQLStore(Store):
             tx.many(_I_EVENTS, events)
         # the cache reads these rows at its next refresh (they are newer than it)
         return ids
+
+    def _kept(self, tx: _Tx, st: _RunState) -> set[str]:
+        """The checkpoints members keep as their previous ones (``MemberView.previous``),
+        read in ``collect``'s write transaction: every view written before it is in the
+        cache once it is brought up to the run's version."""
+        rows = tx.all(_S_ROWS_NEW, {"r": st.id, "v": st.version})
+        with self._lock:
+            if rows:
+                st.apply(rows)
+            return {p.id for r in st.rows for p in r.view.previous}
 
     def history(self, run: str) -> History:
         with self._tx("read") as tx:
