@@ -159,6 +159,7 @@ def run(
     max_crashes: int = 3,
     max_ahead: int | None = None,
     max_resident: int | None = None,
+    keep: int = 1,
     clock: Clock | None = None,
     recent_window: int = 100,
     metrics_every: int = 1,
@@ -302,6 +303,14 @@ def run(
             "an integer >= 1, or None for the default",
             repr(max_resident),
             "Fix: pass how many members' sessions a worker may keep, e.g. max_resident=4.",
+        )
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+        raise invalid(
+            "run",
+            "keep",
+            "an integer >= 0",
+            repr(keep),
+            "Fix: pass how many previous checkpoints each member keeps, e.g. keep=1.",
         )
     check_trainable(trainable)
     policy = Policy(

@@ -612,8 +612,126 @@ class Worker:
                 self.ctx.checkpoints.drain()
 
     # -- one ready round ---------------------------------------------------------------
+    def _read(self, checkpoint_id: str) -> Any:
+        """A checkpoint's payload; :class:`_Unreadable` if it is torn or missing."""
+        try:
+            return self.ctx.read_checkpoint(checkpoint_id)
+        except CheckpointError as err:
+            if _unreadable(err):
+                raise _Unreadable(checkpoint_id, err) from err
+            raise
+
+    def _load(
+        self, lease: Lease, view: MemberView
+    ) -> tuple[MemberView, _Resident, Population | None]:
+        """The member's session (:meth:`_resident_for`); when its checkpoint is torn or
+        missing, it falls back first (:meth:`_fall_back`): the view it goes on as, the
+        session, and the population the fallback's write returned (``None``: none)."""
+        pop = None
+        try:
+            return view, self._resident_for(view), pop
+        except _Unreadable as err:
+            view, pop = self._fall_back(lease, view, err)
+        return view, self._resident_for(view), pop
+
+    def _fall_back(
+        self, lease: Lease, view: MemberView, failed: _Unreadable
+    ) -> tuple[MemberView, Population]:
+        """``view``'s checkpoint cannot be read: go on from its previous checkpoint (the
+        newest that reads), else a donor's (the best-scoring other member's current one,
+        pinned as an exploit's), else from scratch. Written at once, with a ``"fallback"``
+        event (data: the ``checkpoint`` that failed, the ``reason``, what it fell back
+        ``to``: ``"previous"``, ``"donor"`` or ``"fresh"``, and the ``fallback``
+        checkpoint, ``None`` for a fresh start); the unreadable checkpoints are handed to
+        :meth:`Store.collect`."""
+        ctx = self.ctx
+        self._resident.drop(view.id)
+        log.warning(
+            "member %d: checkpoint %s cannot be read (%s); falling back",
+            view.id,
+            failed.checkpoint_id,
+            failed.error,
+        )
+        bad = [failed.checkpoint_id]
+        new: MemberView | None = None
+        to, pin = "fresh", None
+        for i, ref in enumerate(view.previous):
+            if ref.id in bad:
+                continue
+            try:
+                self._read(ref.id)
+            except _Unreadable:
+                bad.append(ref.id)
+                continue
+            rest = tuple(p for p in view.previous[i + 1 :] if p.id not in bad)
+            new = dataclasses.replace(
+                view,
+                checkpoint=ref,
+                step=ref.step,
+                score=ref.score,
+                ready_counter=ref.counter,
+                previous=rest,
+            )
+            to = "previous"
+            break
+        if new is None:
+            pop = ctx.store.population(ctx.name)
+            others = pop.donors(exclude=view.id)
+            donor = max(others, key=lambda m: (pop.fitness(m), -m.id)) if others else None
+            donor_ref = donor.checkpoint if donor is not None else None
+            if donor is not None and donor_ref is not None and donor_ref.id not in bad:
+                try:
+                    self._read(donor_ref.id)
+                except _Unreadable:
+                    bad.append(donor_ref.id)
+                else:
+                    new = dataclasses.replace(
+                        view,
+                        checkpoint=donor_ref,
+                        step=donor_ref.step,
+                        score=donor_ref.score,
+                        ready_counter=donor_ref.counter,
+                        recent=(),
+                        parent=donor.id,
+                        previous=(),
+                    )
+                    to, pin = "donor", donor_ref.id
+        if new is None:
+            new = dataclasses.replace(
+                view, checkpoint=None, step=0, score=None, ready_counter=0.0, recent=(), previous=()
+            )
+        event = Event(
+            FALLBACK_EVENT,
+            view.id,
+            new.step,
+            {
+                "checkpoint": failed.checkpoint_id,
+                "reason": str(failed.error),
+                "to": to,
+                "fallback": new.checkpoint.id if new.checkpoint is not None else None,
+                "unreadable": bad,
+            },
+            ctx.clock.now(),
+        )
+        try:
+            pop = ctx.store.commit(lease, member=new, events=[event], pin=pin)
+        except StorageError:
+            if pin is None:
+                raise
+            # the donor's checkpoint was collected meanwhile: start afresh instead
+            new = dataclasses.replace(
+                view, checkpoint=None, step=0, score=None, ready_counter=0.0, recent=(), previous=()
+            )
+            data = {**event.data, "to": "fresh", "fallback": None}
+            event = dataclasses.replace(event, step=0, data=data)
+            pop = ctx.store.commit(lease, member=new, events=[event])
+        log.warning("member %d fell back to %s (%s)", view.id, to, event.data["fallback"])
+        self._replaced.extend(bad)
+        return new, pop
+
     def _resident_for(self, view: MemberView) -> _Resident:
-        """The member's session, in the state the store says it is in."""
+        """The member's session, in the state the store says it is in; raises
+        :class:`_Unreadable` if its checkpoint is torn or missing."""
         res = self._resident.get(view.id)
         serves = res.serves(view) if res is not None else None
         if res is not None and serves == "as is":
@@ -623,7 +741,7 @@ class Worker:
         if res is not None and serves == "switch" and view.checkpoint is not None:
             # it exploited since this worker trained it, in a write that left the loading
             # of the donor's weights to its next round: switch the session to them
-            payload = ctx.read_checkpoint(view.checkpoint.id)
+            payload = self._read(view.checkpoint.id)
             handle = res.handle
             handle._reseed(ctx.seed, view.generation, view.failures)
             handle._generation = view.generation
@@ -881,7 +999,7 @@ class Worker:
             events=events,
             release=wait or not ready or plain,
         )
-        self._collect(view.checkpoint, ckpt_id)
+        self._collect(view, new)
         if decision is None or plain:  # at the barrier, stopped mid-round, or going on
             return pop
         return self._carry_out(lease, new, decision)

@@ -851,6 +851,57 @@ def test_a_collected_checkpoint_is_collected_once(store):
     assert store.collect(RUN, ["a1"]) in ([], ["a1"])  # idempotent: never an error
 
 
+def keep_previous(store: Store, lease: Lease, checkpoint_id: str, step: int, keep: int) -> None:
+    """Commit ``checkpoint_id`` as the member's own new checkpoint, keeping ``keep`` of the
+    ones before it in ``previous`` (as the worker does)."""
+    old = view(store, lease.member)
+    held = ((old.checkpoint,) if old.checkpoint is not None else ()) + old.previous
+    row = dataclasses.replace(
+        old,
+        step=step,
+        checkpoint=ref(checkpoint_id, lease.member, step),
+        previous=held[:keep],
+    )
+    store.commit(lease, member=row)
+
+
+def test_a_kept_previous_checkpoint_is_never_collected(store):
+    store.create_run(RUN, config={}, members=members(2))
+    a = must_claim(store)
+    keep_previous(store, a, "a1", 4, keep=1)
+    keep_previous(store, a, "a2", 8, keep=1)
+    assert view(store, a.member).previous == (ref("a1", a.member, 4),)  # read back as written
+    assert store.collect(RUN, ["a1", "a2"]) == []  # its previous one, its current one
+    keep_previous(store, a, "a3", 12, keep=1)  # a1 drops out of previous
+    assert store.collect(RUN, ["a1", "a2", "a3"]) == ["a1"]
+
+
+def test_a_member_keeps_as_many_previous_checkpoints_as_its_view_names(store):
+    store.create_run(RUN, config={}, members=members(1))
+    a = must_claim(store)
+    for step in range(1, 5):
+        keep_previous(store, a, f"a{step}", step, keep=2)
+    assert [p.id for p in view(store, a.member).previous] == ["a3", "a2"]
+    assert store.collect(RUN, ["a1", "a2", "a3", "a4"]) == ["a1"]
+    # keep=0: nothing beyond the current one, as before retention
+    keep_previous(store, a, "a5", 5, keep=0)
+    assert view(store, a.member).previous == ()
+    assert store.collect(RUN, ["a2", "a3", "a4", "a5"]) == ["a2", "a3", "a4"]
+
+
+def test_another_members_previous_checkpoint_is_kept_too(store):
+    store.create_run(RUN, config={}, members=members(2))
+    a, b = must_claim(store), must_claim(store)
+    keep_previous(store, a, "a1", 4, keep=1)
+    # b copied a1, then checkpointed its own: a1 is b's previous one, and a's
+    store.commit(b, member=dataclasses.replace(view(store, b.member), checkpoint=ref("a1", 0, 4)))
+    keep_previous(store, b, "b1", 8, keep=1)
+    keep_previous(store, a, "a2", 8, keep=0)
+    assert store.collect(RUN, ["a1"]) == []  # b keeps it
+    keep_previous(store, b, "b2", 12, keep=1)
+    assert store.collect(RUN, ["a1"]) == ["a1"]
+
+
 # -- the synchronous barrier -------------------------------------------------------------
 
 

@@ -38,6 +38,13 @@ The contract (checked by ``tests/store/test_contract.py`` over every backend):
   checkpoint that is some member's current one, or pinned, is never returned by
   :meth:`Store.collect`; a collected checkpoint can no longer be pinned (the commit
   raises :class:`~genepool.StorageError`, and the worker decides again).
+* **Retention.** A member keeps the checkpoints it held before its current one in its
+  view's ``previous`` (newest first; the worker keeps ``gp.run(keep=)`` of them, what the
+  member falls back to when its current checkpoint cannot be read). The store keeps them
+  with each write of the view: a checkpoint in some member's ``previous`` is never
+  returned by :meth:`Store.collect` either. Whoever writes a view that drops a checkpoint
+  from ``previous`` hands it to :meth:`Store.collect`. So a run holds at most
+  ``members x (keep + 1)`` checkpoints, plus the pinned ones.
 * **Identity.** :attr:`Store.identity` is a random id made once per datastore and kept in
   it: every call, every process and every store object that opens the same datastore
   reads the same string, writes never change it, and no two datastores share one (a

@@ -192,6 +192,7 @@ class MemoryStore(Store):
         with self._lock:
             r = self._run(run)
             used = {m.checkpoint.id for m in r.members if m.checkpoint is not None}
+            used.update(p.id for m in r.members for p in m.previous)
             out = [c for c in candidates if c not in used and c not in r.pins]
             r.collected.update(out)
             return out

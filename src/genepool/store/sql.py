@@ -290,16 +290,7 @@ def _view_json(m: MemberView) -> str:
             "generation": _enc(m.generation),
             "parent": _enc(m.parent),
             "status": m.status,
-            "checkpoint": None
-            if ck is None
-            else {
-                "id": ck.id,
-                "member": _enc(ck.member),
-                "step": _enc(ck.step),
-                "counter": _enc(ck.counter),
-                "score": _enc(ck.score),
-                "hparams": _enc_map(ck.hparams),
-            },
+            "checkpoint": None if ck is None else _ref_json(ck),
             "score": _enc(m.score),
             "recent": [_enc(v) for v in m.recent],
             "failures": _enc(m.failures),
