@@ -198,10 +198,13 @@ class Event:
     """Something that changed a member: an exploit, an explore, a failure, a stop.
 
     ``kind`` is one of ``"start"``, ``"exploit"``, ``"explore"``, ``"failure"``, ``"stop"``,
-    ``"resume"``, ``"revive"``. ``data`` holds the details (for an exploit: ``donor``,
-    ``checkpoint``, ``donor_step``, ``old_step``, ``old_hparams``, ``new_hparams``; for a
-    revive, a failed member made active again: the ``reason`` it stopped for, its
-    ``crashes`` and ``failures``).
+    ``"resume"``, ``"revive"``, ``"fallback"``. ``data`` holds the details (for an
+    exploit: ``donor``, ``checkpoint``, ``donor_step``, ``old_step``, ``old_hparams``,
+    ``new_hparams``; for a revive, a failed member made active again: the ``reason`` it
+    stopped for, its ``crashes`` and ``failures``; for a fallback, a member whose
+    checkpoint could not be read: that ``checkpoint``, the ``reason``, what it fell back
+    ``to``, ``"previous"``, ``"donor"`` or ``"fresh"``, the ``fallback`` checkpoint,
+    ``None`` for a fresh start, and every checkpoint found ``unreadable``).
     """
 
     kind: str
