@@ -158,12 +158,12 @@ class DiskWatch:
 
     def sample(self) -> None:
         size = count = 0
-        for path in self.folder.rglob("*"):
-            with contextlib.suppress(OSError):
-                if path.is_file():
-                    size += path.stat().st_size
-                elif path.name.startswith("s") and path.is_dir():
-                    count += 1
+        # os.walk skips a directory removed while it looks (rglob raises there)
+        for top, dirs, files in os.walk(self.folder):
+            count += sum(name.startswith("s") for name in dirs)
+            for name in files:
+                with contextlib.suppress(OSError):
+                    size += os.stat(os.path.join(top, name)).st_size
         self.peak_bytes = max(self.peak_bytes, size)
         self.peak_count = max(self.peak_count, count)
 

@@ -20,6 +20,7 @@ import pytest
 
 import genepool as gp
 from genepool.checkpoints import MANIFEST_FILE, PAYLOAD_FILE
+from genepool.member import CheckpointRef
 from tests.executors import _trainables as M
 from tests.test_resume import SPREAD, interrupt_at, run
 
@@ -50,6 +51,12 @@ def interrupted(tmp_path: Path, **options: Any) -> gp.MemberView:
     return view
 
 
+def current(view: gp.MemberView) -> CheckpointRef:
+    """The member's current checkpoint (it has one)."""
+    assert view.checkpoint is not None
+    return view.checkpoint
+
+
 def fallbacks(result: gp.Result) -> list[gp.Event]:
     return [e for e in result.events if e.kind == "fallback"]
 
@@ -57,8 +64,8 @@ def fallbacks(result: gp.Result) -> list[gp.Event]:
 def test_a_torn_current_checkpoint_falls_back_to_the_previous_one(tmp_path: Path):
     view = interrupted(tmp_path)
     # an interrupted member checkpoints where it stopped; keep=1 by default
-    assert (view.checkpoint.step, [p.step for p in view.previous]) == (AT, [8])
-    torn = view.checkpoint.id
+    assert (current(view).step, [p.step for p in view.previous]) == (AT, [8])
+    torn = current(view).id
     tear(tmp_path, torn)
     result = run(tmp_path, **OPTIONS)
     assert result.stop_reason == "budget"
@@ -75,7 +82,7 @@ def test_a_torn_current_checkpoint_falls_back_to_the_previous_one(tmp_path: Path
 
 def test_a_missing_checkpoint_falls_back_too(tmp_path: Path):
     view = interrupted(tmp_path)
-    shutil.rmtree(checkpoint_dir(tmp_path, view.checkpoint.id))
+    shutil.rmtree(checkpoint_dir(tmp_path, current(view).id))
     result = run(tmp_path, **OPTIONS)
     assert result.stop_reason == "budget"
     (event,) = fallbacks(result)
@@ -84,7 +91,7 @@ def test_a_missing_checkpoint_falls_back_too(tmp_path: Path):
 
 def test_with_current_and_previous_torn_it_takes_the_best_donor(tmp_path: Path):
     view = interrupted(tmp_path, initial=SPREAD)
-    tear(tmp_path, view.checkpoint.id)
+    tear(tmp_path, current(view).id)
     tear(tmp_path, view.previous[0].id)
     result = run(tmp_path, **OPTIONS, initial=SPREAD)
     assert result.stop_reason == "budget"
@@ -95,7 +102,7 @@ def test_with_current_and_previous_torn_it_takes_the_best_donor(tmp_path: Path):
     assert donor is not None
     assert donor != MEMBER
     assert event.data["fallback"].split("/")[-2] == f"m{donor}"  # the donor's checkpoint
-    assert set(event.data["unreadable"]) == {view.checkpoint.id, view.previous[0].id}
+    assert set(event.data["unreadable"]) == {current(view).id, view.previous[0].id}
 
 
 def test_with_nothing_to_fall_back_to_it_starts_afresh(tmp_path: Path):
@@ -105,7 +112,7 @@ def test_with_nothing_to_fall_back_to_it_starts_afresh(tmp_path: Path):
     assert first.stop_reason == "interrupted"
     view = first.population[0]
     assert view.checkpoint is not None
-    for checkpoint in (view.checkpoint, *view.previous):  # all it has
+    for checkpoint in (current(view), *view.previous):  # all it has
         tear(tmp_path, checkpoint.id)
     M.mark(str(tmp_path / "log.txt"))
     result = run(tmp_path, **options)
@@ -120,7 +127,7 @@ def test_with_nothing_to_fall_back_to_it_starts_afresh(tmp_path: Path):
 
 def test_a_checkpoint_that_needs_trust_still_stops_the_run(tmp_path: Path):
     view = interrupted(tmp_path)
-    path = checkpoint_dir(tmp_path, view.checkpoint.id) / PAYLOAD_FILE
+    path = checkpoint_dir(tmp_path, current(view).id) / PAYLOAD_FILE
     # a payload in genepool's first format (a pickle): refused without trust, not torn
     blob = pickle.dumps((1, {"state": {}, "rng": None}))
     path.write_bytes(blob)
@@ -134,7 +141,7 @@ def test_a_checkpoint_that_needs_trust_still_stops_the_run(tmp_path: Path):
 
 def test_two_worker_processes_do_not_fail_the_member(tmp_path: Path):
     view = interrupted(tmp_path)
-    tear(tmp_path, view.checkpoint.id)
+    tear(tmp_path, current(view).id)
     result = run(tmp_path, **OPTIONS, workers=2)
     assert result.stop_reason == "budget"
     assert all(m.status == "finished" and m.step == 16 for m in result.members)
