@@ -542,7 +542,9 @@ def test_a_run_with_checkpoints_on_a_url(request, tmp_path, scheme):
         url = f"memory://genepool-tests/{unique}"
     else:
         url = (tmp_path / "ckpt").as_uri()
-    result = gp.run(_train, gp.Space(lr=gp.Float(0.01, 0.5, log=True)), **SETTINGS, checkpoints=url)
+    result = gp.run(
+        _train, gp.Space(lr=gp.Float(0.01, 0.5, log=True)), **SETTINGS, checkpoints=url, keep=0
+    )
     assert result.stop_reason == "budget"
     assert all(m.step == 12 for m in result.members)
     assert result.load() == pytest.approx(result.best.score)
@@ -567,6 +569,7 @@ def test_a_run_of_two_worker_processes_with_checkpoints_on_s3(tmp_path, s3_optio
         storage=f"sqlite:///{tmp_path / 'pbt.db'}",
         checkpoints=checkpoints,
         executor=executor,
+        keep=0,  # only the current checkpoints stay
     )
     assert executor.started_processes == 2
     assert result.stop_reason == "budget"

@@ -254,7 +254,7 @@ def test_a_folder_written_before_markers_that_nothing_refers_to_is_left_untouche
     legacy = LocalCheckpoints(folder).ids("old")
     other = f"sqlite:///{tmp_path / 'other.db'}"
     with caplog.at_level(logging.WARNING, logger="genepool.checkpoints"):
-        result = run(storage=other, name="old", checkpoints=folder, seed=5)
+        result = run(storage=other, name="old", checkpoints=folder, seed=5, keep=0)
     warned = [r.getMessage() for r in caplog.records if "left untouched" in r.getMessage()]
     assert len(warned) == 1
     assert str(folder / "old") in warned[0]

@@ -199,10 +199,11 @@ def test_a_hung_worker_that_wakes_up_cannot_write_for_its_member(tmp_path):
     population = store.population("run")
     assert all(m.status == "finished" and m.step == BUDGET for m in population)
     assert population[1].crashes == 0  # counted at the takeover, cleared by a checkpoint
-    # nor the checkpoint directory: only each member's current checkpoint is there
+    # nor the checkpoint directory: only each member's current and kept previous ones
     root = tmp_path / "pbt.db.checkpoints" / "run"
     on_disk = {f"run/{p.parent.name}/{p.name}" for p in root.glob("m*/s*")}
-    assert on_disk == {m.checkpoint.id for m in population if m.checkpoint is not None}
+    current = {m.checkpoint.id for m in population if m.checkpoint is not None}
+    assert on_disk == current | {p.id for m in population for p in m.previous}
     # and without exploits each step of the member is reported once, by one holder
     assert [r.step for r in history.reports if r.member == 1] == list(range(1, BUDGET + 1))
 
