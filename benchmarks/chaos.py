@@ -1,7 +1,8 @@
 """Chaos: kill a run at random moments, resume it with the same call, until it completes.
 
-A process-executor run (8 members, 2 workers, a few ms of work a step, SQLite; with
-``--postgres`` also PostgreSQL) runs under genepool's defaults for ``max_crashes``,
+A process-executor run (8 members, 2 workers, a few ms of work a step, SQLite; without
+``--quick`` also PostgreSQL, at ``GENEPOOL_BENCH_POSTGRES_URL``, skipped with a note when
+there is no server) runs under genepool's defaults for ``max_crashes``,
 ``lease_seconds`` and ``progress_timeout``. This script starts it as a separate driver
 process and, at random moments, SIGKILLs the driver (a preempted job, the OOM killer), a
 worker, or a worker that is inside its trainable's ``save`` (it signals so through a file),
@@ -13,9 +14,16 @@ max at most one ready interval) and the peak disk use of the checkpoints.
 
 ``--disk-full`` (root only: it mounts a small tmpfs; otherwise it says why it skips) fills
 the disk under the run mid-way, frees it and resumes: target 0 members failed.
-``--long``: 8 members, at least 2,000 exploits, no kills: the peak number and bytes of
-checkpoints on disk; target at most members x 2 + live pins (a current and one previous
-checkpoint per member, and those an exploit pins).
+``--long``: a serial run of 8 members, ready every step, no kills, with a score drawn
+afresh each step (so the ranking changes at every ready: see ``Shuffle``), long enough for
+at least 2,000 exploits (200 with ``--quick``; a run that falls short is replaced by one
+sized from its exploits a step): the exploits it made, and the peak number and bytes of
+checkpoints on disk; target at most members x (keep + 1) + live pins (a current and
+``keep`` = 1 previous checkpoint per member, and at most one an exploit pins per member).
+Its ``meets_target`` needs both the exploits and the peak.
+
+``--long`` and ``--disk-full`` come in addition to the kills; ``--only PART`` runs one
+part alone: ``kills``, ``long`` or ``disk-full``.
 
 The last line printed is one JSON object. ``--quick`` is the smoke size CI runs (a few
 kills, a short run; its ``meets_target`` values are about that size).
@@ -23,6 +31,7 @@ kills, a short run; its ``meets_target`` values are about that size).
     python benchmarks/chaos.py                 # at least 100 kills (about 10 minutes)
     python benchmarks/chaos.py --quick
     python benchmarks/chaos.py --long --disk-full
+    python benchmarks/chaos.py --only long     # 2,000 exploits, no kills (under a minute)
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -53,6 +63,8 @@ WORKERS = 2
 READY = 4
 STEP_SECONDS = 0.003
 SAVE_SECONDS = 0.01  # a save takes this long, so that kills land inside some
+PARTS = ("kills", "long", "disk-full")  # what --only names
+SHARES = {"driver": 0.4, "worker": 0.3, "in_save": 0.3}  # of the kills, by kind
 MARKER = "saving-"  # a file <dir>/saving-<pid> exists while that process is in save()
 SPACE = gp.Space(lr=gp.Float(0.01, 0.5, log=True))
 
@@ -217,7 +229,9 @@ def chaos(
                 time.sleep(0.02)
             if driver.poll() is not None:
                 continue
-            kind = rng.choices(["driver", "worker", "in_save"], weights=[0.4, 0.3, 0.3])[0]
+            # the kind furthest below its share (0.4 of the kills the driver's, 0.3 each
+            # of the others), so that at least a third are the driver's at any size
+            kind = min(SHARES, key=lambda k: (kills[k] / SHARES[k], rng.random()))
             if kind == "driver":
                 if _kill(driver.pid):
                     kills["driver"] += 1
@@ -317,31 +331,88 @@ def _read_back(
     }
 
 
-def long_run(folder: Path, *, exploits_wanted: int) -> dict[str, Any]:
-    """No kills: a serial run long enough for ``exploits_wanted`` exploits; the peak of
-    checkpoints on disk against members x 2 + live pins."""
-    storage = f"sqlite:///{folder / 'long.db'}"
-    watch = DiskWatch(folder / "long.db.checkpoints")
-    os.environ["GENEPOOL_CHAOS_DIR"] = str(folder)
-    steps = max(8, exploits_wanted // 2)  # ready every step: about a quarter exploit
+class Shuffle(gp.Trainable):
+    """The long run's trainable: Climb's few ms of work a step and its 64 floats of state,
+    but a score drawn afresh at each step from the member's id and step alone.
+
+    Climb's score grows with every step, and a serial run trains the members in turn, so
+    at its ready a member is ranked against members still a step behind it, which score
+    below it whatever their ``lr``: only the last one or two trained in a turn can be in
+    the bottom quarter. Once every member's ``lr`` sits at the space's upper bound, their
+    scores keep one order too, and exploits all but stop (31 in 100 steps of 8 members,
+    where 200 were expected). Here the ranking is new at every ready, so exploits go on
+    for as long as the run does."""
+
+    def setup(self, hparams: Any) -> None:
+        self.lr = float(hparams["lr"])
+        self.w = np.zeros(64)
+
+    def apply_hparams(self, hparams: Any) -> None:
+        self.lr = float(hparams["lr"])
+
+    def step(self) -> dict[str, float]:
+        end = time.perf_counter() + STEP_SECONDS
+        while time.perf_counter() < end:
+            pass
+        self.w += self.lr
+        step = self.member.step + 1
+        return {"score": float(np.random.default_rng([self.member.id, step]).random())}
+
+    def save(self) -> Any:
+        return {"w": self.w.copy()}
+
+    def load(self, state: Any) -> None:
+        self.w = np.array(state["w"])
+
+
+KEEP = 1  # gp.run's default: each member keeps one checkpoint beyond its current one
+
+
+def long_run(folder: Path, *, exploits_wanted: int, max_tries: int = 4) -> dict[str, Any]:
+    """No kills: a serial run of :class:`Shuffle` long enough for ``exploits_wanted``
+    exploits; the peak of checkpoints on disk against members x (keep + 1) + live pins (a
+    member holds one pin at most: its exploit's donor checkpoint).
+
+    A finished run cannot be resumed with a larger budget (its members are finished), so
+    a run that falls short is replaced: a fresh one, its steps sized from the exploits a
+    step the short one made, plus a tenth. The first guess, 5 a step, is below what 8
+    members make (6 to 7: a member that has just exploited holds its donor's checkpoint,
+    not one of its own, so it is no donor and the others rank among fewer members), so one
+    run usually does."""
+    steps = max(8, math.ceil(exploits_wanted / 5))
     started = time.monotonic()
-    result = gp.run(
-        Climb,
-        SPACE,
-        metric="score",
-        population=POPULATION,
-        ready=gp.Every(1),
-        exploit=gp.Truncation(0.25),
-        budget=gp.Budget(steps=steps),
-        seed=0,
-        storage=storage,
-    )
-    watch.stop()
-    exploits = sum(e.kind == "exploit" for e in result.events)
-    target = POPULATION * 2 + POPULATION  # a current and a previous each, pins at most one each
+    tries = exploits = 0
+    watch: DiskWatch | None = None
+    while tries < max_tries and exploits < exploits_wanted:
+        if tries:  # too short: replace it with a longer one
+            shutil.rmtree(folder / f"try-{tries}", ignore_errors=True)
+            steps = math.ceil(1.1 * steps * exploits_wanted / max(exploits, 1))
+        tries += 1
+        here = folder / f"try-{tries}"
+        here.mkdir()
+        watch = DiskWatch(here / "long.db.checkpoints")
+        result = gp.run(
+            Shuffle,
+            SPACE,
+            metric="score",
+            population=POPULATION,
+            ready=gp.Every(1),
+            exploit=gp.Truncation(0.25),
+            budget=gp.Budget(steps=steps),
+            seed=0,
+            storage=f"sqlite:///{here / 'long.db'}",
+            keep=KEEP,
+        )
+        watch.stop()
+        with result:
+            exploits = sum(e.kind == "exploit" for e in result.events)
+    assert watch is not None
+    target = POPULATION * (KEEP + 1) + POPULATION
     return {
+        "tries": tries,
         "steps": steps,
         "exploits": exploits,
+        "exploits_wanted": exploits_wanted,
         "seconds": round(time.monotonic() - started, 1),
         "peak_checkpoints": watch.peak_count,
         "peak_checkpoint_bytes": watch.peak_bytes,
@@ -417,6 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="the smoke size CI runs")
     parser.add_argument("--long", action="store_true", help="also the long run, no kills")
     parser.add_argument("--disk-full", action="store_true", help="also the full-disk part")
+    parser.add_argument("--only", choices=PARTS, help="run this part alone")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # the driver process
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
@@ -426,59 +498,65 @@ def main(argv: list[str] | None = None) -> None:
     if args.drive:
         drive(args.drive, args.steps, args.checkpoints, args.name)
         return
+    if args.only and (args.long or args.disk_full):
+        parser.error("--only runs one part alone: leave out --long and --disk-full")
+    parts = {args.only} if args.only else {"kills"}
+    parts |= {"long"} if args.long else set()
+    parts |= {"disk-full"} if args.disk_full else set()
     # the run must outlast the kills: about 14 ms of work a step for the population
     steps, kills, seconds = (300, 4, 120.0) if args.quick else (10000, 100, 1200.0)
     delays = (0.2, 0.8) if args.quick else (0.3, 2.5)
     out: dict[str, Any] = {"benchmark": "chaos", "quick": args.quick, "seed": args.seed}
     with tempfile.TemporaryDirectory(prefix="genepool-chaos-") as tmp:
         folder = Path(tmp)
-        sqlite = chaos(
-            storage=f"sqlite:///{folder / 'pbt.db'}",
-            folder=folder,
-            steps=steps,
-            kills_wanted=kills,
-            max_resumes=300,
-            max_seconds=seconds,
-            seed=args.seed,
-            delays=delays,
-        )
-        sqlite["meets_target"] = (
-            sqlite["completed"]
-            and sqlite["members_failed"] == 0
-            and sqlite["members_restarted_from_zero"] == 0
-            and sqlite["torn_checkpoints_loaded"] == 0
-            and sqlite["members_at_budget"] == POPULATION
-            and sqlite["steps_lost_max"] <= READY
-            and sqlite["kills"]["total"] >= kills
-            and sqlite["kills"].get("driver", 0) * 3 >= sqlite["kills"]["total"]
-            and (args.quick or sqlite["kills"].get("in_save", 0) >= 10)
-        )
-        out["sqlite"] = sqlite
-        print(json.dumps({"sqlite": sqlite}), flush=True)
-        if not args.quick:
-            out["postgresql"] = _postgres(folder / "pg", steps, kills, seconds, args.seed)
-            print(json.dumps({"postgresql": out["postgresql"]}), flush=True)
-        if args.long:
+        if "kills" in parts:
+            sqlite = chaos(
+                storage=f"sqlite:///{folder / 'pbt.db'}",
+                folder=folder,
+                steps=steps,
+                kills_wanted=kills,
+                max_resumes=300,
+                max_seconds=seconds,
+                seed=args.seed,
+                delays=delays,
+            )
+            sqlite["meets_target"] = (
+                sqlite["completed"]
+                and sqlite["members_failed"] == 0
+                and sqlite["members_restarted_from_zero"] == 0
+                and sqlite["torn_checkpoints_loaded"] == 0
+                and sqlite["members_at_budget"] == POPULATION
+                and sqlite["steps_lost_max"] <= READY
+                and sqlite["kills"]["total"] >= kills
+                and sqlite["kills"].get("driver", 0) * 3 >= sqlite["kills"]["total"]
+                and (args.quick or sqlite["kills"].get("in_save", 0) >= 10)
+            )
+            out["sqlite"] = sqlite
+            print(json.dumps({"sqlite": sqlite}), flush=True)
+            if not args.quick:
+                out["postgresql"] = _postgres(folder / "pg", steps, kills, seconds, args.seed)
+                print(json.dumps({"postgresql": out["postgresql"]}), flush=True)
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+            out["targets"] = {
+                "members_failed": 0,
+                "members_restarted_from_zero": 0,
+                "torn_checkpoints_loaded": 0,
+                "members_at_budget": POPULATION,
+                "steps_lost_max": READY,
+                "kills": kills,
+                "driver_kills_share": 1 / 3,
+                "in_save_kills": None if args.quick else 10,
+            }
+        if "long" in parts:
             long_folder = folder / "long"
             long_folder.mkdir()
             out["long"] = long_run(long_folder, exploits_wanted=200 if args.quick else 2000)
             print(json.dumps({"long": out["long"]}), flush=True)
-        if args.disk_full:
+        if "disk-full" in parts:
             full = folder / "full"
             full.mkdir()
             out["disk_full"] = disk_full(full, steps=steps, seed=args.seed)
             print(json.dumps({"disk_full": out["disk_full"]}), flush=True)
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-    out["targets"] = {
-        "members_failed": 0,
-        "members_restarted_from_zero": 0,
-        "torn_checkpoints_loaded": 0,
-        "members_at_budget": POPULATION,
-        "steps_lost_max": READY,
-        "kills": kills,
-        "driver_kills_share": 1 / 3,
-        "in_save_kills": None if args.quick else 10,
-    }
     print(json.dumps(out))
 
 

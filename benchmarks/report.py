@@ -208,7 +208,7 @@ def measure(url: str, out: Path) -> dict[str, float]:
     t1 = time.perf_counter()
     write_report(result, out)
     t2, c2 = time.perf_counter(), time.process_time()
-    result._store.close()  # type: ignore[attr-defined]
+    result.close()
     return {"open_s": t1 - t0, "write_report_s": t2 - t1, "seconds": t2 - t0, "cpu_s": c2 - c0}
 
 
