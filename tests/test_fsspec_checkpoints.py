@@ -422,7 +422,7 @@ def test_a_failed_write_leaves_nothing(store, monkeypatch):
     else:
         real = store.filesystem.pipe_file
         monkeypatch.setattr(store.filesystem, "pipe_file", fail_on_manifest)
-    with pytest.raises(gp.CheckpointError, match=r"No space left.*nothing was stored") as info:
+    with pytest.raises(gp.StorageError, match=r"No space left.*members active.*free space") as info:
         store.put("run", 0, 5, b"x" * 1000)
     assert isinstance(info.value.__cause__, OSError)
     assert store.ids() == []

@@ -343,7 +343,7 @@ class RefusingStore(gp.MemoryStore):
             self.refuse -= 1
             (exploit,) = [e for e in kw["events"] if e.kind == "exploit"]
             self.refused.append((lease.member, exploit.data["old_step"]))
-            raise gp.StorageError(f"checkpoint {kw['pin']} was collected and cannot be pinned")
+            raise gp.CollectedPinError(f"checkpoint {kw['pin']} was collected and cannot be pinned")
         return super().commit(lease, **kw)
 
 
@@ -674,8 +674,10 @@ def test_a_run_where_every_member_fails_still_ends():
             raise RuntimeError("broken")
 
     result = run(Broken, max_failures=2)
-    assert result.stop_reason == "budget"
+    assert result.stop_reason == "all_failed"
     assert all(m.status == "failed" for m in result.members)
+    assert [m.id for m in result.failed] == [0, 1, 2, 3]
+    assert {m.stop_reason for m in result.failed} == {"failed"}
     assert len(events_of(result, "failure")) == 4 * 2
     with pytest.raises(gp.InvalidArgumentError, match="failed"):
         _ = result.best

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 
 from genepool._errors import (
     CheckpointError,
+    CollectedPinError,
     GenepoolError,
     HyperparameterNotAppliedError,
     InvalidArgumentError,
     MissingDependencyError,
     StaleLeaseError,
     StorageError,
+    StorageFaultError,
     TrainableError,
 )
 from genepool._lazy import lazy_attributes
@@ -88,6 +90,7 @@ __all__ = [
     "CheckpointRef",
     "CheckpointStore",
     "Choice",
+    "CollectedPinError",
     "Continue",
     "Domain",
     "Event",
@@ -128,6 +131,7 @@ __all__ = [
     "StaleLeaseError",
     "Stop",
     "StorageError",
+    "StorageFaultError",
     "Store",
     "SystemClock",
     "Tournament",

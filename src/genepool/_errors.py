@@ -7,16 +7,19 @@ an instance of the builtin that fits it (``ValueError`` for a bad argument,
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 __all__ = [
     "CheckpointError",
+    "CollectedPinError",
     "GenepoolError",
     "HyperparameterNotAppliedError",
     "InvalidArgumentError",
     "MissingDependencyError",
     "StaleLeaseError",
     "StorageError",
+    "StorageFaultError",
     "TrainableError",
 ]
 
@@ -42,11 +45,26 @@ class HyperparameterNotAppliedError(GenepoolError, RuntimeError):
 
 
 class StorageError(GenepoolError, RuntimeError):
-    """The datastore refused an operation or is in an inconsistent state."""
+    """The datastore or the checkpoint storage failed or refused an operation, or is in an
+    inconsistent state: a fault of the storage, never of a member. A run stops on one
+    with its members left active, and the same call resumes it once the cause is gone."""
+
+
+class StorageFaultError(StorageError):
+    """The storage failed while in use (a full disk, an I/O error, a lost connection to
+    the database): a fault that is usually passing, and never a member's. A run stops on
+    one with its members active; the same call resumes it once the cause is gone
+    (``genepool`` exits with status 75 on one: try again later)."""
 
 
 class StaleLeaseError(StorageError):
     """A write came with a lease (fencing token) that is no longer the member's current one."""
+
+
+class CollectedPinError(StorageError):
+    """An exploit asked to pin its donor's checkpoint, which was collected meanwhile
+    (the donor moved on): nothing was written, and the member goes on with its own
+    weights. A race between workers, not a fault of the storage."""
 
 
 class CheckpointError(GenepoolError, RuntimeError):
@@ -71,4 +89,27 @@ def missing_dependency(package: str, extra: str, purpose: str) -> MissingDepende
     return MissingDependencyError(
         f"{purpose} needs the optional dependency {package!r}, which is not installed. "
         f"Install it with: pip install 'genepool[{extra}]'"
+    )
+
+
+#: What to do about a failed write, by its ``errno``.
+_FIXES = {
+    errno.ENOSPC: "free space on the disk that holds it (or move it to a larger one)",
+    errno.EDQUOT: "free space within your disk quota there (or raise the quota)",
+    errno.EIO: "the disk reported an I/O error: check it (dmesg, its health) or move to another",
+    errno.EROFS: "the filesystem is read-only: remount it read-write or use another",
+    errno.EACCES: "give this process the right to write there",
+    errno.EPERM: "give this process the right to write there",
+}
+
+
+def storage_fault(err: OSError, what: str, where: str) -> StorageFaultError:
+    """The error for an operating-system fault while ``what`` (``"writing checkpoint
+    'run/m0/s4-...'"``) in ``where`` (a folder, a URL without its secrets): the cause,
+    and the fix by its ``errno`` (a full disk, an I/O error, a read-only filesystem)."""
+    fix = _FIXES.get(err.errno or 0, "remove the cause")
+    return StorageFaultError(
+        f"{what} in {where} failed: {err.strerror or err}. The storage failed, not the "
+        f"member: the run stops with its members active. Fix: {fix}, then run the same "
+        "call again: it resumes."
     )

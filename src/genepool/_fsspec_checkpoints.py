@@ -20,7 +20,14 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from genepool._errors import CheckpointError, MissingDependencyError, invalid, missing_dependency
+from genepool._errors import (
+    CheckpointError,
+    MissingDependencyError,
+    StorageFaultError,
+    invalid,
+    missing_dependency,
+    storage_fault,
+)
 from genepool._redact import MASK, redact_url, url_secrets
 from genepool.checkpoints import (
     _CHECKPOINT_DIR,
@@ -246,12 +253,16 @@ class FsspecCheckpoints(CheckpointStore):
                 self._put_renamed(fs, final, data, text)
             else:
                 self._put_manifest_last(fs, final, data, text)
-        except Exception as err:
-            raise CheckpointError(
+        except Exception as err:  # the storage's fault, not the member's: the run stops
+            if isinstance(err, OSError) and err.errno is not None:
+                what = f"writing checkpoint {checkpoint_id!r}"
+                raise storage_fault(err, what, self._shown) from self._cause(err)
+            raise StorageFaultError(
                 f"Checkpoint {checkpoint_id!r} could not be written to {self._shown} "
-                f"({type(err).__name__}: {self._text(err)}); nothing was stored. Fix: check "
-                "that the bucket or directory exists and is writable, and the credentials and "
-                "endpoint in storage_options or the environment."
+                f"({type(err).__name__}: {self._text(err)}); nothing was stored, and the run "
+                "stops with its members active. Fix: check that the bucket or directory "
+                "exists and is writable, and the credentials and endpoint in "
+                "storage_options or the environment; then run the same call again."
             ) from self._cause(err)
         log.debug("wrote checkpoint %s to %s (%d bytes)", checkpoint_id, self._shown, len(data))
         return checkpoint_id

@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 
 from genepool._errors import invalid
+from genepool._faults import give_back_abandoned
 from genepool._rng import init_stream
 from genepool.checkpoints import CheckpointStore, MemoryCheckpoints, Owner, check_run_name
 from genepool.clock import Clock, SystemClock
@@ -160,6 +161,7 @@ def run(
     max_ahead: int | None = None,
     max_resident: int | None = None,
     keep: int = 1,
+    fsync: bool = False,
     clock: Clock | None = None,
     recent_window: int = 100,
     metrics_every: int = 1,
@@ -234,6 +236,13 @@ def run(
             takes the best other member's current checkpoint, else starts afresh). A run
             holds at most ``population x (keep + 1)`` checkpoints, plus pinned ones.
             ``0``: only the current ones.
+        fsync: Flush each checkpoint's files and folder to the disk before the store
+            records it, so that a machine that loses power (not only a process that
+            dies) keeps every checkpoint the store names. Off by default: a crash of a
+            process loses nothing either way, and a torn checkpoint after a power loss
+            falls back to the member's previous one (see ``keep``). For checkpoints in
+            a folder or an fsspec URL that this call opens; a checkpoint store passed in
+            is built with its own ``fsync=``.
         clock: The time source (default: the system's); a ``ManualClock`` in tests.
         recent_window: How many recent scores each member keeps for ``WelchTTest``.
         metrics_every: Store the reported metrics other than ``metric`` only at steps that
@@ -331,8 +340,19 @@ def run(
         raise invalid(
             "run", "store", "given once", "both store= and storage=", "Fix: pass only storage=."
         )
+    if type(fsync) is not bool:
+        raise invalid("run", "fsync", "True or False", repr(fsync))
+    if fsync and isinstance(checkpoints, CheckpointStore) and not checkpoints.fsync:
+        raise invalid(
+            "run",
+            "fsync",
+            "False with a checkpoint store built without fsync",
+            f"fsync=True and {checkpoints!r}",
+            "Fix: build the store with fsync=True (LocalCheckpoints(path, fsync=True)), "
+            "or pass checkpoints= a path.",
+        )
     the_store, the_checkpoints = _open_storage(
-        storage if storage is not None else store, checkpoints, workers, clock
+        storage if storage is not None else store, checkpoints, workers, clock, fsync=fsync
     )
     settings = {
         "mode": mode,
@@ -446,6 +466,7 @@ def run(
         if executor is None:
             executor = SerialExecutor() if workers == 1 else ProcessExecutor(workers=workers)
         if stored is not None:
+            give_back_abandoned(the_store, name)  # by a run of this process that met a fault
             _tidy(ctx)
         reason = executor.run(ctx)
         _tidy(ctx)
@@ -548,6 +569,7 @@ def _open_storage(
     clock: Clock,
     *,
     read_only: bool = False,
+    fsync: bool = False,
 ) -> tuple[Store, CheckpointStore]:
     """The store and the checkpoint store a run's arguments name. ``read_only``: to read
     a run back, opened so that nothing is written: a missing database is an error (not
@@ -589,7 +611,7 @@ def _open_storage(
     if isinstance(checkpoints, str) and "://" in checkpoints:  # s3://, memory://, file://, ...
         from genepool._fsspec_checkpoints import FsspecCheckpoints
 
-        return the_store, FsspecCheckpoints(checkpoints, read_only=read_only)
+        return the_store, FsspecCheckpoints(checkpoints, read_only=read_only, fsync=fsync)
     from genepool.checkpoints import LocalCheckpoints
 
-    return the_store, LocalCheckpoints(os.fspath(checkpoints), read_only=read_only)
+    return the_store, LocalCheckpoints(os.fspath(checkpoints), read_only=read_only, fsync=fsync)

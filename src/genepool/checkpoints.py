@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from genepool._codec import FORMAT_VERSION, decode, encode
-from genepool._errors import CheckpointError, StorageError, invalid
+from genepool._errors import CheckpointError, StorageError, invalid, storage_fault
 
 __all__ = [
     "FORMAT_VERSION",
@@ -115,6 +115,12 @@ class CheckpointStore(ABC):
     :meth:`put` of that run writes the datastore's identity into the manifest.
     """
 
+    @property
+    def fsync(self) -> bool:
+        """Whether a write is flushed to the disk before it returns (it survives a power
+        loss); ``False`` for a store that does not (memory)."""
+        return False
+
     @abstractmethod
     def put(
         self,
@@ -143,7 +149,9 @@ class CheckpointStore(ABC):
         Raises:
             InvalidArgumentError: A bad run name, member or step, or a manifest that is
                 not JSON-serialisable.
-            CheckpointError: The checkpoint could not be written.
+            StorageError: The storage could not take it (a full disk, an I/O error, no
+                right to write): a fault of the storage, not of the member, which stops
+                the run; nothing was stored.
         """
 
     @abstractmethod
@@ -585,20 +593,19 @@ class LocalCheckpoints(CheckpointStore):
             _remove_tree(tmp)
             if spare is not None:
                 _remove_tree(spare)
-            if isinstance(err, OSError):
-                raise CheckpointError(
-                    f"Checkpoint {checkpoint_id!r} could not be written to {self._root} "
-                    f"({err}); nothing was stored."
+            if isinstance(err, OSError):  # a full disk, an I/O error: nothing stored
+                raise storage_fault(
+                    err, f"writing checkpoint {checkpoint_id!r}", self._root
                 ) from err
             raise
         if self._fsync:
             try:
                 _fsync_dir(parent)
             except OSError as err:
-                self.delete(checkpoint_id)
-                raise CheckpointError(
-                    f"Checkpoint {checkpoint_id!r} could not be flushed to the disk in "
-                    f"{self._root} ({err}); nothing was stored."
+                with contextlib.suppress(OSError, CheckpointError):
+                    self.delete(checkpoint_id)
+                raise storage_fault(
+                    err, f"flushing checkpoint {checkpoint_id!r} to the disk", self._root
                 ) from err
         log.debug("wrote checkpoint %s (%d bytes)", checkpoint_id, len(data))
         return checkpoint_id

@@ -62,6 +62,11 @@ Without ``--storage`` (and, for ``run``, without ``storage`` in the config file)
 command reads the store's URL from the environment variable ``GENEPOOL_STORAGE``: a
 password in the URL then stays off the command line, which ``ps`` shows to every user.
 No command shows a URL's password: errors and tables show it as ``***``.
+
+Exit status: 0 done; 2 an error to fix (the message says how); 75 the storage failed (a
+full disk, an I/O error, a database out of reach): ``run`` then prints
+``"stop_reason": "storage"``, its members wait, active, and the same command resumes the
+run once the storage is back.
 """
 
 from __future__ import annotations
@@ -81,7 +86,14 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from genepool._errors import GenepoolError, InvalidArgumentError, invalid, missing_dependency
+from genepool._errors import (
+    GenepoolError,
+    InvalidArgumentError,
+    StorageFaultError,
+    invalid,
+    missing_dependency,
+)
+from genepool._faults import STORAGE_EXIT
 from genepool._progress import terminal_text
 from genepool._redact import redact_url
 from genepool.policy import (
@@ -319,6 +331,7 @@ def _run(args: argparse.Namespace) -> int:
         "max_ahead",
         "max_resident",
         "keep",
+        "fsync",
         "recent_window",
         "metrics_every",
         "allow_config_change",
@@ -333,17 +346,24 @@ def _run(args: argparse.Namespace) -> int:
         )
     options.update(config)
     progress = not args.quiet and sys.stdout.isatty()
-    result = run(trainable, space, ready=ready, budget=budget, progress=progress, **options)
-    best = result.best
+    try:
+        result = run(trainable, space, ready=ready, budget=budget, progress=progress, **options)
+    except StorageFaultError as err:  # the members wait, active: the same command resumes
+        name = options.get("name", "run")
+        print(json.dumps({"run": name, "stop_reason": "storage", "error": str(err)}))
+        raise
+    scored = result.population.best() is not None
+    best = result.best if scored else None
     print(
         json.dumps(
             {
                 "run": result.name,
                 "stop_reason": result.stop_reason,
-                "best_member": best.id,
-                "best_score": best.score,
-                "best_hparams": best.hparams,
-                "best_step": best.step,
+                "best_member": best.id if best else None,
+                "best_score": best.score if best else None,
+                "best_hparams": best.hparams if best else None,
+                "best_step": best.step if best else None,
+                "failed": [m.id for m in result.failed],
             },
             default=repr,
         )
@@ -665,7 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except (GenepoolError, InvalidArgumentError) as err:
         _say(f"genepool: error: {err}", file=sys.stderr)
-        return 2
+        # a storage that failed (try again once it is back), or anything else (fix it)
+        return STORAGE_EXIT if isinstance(err, StorageFaultError) else 2
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from genepool.analysis import (
     schedule_changes,
 )
 from genepool.checkpoints import CheckpointStore, check_run_name, decode
-from genepool.member import Event, MemberView, Population, Report
+from genepool.member import ACTIVE, FAILED, Event, MemberView, Population, Report
+from genepool.policy.stop import ended_because
 from genepool.store import History, Store
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class MemberResult:
         status: ``"finished"``, ``"failed"``, or ``"active"`` for an interrupted run.
         generation: How many times it exploited another member.
         parent: The donor of its last exploit.
+        stop_reason: Why it stopped (``"budget"``, ``"failed"`` after ``max_failures``
+            failed rounds, ``"crashed"`` after ``max_crashes`` dead workers, ...);
+            ``None`` while active.
     """
 
     id: int
@@ -50,6 +54,7 @@ class MemberResult:
     status: str
     generation: int
     parent: int | None
+    stop_reason: str | None = None
 
     @classmethod
     def of(cls, m: MemberView) -> MemberResult:
@@ -63,6 +68,7 @@ class MemberResult:
             status=m.status,
             generation=m.generation,
             parent=m.parent,
+            stop_reason=m.stop_reason,
         )
 
 
@@ -81,8 +87,13 @@ class Result:
     Attributes:
         name: The run's name.
         seed: The run seed (pass it again to reproduce a serial run exactly).
-        stop_reason: Why the run ended: ``"budget"``, ``"time"``, ``"target"``,
-            ``"plateau"`` or ``"interrupted"``.
+        stop_reason: Why the run ended: ``"budget"`` (every member trained its budget,
+            or stopped: see :attr:`failed`), ``"time"``, ``"target"``, ``"plateau"``,
+            ``"all_failed"`` (every member failed), or ``"interrupted"`` (Ctrl-C, a
+            stop signal, or, for :meth:`open`, a run still going or cut short). A run
+            that meets a storage fault (a full disk, an I/O error, a lost database)
+            raises :class:`~genepool.StorageError` instead, with its members left active
+            (``genepool run`` reports it as ``"storage"``): the same call resumes it.
         population: Every member as the store has it (read when the result was made).
 
     Example: ``with gp.Result.open("sqlite:///pbt.db") as result: print(result.best)``.
@@ -196,7 +207,7 @@ class Result:
                 name=name,
                 seed=int(config.get("seed", 0)),
                 metric=str(config.get("metric", "score")),
-                stop_reason="ended",
+                stop_reason="interrupted",
                 store=store,
                 checkpoints=the_checkpoints,
                 trust=trust,
@@ -206,14 +217,20 @@ class Result:
             if opened:
                 close_store(store)
             raise
-        if any(m.status == "active" for m in result.population):
-            result.stop_reason = "running or interrupted"
+        if not any(m.status == ACTIVE for m in result.population):
+            result.stop_reason = ended_because(result.population)
         return result
 
     @property
     def members(self) -> list[MemberResult]:
         """Every member, by id."""
         return [MemberResult.of(m) for m in self.population]
+
+    @property
+    def failed(self) -> list[MemberResult]:
+        """The members that failed, whatever the reason (their :attr:`MemberResult.stop_reason`
+        says which); ``genepool revive`` or ``gp.run(..., revive=True)`` brings them back."""
+        return [MemberResult.of(m) for m in self.population if m.status == FAILED]
 
     @property
     def best(self) -> MemberResult:

@@ -23,10 +23,12 @@ from typing import Any
 
 from genepool._errors import (
     CheckpointError,
+    CollectedPinError,
     HyperparameterNotAppliedError,
     StaleLeaseError,
     StorageError,
     TrainableError,
+    storage_fault,
 )
 from genepool._rng import decision_stream
 from genepool.checkpoints import CheckpointStore, decode, encode
@@ -42,7 +44,7 @@ from genepool.member import (
     Report,
 )
 from genepool.policy import Continue, Exploit, Policy, Stop
-from genepool.policy.stop import BEST_EVENT, PlateauTracker, run_stop_reason
+from genepool.policy.stop import BEST_EVENT, PlateauTracker, ended_because, run_stop_reason
 from genepool.store import Lease, Store, WorkerInfo
 from genepool.trainable import (
     JOIN_SECONDS,
@@ -72,6 +74,9 @@ MAX_RESIDENT = 32
 #: A heartbeat that cannot renew its lease warns at most this often (seconds), so that a
 #: database that is down does not flood the log; the failures between go to DEBUG.
 HEARTBEAT_WARN_SECONDS = 60.0
+#: How often a worker alone (the serial executor) looks again when every active member is
+#: held elsewhere (seconds).
+IDLE_WAIT_ALONE = 0.1
 
 
 @dataclass
@@ -95,7 +100,8 @@ class RunContext:
     max_ahead: int | None = None
     synchronous: bool = False
     #: Seconds to wait before claiming again when every member is held by other workers;
-    #: ``None`` (one worker alone) ends the loop instead.
+    #: ``None``: :data:`IDLE_WAIT_ALONE` (a worker alone waits only for a lease that runs
+    #: out, or for another process training the same run).
     idle_wait: float | None = None
     #: Reports reach the store at every ready and at least this often.
     flush_seconds: float = 1.0
@@ -297,15 +303,6 @@ class _Residents:
             _close(member, res.session)
 
 
-def ended_because(population: Population) -> str:
-    """Why a run whose members all stopped ended: a run-level reason if one stopped them."""
-    reasons = {m.stop_reason for m in population}
-    for reason in ("time", "target", "plateau"):
-        if reason in reasons:
-            return reason
-    return "budget"
-
-
 def collect_orphans(ctx: RunContext, *, grace_seconds: float | None = None) -> list[str]:
     """Delete the run's checkpoints that nothing refers to, and return their ids.
 
@@ -396,12 +393,16 @@ class Worker:
         # its last write to the next claim (one write a round instead of two)
         self._defer = bool(getattr(ctx.store, "fuses_commit_and_claim", False))
         self._last: _LastWrite | None = None
+        #: Leases this worker could not give back when the storage failed (see
+        #: :mod:`genepool._faults`): its executor hands them to the next run.
+        self.left_behind: list[Lease] = []
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> str:
         """Train until no member is left to train; return why the run ended."""
         ctx = self.ctx
         beat = self._start_heartbeat() if ctx.heartbeat else None
+        waiting = False  # for a member held elsewhere
         try:
             self._restore_plateau()
             while True:
@@ -412,10 +413,14 @@ class Worker:
                     pop = ctx.store.population(ctx.name)
                     if not any(m.status == ACTIVE for m in pop):
                         return ended_because(pop)
-                    if ctx.idle_wait is None:
-                        return "no claimable member"
-                    ctx.stop_event.wait(ctx.idle_wait)
+                    # every active member is held by another worker, or by a lease that
+                    # runs out (its holder gone): wait, never end with members active
+                    if not waiting:
+                        log.info("%s: every active member is held: waiting", self.info.name)
+                    waiting = True
+                    ctx.stop_event.wait(ctx.idle_wait or IDLE_WAIT_ALONE)
                     continue
+                waiting = False
                 with self._lease_lock:
                     self._current, self._lease_lost = lease, False
                 self._last_progress = ctx.clock.now()
@@ -425,6 +430,9 @@ class Worker:
                     log.warning("%s lost member %d: %s", self.info.name, lease.member, err)
                     self._drop(lease.member)
                     continue
+                except StorageError:  # the storage failed, not the member: stop
+                    self._give_back(lease)
+                    raise
                 finally:
                     with self._lease_lock:
                         self._current = None
@@ -484,7 +492,8 @@ class Worker:
         member is someone else's now), or an exploit's donor checkpoint was collected
         (the member goes on with its own weights)."""
         if not isinstance(err, StaleLeaseError):
-            if last.abandon is None:
+            if last.abandon is None or not isinstance(err, CollectedPinError):
+                self._give_back(last.lease)  # the storage failed: stop
                 raise err
             log.info("member %d: exploit of %s abandoned (%s)", last.lease.member, last.pin, err)
             try:
@@ -595,6 +604,19 @@ class Worker:
 
     def _drop(self, member: int) -> None:
         self._resident.drop(member)
+
+    def _give_back(self, lease: Lease) -> None:
+        """The storage failed during ``lease``'s round: release the lease untouched, so
+        that the member waits, active at its last recorded checkpoint, for the run to
+        resume (its session goes: it may be ahead of that checkpoint). A store that cannot
+        take even that leaves the lease in :attr:`left_behind`."""
+        self._drop(lease.member)
+        try:
+            self.ctx.store.commit(lease, release=True)
+        except StaleLeaseError:
+            pass  # another worker has it already
+        except StorageError:
+            self.left_behind.append(lease)
 
     def close(self) -> None:
         """End every resident session; delete the replaced checkpoints nothing refers to,
@@ -969,7 +991,11 @@ class Worker:
                 "parent": view.parent,
                 "metric": ctx.metric,
             }
-            ckpt_id = ctx.checkpoints.put(ctx.name, view.id, step, blob, manifest=manifest)
+            try:
+                ckpt_id = ctx.checkpoints.put(ctx.name, view.id, step, blob, manifest=manifest)
+            except OSError as err:  # a store that lets the system's error through
+                what = f"writing a checkpoint of member {view.id}"
+                raise storage_fault(err, what, repr(ctx.checkpoints)) from err
             self._last_size = len(blob)
             res.checkpoint = ckpt_id
             saved = dataclasses.replace(
@@ -1111,7 +1137,7 @@ class Worker:
             pop = ctx.store.commit(
                 lease, member=new, reports=reports, events=[*events, event], pin=donor_ckpt.id
             )
-        except StorageError as err:
+        except CollectedPinError as err:
             log.info("member %d: exploit of %s abandoned (%s)", view.id, donor_ckpt.id, err)
             if round_ is None:
                 return ctx.store.commit(lease, member=view, release=True)

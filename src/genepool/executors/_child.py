@@ -1,7 +1,8 @@
 """Entry point of a worker process: ``python -m genepool.executors._child``.
 
-Reads ``(sys.path, spec, index, parent pid)`` (cloudpickle) from stdin and runs the worker
-loop. Why the run ended is read from the store by the driver, not sent back.
+Reads ``(sys.path, spec, index, parent pid, fault pipe)`` (cloudpickle) from stdin and
+runs the worker loop. Why the run ended is read from the store by the driver, not sent
+back; a storage fault is (on the pipe, see :func:`~genepool.executors.processes.worker_main`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import cloudpickle
 
 def main() -> None:
     """Run one worker."""
-    path, blob, index, parent = cloudpickle.loads(sys.stdin.buffer.read())
+    path, blob, index, parent, faults = cloudpickle.loads(sys.stdin.buffer.read())
     for entry in reversed(path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
     from genepool.executors.processes import worker_main
 
-    worker_main(blob, index, parent)
+    worker_main(blob, index, parent, faults)
     exit_at_once()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import select
@@ -23,7 +24,8 @@ from typing import Any
 
 import cloudpickle
 
-from genepool._errors import invalid
+from genepool._errors import StorageError, StorageFaultError, invalid
+from genepool._faults import STORAGE_EXIT, abandon, leases_from_json, leases_to_json
 from genepool.checkpoints import MemoryCheckpoints
 from genepool.store import MemoryStore
 from genepool.worker import RunContext, Worker, ended_because
@@ -62,8 +64,10 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.5)
 
 
-def worker_main(blob: bytes, index: int, parent: int) -> str:
-    """The body of a worker process (see ``genepool.executors._child``)."""
+def worker_main(blob: bytes, index: int, parent: int, faults: int | None = None) -> str:
+    """The body of a worker process (see ``genepool.executors._child``). On a storage
+    fault it writes the error and the leases it left behind to the file descriptor
+    ``faults`` (JSON) and exits with :data:`~genepool._faults.STORAGE_EXIT`."""
     shared, log_level, threads = cloudpickle.loads(blob)
     logging.basicConfig(level=log_level)
     _die_with_parent(parent)
@@ -81,7 +85,22 @@ def worker_main(blob: bytes, index: int, parent: int) -> str:
 
     signal.signal(signal.SIGINT, graceful)
     signal.signal(signal.SIGTERM, graceful)
-    return Worker(ctx, name=f"worker-{index}-{os.getpid()}", driver=parent).run()
+    worker = Worker(ctx, name=f"worker-{index}-{os.getpid()}", driver=parent)
+    try:
+        return worker.run()
+    except StorageError as err:
+        if faults is not None:
+            text = json.dumps(
+                {
+                    "error": str(err),
+                    "fault": isinstance(err, StorageFaultError),
+                    "leases": leases_to_json(worker.left_behind),
+                }
+            )
+            with contextlib.suppress(OSError), os.fdopen(faults, "w") as out:
+                out.write(text)
+        log.error("%s stopped: %s", worker.info.name, err)
+        raise SystemExit(STORAGE_EXIT) from None
 
 
 @contextlib.contextmanager
@@ -178,6 +197,7 @@ class ProcessExecutor:
         procs: list[_Child] = []
         restarts = 0
         signalled = False
+        fault: StorageError | None = None  # a worker's storage error: the run stops on it
 
         def start(index: int) -> None:
             extra = dict(env)
@@ -213,6 +233,13 @@ class ProcessExecutor:
                 for child in [c for c in procs if c.proc.poll() is not None]:
                     procs.remove(child)
                     code = child.proc.returncode
+                    said = child.read_fault() if code == STORAGE_EXIT else ""
+                    child.close()
+                    if code == STORAGE_EXIT:  # stop the others as on Ctrl-C, then raise
+                        fault = fault or self._storage_fault(ctx, child.index, said)
+                        ctx.stop_reason = "storage"
+                        ctx.stop_event.set()
+                        continue
                     if code == 0 or ctx.stop_event.is_set() or not self._members_left(ctx):
                         continue
                     if restarts >= self.max_restarts:
@@ -224,9 +251,28 @@ class ProcessExecutor:
         finally:
             for child in procs:
                 child.terminate()
+                child.close()
+        if fault is not None:
+            raise fault
         if ctx.stop_event.is_set():
             return ctx.stop_reason or "interrupted"
         return _outcome(ctx)
+
+    @staticmethod
+    def _storage_fault(ctx: RunContext, index: int, said: str) -> StorageError:
+        """The error worker ``index``, stopped by its storage, ``said`` (as it raised
+        it); the leases it left behind are remembered for the next run (see
+        :mod:`genepool._faults`)."""
+        try:
+            found = json.loads(said)
+            error, leases = str(found["error"]), leases_from_json(str(found["leases"]))
+            kind = StorageFaultError if found.get("fault") else StorageError
+        except (ValueError, TypeError, KeyError, AttributeError):
+            error, leases = f"worker {index} met a storage fault (see its log above)", []
+            kind = StorageFaultError
+        abandon(ctx.store, leases)
+        log.error("worker %d stopped on its storage: stopping the run", index)
+        return kind(error)
 
     @staticmethod
     def _members_left(ctx: RunContext) -> bool:
@@ -244,22 +290,45 @@ class _Child:
     the trainable travels with cloudpickle (by value when defined in ``__main__``).
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes], index: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], index: int, faults: int) -> None:
         self.proc = proc
         self.index = index
+        self._faults = faults  # the read end of the pipe it reports a storage fault on
 
     @classmethod
     def start(cls, blob: bytes, index: int, parent: int, env: Mapping[str, str]) -> _Child:
-        payload = cloudpickle.dumps((sys.path, blob, index, parent))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "genepool.executors._child"],
-            stdin=subprocess.PIPE,
-            env=dict(env),
-        )
+        read, write = os.pipe()
+        try:
+            payload = cloudpickle.dumps((sys.path, blob, index, parent, write))
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "genepool.executors._child"],
+                stdin=subprocess.PIPE,
+                env=dict(env),
+                pass_fds=(write,),
+            )
+        except BaseException:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)  # the child's copy stays open in the child
         assert proc.stdin is not None
         proc.stdin.write(payload)
         proc.stdin.close()
-        return cls(proc, index)
+        return cls(proc, index, read)
+
+    def read_fault(self) -> str:
+        """What the exited worker wrote on its storage-fault pipe (``""``: nothing)."""
+        chunks = []
+        with contextlib.suppress(OSError):
+            os.set_blocking(self._faults, False)
+            while chunk := os.read(self._faults, 1 << 16):
+                chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """Close the driver's end of the pipe."""
+        with contextlib.suppress(OSError):
+            os.close(self._faults)
 
     def interrupt(self) -> None:
         with contextlib.suppress(ProcessLookupError):

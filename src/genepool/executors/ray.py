@@ -37,6 +37,7 @@ import cloudpickle
 from genepool._errors import (
     HyperparameterNotAppliedError,
     InvalidArgumentError,
+    StaleLeaseError,
     StorageError,
     TrainableError,
     invalid,
@@ -293,6 +294,7 @@ class RayExecutor:
         path = [] if self._has_code_env() else list(sys.path)
         live: list[_Actor] = []
         restarts = 0
+        fault: StorageError | None = None  # a worker's storage error: the run stops on it
 
         def start(index: int) -> None:
             handle = actor_class.remote()
@@ -337,8 +339,14 @@ class RayExecutor:
                 for ref in done:
                     actor = next(a for a in live if a.run == ref)
                     live.remove(actor)
-                    if self._ended(ray, actor, server):
-                        continue  # it ended normally
+                    try:
+                        if self._ended(ray, actor):
+                            continue  # it ended normally
+                    except StorageError as err:  # stop the others as on Ctrl-C, then raise
+                        fault = fault or err
+                        ctx.stop_reason = "storage"
+                        ctx.stop_event.set()
+                        continue
                     kill(actor)
                     if ctx.stop_event.is_set() or not self._members_left(ctx):
                         continue
@@ -351,12 +359,14 @@ class RayExecutor:
         finally:
             for actor in live:
                 kill(actor)
+        if fault is not None:
+            raise fault
         if ctx.stop_event.is_set():
             return ctx.stop_reason or "interrupted"
         return _outcome(ctx)
 
     @staticmethod
-    def _ended(ray: Any, actor: _Actor, server: Any) -> bool:
+    def _ended(ray: Any, actor: _Actor) -> bool:
         """Whether a worker ended normally; raises what no new worker could get past."""
         try:
             reason = ray.get(actor.run)
@@ -364,12 +374,9 @@ class RayExecutor:
             cause = unwrap(err)
             if isinstance(cause, _FATAL):
                 raise cause from None
+            if isinstance(cause, StorageError) and not isinstance(cause, StaleLeaseError):
+                raise cause from None  # the storage failed, not the member: the run stops
             log.warning("worker %d failed: %s", actor.index, err)
-            if isinstance(cause, StorageError) and server is not None:
-                try:
-                    server.runs()
-                except StorageError as dead:
-                    raise StorageError(f"the run cannot go on: {dead}") from None
             return False
         except ray.exceptions.RayError as err:  # its process or its node died
             log.warning("worker %d is lost: %s", actor.index, str(err).splitlines()[0])

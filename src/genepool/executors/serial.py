@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from genepool._errors import StorageError
+from genepool._faults import abandon
 from genepool.worker import RunContext, Worker
 
 __all__ = ["SerialExecutor"]
@@ -20,7 +22,12 @@ class SerialExecutor:
     def run(self, ctx: RunContext) -> str:
         """Train until the run ends; return why it ended."""
         # the worker is the driver: when it dies, the driver died, and no crash counts
-        return Worker(ctx, name="serial-0", driver=os.getpid()).run()
+        worker = Worker(ctx, name="serial-0", driver=os.getpid())
+        try:
+            return worker.run()
+        except StorageError:  # the run stops; the next one gives these leases back
+            abandon(ctx.store, worker.left_behind)
+            raise
 
     def __repr__(self) -> str:
         return "SerialExecutor()"

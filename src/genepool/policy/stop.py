@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from genepool._errors import invalid
-from genepool.member import ACTIVE, Event, Mode, Population
+from genepool.member import ACTIVE, FAILED, Event, Mode, Population
 
-__all__ = ["BEST_EVENT", "Budget", "PlateauTracker", "run_stop_reason"]
+__all__ = ["BEST_EVENT", "Budget", "PlateauTracker", "ended_because", "run_stop_reason"]
 
 #: The kind of the event a worker records, with ``Budget.plateau`` set, when it sees the
 #: best score improve: its data is :meth:`PlateauTracker.event_data`, from which a resumed
@@ -192,3 +192,15 @@ def run_stop_reason(
     ):
         return "plateau"
     return None
+
+
+def ended_because(population: Population) -> str:
+    """Why a run whose members all stopped ended: a run-level reason if one stopped them,
+    ``"all_failed"`` if every member failed, else ``"budget"``."""
+    reasons = {m.stop_reason for m in population}
+    for reason in ("time", "target", "plateau"):
+        if reason in reasons:
+            return reason
+    if all(m.status == FAILED for m in population):
+        return "all_failed"
+    return "budget"

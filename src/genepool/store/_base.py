@@ -37,7 +37,9 @@ The contract (checked by ``tests/store/test_contract.py`` over every backend):
   pin, or committing a checkpoint of its own, releases its previous one. A
   checkpoint that is some member's current one, or pinned, is never returned by
   :meth:`Store.collect`; a collected checkpoint can no longer be pinned (the commit
-  raises :class:`~genepool.StorageError`, and the worker decides again).
+  raises :class:`~genepool.CollectedPinError`, and the member goes on with its own
+  weights). Any other :class:`~genepool.StorageError` from a write is a fault of the
+  storage: the worker gives its lease back and the run stops, its members active.
 * **Retention.** A member keeps the checkpoints it held before its current one in its
   view's ``previous`` (newest first; the worker keeps ``gp.run(keep=)`` of them, what the
   member falls back to when its current checkpoint cannot be read). The store keeps them
@@ -68,7 +70,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from genepool._errors import StaleLeaseError, StorageError
 from genepool.member import ACTIVE, FAILED, Event, MemberView, Population, Report
@@ -292,7 +294,20 @@ def _hostname() -> str:
 
 
 class Store(ABC):
-    """The datastore contract (see the module's docstring)."""
+    """The datastore contract (see the module's docstring).
+
+    A store is a context manager: ``with SQLStore(url) as store: ...`` closes its
+    connections at the end of the block (:meth:`close`)."""
+
+    def close(self) -> None:  # noqa: B027 - most stores hold no connection
+        """Close this process's connections (a store that has none does nothing); the
+        store reopens them if it is used again."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     @abstractmethod
@@ -342,9 +357,10 @@ class Store(ABC):
 
         A lease that was lost raises :class:`~genepool.StaleLeaseError` (and nothing is
         written or claimed) when there is something to write; with nothing to write it is
-        passed over. A pin on a collected checkpoint raises :class:`~genepool.StorageError`
-        (and nothing is written or claimed). The default is two writes; a backend that
-        makes them one says so with :attr:`fuses_commit_and_claim`.
+        passed over. A pin on a collected checkpoint raises
+        :class:`~genepool.CollectedPinError` (and nothing is written or claimed). The
+        default is two writes; a backend that makes them one says so with
+        :attr:`fuses_commit_and_claim`.
         """
         try:
             self.commit(lease, member=member, reports=reports, events=events, pin=pin, release=True)

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from genepool._errors import StaleLeaseError, StorageError
+from genepool._errors import CollectedPinError, StaleLeaseError, StorageError
 from genepool.clock import Clock, SystemClock
 from genepool.member import ACTIVE, Event, MemberView, Mode, Population, Report
 from genepool.store._base import (
@@ -166,7 +166,7 @@ class MemoryStore(Store):
                 if old.status != ACTIVE:
                     raise StorageError(f"member {old.id} is {old.status} and cannot change")
             if pin is not None and pin in r.collected:
-                raise StorageError(f"checkpoint {pin} was collected and cannot be pinned")
+                raise CollectedPinError(f"checkpoint {pin} was collected and cannot be pinned")
             # all checks passed: apply
             own_new = (
                 member is not None

@@ -71,7 +71,14 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from genepool._errors import StaleLeaseError, StorageError, invalid, missing_dependency
+from genepool._errors import (
+    CollectedPinError,
+    StaleLeaseError,
+    StorageError,
+    StorageFaultError,
+    invalid,
+    missing_dependency,
+)
 from genepool._redact import redact_url
 from genepool.clock import Clock
 from genepool.member import ACTIVE, CheckpointRef, Event, MemberView, Mode, Population, Report
@@ -585,6 +592,46 @@ def _db_errors() -> tuple[type[BaseException], ...]:
     if exc is None:
         return (sqlite3.Error,)
     return (sqlite3.Error, exc.SQLAlchemyError)
+
+
+#: What a database says when the URL itself is wrong (not a passing fault).
+_REFUSALS = ("does not exist", "authentication", "password", "permission denied for")
+
+
+def _refused(text: str) -> bool:
+    """Whether a database error means the URL or its rights are wrong: to fix, not to wait
+    out (see :class:`~genepool.StorageFaultError`)."""
+    lower = text.lower()
+    return any(word in lower for word in _REFUSALS)
+
+
+def _database_error(what: str, err: BaseException) -> StorageError:
+    """The error for the database's ``err`` while ``what``: a
+    :class:`~genepool.StorageFaultError` (wait it out) unless the URL is wrong."""
+    text = redact_url(str(err))
+    said = f"{what}: {text}. {_fix_for(text)}"
+    return StorageError(said) if _refused(text) else StorageFaultError(said)
+
+
+def _fix_for(text: str) -> str:
+    """What to do about a database error, by its text: the storage failed, not a member,
+    and a run stops on it with its members active."""
+    lower = text.lower()
+    if _refused(text):
+        return "Fix: check the URL: its database name, user and password, and their rights."
+    if "full" in lower or "no space" in lower or "quota" in lower:
+        fix = "free space on the disk that holds the database (or raise its quota)"
+    elif "i/o" in lower or "malformed" in lower or "corrupt" in lower:
+        fix = "check the disk that holds the database (an I/O error), or restore a backup"
+    elif "locked" in lower or "busy" in lower:
+        fix = "another process holds the database's lock for too long: find it and end it"
+    elif "connect" in lower or "server" in lower or "closed" in lower or "terminat" in lower:
+        fix = "check that the database server is running and reachable"
+    elif "readonly" in lower or "read-only" in lower or "permission" in lower:
+        fix = "give this process the right to write the database and its folder"
+    else:
+        fix = "remove the cause"
+    return f"Fix: {fix}, then run the same call again: a run resumes where it stopped."
 
 
 def _integrity_errors() -> tuple[type[BaseException], ...]:
@@ -1131,9 +1178,7 @@ class SQLStore(Store):
                 engine = self._require_engine()
                 self._identity = schema.setup_postgresql(engine, repr(self), redact_url(self.url))
         except _db_errors() as err:
-            raise StorageError(
-                f"{self!r}: cannot open the database: {redact_url(str(err))}"
-            ) from err
+            raise _database_error(f"{self!r}: cannot open the database", err) from err
 
     @property
     def identity(self) -> str:
@@ -1280,7 +1325,7 @@ class SQLStore(Store):
                     with self._transaction(_AlchemyTx(conn)) as tx:
                         yield tx
         except _db_errors() as err:
-            raise StorageError(f"{self!r}: the database failed: {redact_url(str(err))}") from err
+            raise _database_error(f"{self!r}: the database failed", err) from err
         except _Corrupt as err:
             raise self._corrupt(err) from None
 
@@ -1806,7 +1851,7 @@ class SQLStore(Store):
             if old_status != ACTIVE:
                 raise StorageError(f"member {lease.member} is {old_status} and cannot change")
         if pin is not None and tx.first(_S_COLLECTED, {"r": st.id, "c": pin}) is not None:
-            raise StorageError(f"checkpoint {pin} was collected and cannot be pinned")
+            raise CollectedPinError(f"checkpoint {pin} was collected and cannot be pinned")
 
     def collect(self, run: str, candidates: Sequence[str]) -> list[str]:
         with self._tx("write") as tx:
