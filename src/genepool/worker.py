@@ -626,6 +626,8 @@ class Worker:
         finally:
             try:
                 self._collect_replaced()
+            except StorageError as err:  # the storage failed: the run says so already
+                log.warning("%s could not delete replaced checkpoints: %s", self.info.name, err)
             except Exception:  # the driver collects what is left when the run ends
                 log.warning(
                     "%s could not delete replaced checkpoints", self.info.name, exc_info=True
