@@ -40,7 +40,8 @@ class Climb(gp.Trainable):
     def step(self) -> dict[str, float]:
         self.x += self.lr
         draw = float(self.member.rng.random())
-        return {"score": self.x, "x": self.x, "lr_used": self.lr, "draw": draw}
+        seen = float(self.member.hparams["lr"])  # what code reading member.hparams trains with
+        return {"score": self.x, "x": self.x, "lr_used": self.lr, "lr_seen": seen, "draw": draw}
 
     def save(self) -> dict[str, float]:
         return {"x": self.x}
@@ -71,7 +72,9 @@ def climb(member: gp.Member) -> None:
 
     while member.running:
         x += lr
-        member.report(score=x, x=x, lr_used=lr, draw=float(member.rng.random()), state=snapshot)
+        seen = float(member.hparams["lr"])
+        draw = float(member.rng.random())
+        member.report(score=x, x=x, lr_used=lr, lr_seen=seen, draw=draw, state=snapshot)
 
 
 APIS = [pytest.param(Climb, id="class"), pytest.param(climb, id="function")]
@@ -109,7 +112,8 @@ def timeline(result: gp.Result, member: int) -> list[Report | Event]:
 
 
 def check_hparams_in_effect(result: gp.Result, initial: list[dict[str, Any]]) -> int:
-    """Every report used the hyperparameters the member had then; the number of changes."""
+    """Every report used the hyperparameters the member had then, and ``member.hparams``
+    said the same at that step; the result agrees at the end. The number of changes."""
     changes = 0
     for member, config in enumerate(initial):
         current = dict(config)
@@ -120,6 +124,8 @@ def check_hparams_in_effect(result: gp.Result, initial: list[dict[str, Any]]) ->
                     changes += 1
             else:
                 assert item.metrics["lr_used"] == pytest.approx(current["lr"], rel=1e-12), item
+                assert item.metrics["lr_seen"] == pytest.approx(current["lr"], rel=1e-12), item
+        assert result.members[member].hparams["lr"] == pytest.approx(current["lr"], rel=1e-12)
     return changes
 
 
@@ -446,11 +452,34 @@ def test_stops_at_the_wall_time_limit():
     assert clock.now() < 100.0  # it stopped soon after the limit
     assert 0 < len(result.reports) < 100
     for m in result.members:
-        assert m.status == "finished"
+        assert m.status == "active"  # resumable: the time is the call's
         # its latest state was checkpointed when the run stopped
         assert m.step == max(r.step for r in reports_of(result, m.id))
-    assert {e.data["reason"] for e in events_of(result, "stop")} == {"time"}
-    assert result.population[0].stop_reason == "time"
+    assert events_of(result, "stop") == []
+
+
+def test_a_resumed_run_gets_the_time_again_until_its_budget():
+    # Budget.seconds limits one call: the members checkpoint and stay active, and the
+    # same call again trains on, for the time again, until the step budget
+    from genepool.store import MemoryStore
+
+    store, checkpoints = MemoryStore(), gp.MemoryCheckpoints()
+    budget = gp.Budget(steps=STEPS, seconds=10.0)
+    steps: list[int] = []
+    for _ in range(30):
+        clock = gp.ManualClock(tick=0.25)
+        result = run(Climb, budget=budget, clock=clock, storage=store, checkpoints=checkpoints)
+        steps.append(sum(m.step for m in result.members))
+        if result.stop_reason != "time":
+            break
+        # none ended for the time: each is active, or trained its budget
+        assert all(m.status == "active" or m.step == STEPS for m in result.members)
+        assert {e.data["reason"] for e in events_of(result, "stop")} <= {"budget"}
+    assert result.stop_reason == "budget"
+    assert len(steps) >= 3  # it took several calls, each training on from the last
+    assert steps == sorted(set(steps))
+    assert all(m.status == "finished" and m.step == STEPS for m in result.members)
+    assert {e.data["reason"] for e in events_of(result, "stop")} == {"budget"}
 
 
 def test_stops_at_the_target():

@@ -295,6 +295,7 @@ class _ClassSession(_Session):
         self.obj: Trainable | None = None
 
     def start(self, hparams: Mapping[str, Any], state: Any) -> None:
+        self.member._hparams = MappingProxyType(dict(hparams))  # what setup is given
         obj = self.cls()
         obj.member = self.member
         obj.setup(hparams)
@@ -331,6 +332,8 @@ class _ClassSession(_Session):
         if _overrides(obj, "apply_hparams"):
             if state is not None:
                 obj.load(state)
+            # self.member.hparams is what apply_hparams is given, from then on
+            self.member._hparams = MappingProxyType(dict(hparams))
             obj.apply_hparams(hparams)
         else:
             self.start(hparams, obj.save() if state is None else state)

@@ -442,7 +442,10 @@ class Worker:
                     elapsed=ctx.clock.now() - ctx.started,
                     plateau=self._plateau,
                 )
-                if reason is not None and reason != "budget":
+                if reason == "time":  # the call's time is up: members stay resumable
+                    ctx.stop_reason = "time"
+                    ctx.stop_event.set()
+                elif reason is not None and reason != "budget":
                     self._flush_last()
                     self._finish_all(reason)
                     return reason

@@ -325,3 +325,18 @@ def test_workers_get_their_thread_cap_and_their_own_device(tmp_path: Path, monke
     assert {r.metrics["threads"] for r in result.reports} == {3.0}
     assert {r.metrics["device"] for r in result.reports} <= {4.0, 7.0}
     assert "OMP_NUM_THREADS" not in os.environ  # the driver's own is untouched
+
+
+def test_a_time_budget_stops_worker_processes_and_a_resumed_run_gets_the_time_again(
+    tmp_path: Path,
+):
+    from tests.test_resume import run as durable_run
+
+    budget = gp.Budget(steps=10**6, seconds=1.5)  # the time ends each call, not the steps
+    first = durable_run(tmp_path, workers=2, budget=budget)
+    assert first.stop_reason == "time"
+    assert all(m.status == "active" and m.step > 0 for m in first.members)
+    second = durable_run(tmp_path, workers=2, budget=budget)
+    assert second.stop_reason == "time"
+    assert all(m.status == "active" for m in second.members)
+    assert sum(m.step for m in second.members) > sum(m.step for m in first.members)

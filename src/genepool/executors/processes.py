@@ -375,8 +375,12 @@ def _wait_for_exit(procs: Sequence[_Child], timeout: float) -> None:
 
 
 def _outcome(ctx: RunContext) -> str:
-    """Why the run ended, read from the store (the members' stop reasons)."""
+    """Why the run ended, read from the store (the members' stop reasons): with members
+    still active, the call's time was up (``Budget.seconds``) or it was interrupted."""
     population = ctx.store.population(ctx.name)
     if any(m.status == "active" for m in population):
+        seconds = ctx.policy.budget.seconds
+        if seconds is not None and ctx.clock.now() - ctx.started >= seconds:
+            return "time"
         return "interrupted"
     return ended_because(population)
