@@ -280,20 +280,23 @@ def _read_back(
     storage: str, checkpoints: str, steps: int, folder: Path, name: str = "run"
 ) -> dict[str, Any]:
     """What happened: failed members and members at budget (the store), restarts from
-    step 0 after a first checkpoint, and each stretch of steps trained again that no
-    exploit explains: steps lost to a kill (the trained-step logs and the exploits)."""
+    step 0 after a first checkpoint, and each stretch of steps one process trained again
+    that an earlier one had trained and no exploit explains: the steps lost to one kill
+    (the trained-step logs, one per process, and the exploits). Two kills in a row of
+    one member's round are two stretches, each at most a ready interval."""
     result = gp.Result.open(storage, name, checkpoints=checkpoints)
     population = list(result.population)
-    timeline: dict[int, list[tuple[float, int, str]]] = {}
+    timeline: dict[int, list[tuple[float, int, str, int]]] = {}
     for log in folder.glob("trained-*"):
+        pid = int(log.name.split("-")[1])  # the process that trained them
         for line in log.read_text().splitlines():
             parts = line.split()
             if len(parts) == 3:  # (a kill may cut the last line short)
                 member, step, when = int(parts[0]), int(parts[1]), float(parts[2])
-                timeline.setdefault(member, []).append((when, step, "step"))
+                timeline.setdefault(member, []).append((when, step, "step", pid))
     for e in result.events:
         if e.kind == "exploit":
-            timeline.setdefault(e.member, []).append((e.time, e.step, "exploit"))
+            timeline.setdefault(e.member, []).append((e.time, e.step, "exploit", 0))
     # a report of a ready step reaches the store only with that round's checkpoint
     checkpointed_at: dict[int, float] = {}
     for r in result.reports:
@@ -302,14 +305,18 @@ def _read_back(
     lost: list[int] = []
     restarted = 0
     for member, entries in timeline.items():
-        reached, stretch, from_zero = 0, 0, False
+        reached, stretch, from_zero, trainer = 0, 0, False, 0
         first_checkpoint = checkpointed_at.get(member, float("inf"))
-        for when, step, kind in sorted(entries):
+        for when, step, kind, pid in sorted(entries):
             if kind == "exploit":  # it goes on from the donor's step
                 if stretch:
                     lost.append(stretch)
                 reached, stretch = 0, 0
                 continue
+            if pid != trainer:  # another process: what it trains again is one kill's loss
+                if stretch:
+                    lost.append(stretch)
+                stretch, trainer = 0, pid
             if step <= reached:
                 stretch += 1
                 if step == 1 and when > first_checkpoint:

@@ -94,7 +94,7 @@ def test_disk_stays_bounded_on_a_long_run_with_many_exploits(
         initial=None,
         ready=gp.Every(1),
         exploit=gp.Truncation(0.25),
-        budget=gp.Budget(steps=60),
+        budget=gp.Budget(steps=90),
     )
     assert result.stop_reason == "budget"
     exploits = sum(e.kind == "exploit" for e in result.events)

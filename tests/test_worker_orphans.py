@@ -102,6 +102,21 @@ def commit(ctx: RunContext, member: int, **changes: Any) -> None:
         ctx.store.commit(other, release=True)
 
 
+def hold(ctx: RunContext, member: int) -> Any:
+    """Claim ``member`` and keep its lease (a worker training it); the lease."""
+    info = WorkerInfo(name="holder")
+    others = []
+    while True:
+        lease = ctx.store.claim("run", info, lease_seconds=60.0)
+        assert lease is not None
+        if lease.member == member:
+            break
+        others.append(lease)
+    for other in others:
+        ctx.store.commit(other, release=True)
+    return lease
+
+
 def ref(checkpoint_id: str, member: int, step: int) -> CheckpointRef:
     return CheckpointRef(checkpoint_id, member, step, float(step), 0.5, {"lr": 0.5})
 
@@ -134,10 +149,17 @@ def test_only_old_checkpoints_nothing_refers_to_go_while_the_run_is_going_on(che
     for checkpoint_id in (current, donor, newer, old, elsewhere):
         age(checkpoints, checkpoint_id, 2 * ORPHAN_GRACE_SECONDS)
 
+    writer = hold(ctx, 1)  # a worker that wrote the young one may still record it
     assert collect_orphans(ctx) == [old]
     assert checkpoints.ids("run") == sorted([current, donor, newer, young])
     assert checkpoints.ids("other") == [elsewhere]
     assert collect_orphans(ctx) == []
+    ctx.store.commit(writer, release=True)
+    assert ctx.store.held("run") == frozenset()
+    # nobody holds member 1 now: nobody can record the young one, which goes at once
+    assert collect_orphans(ctx) == [young]
+    assert checkpoints.ids("run") == sorted([current, donor, newer])
+    young = put("run", 1, 12, b"young orphan")
     # with no grace, the young one goes too: never the current or the pinned ones
     assert collect_orphans(ctx, grace_seconds=0.0) == [young]
     assert checkpoints.ids("run") == sorted([current, donor, newer])
@@ -150,7 +172,9 @@ def test_once_no_member_is_active_every_checkpoint_nothing_refers_to_goes(checkp
     kept = checkpoints.put("run", 0, 8, b"kept")
     commit(ctx, 0, checkpoint=ref(kept, 0, 8), step=8, status="finished")
     young = checkpoints.put("run", 1, 8, b"young orphan")
-    assert collect_orphans(ctx) == []  # member 1 and 2 may still record it
+    writer = hold(ctx, 1)
+    assert collect_orphans(ctx) == []  # the worker holding member 1 may still record it
+    ctx.store.commit(writer, release=True)
     commit(ctx, 1, status="finished")
     commit(ctx, 2, status="failed")
     assert collect_orphans(ctx) == [young]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 __all__ = [
     "ACTIVE",
+    "CURVE_LENGTH",
     "FAILED",
     "FINISHED",
     "CheckpointRef",
@@ -29,6 +30,8 @@ Status = Literal["active", "finished", "failed"]
 ACTIVE: Status = "active"
 FINISHED: Status = "finished"
 FAILED: Status = "failed"
+#: How many of its ready rounds a member's view keeps (``MemberView.curve``).
+CURVE_LENGTH = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,10 @@ class MemberView:
             keeps killing its worker (out of memory, say) is stopped.
         ready_counter: The ready counter's value at its last ready (or at the checkpoint it
             copied): the next ready counts from here, even after an interrupted round.
+        curve: Its own ready rounds as ``(ready counter, score)``, oldest first, the
+            latest :data:`CURVE_LENGTH`; kept through an exploit: a member ranks by the
+            score of its own latest ready, never by its donor's (see
+            :meth:`Population.rank_value`).
         previous: The checkpoints it held before ``checkpoint``, newest first, that the
             store keeps for it (``gp.run(keep=)`` of them): what it falls back to when its
             current checkpoint cannot be read.
@@ -96,6 +103,7 @@ class MemberView:
     crashes: int = 0
     ready_counter: float = 0.0
     previous: tuple[CheckpointRef, ...] = ()
+    curve: tuple[tuple[float, float], ...] = ()
 
     #: Whether its latest round failed (or the failure policy stopped it).
     failed: bool = field(init=False, repr=False, compare=False)
@@ -105,6 +113,12 @@ class MemberView:
     #: are unmeasured, and the donor offers the same weights), which also keeps two members
     #: from copying one old checkpoint back and forth forever.
     can_donate: bool = field(init=False, repr=False, compare=False)
+
+    def curve_with(self, counter: float, score: float) -> tuple[tuple[float, float], ...]:
+        """:attr:`curve` with a ready at ``counter`` scoring ``score`` (what came at or
+        after ``counter``, from before an exploit moved it back, goes)."""
+        kept = [point for point in self.curve if point[0] < counter]
+        return (*kept[-(CURVE_LENGTH - 1) :], (counter, score))
 
     def __post_init__(self) -> None:
         failed = self.failures > 0 or self.status == FAILED
@@ -150,6 +164,29 @@ class Population:
     def __getitem__(self, member_id: int) -> MemberView:
         index = self._index
         return self.members[index[member_id] if index else member_id]
+
+    def rank_value(self, member: MemberView) -> float:
+        """How the member ranks when another decides, higher is better: the score of its
+        own latest ready (kept through an exploit it made since: what it showed, not what
+        it copied), else its checkpoint's if the checkpoint is its own; ``-inf`` if
+        failed or without a score of its own."""
+        if member.curve:
+            score: float | None = member.curve[-1][1]
+        else:  # a view from before curves were kept
+            own = member.checkpoint is not None and member.checkpoint.member == member.id
+            score = member.score if own else None
+        if member.failed or score is None or not math.isfinite(score):
+            return -math.inf
+        return score if self.mode == "max" else -score
+
+    def ranked(self, *, exclude: int | None = None) -> list[MemberView]:
+        """The members a ready member ranks itself among: every one not failed with a
+        score of its own (:meth:`rank_value`), whether or not it can donate now."""
+        ranked: list[MemberView] | None = self._cache.get("ranked")
+        if ranked is None:
+            ranked = [m for m in self.members if self.rank_value(m) > -math.inf]
+            self._cache["ranked"] = ranked
+        return [m for m in ranked if m.id != exclude]
 
     def fitness(self, member: MemberView) -> float:
         """The member's score turned so that higher is better; ``-inf`` if failed or unscored."""

@@ -312,29 +312,45 @@ def collect_orphans(ctx: RunContext, *, grace_seconds: float | None = None) -> l
     previous one, or a pinned one, is never deleted. Nor is a checkpoint of another
     datastore (a run of the same name in the same folder, with another store): only
     those that belong to this run's datastore
-    (:meth:`~genepool.checkpoints.CheckpointStore.owned_by`) are candidates. The driver
-    calls this when a run starts (resumes) and when it ends.
+    (:meth:`~genepool.checkpoints.CheckpointStore.owned_by`) are candidates.
+
+    Only a worker holding a member's lease can record a checkpoint of it: the checkpoints
+    are listed first, then the members held are read (:meth:`Store.held`), and a
+    checkpoint of a member nobody holds is garbage however young (its writer is gone, or
+    recorded it). One of a held member is left alone until it is ``grace_seconds`` old.
+    The driver calls this when a run starts (resumes) and ends, and the process executor
+    when one of its workers dies.
 
     Args:
         ctx: The run.
-        grace_seconds: Leave alone checkpoints younger than this. Default:
-            :data:`ORPHAN_GRACE_SECONDS` while a member is active; none once no member is
-            (nothing can record a checkpoint any more), when the run's temporary
-            directories (a torn write, the spare directories of a worker that died) are
-            removed too.
+        grace_seconds: Leave alone the checkpoints of held members younger than this.
+            Default: :data:`ORPHAN_GRACE_SECONDS` while a member is active; none once no
+            member is (nothing can record a checkpoint any more), when the run's
+            temporary directories (a torn write, the spare directories of a worker that
+            died) are removed too.
     """
     store, checkpoints, run = ctx.store, ctx.checkpoints, ctx.name
-    population = store.population(run)  # before listing: a later checkpoint is too young
+    try:
+        on_disk = checkpoints.ids(run)  # first: what a worker records later is listed here
+        old = set(checkpoints.ids(run, older_than=grace_seconds or ORPHAN_GRACE_SECONDS))
+    except NotImplementedError:  # a store that cannot list what it holds
+        return []
+    population, held = store.population(run), store.held(run)  # then who can record one
     done = not any(m.status == ACTIVE for m in population)
     if grace_seconds is None:
         grace_seconds = 0.0 if done else ORPHAN_GRACE_SECONDS
-    try:
-        on_disk = checkpoints.ids(run, older_than=grace_seconds if grace_seconds > 0 else None)
-    except NotImplementedError:  # a store that cannot list what it holds
-        return []
     current = {m.checkpoint.id for m in population if m.checkpoint is not None}
+
+    def garbage(checkpoint_id: str) -> bool:
+        if checkpoint_id in current:
+            return False
+        if grace_seconds <= 0 or checkpoint_id in old:
+            return True
+        member = _member_of(checkpoint_id)
+        return member is not None and member not in held
+
     identity = store.identity
-    candidates = checkpoints.owned_by(identity, [c for c in on_disk if c not in current])
+    candidates = checkpoints.owned_by(identity, [c for c in on_disk if garbage(c)])
     collected = store.collect(run, candidates) if candidates else []
     for checkpoint_id in collected:
         checkpoints.delete(checkpoint_id)
@@ -343,6 +359,14 @@ def collect_orphans(ctx: RunContext, *, grace_seconds: float | None = None) -> l
     if done and grace_seconds <= 0:  # in this datastore's folder only
         checkpoints.sweep(run=run, grace_seconds=0.0, owner=identity)
     return collected
+
+
+def _member_of(checkpoint_id: str) -> int | None:
+    """The member in a checkpoint id ``<run>/m<member>/<name>``; ``None`` if not one."""
+    parts = checkpoint_id.split("/")
+    if len(parts) == 3 and parts[1][:1] == "m" and parts[1][1:].isdigit():
+        return int(parts[1][1:])
+    return None
 
 
 def _undecided(population: Population, view: MemberView) -> bool:
@@ -961,6 +985,8 @@ class Worker:
             crashes=0 if step > view.step else view.crashes,
             ready_count=view.ready_count + 1 if ready else view.ready_count,
             ready_counter=counter if ready else view.ready_counter,
+            # what it ranks by from now on, even once it has copied another (Truncation)
+            curve=view.curve_with(counter, scores[-1]) if ready and scores else view.curve,
         )
         # a synchronous member waits at the barrier from the very write that counts its
         # round, so no other worker can see the round done but the member not waiting

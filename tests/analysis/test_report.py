@@ -117,7 +117,7 @@ class Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def small() -> gp.Result:
-    return small_run()
+    return small_run(seed=2)  # a run whose best member exploited twice
 
 
 @pytest.fixture(scope="module")

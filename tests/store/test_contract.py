@@ -193,6 +193,42 @@ def test_run_config_round_trips(store):
     assert dict(store.run_config(RUN)) == config
 
 
+def test_held_names_the_members_a_live_lease_holds(store, clock):
+    store.create_run(RUN, config={"mode": "max"}, members=members(3))
+    assert store.held(RUN) == frozenset()
+    first = store.claim(RUN, W1, lease_seconds=10.0)
+    second = store.claim(RUN, W1, lease_seconds=30.0)
+    assert first is not None
+    assert second is not None
+    assert store.held(RUN) == {first.member, second.member}
+    store.commit(first, release=True)  # released
+    assert store.held(RUN) == {second.member}
+    clock.advance(31.0)  # run out
+    assert store.held(RUN) == frozenset()
+    dead = WorkerInfo(name="dead", pid=exited_pid())  # its holder is known dead
+    lease = store.claim(RUN, dead, lease_seconds=60.0)
+    assert lease is not None
+    assert lease.member not in store.held(RUN)
+
+
+def test_a_members_curve_round_trips_and_ranks_it(store):
+    # the curve (its own ready scores) is what it ranks by, even holding a donor's checkpoint
+    store.create_run(RUN, config={"mode": "max"}, members=members(2))
+    lease = claim(store)
+    assert lease is not None
+    donor = CheckpointRef("run/m1/s8-x", 1, 8, 8.0, 0.9, {"lr": 0.2})
+    view = dataclasses.replace(
+        store.population(RUN)[lease.member],
+        checkpoint=donor,
+        score=0.9,
+        curve=((4.0, 0.25), (8.0, float("-inf")), (12.0, 0.5)),
+    )
+    store.commit(lease, member=view, release=True)
+    population = store.population(RUN)
+    assert population[lease.member].curve == view.curve
+    assert population.rank_value(population[lease.member]) == 0.5
+
+
 def test_the_identity_is_the_datastores_own_and_writes_never_change_it(store):
     identity = store.identity
     assert isinstance(identity, str)

@@ -28,7 +28,7 @@ from genepool._errors import StorageError, StorageFaultError, invalid
 from genepool._faults import STORAGE_EXIT, abandon, leases_from_json, leases_to_json
 from genepool.checkpoints import MemoryCheckpoints
 from genepool.store import MemoryStore
-from genepool.worker import RunContext, Worker, ended_because
+from genepool.worker import RunContext, Worker, collect_orphans, ended_because
 
 __all__ = ["ProcessExecutor"]
 
@@ -248,6 +248,7 @@ class ProcessExecutor:
                     restarts += 1
                     log.warning("worker %d died (exit %s): starting another", child.index, code)
                     start(child.index)
+                    _tidy(ctx)  # what it wrote and did not record (its members are free)
         finally:
             for child in procs:
                 child.terminate()
@@ -372,6 +373,15 @@ def _wait_for_exit(procs: Sequence[_Child], timeout: float) -> None:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _tidy(ctx: RunContext) -> None:
+    """Delete the checkpoints a dead worker left that nothing refers to (a failure to do
+    so is only logged: the next start of the run tries again)."""
+    try:
+        collect_orphans(ctx)
+    except Exception:
+        log.warning("could not delete the checkpoints a dead worker left", exc_info=True)
 
 
 def _outcome(ctx: RunContext) -> str:

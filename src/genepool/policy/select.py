@@ -2,9 +2,11 @@
 
 Each rule is a small strategy whose :meth:`Select.select` is a pure function of the
 population snapshot, the member and a random generator: it returns the donor, or ``None``
-to keep training. Only members that can donate (a checkpoint with a finite score, not
-failed) are ever returned, and a member ranks by the score attached to its checkpoint.
-A member whose latest round failed ranks worst.
+to keep training. Only members that can donate (a checkpoint of their own with a finite
+score, not failed) are ever returned. Every member ranks by the score of its own latest
+ready, even one that has copied another since (:meth:`Population.rank_value`), so that a
+member that just exploited still counts in the population it was measured in. A member
+whose latest round failed ranks worst.
 """
 
 from __future__ import annotations
@@ -49,11 +51,25 @@ def truncation_split(n: int, fraction: float) -> int:
     return min(n // 2, max(1, math.ceil(fraction * n - 1e-9)))
 
 
+def _tie_break(round_: int, member: int) -> int:
+    """A pseudo-random order of members for one round (splitmix64 of the two): equal
+    scores favour no id, and every decision of a round orders the same ties the same
+    way (a synchronous round exploits exactly its bottom ``k``)."""
+    z = (round_ * 0x9E3779B97F4A7C15 + member * 0xBF58476D1CE4E5B9 + 1) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return z ^ (z >> 31)
+
+
 class Truncation(Select):
     """Truncation selection: the bottom ``fraction`` copies a uniformly chosen member of the top.
 
-    Ties are broken at random (from the decision's generator), so equal scores do not favour
-    low ids. The member itself is ranked by its own latest checkpoint score.
+    Every live member with a score ranks, by the score of its own latest ready (one that
+    has exploited since still counts, by what it showed); a member exploits if it is in
+    the bottom ``k = ceil(fraction x n)`` of the ``n`` ranked, and copies one of the top
+    ``k`` that can donate (or tied with them), drawn uniformly. Ties at the bottom are
+    ordered pseudo-randomly for the round (the same for every decision of the round), so
+    equal scores favour no id, and a synchronous round exploits exactly ``k`` members.
 
     Args:
         fraction: The share of the population in the bottom and in the top, in (0, 0.5].
@@ -87,21 +103,22 @@ class Truncation(Select):
     def select(
         self, population: Population, member: MemberView, rng: np.random.Generator
     ) -> MemberView | None:
-        ranked = population.donors(exclude=member.id)
+        ranked = population.ranked(exclude=member.id)
         ranked.append(member)
         n = len(ranked)
         k = truncation_split(n, self.fraction)
         if k == 0:
             return None
-        # random order first, then a stable sort: ties fall in random order
-        order = rng.permutation(n)
-        shuffled = [ranked[i] for i in order]
-        shuffled.sort(key=population.fitness)
-        bottom = shuffled[:k]
-        if not any(m is member for m in bottom):
+        value, round_ = population.rank_value, member.ready_count
+        ranked.sort(key=lambda m: (value(m), _tie_break(round_, m.id)))
+        if not any(m is member for m in ranked[:k]):
             return None
-        top: list[MemberView] = shuffled[n - k :]
-        donor: MemberView = top[int(rng.integers(k))]
+        # the top k, and any tied with its last: the donor is drawn among them
+        line = value(ranked[n - k])
+        top = [m for m in ranked if value(m) >= line and m.can_donate and m is not member]
+        if not top:
+            return None
+        donor: MemberView = top[int(rng.integers(len(top)))]
         return donor
 
     def never_selects(self, population: Population, member: MemberView) -> bool:
@@ -109,13 +126,13 @@ class Truncation(Select):
         ties puts it in the bottom ``k``. (Never for a subclass with its own :meth:`select`.)"""
         if type(self).select is not Truncation.select:
             return False
-        ranked = population.donors(exclude=member.id)
+        ranked = population.ranked(exclude=member.id)
         k = truncation_split(len(ranked) + 1, self.fraction)
         if k == 0:
             return True
-        fitness = population.fitness
-        mine = fitness(member)
-        return sum(1 for m in ranked if fitness(m) < mine) >= k
+        value = population.rank_value
+        mine = value(member)
+        return sum(1 for m in ranked if value(m) < mine) >= k
 
     def __repr__(self) -> str:
         return f"Truncation({self.fraction!r})"

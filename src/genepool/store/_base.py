@@ -330,6 +330,14 @@ class Store(ABC):
         """An immutable snapshot of every member of the run."""
 
     @abstractmethod
+    def held(self, run: str) -> frozenset[int]:
+        """The members a lease holds now: one not released, not run out, whose holder is
+        not known dead (:func:`holder_dead`). Only a worker holding a member's lease can
+        record a checkpoint of it, so a checkpoint of a member not held that no member
+        names is garbage, however young. A store may report more members held than are
+        (a margin for clocks), never fewer."""
+
+    @abstractmethod
     def claim(
         self, run: str, worker: WorkerInfo, *, lease_seconds: float, max_ahead: int | None = None
     ) -> Lease | None:

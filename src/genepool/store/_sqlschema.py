@@ -222,6 +222,9 @@ _DB_NOW = sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), Double)
 _S_CLAIM_ROWS = select(
     _M.id, _M.ready_count, _M.step, _M.pending, _M.token, _M.expires, _M.holder, _DB_NOW
 ).where(_M.run_id == bindparam("r"), _M.status == ACTIVE)
+_S_HELD = select(_M.id, _M.expires, _M.holder).where(
+    _M.run_id == bindparam("r"), _M.holder.is_not(None)
+)
 _S_CLAIM_LOCK = (
     select(_M.status, _M.ready_count, _M.step, _M.pending, _M.token, _M.expires, _M.holder, _M.view)
     .where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))

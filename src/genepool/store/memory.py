@@ -98,6 +98,15 @@ class MemoryStore(Store):
         with self._lock:
             return self._run(run).snapshot
 
+    def held(self, run: str) -> frozenset[int]:
+        with self._lock:
+            now = self._clock.now()
+            return frozenset(
+                m
+                for m, lease in enumerate(self._run(run).leases)
+                if lease is not None and lease.expires > now and not holder_dead(lease.worker)
+            )
+
     def claim(
         self, run: str, worker: WorkerInfo, *, lease_seconds: float, max_ahead: int | None = None
     ) -> Lease | None:

@@ -85,6 +85,9 @@ class StoreServer:
     def population(self, run: str) -> Population:
         return self._store.population(run)
 
+    def held(self, run: str) -> frozenset[int]:
+        return self._store.held(run)
+
     def claim(
         self, run: str, worker: WorkerInfo, lease_seconds: float, max_ahead: int | None
     ) -> Lease | None:
@@ -235,6 +238,10 @@ class RemoteStore(Store):
     def run_config(self, run: str) -> Mapping[str, Any]:
         config: Mapping[str, Any] = self._get(self.server.run_config.remote(run))
         return config
+
+    def held(self, run: str) -> frozenset[int]:
+        held: frozenset[int] = self._get(self.server.held.remote(run))
+        return held
 
     def population(self, run: str) -> Population:
         pop: Population = self._get(self.server.population.remote(run))

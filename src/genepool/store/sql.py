@@ -192,6 +192,7 @@ _S_LEASE = _Q("_S_LEASE")
 _S_REPORTS = _Q("_S_REPORTS")
 _S_EVENTS = _Q("_S_EVENTS")
 _S_CLAIM_ROWS = _Q("_S_CLAIM_ROWS")
+_S_HELD = _Q("_S_HELD")
 _S_CLAIM_LOCK = _Q("_S_CLAIM_LOCK")
 _S_COMMIT_LOCK = _Q("_S_COMMIT_LOCK")
 _U_RENEW_DB_CLOCK = _Q("_U_RENEW_DB_CLOCK", dml=True)
@@ -307,6 +308,7 @@ def _view_json(m: MemberView) -> str:
             "crashes": _enc(m.crashes),
             "ready_counter": _enc(m.ready_counter),
             **({"previous": [_ref_json(p) for p in m.previous]} if m.previous else {}),
+            **({"curve": [[_enc(c), _enc(v)] for c, v in m.curve]} if m.curve else {}),
         }
     )
 
@@ -389,6 +391,7 @@ def _view_from_json(text: str) -> MemberView:
             crashes=d.get("crashes", 0),
             ready_counter=d.get("ready_counter", 0.0),
             previous=tuple(_ref_from_json(p) for p in d.get("previous", ())),
+            curve=tuple((c, v) for c, v in d.get("curve", ())),
         )
     except KeyError as err:
         raise _Corrupt(f"its view lacks {err}") from None
@@ -424,6 +427,8 @@ def _wrong_in_view(v: MemberView) -> str | None:
         return f"pending is {v.pending!r}"
     if not _is_num(v.ready_counter):
         return f"ready_counter is {v.ready_counter!r}"
+    if not all(_is_num(c) and _is_num(x) for c, x in v.curve):
+        return f"curve is {list(v.curve)!r}"
     ck = v.checkpoint
     if ck is not None and not _good_ref(ck):
         return f"checkpoint is {ck!r}"
@@ -500,6 +505,11 @@ def _holder_from_json(text: str) -> WorkerInfo:
         driver_pid=driver_pid,
         driver_start=driver_start,
     )
+
+
+#: How far this machine's clock may lag the database's (PostgreSQL), in seconds: a lease is
+#: taken as held that long after it ran out by this clock (:meth:`SQLStore.held`).
+CLOCK_MARGIN_SECONDS = 60.0
 
 
 def _held(holder: str | None, expires: float | None, now: float) -> bool:
@@ -1499,6 +1509,14 @@ class SQLStore(Store):
                 if rows:
                     st.apply(rows)
                 return st.population()
+
+    def held(self, run: str) -> frozenset[int]:
+        # PostgreSQL times leases by its own clock: a margin for this machine's
+        margin = 0.0 if self._sqlite or self._clock is not None else CLOCK_MARGIN_SECONDS
+        with self._tx("auto") as tx:
+            rows = tx.all(_S_HELD, {"r": self._state(tx, run).id})
+        now = self._now() - margin
+        return frozenset(int(i) for i, expires, holder in rows if _held(holder, expires, now))
 
     # -- leases --------------------------------------------------------------------------
     def claim(
