@@ -363,6 +363,9 @@ def test_a_round_that_ends_in_an_exploit_writes_no_checkpoint_of_its_own(fuses):
         checkpoints=checkpoints,
         storage=RefusingStore(refuse=0, fuses=fuses),
         clock=gp.ManualClock(tick=0.001),  # a round's reports go with its last write
+        # each (member, step) one round: no copy of a donor behind, which would train
+        # the same steps again (compared at the same point of training, one may be)
+        aligned=False,
     )
     exploits = events_of(result, "exploit")
     assert exploits
@@ -715,7 +718,11 @@ def test_a_run_where_every_member_fails_still_ends():
 def test_a_member_failing_in_its_last_round_does_not_train_past_the_budget():
     # member 3 (the worst) fails once in its last round; its decision copies a donor that
     # has already finished (its checkpoint is at the budget): the copy must not train on
-    result = run(failing_once("raise", at_member=3, at_step=STEPS - 1), initial=INITIAL[::-1])
+    result = run(
+        failing_once("raise", at_member=3, at_step=STEPS - 1),
+        initial=INITIAL[::-1],
+        aligned=False,  # the scenario's decisions: each compared by its latest score
+    )
     assert [e.member for e in events_of(result, "failure")] == [3]
     last_exploit = events_of(result, "exploit", 3)[-1]
     assert last_exploit.time > events_of(result, "failure", 3)[0].time
@@ -1019,3 +1026,38 @@ def test_metrics_every_must_be_a_positive_integer():
             budget=gp.Budget(steps=8),
             metrics_every=0,
         )
+
+
+@pytest.mark.parametrize("population", [2, 8])
+def test_toy_asynchronous_pbt_reaches_the_synchronous_quality(toy, population):
+    # asynchronously a member that decides is a round ahead of some and behind others:
+    # compared at the same point of training (aligned, the default), Q's rise with
+    # training no longer makes whoever trained furthest look best
+    def run_variant(variant: str, seed: int, *, synchronous: bool, **options: Any) -> gp.Result:
+        settings = toy.VARIANTS[variant]
+        return gp.run(
+            toy.Toy,
+            toy.SPACE,
+            metric="Q",
+            population=population,
+            initial=(toy.INITIAL * population)[:population],
+            ready=gp.Every(4),
+            budget=gp.Budget(steps=200),
+            exploit=settings["exploit"],
+            explore=settings["explore"],
+            seed=seed,
+            synchronous=synchronous,
+            **options,
+        )
+
+    synchronous = mean_best(lambda v, s: run_variant(v, s, synchronous=True), "pbt")
+    asynchronous = mean_best(lambda v, s: run_variant(v, s, synchronous=False), "pbt")
+    unaligned = mean_best(lambda v, s: run_variant(v, s, synchronous=False, aligned=False), "pbt")
+    assert synchronous > 1.19
+    assert asynchronous > synchronous - 0.005, (asynchronous, synchronous)
+    assert unaligned < asynchronous  # what the comparison at the same point fixes
+
+
+def test_aligned_must_be_a_bool_or_none():
+    with pytest.raises(gp.InvalidArgumentError, match=r"'aligned'.*True, False or None"):
+        run(aligned="yes")

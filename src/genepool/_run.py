@@ -155,6 +155,7 @@ def run(
     revive: bool = False,
     allow_config_change: bool = False,
     synchronous: bool = False,
+    aligned: bool | None = None,
     lease_seconds: float = 30.0,
     progress_timeout: float | None = None,
     max_crashes: int = 3,
@@ -217,6 +218,12 @@ def run(
         synchronous: Decide in generations: a ready member waits until every active
             member has finished the same round, so all compare scores of the same round.
             A finished or failed member never holds the others up.
+        aligned: Compare members at the same point of training: a member that decides
+            is compared with each other at the latest ready both have reached, not with
+            the other's latest score, which may be a round older or newer (a score that
+            rises with training would otherwise make whoever trained furthest look
+            best). ``None`` (default): on for an asynchronous run, off for a synchronous
+            one (where every member decides on the same round anyway).
         lease_seconds: How long a worker's claim on a member lasts without a heartbeat.
         progress_timeout: Seconds without a step after which a worker is taken for hung
             and its member is handed to another worker.
@@ -321,6 +328,8 @@ def run(
             repr(keep),
             "Fix: pass how many previous checkpoints each member keeps, e.g. keep=1.",
         )
+    if aligned is not None and type(aligned) is not bool:
+        raise invalid("run", "aligned", "True, False or None", repr(aligned))
     check_trainable(trainable)
     policy = Policy(
         space=space,
@@ -329,6 +338,7 @@ def run(
         explore=Perturb() if explore is _DEFAULT else explore,
         budget=budget,
         max_failures=max_failures,
+        aligned=not synchronous if aligned is None else aligned,
     )
     window = getattr(policy.exploit, "window", 0)
     if window > recent_window:
@@ -367,6 +377,8 @@ def run(
         "budget": repr(budget),
         "max_failures": max_failures,
         "synchronous": synchronous,
+        # only when given: the runs made before it existed resume with the same hash
+        **({"aligned": aligned} if aligned is not None else {}),
     }
     digest = config_hash(settings)
     try:

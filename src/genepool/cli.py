@@ -325,6 +325,7 @@ def _run(args: argparse.Namespace) -> int:
         "checkpoints",
         "workers",
         "synchronous",
+        "aligned",
         "lease_seconds",
         "progress_timeout",
         "max_crashes",

@@ -143,10 +143,14 @@ class Population:
     Attributes:
         members: The members, ordered by id.
         mode: ``"max"`` when a higher score is better, ``"min"`` otherwise.
+        aligned: Compare two members at the same point of training (:meth:`compared`):
+            each by its score at the latest ready both have reached, not the score of
+            its latest ready (an asynchronous run, where one is a round ahead of another).
     """
 
     members: tuple[MemberView, ...]
     mode: Mode = "max"
+    aligned: bool = False
     _index: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -176,6 +180,27 @@ class Population:
             own = member.checkpoint is not None and member.checkpoint.member == member.id
             score = member.score if own else None
         if member.failed or score is None or not math.isfinite(score):
+            return -math.inf
+        return score if self.mode == "max" else -score
+
+    def compared(self, other: MemberView, member: MemberView) -> tuple[float, float]:
+        """``other``'s and ``member``'s :meth:`rank_value` when ``member`` decides: with
+        :attr:`aligned`, each at the latest ready at or before the point of training
+        both have reached (the smaller of their ready counters), from its curve."""
+        if not self.aligned or not other.curve or not member.curve:
+            return self.rank_value(other), self.rank_value(member)
+        common = min(other.curve[-1][0], member.curve[-1][0])
+        return self._value_at(other, common), self._value_at(member, common)
+
+    def _value_at(self, member: MemberView, counter: float) -> float:
+        """:meth:`rank_value` from its latest ready at or before ``counter`` (its
+        earliest kept one if none is)."""
+        score = member.curve[0][1]
+        for at, value in member.curve:
+            if at > counter:
+                break
+            score = value
+        if member.failed or not math.isfinite(score):
             return -math.inf
         return score if self.mode == "max" else -score
 

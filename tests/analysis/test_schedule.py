@@ -109,7 +109,7 @@ def result() -> gp.Result:
         population=6,
         ready=gp.Every(4),
         budget=gp.Budget(steps=40),
-        seed=3,
+        seed=4,  # a run whose best member exploited along its line
     )
 
 

@@ -294,14 +294,21 @@ def test_truncation_never_selects_exactly_when_no_draw_would(specs, fraction, mo
     for round_ in range(400):  # ties are ordered anew each round
         at = replace(member, ready_count=round_)
         pick = rule.select(population, at, np.random.default_rng(round_))
+        if rule.never_selects(population, at):
+            assert pick is None
         picks.add(None if pick is None else pick.id)
-    if rule.never_selects(population, member):
-        assert picks == {None}
-        return
     value = population.rank_value
+    if sum(value(m) < value(member) for m in population.ranked(exclude=member.id)) >= (
+        truncation_split(len(population.ranked(exclude=member.id)) + 1, fraction) or 1
+    ):
+        assert picks == {None}  # strictly above the bottom: never, in any round
+        return
     pool = [*population.ranked(exclude=member.id), member]
     fits = sorted(value(m) for m in pool)
     k = truncation_split(len(pool), fraction)
+    if k == 0:
+        assert picks == {None}
+        return
     top = [m for m in pool if m is not member and m.can_donate and value(m) >= fits[-k]]
     if top:
         # some order of the ties puts it in the bottom, at least 1 in 25 of them for these
@@ -514,3 +521,28 @@ def test_welch_constant_samples_decide_by_the_means():
     assert WelchTTest(3).select(population, population[1], rng) is None
     population = welch_pop((1.0, 1.0, 1.0), (1.0, 1.0, 1.0))
     assert WelchTTest(3).select(population, population[0], rng) is None
+
+
+def curved(i: int, curve: tuple[tuple[float, float], ...]) -> MemberView:
+    """A member with its own checkpoint at its latest ready, and that curve."""
+    counter, score = curve[-1]
+    ckpt = CheckpointRef(f"c{i}", i, int(counter), counter, score, {"x": i})
+    return MemberView(id=i, hparams={"x": i}, checkpoint=ckpt, score=score, curve=curve)
+
+
+def test_aligned_members_are_compared_at_the_point_both_reached():
+    # scores rise with training; member 1 is a round ahead of member 0, member 2 behind
+    ahead = curved(1, ((4.0, 0.5), (8.0, 0.9)))
+    me = curved(0, ((4.0, 0.6),))
+    behind_me = curved(2, ((4.0, 0.55), (8.0, 0.7), (12.0, 0.8)))
+    latest = pop(me, ahead, behind_me)
+    assert latest.compared(ahead, me) == (0.9, 0.6)  # its latest: it looks better
+    aligned = Population(latest.members, aligned=True)
+    assert aligned.compared(ahead, me) == (0.5, 0.6)  # at 4 it was worse
+    assert aligned.compared(behind_me, me) == (0.55, 0.6)
+    me_later = curved(0, ((4.0, 0.6), (8.0, 0.65), (12.0, 0.95)))
+    assert aligned.compared(ahead, me_later) == (0.9, 0.65)  # at 8, where both have been
+    rule = Truncation(0.5)  # k = 1 of 3: the member is bottom by latest, not aligned
+    assert rule.select(latest, me, np.random.default_rng(0)) is not None
+    assert rule.select(aligned, me, np.random.default_rng(0)) is None
+    assert rule.never_selects(aligned, me)

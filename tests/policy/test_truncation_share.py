@@ -93,7 +93,9 @@ class Noise(gp.Trainable):
         self.x = float(state["x"])
 
 
-def shares(n: int, *, synchronous: bool, seeds: range, readies: int = 10) -> list[float]:
+def shares(
+    n: int, *, synchronous: bool, seeds: range, readies: int = 10, aligned: bool | None = None
+) -> list[float]:
     """Per seed, the share of the decisions that exploited."""
     out = []
     for seed in seeds:
@@ -107,6 +109,7 @@ def shares(n: int, *, synchronous: bool, seeds: range, readies: int = 10) -> lis
             exploit=gp.Truncation(FRACTION),
             seed=seed,
             synchronous=synchronous,
+            aligned=aligned,
         )
         exploits = sum(e.kind == "exploit" for e in result.events)
         # every report is a ready; each one short of the budget is decided (one that
@@ -118,7 +121,11 @@ def shares(n: int, *, synchronous: bool, seeds: range, readies: int = 10) -> lis
 
 @pytest.mark.parametrize("n", [8, 16, 32])
 def test_an_asynchronous_run_exploits_its_fraction(n: int):
-    share = float(np.mean(shares(n, synchronous=False, seeds=range(20))))
+    # the rule alone: each member ranked by its latest ready score (aligned=False; with
+    # the comparison at the same point of training, the asynchronous default, a member
+    # compared with one a round behind is compared by its own previous score, which
+    # already passed a decision: about 0.20 here, see the issue's closing note)
+    share = float(np.mean(shares(n, synchronous=False, seeds=range(20), aligned=False)))
     assert abs(share - FRACTION) <= 0.05, share
 
 

@@ -90,6 +90,9 @@ class Policy:
             ``exploit=None`` it applies at every ready instead.
         budget: The member's step budget (``budget.steps``, in the ready counter's units).
         max_failures: Consecutive failed rounds after which a member is stopped.
+        aligned: Compare members at the same point of training (see
+            :attr:`Population.aligned`): for asynchronous runs, where a member that
+            decides may be a round ahead of, or behind, the others.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class Policy:
         explore: Explore | None,
         budget: Budget,
         max_failures: int = 3,
+        aligned: bool = False,
     ) -> None:
         if not isinstance(space, Space):
             raise invalid("Policy", "space", "a gp.Space", repr(space))
@@ -128,8 +132,11 @@ class Policy:
         self.ready = ready
         self.exploit = exploit
         self.explore = explore
+        if type(aligned) is not bool:
+            raise invalid("Policy", "aligned", "True or False", repr(aligned))
         self.budget = budget
         self.max_failures = max_failures
+        self.aligned = aligned
 
     def budget_reached(self, counter: float) -> bool:
         """Whether a member whose ready counter is ``counter`` has used its budget."""
@@ -161,6 +168,8 @@ class Policy:
             if self.explore is None or member.failed:
                 return Continue()
             return Continue(hparams=self.explore.explore(self.space, member.hparams, make_rng()))
+        if self.aligned and not population.aligned:
+            population = Population(population.members, population.mode, aligned=True)
         if self.exploit.never_selects(population, member):
             return Continue()
         rng = make_rng()

@@ -103,36 +103,42 @@ class Truncation(Select):
     def select(
         self, population: Population, member: MemberView, rng: np.random.Generator
     ) -> MemberView | None:
-        ranked = population.ranked(exclude=member.id)
-        ranked.append(member)
-        n = len(ranked)
-        k = truncation_split(n, self.fraction)
-        if k == 0:
-            return None
-        value, round_ = population.rank_value, member.ready_count
-        ranked.sort(key=lambda m: (value(m), _tie_break(round_, m.id)))
-        if not any(m is member for m in ranked[:k]):
-            return None
-        # the top k, and any tied with its last: the donor is drawn among them
-        line = value(ranked[n - k])
-        top = [m for m in ranked if value(m) >= line and m.can_donate and m is not member]
+        others = population.ranked(exclude=member.id)
+        k = truncation_split(len(others) + 1, self.fraction)
+        if k == 0 or self._below(population, member, others) >= k:
+            return None  # not in the bottom k
+        # the others as this member sees them; the donor is drawn among the top k and
+        # those tied with the last of them
+        seen = {m.id: population.compared(m, member)[0] for m in others}
+        line = sorted(seen.values())[len(others) - k]
+        top = [m for m in others if seen[m.id] >= line and m.can_donate]
         if not top:
             return None
         donor: MemberView = top[int(rng.integers(len(top)))]
         return donor
 
+    @staticmethod
+    def _below(population: Population, member: MemberView, others: list[MemberView]) -> int:
+        """How many of ``others`` rank below ``member``, each compared with it (ties in
+        the round's order)."""
+        round_ = member.ready_count
+        mine = _tie_break(round_, member.id)
+        below = 0
+        for other in others:
+            theirs, own = population.compared(other, member)
+            if (theirs, _tie_break(round_, other.id)) < (own, mine):
+                below += 1
+        return below
+
     def never_selects(self, population: Population, member: MemberView) -> bool:
-        """True when ``k`` members or more rank strictly below the member: no order of the
-        ties puts it in the bottom ``k``. (Never for a subclass with its own :meth:`select`.)"""
+        """True when ``k`` members or more rank below the member (ties in the round's
+        order): it is not in the bottom ``k``. (Never for a subclass with its own
+        :meth:`select`.)"""
         if type(self).select is not Truncation.select:
             return False
-        ranked = population.ranked(exclude=member.id)
-        k = truncation_split(len(ranked) + 1, self.fraction)
-        if k == 0:
-            return True
-        value = population.rank_value
-        mine = value(member)
-        return sum(1 for m in ranked if value(m) < mine) >= k
+        others = population.ranked(exclude=member.id)
+        k = truncation_split(len(others) + 1, self.fraction)
+        return k == 0 or self._below(population, member, others) >= k
 
     def __repr__(self) -> str:
         return f"Truncation({self.fraction!r})"
@@ -159,7 +165,8 @@ class Tournament(Select):
         if not others:
             return None
         other = others[int(rng.integers(len(others)))]
-        return other if population.fitness(other) > population.fitness(member) else None
+        theirs, mine = population.compared(other, member)
+        return other if theirs > mine else None
 
     def __repr__(self) -> str:
         return "Tournament()"
