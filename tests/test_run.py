@@ -1061,3 +1061,72 @@ def test_toy_asynchronous_pbt_reaches_the_synchronous_quality(toy, population):
 def test_aligned_must_be_a_bool_or_none():
     with pytest.raises(gp.InvalidArgumentError, match=r"'aligned'.*True, False or None"):
         run(aligned="yes")
+
+
+# -- a fault in the member's own code outside step is that member's failure ---------------
+
+
+def raising_in(method: str, *, member: int, times: int = 1) -> type[gp.Trainable]:
+    """Climb whose ``method`` raises for ``member``, ``times`` times in all."""
+    left = [times]
+
+    def boom(self: Climb) -> None:
+        if self.member.id == member and left[0] > 0:
+            left[0] -= 1
+            raise RuntimeError(f"{method} broke")
+
+    class Raising(Climb):
+        def setup(self, hparams: Mapping[str, Any]) -> None:
+            super().setup(hparams)
+            if method == "setup":
+                boom(self)
+
+        def load(self, state: Mapping[str, Any]) -> None:
+            if method == "load":
+                boom(self)
+            super().load(state)
+
+        def save(self) -> dict[str, float]:
+            if method == "save":
+                boom(self)
+            return super().save()
+
+        def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
+            if method == "apply_hparams" and self.member.step > 0:
+                boom(self)
+            super().apply_hparams(hparams)
+
+    return Raising
+
+
+@pytest.mark.parametrize("method", ["setup", "load", "save", "apply_hparams"])
+def test_an_exception_in_the_members_own_code_is_its_failure(method):
+    # setup at its start, load and apply_hparams in an exploit, save at a ready: a
+    # failure event with its traceback, then the failure policy; the run goes on
+    result = run(raising_in(method, member=0), initial=INITIAL, max_failures=3)
+    assert result.stop_reason == "budget"
+    failures = events_of(result, "failure", 0)
+    assert len(failures) == 1, [e.data["error"] for e in failures]
+    assert failures[0].data["error"] == f"RuntimeError: {method} broke"
+    assert f"in {method}" in failures[0].data["traceback"]
+    assert all(m.status == "finished" and m.step == STEPS for m in result.members)
+
+
+def test_a_member_whose_setup_always_raises_stops_failed_and_the_others_finish():
+    result = run(raising_in("setup", member=2, times=100), initial=INITIAL, max_failures=2)
+    assert result.stop_reason == "budget"
+    assert [m.id for m in result.failed] == [2]
+    assert len(events_of(result, "failure", 2)) == 2
+    assert all(m.status == "finished" for m in result.members if m.id != 2)
+
+
+def test_an_abstract_trainable_is_refused_before_the_run_starts():
+    class Half(gp.Trainable):
+        def setup(self, hparams: Mapping[str, Any]) -> None:
+            pass
+
+        def step(self) -> dict[str, float]:
+            return {"score": 0.0}
+
+    with pytest.raises(gp.InvalidArgumentError, match=r"Half, which does not define load, save"):
+        run(Half)

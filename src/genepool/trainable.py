@@ -498,6 +498,15 @@ def check_trainable(trainable: Any) -> None:
                 "a subclass of gp.Trainable or a function (member) -> None",
                 repr(trainable),
             )
+        missing = sorted(getattr(trainable, "__abstractmethods__", ()))
+        if missing:  # caught here, not when the first member starts
+            raise invalid(
+                "run",
+                "trainable",
+                "a gp.Trainable subclass that defines setup, step, save and load",
+                f"{trainable.__name__}, which does not define {', '.join(missing)}",
+                f"Fix: define {', '.join(missing)} in {trainable.__name__}.",
+            )
     elif not callable(trainable):
         raise invalid("run", "trainable", "a gp.Trainable subclass or a function", repr(trainable))
 

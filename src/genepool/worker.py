@@ -165,6 +165,30 @@ class _Unreadable(CheckpointError):
         self.error = error
 
 
+class _MemberCodeFailed(Exception):
+    """The member's own code outside ``step`` (``setup``, ``load``, ``save``,
+    ``apply_hparams``) raised: a failure of that member, as one in ``step`` is."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+#: What a member's code may raise that is not its failure: genepool's own errors.
+_NOT_THE_MEMBERS = (TrainableError, CheckpointError, HyperparameterNotAppliedError, StorageError)
+
+
+def _own_code(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``, a call into the member's code: what it raises (but genepool's own
+    errors) becomes a :class:`_MemberCodeFailed`."""
+    try:
+        return call(*args)
+    except _NOT_THE_MEMBERS:
+        raise
+    except Exception as err:
+        raise _MemberCodeFailed(err) from err
+
+
 def _unreadable(err: CheckpointError) -> bool:
     """Whether ``err`` says a checkpoint is torn or missing, not refused (``trust``)."""
     text = str(err)
@@ -797,7 +821,7 @@ class Worker:
             handle._reseed(ctx.seed, view.generation, view.failures)
             handle._generation = view.generation
             handle._step = view.step
-            res.session.switch(view.hparams, payload["state"])
+            _own_code(res.session.switch, view.hparams, payload["state"])
             res.checkpoint, res.generation, res.hparams = ckpt, view.generation, view.hparams
             self._verify(res.session, view.hparams, view.id)
             return res
@@ -821,7 +845,7 @@ class Worker:
         handle._generation = view.generation
         handle._step = view.step
         session = _make_session(ctx.trainable, handle)
-        session.start(view.hparams, state)
+        _own_code(session.start, view.hparams, state)
         self._verify(session, view.hparams, view.id)
         res = _Resident(session, handle, ckpt, view.generation, view.hparams)
         self._resident.put(view.id, res)
@@ -868,7 +892,10 @@ class Worker:
         if view.checkpoint is not None and policy.budget_reached(view.checkpoint.counter):
             # it copied a checkpoint that has used the whole budget: nothing left to train
             return self._stop(lease, view, "budget", [])
-        view, res, fell_back = self._load(lease, view)
+        try:
+            view, res, fell_back = self._load(lease, view)
+        except _MemberCodeFailed as failed:  # its setup or load raised
+            return self._failed_round(lease, view, [], failed.cause, [])
         if fell_back is not None:
             pop = fell_back
         handle = res.handle
@@ -1012,7 +1039,7 @@ class Worker:
 
         def save() -> tuple[MemberView, str]:
             """Checkpoint the round: ``new`` with the checkpoint's id, and the id."""
-            state = res.session.save()
+            state = _own_code(res.session.save)
             blob = encode({"state": state, "rng": handle._rng_state()}, trust=ctx.trust_checkpoints)
             manifest = {
                 "hparams": dict(view.hparams),
@@ -1041,7 +1068,10 @@ class Worker:
             return self._exploit(
                 lease, new, decision, round_=(reports, events, view.checkpoint, save, seen)
             )
-        new, _ = save()
+        try:
+            new, _ = save()
+        except _MemberCodeFailed as failed:  # its save raised: the round is lost
+            return self._failed_round(lease, view, reports, failed.cause, [])
         if seen is not None:
             seen = self._with(new, seen)
         plain = isinstance(decision, Continue) and decision.hparams is None
@@ -1084,7 +1114,12 @@ class Worker:
             else:
                 pop = self._with(new)
             if res is not None:
-                res.session.switch(new_hp, None)
+                try:
+                    _own_code(res.session.switch, new_hp, None)
+                except _MemberCodeFailed as failed:  # its lease is gone: start afresh next
+                    log.warning("member %d: apply_hparams raised %s", view.id, failed)
+                    self._drop(view.id)
+                    return pop
                 res.hparams = new_hp
                 self._verify(res.session, new_hp, view.id)
             return pop
@@ -1177,7 +1212,10 @@ class Worker:
             self._collect(before, kept)
             return pop
         # the donor's weights, loaded now that they are pinned
-        new, _, fell_back = self._load(lease, new)
+        try:
+            new, _, fell_back = self._load(lease, new)
+        except _MemberCodeFailed as failed:  # its load or apply_hparams raised
+            return self._failed_round(lease, new, [], failed.cause, [])
         if fell_back is not None:
             pop = fell_back
         self._collect(before, new)
