@@ -85,25 +85,8 @@ def context(checkpoints: CheckpointStore) -> RunContext:
     )
 
 
-def commit(ctx: RunContext, member: int, **changes: Any) -> None:
-    """Claim ``member`` (and only it) and write ``changes`` to its row (``pin``: a pin)."""
-    info = WorkerInfo(name="test")
-    held = []
-    while True:
-        lease = ctx.store.claim("run", info, lease_seconds=60.0)
-        assert lease is not None
-        if lease.member == member:
-            break
-        held.append(lease)
-    pin = changes.pop("pin", None)
-    view = dataclasses.replace(ctx.store.population("run")[member], **changes)
-    ctx.store.commit(lease, member=view, pin=pin, release=True)
-    for other in held:
-        ctx.store.commit(other, release=True)
-
-
 def hold(ctx: RunContext, member: int) -> Any:
-    """Claim ``member`` and keep its lease (a worker training it); the lease."""
+    """Claim ``member`` (and only it) and keep its lease (a worker training it); the lease."""
     info = WorkerInfo(name="holder")
     others = []
     while True:
@@ -115,6 +98,14 @@ def hold(ctx: RunContext, member: int) -> Any:
     for other in others:
         ctx.store.commit(other, release=True)
     return lease
+
+
+def commit(ctx: RunContext, member: int, **changes: Any) -> None:
+    """Claim ``member`` and write ``changes`` to its row (``pin``: a pin), releasing it."""
+    lease = hold(ctx, member)
+    pin = changes.pop("pin", None)
+    view = dataclasses.replace(ctx.store.population("run")[member], **changes)
+    ctx.store.commit(lease, member=view, pin=pin, release=True)
 
 
 def ref(checkpoint_id: str, member: int, step: int) -> CheckpointRef:

@@ -225,8 +225,12 @@ def run(
             best). ``None`` (default): on for an asynchronous run, off for a synchronous
             one (where every member decides on the same round anyway).
         lease_seconds: How long a worker's claim on a member lasts without a heartbeat.
-        progress_timeout: Seconds without a step after which a worker is taken for hung
-            and its member is handed to another worker.
+        progress_timeout: Seconds without a step after which a member is taken for hung
+            in its code: its worker stops renewing its lease, another worker takes the
+            member over from its checkpoint once the lease runs out (a crash counted:
+            ``max_crashes`` of them stop it), and a worker process or Ray actor ends
+            itself twice that long later, to be replaced. Default: ten times the
+            worker's slowest round so far, at least ten minutes.
         max_crashes: A member whose worker died this many times is stopped as failed.
         max_ahead: No member may run more than this many ready rounds ahead of the
             slowest (workers time-sharing a large population).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import threading
 import time
 import traceback
@@ -74,6 +75,12 @@ MAX_RESIDENT = 32
 #: A heartbeat that cannot renew its lease warns at most this often (seconds), so that a
 #: database that is down does not flood the log; the failures between go to DEBUG.
 HEARTBEAT_WARN_SECONDS = 60.0
+#: Without ``progress_timeout``, a member is taken for hung after this many times its
+#: worker's slowest round so far, and never before :data:`PROGRESS_FLOOR_SECONDS`.
+PROGRESS_ROUNDS = 10.0
+PROGRESS_FLOOR_SECONDS = 600.0
+#: The exit status of a worker process that ended itself, its member hung in user code.
+HUNG_EXIT = 70
 #: How often a worker alone (the serial executor) looks again when every active member is
 #: held elsewhere (seconds).
 IDLE_WAIT_ALONE = 0.1
@@ -434,6 +441,7 @@ class Worker:
         # the heartbeat may only judge the lease the loop holds now, never an earlier one
         self._lease_lock = threading.Lock()
         self._last_progress = 0.0
+        self._slowest_round = 0.0  # seconds: the slowest round this worker has trained
         self._replaced: list[str] = []  # checkpoints to hand to Store.collect
         self._held_back = False  # the last claim was given back: wait before the next
         self._last_size = 0  # bytes of the last checkpoint this worker wrote
@@ -618,7 +626,19 @@ class Worker:
                     if lease is None or self._lease_lost:
                         continue
                     idle = ctx.clock.now() - self._last_progress
-                    if ctx.progress_timeout is not None and idle > ctx.progress_timeout:
+                    limit = self.progress_limit()
+                    if idle > limit + ctx.lease_seconds + 2 * limit:
+                        # hung in the member's code, its member handed over: end this
+                        # process, which its executor replaces (the member counts a crash)
+                        log.error(
+                            "%s: member %d made no step for %.0f s (hung in its code): "
+                            "ending this worker",
+                            self.info.name,
+                            lease.member,
+                            idle,
+                        )
+                        os._exit(HUNG_EXIT)
+                    if idle > limit:
                         log.warning(
                             "member %d made no progress for %.1f s: its lease is left to expire",
                             lease.member,
@@ -652,6 +672,16 @@ class Worker:
         thread = threading.Thread(target=beat, name=f"{self.info.name}-heartbeat", daemon=True)
         thread.start()
         return thread
+
+    def progress_limit(self) -> float:
+        """Seconds without a step after which the member trained now is taken for hung:
+        ``progress_timeout``, else :data:`PROGRESS_ROUNDS` times this worker's slowest
+        round, at least :data:`PROGRESS_FLOOR_SECONDS`. It stops renewing its lease then
+        (another worker takes the member over once the lease runs out), and a worker
+        process ends itself twice that long later (its executor starts another)."""
+        if self.ctx.progress_timeout is not None:
+            return self.ctx.progress_timeout
+        return max(PROGRESS_FLOOR_SECONDS, PROGRESS_ROUNDS * self._slowest_round)
 
     def _drop(self, member: int) -> None:
         self._resident.drop(member)
@@ -985,6 +1015,7 @@ class Worker:
         except Exception as err:
             failure = err
 
+        self._slowest_round = max(self._slowest_round, clock.now() - round_start)
         reports = [Report(member, *r) for r in raw]
         if self._lease_lost:
             raise StaleLeaseError(f"member {view.id}: the lease was lost during the round")

@@ -170,6 +170,42 @@ def test_a_hung_member_is_taken_over_and_the_run_ends(tmp_path):
     M.no_restart_from_zero(lines, READY)
 
 
+def test_a_member_that_always_hangs_ends_its_workers_and_stops_as_failed(tmp_path):
+    # each worker that hangs in member 1's step ends itself and is replaced; each
+    # takeover counts a crash, and max_crashes (3) of them stop the member
+    storage = f"sqlite:///{tmp_path / 'pbt.db'}"
+    code = script(tmp_path, "hang 1 6 always\n", lease=1.0, timeout=0.5, exploit="None")
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["stop_reason"] == "budget"
+    assert "made no step for" in done.stderr
+    assert "ending this worker" in done.stderr
+    population = SQLStore(storage).population("run")
+    assert population[1].status == "failed"
+    assert population[1].stop_reason == "crashed"
+    assert all(m.status == "finished" and m.step == BUDGET for m in population if m.id != 1)
+    hung = {pid for kind, m, _, pid in M.read_log(str(tmp_path / "log.txt")) if kind == "hang"}
+    assert len(hung) == 3  # three workers hung in it, each replaced
+
+
+def test_the_default_progress_limit_is_ten_slowest_rounds_and_at_least_ten_minutes():
+    from genepool.worker import PROGRESS_FLOOR_SECONDS, Worker
+
+    class Ctx:
+        progress_timeout = None
+
+    worker = Worker.__new__(Worker)
+    worker.ctx = Ctx()  # type: ignore[assignment]
+    worker._slowest_round = 0.5
+    assert worker.progress_limit() == PROGRESS_FLOOR_SECONDS == 600.0
+    worker._slowest_round = 120.0
+    assert worker.progress_limit() == 1200.0
+    Ctx.progress_timeout = 30.0
+    assert worker.progress_limit() == 30.0
+
+
 def test_a_hung_worker_that_wakes_up_cannot_write_for_its_member(tmp_path):
     storage = f"sqlite:///{tmp_path / 'pbt.db'}"
     code = script(tmp_path, "hang-until-taken-over 1 6\n", lease=2.0, timeout=1.0, exploit="None")

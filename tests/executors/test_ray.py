@@ -210,6 +210,7 @@ def test_ctrl_c_in_the_driver_reaches_the_workers(
         executor,
         population=4,
         budget=gp.Budget(steps=10**9),
+        exploit=None,  # the interrupted member holds a checkpoint of its own
     )
     assert errors == []
     assert result.stop_reason == "interrupted"

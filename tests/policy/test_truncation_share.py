@@ -93,24 +93,31 @@ class Noise(gp.Trainable):
         self.x = float(state["x"])
 
 
+def noise_run(
+    n: int, seed: int, readies: int, *, synchronous: bool, aligned: bool | None = None
+) -> gp.Result:
+    """``n`` members of :class:`Noise`, ready at every step, Truncation(FRACTION)."""
+    return gp.run(
+        Noise,
+        gp.Space(x=gp.Float(0.0, 1.0)),
+        metric="score",
+        population=n,
+        ready=gp.Every(1),
+        budget=gp.Budget(steps=readies),
+        exploit=gp.Truncation(FRACTION),
+        seed=seed,
+        synchronous=synchronous,
+        aligned=aligned,
+    )
+
+
 def shares(
     n: int, *, synchronous: bool, seeds: range, readies: int = 10, aligned: bool | None = None
 ) -> list[float]:
     """Per seed, the share of the decisions that exploited."""
     out = []
     for seed in seeds:
-        result = gp.run(
-            Noise,
-            gp.Space(x=gp.Float(0.0, 1.0)),
-            metric="score",
-            population=n,
-            ready=gp.Every(1),
-            budget=gp.Budget(steps=readies),
-            exploit=gp.Truncation(FRACTION),
-            seed=seed,
-            synchronous=synchronous,
-            aligned=aligned,
-        )
+        result = noise_run(n, seed, readies, synchronous=synchronous, aligned=aligned)
         exploits = sum(e.kind == "exploit" for e in result.events)
         # every report is a ready; each one short of the budget is decided (one that
         # copied a donor a round behind decides that round again)
@@ -131,17 +138,7 @@ def test_an_asynchronous_run_exploits_its_fraction(n: int):
 
 def test_a_synchronous_run_exploits_its_bottom_each_round():
     n = 8
-    result = gp.run(
-        Noise,
-        gp.Space(x=gp.Float(0.0, 1.0)),
-        metric="score",
-        population=n,
-        ready=gp.Every(1),
-        budget=gp.Budget(steps=6),
-        exploit=gp.Truncation(FRACTION),
-        seed=3,
-        synchronous=True,
-    )
+    result = noise_run(n, 3, 6, synchronous=True)
     per_round: dict[int, int] = {}
     for e in result.events:
         if e.kind == "exploit":
