@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
 import signal
 import statistics
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -1130,3 +1133,46 @@ def test_an_abstract_trainable_is_refused_before_the_run_starts():
 
     with pytest.raises(gp.InvalidArgumentError, match=r"Half, which does not define load, save"):
         run(Half)
+
+
+# -- a member that hangs in a serial run --------------------------------------------------
+
+
+#: Set when a hang test ends: what hung returns (no thread is left to later tests).
+RELEASE = threading.Event()
+
+
+class HangsAtStep(Climb):
+    """Member 1 blocks for good in its sixth step (an event nobody sets)."""
+
+    def step(self) -> dict[str, float]:
+        if self.member.id == 1 and self.member.step + 1 == 6:
+            # the member's own handler around the wait must not swallow the stop
+            with contextlib.suppress(Exception):
+                RELEASE.wait()
+        return super().step()
+
+
+def never_reports(member: gp.Member) -> None:
+    """Member 1 loops without a report once it has made five steps, until the test ends."""
+    x = 0.0
+    while member.running:
+        if member.id == 1 and member.step >= 5:
+            while not RELEASE.is_set():  # (the thread then ends: nothing leaks to others)
+                time.sleep(0.01)
+            return
+        x += float(member.hparams["lr"])
+        member.report(score=x, state={"x": x})
+
+
+@pytest.mark.parametrize("trainable", [HangsAtStep, never_reports], ids=["step", "function"])
+def test_a_hung_member_stops_a_serial_run_with_an_error_naming_it(trainable):
+    started = time.monotonic()
+    RELEASE.clear()
+    try:
+        with pytest.raises(gp.TrainableError, match=r"Member 1 made no step for \d+ s .*hangs"):
+            run(trainable, progress_timeout=0.5, clock=gp.SystemClock())
+        assert time.monotonic() - started < 20.0
+    finally:
+        RELEASE.set()
+        time.sleep(0.05)  # the function's thread sees it and ends

@@ -327,6 +327,11 @@ class _Residents:
         ]:
             self.drop(member)
 
+    def forget_all(self) -> None:
+        """Let go of every session without closing it (the run aborts: a function
+        trainable's thread may hang, and nobody waits for it)."""
+        self._sessions.clear()
+
     def close_all(self) -> None:
         """Close every session."""
         while self._sessions:
@@ -508,6 +513,9 @@ class Worker:
                 if self._held_back:
                     self._held_back = False
                     ctx.stop_event.wait(ctx.idle_wait or 0.0)
+        except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: abort, wait for nothing
+            self._resident.forget_all()
+            raise
         finally:
             if beat is not None:
                 self._beat_stop.set()
@@ -672,6 +680,21 @@ class Worker:
         thread = threading.Thread(target=beat, name=f"{self.info.name}-heartbeat", daemon=True)
         thread.start()
         return thread
+
+    def hung(self) -> tuple[int, float] | None:
+        """The member this worker trains and its seconds without a step, once those are
+        past :meth:`progress_limit`; ``None`` otherwise."""
+        with self._lease_lock:
+            lease = self._current
+        if lease is None:
+            return None
+        idle = self.ctx.clock.now() - self._last_progress
+        return (lease.member, idle) if idle > self.progress_limit() else None
+
+    def forget(self, member: int) -> None:
+        """Let go of ``member``'s session without closing it (it hangs in the member's
+        code: closing would wait for it)."""
+        self._resident.pop(member)
 
     def progress_limit(self) -> float:
         """Seconds without a step after which the member trained now is taken for hung:
