@@ -151,7 +151,7 @@ def test_opening_a_missing_run_closes_the_store(
         close(self)
 
     monkeypatch.setattr(SQLStore, "close", counted)
-    with pytest.raises(KeyError, match="other"):
+    with pytest.raises(gp.InvalidArgumentError, match="other"):
         gp.Result.open(url, "other")
     assert len(closed) == 1
 

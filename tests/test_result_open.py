@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,5 +50,15 @@ def test_opening_a_missing_run_says_so(tmp_path: Path) -> None:
         seed=0,
         storage=url,
     )
-    with pytest.raises(KeyError, match="other"):
+    # a genepool error naming the argument, the value and the runs there are (a raw
+    # KeyError before)
+    with pytest.raises(gp.InvalidArgumentError, match=r"'name'.*one of \['run'\].*'other'"):
         gp.Result.open(url, "other")
+    with gp.Result.open(url) as result:
+        wrong: list[Any] = [99, -1, True, "0", 1.5]  # an IndexError, or another member, before
+        for member in wrong:
+            with pytest.raises(gp.InvalidArgumentError, match=r"'member' parameter of Result"):
+                result.load(member)
+        with pytest.raises(gp.InvalidArgumentError, match=r"'member' parameter of Result"):
+            result.lineage(7)
+        assert result.load(1) is not None

@@ -528,3 +528,92 @@ def test_domain_equality():
     assert gp.Choice([1, 2]) != gp.Choice([2, 1])
     assert gp.Fixed("a") != gp.Fixed("b")
     assert hash(gp.Float(0, 1)) == hash(gp.Float(0.0, 1.0))
+
+
+# ------------------------------------------- hostile bounds and options (issue 14, inputs)
+
+
+@pytest.mark.parametrize(
+    ("make", "argument"),
+    [
+        (lambda: gp.Float(2**1100, 2**1101), "'low'"),  # raised OverflowError
+        (lambda: gp.Float(0, 2**1100), "'high'"),
+        (lambda: gp.Float(-1e308, 1e308), "'high'"),  # the width overflows to inf
+        (lambda: gp.Float(math.nan, 1.0), "'low'"),
+        (lambda: gp.Float(0.0, math.inf), "'high'"),
+        (lambda: gp.Float(True, 2.0), "'low'"),
+        (lambda: gp.Float("0", 1.0), "'low'"),  # type: ignore[arg-type]
+        (lambda: gp.Float(1e300, math.nextafter(1e300, 2e300), log=True), "'high'"),  # no log width
+        (lambda: gp.Int(1, 2**1100), "'high'"),  # raised OverflowError
+        (lambda: gp.Int(0, 2**64), "'high'"),  # accepted, then numpy's "high is out of bounds"
+        (lambda: gp.Int(-(2**63) - 1, 0), "'low'"),
+        (lambda: gp.Int(0, 1.5), "'high'"),  # type: ignore[arg-type]
+        (lambda: gp.Int(0, 4, log="yes"), "'log'"),  # type: ignore[arg-type]
+    ],
+)
+def test_bounds_no_float_or_int64_holds_are_refused_naming_the_bound(make, argument) -> None:
+    with pytest.raises(gp.InvalidArgumentError, match=argument):
+        make()
+
+
+def test_int_bounds_at_the_int64_limits_sample_inside() -> None:
+    domain = gp.Int(-(2**63), 2**63 - 1)
+    rng = np.random.default_rng(0)
+    assert all(domain.contains(domain.sample(rng)) for _ in range(20))
+
+
+@pytest.mark.parametrize("cls", [gp.Float, gp.Int, gp.Choice, gp.Fixed])
+def test_a_domain_class_in_a_space_is_refused_with_the_declaration_to_write(cls) -> None:
+    with pytest.raises(gp.InvalidArgumentError, match=r"'lr'.*not a class.*Fix: give its"):
+        gp.Space(lr=cls)  # was taken as gp.Fixed(gp.Float), a value that was a class
+
+
+def test_a_domain_is_not_a_choice_option_or_a_fixed_value() -> None:
+    with pytest.raises(gp.InvalidArgumentError, match="options"):
+        gp.Choice([gp.Float(0, 1), 1.0])
+    with pytest.raises(gp.InvalidArgumentError, match="'value'"):
+        gp.Fixed(gp.Float(0, 1))
+
+
+def test_a_choice_contains_nan_and_refuses_it_twice() -> None:
+    choice = gp.Choice([math.nan, 1.0])
+    assert choice.contains(math.nan)  # nan != nan: it was not found among its own options
+    assert choice.index(float("nan")) == 0
+    with pytest.raises(gp.InvalidArgumentError, match="twice"):
+        gp.Choice([math.nan, 1.0, float("nan")])
+
+
+def test_choice_options_match_as_in_a_set_except_bools() -> None:
+    choice = gp.Choice([1, True, "a", [1, 2]])
+    assert choice.index(1.0) == 0
+    assert choice.index(np.int64(1)) == 0
+    assert choice.index(True) == 1
+    assert choice.index([1, 2]) == 3
+    with pytest.raises(gp.InvalidArgumentError, match="twice"):
+        gp.Choice([1, 1.0])
+
+
+def test_a_choice_of_many_options_is_built_in_linear_time() -> None:
+    """Ten thousand options took 5 s (each compared with every other); a hundred thousand
+    now take about as long as building a dict. Counted in comparisons, not seconds."""
+    calls = 0
+
+    class Counted(int):
+        def __eq__(self, other: object) -> bool:
+            nonlocal calls
+            calls += 1
+            return int(self) == other
+
+        __hash__ = int.__hash__
+
+    options = [Counted(i) for i in range(10_000)]
+    choice = gp.Choice(options)
+    assert choice.index(9_999) == 9_999
+    assert calls < 100  # a quadratic check makes about 50 million
+
+
+def test_a_long_option_list_is_cut_short_in_the_message() -> None:
+    choice = gp.Choice(list(range(10_000)))
+    with pytest.raises(gp.InvalidArgumentError) as err:
+        choice.validate(-1)
+    assert len(str(err.value)) < 1_000

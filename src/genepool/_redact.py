@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MASK", "redact_url", "url_secrets"]
+__all__ = ["MASK", "redact_url", "shown", "url_secrets"]
 
 #: What a hidden password reads as (as SQLAlchemy shows one).
 MASK = "***"
@@ -66,3 +66,17 @@ def url_secrets(url: str) -> list[str]:
     found = [m["secret"] for m in _USERINFO.finditer(url)]
     found += [m["secret"] for m in _SECRET_PARAM.finditer(url)]
     return [secret for secret in found if secret]
+
+
+def shown(value: object, limit: int = 200) -> str:
+    """A value as a message shows it: its ``repr`` with any URL password hidden, cut short
+    past ``limit`` characters (a message never holds a megabyte of someone's list), and a
+    placeholder where ``repr`` fails (a hostile ``__repr__``, an int of more digits than
+    Python prints)."""
+    try:
+        text = redact_url(repr(value))
+    except Exception:
+        return f"<{type(value).__name__} object that cannot be shown>"
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"

@@ -44,7 +44,7 @@ from genepool.trainable import (
     check_trainable,
     make_session,
 )
-from genepool.worker import _same_value
+from genepool.worker import _same_value, metric_value
 
 __all__ = ["ReplayResult", "replay"]
 
@@ -230,17 +230,12 @@ class _Replay:
 
     def _observe(self, metrics: Mapping[str, Any]) -> bool:
         self.handle._step += 1
-        try:
-            value = float(metrics[self.metric])
-        except KeyError:
+        if self.metric not in metrics:
             raise TrainableError(
                 f"The trainable reported {sorted(metrics)} without the metric "
                 f"{self.metric!r}. Fix: pass replay(..., metric=) one of those."
-            ) from None
-        except (TypeError, ValueError):
-            raise TrainableError(
-                f"The metric {self.metric!r} must be a number; got {metrics[self.metric]!r}."
-            ) from None
+            )
+        value = metric_value(self.metric, metrics[self.metric])
         self.metrics.append(dict(metrics))
         self.scores.append(value)
         return self.handle._step >= self.until

@@ -22,6 +22,7 @@ import numpy as np
 from genepool._errors import invalid
 from genepool._faults import give_back_abandoned
 from genepool._rng import init_stream
+from genepool._settings import check
 from genepool.checkpoints import CheckpointStore, MemoryCheckpoints, Owner, check_run_name
 from genepool.clock import Clock, SystemClock
 from genepool.executors import Executor, ProcessExecutor, SerialExecutor
@@ -29,12 +30,12 @@ from genepool.member import MemberView, Mode
 from genepool.policy import Budget, Explore, Perturb, Policy, Ready, Select, Truncation
 from genepool.result import Result, close_store
 from genepool.space import Space
-from genepool.store import MemoryStore, Store
+from genepool.store import MemoryStore, Store, check_url, open_store
 from genepool.trainable import TrainableLike, check_trainable
 from genepool.version import __version__
 from genepool.worker import MAX_RESIDENT, RunContext, collect_orphans
 
-__all__ = ["load_best", "run"]
+__all__ = ["check_arguments", "load_best", "run"]
 
 log = logging.getLogger("genepool")
 
@@ -79,29 +80,10 @@ def _initial_configs(
     initial: Sequence[Mapping[str, Any]] | None,
     seed: int,
 ) -> list[dict[str, Any]]:
-    if initial is not None and (isinstance(initial, Mapping) or not isinstance(initial, Sequence)):
-        raise invalid("run", "initial", "a list of dicts (one per member)", repr(initial))
+    """The members' first configs: ``initial`` completed from the space, then sampled
+    ones up to ``population`` (the arguments were checked by :func:`check_arguments`)."""
     given = list(initial or [])
-    if population is None:
-        if not given:
-            raise invalid(
-                "run",
-                "population",
-                "set",
-                "population=None and no initial configs",
-                "Fix: population=16, or initial=[{...}, {...}].",
-            )
-        population = len(given)
-    if isinstance(population, bool) or not isinstance(population, int) or population < 1:
-        raise invalid("run", "population", "an integer >= 1", repr(population))
-    if len(given) > population:
-        raise invalid(
-            "run",
-            "initial",
-            f"at most population={population} configs",
-            f"{len(given)} configs",
-            "Fix: raise population or drop configs.",
-        )
+    population = len(given) if population is None else population
     rng = init_stream(seed)
     configs = [space.complete(c, rng, name=f"initial[{i}]") for i, c in enumerate(given)]
     configs.extend(space.sample(rng) for _ in range(population - len(given)))
@@ -287,84 +269,10 @@ def run(
         >>> result.best.step
         40
     """
-    if not isinstance(space, Space):
-        raise invalid("run", "space", "a gp.Space", repr(space))
-    if not isinstance(metric, str) or not metric:
-        raise invalid("run", "metric", "the name of a reported metric", repr(metric))
-    if mode not in ("max", "min"):
-        raise invalid("run", "mode", "'max' or 'min'", repr(mode))
-    check_run_name(name, owner="run", name="name")  # before any store or file is touched
+    policy = check_arguments(locals())  # before any store or file is touched
     user_seed = seed
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0])
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise invalid("run", "seed", "an integer >= 0 or None", repr(seed))
-    seed = int(seed)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise invalid("run", "workers", "an integer >= 1", repr(workers))
-    if resume not in (None, True, False):
-        raise invalid("run", "resume", "None, True or False", repr(resume))
-    if type(revive) is not bool:
-        raise invalid("run", "revive", "True or False", repr(revive))
-    if not isinstance(synchronous, bool):
-        raise invalid("run", "synchronous", "True or False", repr(synchronous))
-    if type(trust_checkpoints) is not bool:  # never a truthy string: it lets code run
-        raise invalid("run", "trust_checkpoints", "True or False", repr(trust_checkpoints))
-    if isinstance(recent_window, bool) or not isinstance(recent_window, int) or recent_window < 2:
-        raise invalid("run", "recent_window", "an integer >= 2", repr(recent_window))
-    if isinstance(metrics_every, bool) or not isinstance(metrics_every, int) or metrics_every < 1:
-        raise invalid("run", "metrics_every", "an integer >= 1", repr(metrics_every))
-    if max_resident is not None and (
-        isinstance(max_resident, bool) or not isinstance(max_resident, int) or max_resident < 1
-    ):
-        raise invalid(
-            "run",
-            "max_resident",
-            "an integer >= 1, or None for the default",
-            repr(max_resident),
-            "Fix: pass how many members' sessions a worker may keep, e.g. max_resident=4.",
-        )
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
-        raise invalid(
-            "run",
-            "keep",
-            "an integer >= 0",
-            repr(keep),
-            "Fix: pass how many previous checkpoints each member keeps, e.g. keep=1.",
-        )
-    if aligned is not None and type(aligned) is not bool:
-        raise invalid("run", "aligned", "True, False or None", repr(aligned))
-    check_trainable(trainable)
-    policy = Policy(
-        space=space,
-        ready=ready,
-        exploit=Truncation() if exploit is _DEFAULT else exploit,
-        explore=Perturb() if explore is _DEFAULT else explore,
-        budget=budget,
-        max_failures=max_failures,
-        aligned=not synchronous if aligned is None else aligned,
-    )
-    window = getattr(policy.exploit, "window", 0)
-    if window > recent_window:
-        raise invalid(
-            "run", "recent_window", "at least the WelchTTest window", f"{recent_window} < {window}"
-        )
+    seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
     clock = clock or SystemClock()
-    if store is not None and storage is not None:
-        raise invalid(
-            "run", "store", "given once", "both store= and storage=", "Fix: pass only storage=."
-        )
-    if type(fsync) is not bool:
-        raise invalid("run", "fsync", "True or False", repr(fsync))
-    if fsync and isinstance(checkpoints, CheckpointStore) and not checkpoints.fsync:
-        raise invalid(
-            "run",
-            "fsync",
-            "False with a checkpoint store built without fsync",
-            f"fsync=True and {checkpoints!r}",
-            "Fix: build the store with fsync=True (LocalCheckpoints(path, fsync=True)), "
-            "or pass checkpoints= a path.",
-        )
     the_store, the_checkpoints = _open_storage(
         storage if storage is not None else store, checkpoints, workers, clock, fsync=fsync
     )
@@ -498,6 +406,100 @@ def run(
     )
 
 
+def check_arguments(args: Mapping[str, Any]) -> Policy:
+    """Check :func:`run`'s arguments, every one of them (``args``: its ``locals()`` on
+    entry), without touching a store or a file: each against the table of settings
+    (:data:`genepool._settings.RUN`), then what they must be together. Returns the
+    policy they make. ``genepool run --check`` checks a config file with it.
+
+    Raises:
+        InvalidArgumentError: The first argument that is wrong, with how to fix it.
+    """
+    check("run", args)
+    check_run_name(args["name"], owner="run", name="name")
+    check_trainable(args["trainable"])
+    space: Space = args["space"]
+    initial = args["initial"]
+    population = args["population"]
+    if population is None and not initial:
+        raise invalid(
+            "run",
+            "population",
+            "set",
+            "population=None and no initial configs",
+            "Fix: population=16, or initial=[{...}, {...}].",
+        )
+    if initial is not None:
+        if population is not None and len(initial) > population:
+            raise invalid(
+                "run",
+                "initial",
+                f"at most population={population} configs",
+                f"{len(initial)} configs",
+                "Fix: raise population or drop configs.",
+            )
+        rng = init_stream(0)  # only to check the configs: the run draws with its seed
+        for i, config in enumerate(initial):
+            space.complete(config, rng, name=f"initial[{i}]")
+    exploit, explore, synchronous = args["exploit"], args["explore"], args["synchronous"]
+    policy = Policy(
+        space=space,
+        ready=args["ready"],
+        exploit=Truncation() if exploit is _DEFAULT else exploit,
+        explore=Perturb() if explore is _DEFAULT else explore,
+        budget=args["budget"],
+        max_failures=args["max_failures"],
+        aligned=not synchronous if args["aligned"] is None else args["aligned"],
+    )
+    window = getattr(policy.exploit, "window", 0)
+    if window > args["recent_window"]:
+        raise invalid(
+            "run",
+            "recent_window",
+            "at least the WelchTTest window",
+            f"{args['recent_window']} < {window}",
+            f"Fix: recent_window={window}.",
+        )
+    storage, store, checkpoints = args["storage"], args["store"], args["checkpoints"]
+    if store is not None and storage is not None:
+        raise invalid(
+            "run", "store", "given once", "both store= and storage=", "Fix: pass only storage=."
+        )
+    if isinstance(storage, str):
+        check_url(storage, owner="run", name="storage")
+    in_memory = storage == "memory" or isinstance(store or storage, MemoryStore)
+    if args["executor"] is None and args["workers"] > 1 and in_memory:
+        raise invalid(
+            "run",
+            "storage",
+            "a durable store when workers > 1",
+            "the in-memory store",
+            "Fix: storage='sqlite:///pbt.db' (processes meet only through the store).",
+        )
+    if (
+        args["executor"] is None
+        and args["workers"] > 1
+        and isinstance(checkpoints, MemoryCheckpoints)
+    ):
+        raise invalid(
+            "run",
+            "checkpoints",
+            "a checkpoint folder when workers > 1",
+            "in-memory checkpoints",
+            "Fix: checkpoints='path/to/dir' (processes share checkpoints through it).",
+        )
+    if args["fsync"] and isinstance(checkpoints, CheckpointStore) and not checkpoints.fsync:
+        raise invalid(
+            "run",
+            "fsync",
+            "False with a checkpoint store built without fsync",
+            f"fsync=True and {checkpoints!r}",
+            "Fix: build the store with fsync=True (LocalCheckpoints(path, fsync=True)), "
+            "or pass checkpoints= a path.",
+        )
+    return policy
+
+
 def _default_max_resident(population: int, executor: Executor | None, workers: int) -> int:
     """``min(ceil(population / workers), MAX_RESIDENT)``: each worker's share of the
     population, where the executor's own count of workers wins over ``workers``."""
@@ -594,19 +596,15 @@ def _open_storage(
         folder = tempfile.mkdtemp(prefix="genepool-")
         log.warning("several workers need a durable store: using %s", folder)
         storage = f"sqlite:///{folder}/pbt.db"
-    if storage is None or storage == "memory":
-        the_store: Store = MemoryStore(clock=clock)
-    elif isinstance(storage, Store):
-        the_store = storage
-    elif isinstance(storage, str):
-        from genepool.store.sql import SQLStore
-
-        the_store = SQLStore(storage, read_only=read_only)
-        opened = _opened_by_run.get()
-        if opened is not None:  # within run(), which closes it when it ends
-            opened.append(the_store)
-    else:
-        raise invalid("run", "storage", "a URL ('sqlite:///pbt.db') or a Store", repr(storage))
+    owner = "Result.open" if read_only else "run"
+    if storage is None:
+        storage = "memory"
+    if not isinstance(storage, (str, Store)):
+        raise invalid(owner, "storage", "a URL ('sqlite:///pbt.db') or a Store", repr(storage))
+    the_store = open_store(storage, clock=clock, read_only=read_only, owner=owner, name="storage")
+    opened = _opened_by_run.get()
+    if opened is not None and isinstance(storage, str) and storage != "memory":  # run() closes it
+        opened.append(the_store)
     if isinstance(checkpoints, CheckpointStore):
         return the_store, checkpoints
     if checkpoints is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
@@ -183,7 +184,8 @@ class Result:
         Raises:
             StorageError: The database does not exist, is not a genepool database, or is
                 corrupt.
-            KeyError: The store has no run called ``name``.
+            InvalidArgumentError: The store has no run called ``name`` (the message lists
+                those it has), or an argument is wrong.
 
         The result holds the store open while it is used: close it with
         :meth:`close`, or open it in a ``with`` block (a store passed in stays open).
@@ -191,6 +193,9 @@ class Result:
         Example: ``with gp.Result.open("sqlite:///pbt.db") as result: state = result.load()``
         is the best member's state.
         """
+        from genepool._settings import READ_BACK, check
+
+        check("Result.open", {"storage": storage, "checkpoints": checkpoints}, READ_BACK)
         if type(trust) is not bool:  # never a truthy string: it lets code run
             raise invalid("Result.open", "trust", "True or False", repr(trust))
         check_run_name(name, owner="Result.open", name="name")  # before the store opens
@@ -202,7 +207,7 @@ class Result:
         )
         opened = not isinstance(storage, Store)
         try:
-            config = store.run_config(name)
+            config = _run_config(store, name)
             result = cls(
                 name=name,
                 seed=int(config.get("seed", 0)),
@@ -248,7 +253,7 @@ class Result:
 
     def load(self, member: int | None = None) -> Any:
         """The state of a member's final checkpoint (the best member's by default)."""
-        target = self.best if member is None else MemberResult.of(self.population[member])
+        target = self.best if member is None else MemberResult.of(self._member("load", member))
         if target.checkpoint is None:
             raise invalid("Result.load", "member", "a member with a checkpoint", repr(member))
         blob = self._checkpoints.get(target.checkpoint)
@@ -268,8 +273,25 @@ class Result:
         ]
 
     # -- what PBT found ----------------------------------------------------------------
-    def _member_id(self, member: int | None) -> int:
-        return self.best.id if member is None else int(member)
+    def _member_id(self, member: int | None, method: str = "lineage") -> int:
+        return self.best.id if member is None else self._member(method, member).id
+
+    def _member(self, method: str, member: object) -> MemberView:
+        """The member ``member`` names, or an error naming ``Result.<method>``'s argument."""
+        ids = [m.id for m in self.population]
+        if (
+            isinstance(member, bool)
+            or not isinstance(member, numbers.Integral)
+            or member not in ids
+        ):
+            shown_ids = f"[{ids[0]}, ..., {ids[-1]}]" if len(ids) > 8 else repr(ids)
+            raise invalid(
+                f"Result.{method}",
+                "member",
+                f"a member id of run {self.name!r}: one of {shown_ids}, or None for the best",
+                repr(member)[:200],
+            )
+        return self.population[int(member)]
 
     def lineage(self, member: int | None = None) -> Lineage:
         """The family line of a member's final weights (the best member's by default).
@@ -372,3 +394,18 @@ def _pandas(what: str) -> ModuleType:
     except ImportError:
         raise missing_dependency("pandas", "pandas", what) from None
     return pandas
+
+
+def _run_config(store: Store, name: str) -> Mapping[str, Any]:
+    """The stored settings of the run ``name``, or an error listing the runs there are."""
+    try:
+        return store.run_config(name)
+    except KeyError:
+        runs = store.runs()
+        raise invalid(
+            "Result.open",
+            "name",
+            f"the name of a run in {store!r}: one of {runs}" if runs else "a run's name",
+            repr(name),
+            "Fix: pass one of those names." if runs else "Fix: check the URL (it holds no run).",
+        ) from None

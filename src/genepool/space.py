@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import cmath
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,19 +33,92 @@ from typing import Any
 import numpy as np
 
 from genepool._errors import InvalidArgumentError, invalid
+from genepool._redact import shown
 
 __all__ = ["Choice", "Domain", "Fixed", "Float", "Int", "Space"]
 
 
+#: The range of numpy's int64, in which an :class:`Int` samples (``rng.integers``).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
+    """Whether ``value`` is a real number: an int or a float, numpy's included, not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not _is_bool(value)
+
+
+def finite_float(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` when it is none: not a real number (a bool,
+    a string), NaN, an infinity, or an int too large for a float (``2**1100``)."""
+    if not _is_real(value):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _as_int(value: Any) -> int | None:
+    """``value`` as an int if it is a whole number (``3``, ``3.0``, ``np.int64(3)``), else
+    ``None`` (a bool, ``2.5``, NaN, a string)."""
+    if _is_bool(value):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    number = finite_float(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def _is_nan(value: Any) -> bool:
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    if isinstance(value, (complex, np.complexfloating)):
+        return cmath.isnan(value)
+    return False
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same option or fixed value: equal (``1`` and
+    ``1.0`` are), a bool only to a bool, and NaN to NaN. An object whose ``==`` gives no
+    truth value (a numpy array) is the same only as itself."""
+    if a is b:
+        return True
+    if _is_bool(a) != _is_bool(b):
+        return False
+    if _is_nan(a) or _is_nan(b):
+        return _is_nan(a) and _is_nan(b)
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _value_key(value: Any) -> tuple[str, Any] | None:
+    """The key by which a :class:`Choice` finds an option: values of equal keys are the
+    same (:func:`_same_value`). ``None`` for an unhashable value (a list)."""
+    if _is_nan(value):
+        return ("nan", None)
+    try:
+        hash(value)
+    except TypeError:
+        return None
+    return ("bool" if _is_bool(value) else "value", value)
+
+
+def _is_domain(value: Any) -> bool:
+    """Whether ``value`` is a domain, or a domain class (``gp.Float`` for ``gp.Float(0, 1)``)."""
+    return isinstance(value, Domain) or (isinstance(value, type) and issubclass(value, Domain))
 
 
 def _check_factor(factor: float) -> None:
-    if not (math.isfinite(factor) and factor > 0):
-        raise invalid("perturb", "factor", "a finite number > 0", repr(factor))
+    number = finite_float(factor)
+    if number is None or number <= 0:
+        raise invalid("perturb", "factor", "a finite number > 0", shown(factor))
 
 
 class Domain(ABC):
@@ -85,28 +159,41 @@ class _Numeric(Domain):
     high: float
     log: bool
 
-    def _check_bounds(self, low: Any, high: Any, log: bool) -> None:
-        owner = type(self).__name__
-        for arg, v in (("low", low), ("high", high)):
-            if not _is_real(v) or not math.isfinite(float(v)):
-                raise invalid(owner, arg, "a finite number", repr(v))
-        if not low < high:
+    def _check_order(self, low: Any, high: Any, less: bool) -> None:
+        """Refuse bounds that are not ``low < high`` (``less``, compared as stored)."""
+        if not less:
             raise invalid(
-                owner,
+                type(self).__name__,
                 "low",
                 "less than 'high'",
-                f"low={low!r}, high={high!r}",
+                f"low={shown(low)}, high={shown(high)}",
                 "Fix: swap them, or use gp.Fixed(value) for a value that never changes.",
             )
+
+    def _check_log(self, log: Any, low: Any, positive: bool) -> None:
+        """Refuse a ``log`` that is not a bool, and ``log=True`` without ``low > 0``."""
+        owner = type(self).__name__
         if not isinstance(log, bool):
-            raise invalid(owner, "log", "True or False", repr(log))
-        if log and low <= 0:
+            raise invalid(owner, "log", "True or False", shown(log))
+        if log and not positive:
             raise invalid(
                 owner,
                 "low",
                 "> 0 when log=True",
-                f"low={low!r}",
+                f"low={shown(low)}",
                 "Fix: use a positive lower bound, or log=False for a linear scale.",
+            )
+
+    def _check_log_width(self, low: float, high: float) -> None:
+        """Refuse log bounds so close that their logarithms are equal as floats (the
+        log scale would have no width)."""
+        if self.log and not math.log(low) < math.log(high):
+            raise invalid(
+                type(self).__name__,
+                "high",
+                "far enough above 'low' that log(high) > log(low) as floats",
+                f"low={low!r}, high={high!r}",
+                "Fix: use log=False: the range is too narrow for a log scale.",
             )
 
     def _to_unit(self, value: float) -> float:
@@ -141,6 +228,37 @@ class _Numeric(Domain):
         return hash((type(self).__name__, self.low, self.high, self.log))
 
 
+def _float_bound(name: str, value: Any) -> float:
+    """A bound of :class:`Float` as a float: a finite real number that a float holds."""
+    number = finite_float(value)
+    if number is None:
+        raise invalid(
+            "Float",
+            name,
+            "a finite number that a float holds (between -1.8e308 and 1.8e308)",
+            shown(value),
+            "Fix: give a number such as 1e-4 (not a bool, a string, NaN or an infinity).",
+        )
+    return number
+
+
+def _int_bound(name: str, value: Any) -> int:
+    """A bound of :class:`Int` as an int: an integer in numpy's int64 range, where an
+    :class:`Int` samples."""
+    if not isinstance(value, (int, np.integer)) or _is_bool(value):
+        raise invalid("Int", name, "an integer", shown(value), "Fix: use gp.Float for reals.")
+    number = int(value)
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise invalid(
+            "Int",
+            name,
+            f"an integer in numpy's int64 range [-2**63, 2**63 - 1] = [{INT64_MIN}, {INT64_MAX}]",
+            shown(value),
+            "Fix: use narrower bounds, or gp.Float(low, high, log=True) for a range that wide.",
+        )
+    return number
+
+
 class Float(_Numeric):
     """A real hyperparameter in ``[low, high]``, uniform or (``log=True``) log-uniform.
 
@@ -150,10 +268,19 @@ class Float(_Numeric):
     """
 
     def __init__(self, low: float, high: float, *, log: bool = False) -> None:
-        self._check_bounds(low, high, log)
-        self.low = float(low)
-        self.high = float(high)
-        self.log = log
+        lo, hi = _float_bound("low", low), _float_bound("high", high)
+        self._check_order(low, high, lo < hi)
+        self._check_log(log, low, lo > 0)
+        if not math.isfinite(hi - lo):
+            raise invalid(
+                "Float",
+                "high",
+                "less than 'low' + 1.8e308 (the width high - low must be a finite float)",
+                f"low={shown(low)}, high={shown(high)}",
+                "Fix: narrow the bounds, or use log=True for a range of many magnitudes.",
+            )
+        self.low, self.high, self.log = lo, hi, log
+        self._check_log_width(lo, hi)
 
     def sample(self, rng: np.random.Generator) -> float:
         return self._clip(self._from_unit(float(rng.random())))
@@ -171,21 +298,21 @@ class Float(_Numeric):
         return self._clip(self._from_unit(self._to_unit(v) + sigma * float(rng.standard_normal())))
 
     def validate(self, value: Any, *, name: str = "value") -> float:
-        if not _is_real(value) or not math.isfinite(float(value)):
+        v = finite_float(value)
+        if v is None:
             raise invalid(
                 "Float",
                 name,
                 "a finite real number",
-                repr(value),
+                shown(value),
                 "Fix: give a number (not a bool, a string or NaN).",
             )
-        v = float(value)
         if not self.low <= v <= self.high:
             raise invalid(
                 "Float",
                 name,
                 f"within [{self.low!r}, {self.high!r}]",
-                repr(value),
+                shown(value),
                 "Fix: change the value or widen the declared bounds.",
             )
         return v
@@ -199,13 +326,11 @@ class Int(_Numeric):
     """
 
     def __init__(self, low: int, high: int, *, log: bool = False) -> None:
-        for arg, v in (("low", low), ("high", high)):
-            if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
-                raise invalid("Int", arg, "an integer", repr(v), "Fix: use gp.Float for reals.")
-        self._check_bounds(low, high, log)
-        self.low = int(low)
-        self.high = int(high)
-        self.log = log
+        lo, hi = _int_bound("low", low), _int_bound("high", high)
+        self._check_order(low, high, lo < hi)
+        self._check_log(log, low, lo > 0)
+        self.low, self.high, self.log = lo, hi, log
+        self._check_log_width(lo, hi)
 
     low: int
     high: int
@@ -234,22 +359,21 @@ class Int(_Numeric):
         return int(self._clip(round(self._from_unit(unit))))
 
     def validate(self, value: Any, *, name: str = "value") -> int:
-        ok = _is_real(value) and math.isfinite(float(value)) and float(value).is_integer()
-        if not ok:
+        v = _as_int(value)
+        if v is None:
             raise invalid(
                 "Int",
                 name,
                 "an integer",
-                repr(value),
+                shown(value),
                 "Fix: give a whole number (not a bool), or declare the hyperparameter gp.Float.",
             )
-        v = int(value)
         if not self.low <= v <= self.high:
             raise invalid(
                 "Int",
                 name,
                 f"within [{self.low}, {self.high}]",
-                repr(value),
+                shown(value),
                 "Fix: change the value or widen the declared bounds.",
             )
         return v
@@ -261,39 +385,84 @@ class Choice(Domain):
     With ``ordered=True`` the options are a scale (say batch sizes): perturbing moves to the
     neighbour in the factor's direction and noise moves along the index. Unordered options
     have no neighbours, so exploring one resamples it from the prior.
+
+    Options are matched by equality, as in a set: ``1``, ``1.0`` and ``np.int64(1)`` are
+    the same option (so giving two of them is refused as a duplicate, and a value matches
+    the option whatever its numeric type), except that a bool is never a number (``True``
+    and ``1`` are two options) and NaN is the same as NaN. A hashable value is found in
+    constant time; unhashable options (lists, dicts) are compared one by one.
     """
 
     def __init__(self, options: Sequence[Any], *, ordered: bool = False) -> None:
-        if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
-            raise invalid("Choice", "options", "a list of options", repr(options))
+        if isinstance(options, (str, bytes, bytearray)) or not isinstance(options, Sequence):
+            raise invalid(
+                "Choice",
+                "options",
+                "a list of options",
+                shown(options),
+                "Fix: gp.Choice(['adam', 'sgd']).",
+            )
         if len(options) == 0:
             raise invalid(
                 "Choice", "options", "a non-empty list", "[]", "Fix: give at least one option."
             )
-        for i, a in enumerate(options):
-            for b in options[i + 1 :]:
-                if isinstance(a, bool) == isinstance(b, bool) and a == b:
-                    raise invalid(
-                        "Choice",
-                        "options",
-                        "a list without duplicates",
-                        f"{a!r} twice",
-                        "Fix: remove the duplicate.",
-                    )
         if not isinstance(ordered, bool):
-            raise invalid("Choice", "ordered", "True or False", repr(ordered))
+            raise invalid("Choice", "ordered", "True or False", shown(ordered))
         self.options: tuple[Any, ...] = tuple(options)
         self.ordered = ordered
+        #: Where each hashable option is, by its key (:func:`_value_key`).
+        self._positions: dict[tuple[str, Any], int] = {}
+        #: Where the unhashable options are.
+        self._unhashable: list[int] = []
+        for i, option in enumerate(self.options):
+            self._add(i, option)
+
+    def _add(self, i: int, option: Any) -> None:
+        """Register option ``i``, refusing a domain or a duplicate of an earlier one."""
+        if _is_domain(option):
+            raise invalid(
+                "Choice",
+                "options",
+                "plain values (numbers, strings, None, lists), not domains",
+                shown(option),
+                "Fix: choose among values; a domain cannot be nested in another.",
+            )
+        if self._find(option) is not None:
+            raise invalid(
+                "Choice",
+                "options",
+                "a list without duplicates",
+                f"{shown(option)} twice",
+                "Fix: remove the duplicate.",
+            )
+        key = _value_key(option)
+        if key is None:
+            self._unhashable.append(i)
+        else:
+            self._positions[key] = i
+
+    def _find(self, value: Any) -> int | None:
+        """The position of the option that is the same as ``value`` (:func:`_same_value`),
+        or ``None``."""
+        key = _value_key(value)
+        if key is not None:
+            found = self._positions.get(key)
+            if found is not None:
+                return found
+            candidates = self._unhashable
+        else:  # an unhashable value: compare it with every option
+            candidates = [*self._positions.values(), *self._unhashable]
+        return next((i for i in candidates if _same_value(self.options[i], value)), None)
 
     def index(self, value: Any) -> int:
         """The position of ``value`` among the options."""
-        for i, option in enumerate(self.options):
-            if type(option) is type(value) and option == value:
-                return i
-        for i, option in enumerate(self.options):
-            if option == value and not isinstance(value, bool) and not isinstance(option, bool):
-                return i
-        raise invalid("Choice", "value", f"one of {list(self.options)!r}", repr(value))
+        found = self._find(value)
+        if found is None:
+            raise invalid("Choice", "value", f"one of {self._shown_options()}", shown(value))
+        return found
+
+    def _shown_options(self) -> str:
+        return shown(list(self.options))
 
     def sample(self, rng: np.random.Generator) -> Any:
         return self.options[int(rng.integers(len(self.options)))]
@@ -323,8 +492,8 @@ class Choice(Domain):
             raise invalid(
                 "Choice",
                 name,
-                f"one of {list(self.options)!r}",
-                repr(value),
+                f"one of {self._shown_options()}",
+                shown(value),
                 "Fix: use one of the options, or add the value to gp.Choice([...]).",
             ) from None
 
@@ -335,8 +504,9 @@ class Choice(Domain):
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, Choice)
-            and self.options == other.options
             and self.ordered == other.ordered
+            and len(self.options) == len(other.options)
+            and all(_same_value(a, b) for a, b in zip(self.options, other.options, strict=True))
         )
 
     def __hash__(self) -> int:
@@ -349,6 +519,15 @@ class Fixed(Domain):
     mutable = False
 
     def __init__(self, value: Any) -> None:
+        if _is_domain(value):
+            raise invalid(
+                "Fixed",
+                "value",
+                "a plain value, not a domain",
+                shown(value),
+                "Fix: declare the hyperparameter with the domain itself, such as "
+                "gp.Float(1e-4, 1e-1), or fix a plain value: gp.Fixed(0.01).",
+            )
         self.value = value
 
     def sample(self, rng: np.random.Generator) -> Any:
@@ -361,14 +540,13 @@ class Fixed(Domain):
         return self.value
 
     def validate(self, value: Any, *, name: str = "value") -> Any:
-        same_kind = isinstance(value, bool) == isinstance(self.value, bool)
-        if value is self.value or (same_kind and value == self.value):
+        if _same_value(value, self.value):
             return self.value
         raise invalid(
             "Fixed",
             name,
-            f"the fixed value {self.value!r}",
-            repr(value),
+            f"the fixed value {shown(self.value)}",
+            shown(value),
             "Fix: drop it from the config, or declare it with gp.Float/gp.Int/gp.Choice.",
         )
 
@@ -376,13 +554,53 @@ class Fixed(Domain):
         return f"Fixed({self.value!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Fixed) and bool(self.value == other.value)
+        return isinstance(other, Fixed) and _same_value(self.value, other.value)
 
     def __hash__(self) -> int:
-        try:
-            return hash(("Fixed", self.value))
-        except TypeError:  # an unhashable fixed value (a list): equal objects still agree
-            return hash("Fixed")
+        # an unhashable fixed value (a list) hashes as None: equal objects still agree
+        return hash(("Fixed", _value_key(self.value)))
+
+
+#: How to declare each kind of domain, for the message that refuses the class itself.
+_DECLARE = {
+    "Float": "gp.Float(1e-4, 1e-1)",
+    "Int": "gp.Int(1, 8)",
+    "Choice": "gp.Choice(['adam', 'sgd'])",
+    "Fixed": "gp.Fixed(0.9)",
+}
+
+
+def _checked_name(name: Any) -> str:
+    """A hyperparameter's name: a non-empty string."""
+    if not isinstance(name, str) or not name:
+        raise invalid("Space", "name", "a non-empty string", shown(name))
+    return name
+
+
+def _as_domain(name: str, spec: Any) -> Domain:
+    """The domain of hyperparameter ``name`` declared as ``spec``: a domain, or a plain
+    value that is fixed. A domain class and a collection are refused."""
+    if isinstance(spec, Domain):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, Domain):
+        example = _DECLARE.get(spec.__name__, _DECLARE["Float"])
+        raise invalid(
+            "Space",
+            name,
+            "a domain (an instance such as gp.Float(low, high)) or a plain value, not a class",
+            shown(spec),
+            f"Fix: give its bounds or options, such as {name}={example}.",
+        )
+    if isinstance(spec, (list, tuple, set, frozenset, dict)):
+        raise invalid(
+            "Space",
+            name,
+            "a domain (gp.Float, gp.Int, gp.Choice, gp.Fixed) or a plain value",
+            shown(spec),
+            f"Fix: gp.Choice({shown(list(spec))}) for categories, or gp.Fixed(...) for a value "
+            "that never changes.",
+        )
+    return Fixed(spec)
 
 
 class Space(Mapping[str, Domain]):
@@ -396,6 +614,14 @@ class Space(Mapping[str, Domain]):
     """
 
     def __init__(self, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        if params is not None and not isinstance(params, Mapping):
+            raise invalid(
+                "Space",
+                "params",
+                "a mapping of names to domains (a dict) or None",
+                shown(params),
+                "Fix: gp.Space({'lr': gp.Float(1e-4, 1e-1)}) or gp.Space(lr=gp.Float(1e-4, 1e-1)).",
+            )
         merged: dict[str, Any] = dict(params or {})
         for key in kwargs:
             if key in merged:
@@ -409,24 +635,8 @@ class Space(Mapping[str, Domain]):
                 "none",
                 "Fix: gp.Space(lr=gp.Float(1e-4, 1e-1, log=True)).",
             )
-        domains: dict[str, Domain] = {}
-        for name, spec in merged.items():
-            if not isinstance(name, str) or not name:
-                raise invalid("Space", "name", "a non-empty string", repr(name))
-            if isinstance(spec, Domain):
-                domains[name] = spec
-            elif isinstance(spec, (list, tuple, set, frozenset, dict)):
-                raise invalid(
-                    "Space",
-                    name,
-                    "a domain (gp.Float, gp.Int, gp.Choice, gp.Fixed) or a plain value",
-                    repr(spec),
-                    f"Fix: gp.Choice({list(spec)!r}) for categories, or gp.Fixed(...) for a value "
-                    "that never changes.",
-                )
-            else:
-                domains[name] = Fixed(spec)
-        self._domains = domains
+        domains = {_checked_name(name): _as_domain(name, spec) for name, spec in merged.items()}
+        self._domains: dict[str, Domain] = domains
         self.mutable_names: tuple[str, ...] = tuple(n for n, d in domains.items() if d.mutable)
 
     def __getitem__(self, name: str) -> Domain:
@@ -459,7 +669,7 @@ class Space(Mapping[str, Domain]):
             InvalidArgumentError: a key not in the space, a missing key, or a bad value.
         """
         if not isinstance(config, Mapping):
-            raise invalid("Space.validate", name, "a dict of hyperparameters", repr(config))
+            raise invalid("Space.validate", name, "a dict of hyperparameters", shown(config))
         unknown = [k for k in config if k not in self._domains]
         if unknown:
             raise invalid(
@@ -485,7 +695,7 @@ class Space(Mapping[str, Domain]):
     ) -> dict[str, Any]:
         """Validate a partial config, drawing the missing values from the prior."""
         if not isinstance(config, Mapping):
-            raise invalid("Space.complete", name, "a dict of hyperparameters", repr(config))
+            raise invalid("Space.complete", name, "a dict of hyperparameters", shown(config))
         full = dict(config)
         for key, domain in self._domains.items():
             if key not in full:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from genepool._errors import (
     CheckpointError,
     CollectedPinError,
@@ -84,6 +86,25 @@ HUNG_EXIT = 70
 #: How often a worker alone (the serial executor) looks again when every active member is
 #: held elsewhere (seconds).
 IDLE_WAIT_ALONE = 0.1
+
+
+def metric_value(metric: str, reported: object) -> float:
+    """The run's metric as a number: an int, a float, a NumPy number or a 0-d array or
+    tensor; never a string (``"1.5"``) or a bool (``True`` is no score).
+
+    Raises:
+        TrainableError: It is not a number.
+    """
+    if not isinstance(reported, (str, bytes, bool, np.bool_)):
+        try:
+            return float(reported)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            pass
+    shown = repr(reported)[:200]
+    raise TrainableError(
+        f"The metric {metric!r} must be a number; the trainable reported {shown} "
+        f"({type(reported).__name__}). Fix: report a float, e.g. {metric}=float(value)."
+    )
 
 
 @dataclass
@@ -988,17 +1009,12 @@ class Worker:
                 ctx.store.commit(lease, reports=[Report(member, *r) for r in raw])
                 raw.clear()
                 last_flush[0] = now
-            try:
-                value = float(metrics[metric])
-            except KeyError:
+            if metric not in metrics:
                 raise TrainableError(
                     f"The trainable reported {sorted(metrics)} without the run's metric "
                     f"{metric!r}. Fix: include it in every report, or pass metric= one of those."
-                ) from None
-            except (TypeError, ValueError):
-                raise TrainableError(
-                    f"The metric {metric!r} must be a number; got {metrics[metric]!r}."
-                ) from None
+                )
+            value = metric_value(metric, metrics[metric])
             if not math.isfinite(value):
                 bad.append(f"the metric {metric!r} was {value} at step {step}")
                 return True

@@ -7,7 +7,6 @@ with its declared type (the space's domains guarantee it; a user function is che
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,15 +14,10 @@ from typing import Any
 import numpy as np
 
 from genepool._errors import InvalidArgumentError, invalid
+from genepool.policy._checks import check_number, check_probability, shown
 from genepool.space import Domain, Space
 
 __all__ = ["Explore", "ExploreFunction", "GaussianNoise", "Perturb", "Resample"]
-
-
-def _check_probability(owner: str, name: str, p: Any) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-        raise invalid(owner, name, "a probability in [0, 1]", repr(p))
-    return float(p)
 
 
 class Explore(ABC):
@@ -80,16 +74,11 @@ class Perturb(_PerValue):
 
     def __init__(self, factors: Sequence[float] = (0.8, 1.2), *, resample: float = 0.0) -> None:
         if isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence) or not factors:
-            raise invalid("Perturb", "factors", "a non-empty list of numbers > 0", repr(factors))
+            raise invalid("Perturb", "factors", "a non-empty list of numbers > 0", shown(factors))
         for f in factors:
-            if (
-                isinstance(f, bool)
-                or not isinstance(f, (int, float))
-                or not (math.isfinite(f) and f > 0)
-            ):
-                raise invalid("Perturb", "factors", "a list of finite numbers > 0", repr(factors))
+            check_number("Perturb", "factors", f, above=0)
         self.factors = tuple(float(f) for f in factors)
-        self.resample = _check_probability("Perturb", "resample", resample)
+        self.resample = check_probability("Perturb", "resample", resample)
 
     def _move(self, domain: Domain, value: Any, rng: np.random.Generator) -> Any:
         factor = self.factors[int(rng.integers(len(self.factors)))]
@@ -103,7 +92,7 @@ class Resample(Explore):
     """Draw each hyperparameter again from its prior with probability ``probability``."""
 
     def __init__(self, probability: float = 1.0) -> None:
-        self.probability = _check_probability("Resample", "probability", probability)
+        self.probability = check_probability("Resample", "probability", probability)
 
     def explore(
         self, space: Space, hparams: Mapping[str, Any], rng: np.random.Generator
@@ -132,14 +121,9 @@ class GaussianNoise(_PerValue):
     """
 
     def __init__(self, sigma: float = 0.1, *, resample: float = 0.0) -> None:
-        if (
-            isinstance(sigma, bool)
-            or not isinstance(sigma, (int, float))
-            or not (math.isfinite(sigma) and sigma > 0)
-        ):
-            raise invalid("GaussianNoise", "sigma", "a finite number > 0", repr(sigma))
+        check_number("GaussianNoise", "sigma", sigma, above=0)
         self.sigma = float(sigma)
-        self.resample = _check_probability("GaussianNoise", "resample", resample)
+        self.resample = check_probability("GaussianNoise", "resample", resample)
 
     def _move(self, domain: Domain, value: Any, rng: np.random.Generator) -> Any:
         return domain.noise(value, self.sigma, rng)
@@ -160,7 +144,7 @@ class ExploreFunction(Explore):
         self, fn: Callable[[dict[str, Any], np.random.Generator], Mapping[str, Any]]
     ) -> None:
         if not callable(fn):
-            raise invalid("ExploreFunction", "fn", "a callable (hparams, rng) -> dict", repr(fn))
+            raise invalid("ExploreFunction", "fn", "a callable (hparams, rng) -> dict", shown(fn))
         self.fn = fn
 
     def explore(

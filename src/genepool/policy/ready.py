@@ -5,10 +5,10 @@ The worker asks :meth:`Ready.due` after every step, so it must be cheap.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 
 from genepool._errors import invalid
+from genepool.policy._checks import check_number, shown
 
 __all__ = ["Every", "Ready"]
 
@@ -63,20 +63,11 @@ class Every(Ready):
         burn_in: float = 0,
         min_seconds: float = 0.0,
     ) -> None:
-        if isinstance(steps, bool) or not isinstance(steps, (int, float)) or not steps > 0:
-            raise invalid("Every", "steps", "a number > 0", repr(steps))
-        if not math.isfinite(steps):
-            raise invalid("Every", "steps", "finite", repr(steps))
+        check_number("Every", "steps", steps, above=0)
         if not isinstance(counter, str) or not counter:
-            raise invalid("Every", "counter", "a non-empty string", repr(counter))
-        for name, value in (("burn_in", burn_in), ("min_seconds", min_seconds)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise invalid("Every", name, "a finite number >= 0", repr(value))
+            raise invalid("Every", "counter", "a non-empty string", shown(counter))
+        check_number("Every", "burn_in", burn_in, at_least=0)
+        check_number("Every", "min_seconds", min_seconds, at_least=0)
         self.steps = steps
         self.counter = counter
         self.burn_in = burn_in

@@ -20,6 +20,7 @@ import numpy as np
 
 from genepool._errors import invalid, missing_dependency
 from genepool.member import MemberView, Population
+from genepool.policy._checks import check_integer, shown
 
 __all__ = ["Select", "Tournament", "Truncation", "WelchTTest", "truncation_split"]
 
@@ -95,7 +96,7 @@ class Truncation(Select):
                 "Truncation",
                 "fraction",
                 "in (0, 0.5]",
-                repr(fraction),
+                shown(fraction),
                 "Fix: the paper uses 0.2 (bottom 20% copy the top 20%).",
             )
         self.fraction = float(fraction)
@@ -187,21 +188,10 @@ class WelchTTest(Select):
     """
 
     def __init__(self, window: int = 10, *, alpha: float = 0.05, min_samples: int = 2) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-            raise invalid("WelchTTest", "window", "an integer >= 2", repr(window))
+        check_integer("WelchTTest", "window", window, at_least=2)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-            raise invalid("WelchTTest", "alpha", "in (0, 1)", repr(alpha))
-        if (
-            isinstance(min_samples, bool)
-            or not isinstance(min_samples, int)
-            or not 2 <= min_samples <= window
-        ):
-            raise invalid(
-                "WelchTTest",
-                "min_samples",
-                f"an integer in [2, window={window}]",
-                repr(min_samples),
-            )
+            raise invalid("WelchTTest", "alpha", "in (0, 1)", shown(alpha))
+        check_integer("WelchTTest", "min_samples", min_samples, at_least=2, at_most=window)
         try:
             from scipy import stats
         except ImportError:

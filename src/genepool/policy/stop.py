@@ -9,6 +9,7 @@ from typing import Any
 
 from genepool._errors import invalid
 from genepool.member import ACTIVE, FAILED, Event, Mode, Population
+from genepool.policy._checks import check_integer, check_number
 
 __all__ = ["BEST_EVENT", "Budget", "PlateauTracker", "ended_because", "run_stop_reason"]
 
@@ -16,15 +17,6 @@ __all__ = ["BEST_EVENT", "Budget", "PlateauTracker", "ended_because", "run_stop_
 #: best score improve: its data is :meth:`PlateauTracker.event_data`, from which a resumed
 #: run's tracker starts (:meth:`PlateauTracker.restore`).
 BEST_EVENT = "best"
-
-
-def _optional_number(name: str, value: float | None, *, positive: bool = True) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise invalid("Budget", name, "a finite number or None", repr(value))
-    if positive and value <= 0:
-        raise invalid("Budget", name, "> 0", repr(value))
 
 
 @dataclass(frozen=True)
@@ -54,16 +46,12 @@ class Budget:
     min_delta: float = 0.0
 
     def __post_init__(self) -> None:
-        _optional_number("steps", self.steps)
-        _optional_number("seconds", self.seconds)
-        _optional_number("target", self.target, positive=False)
-        if self.plateau is not None and (
-            isinstance(self.plateau, bool) or not isinstance(self.plateau, int) or self.plateau < 1
-        ):
-            raise invalid("Budget", "plateau", "an integer >= 1 or None", repr(self.plateau))
-        _optional_number("min_delta", self.min_delta, positive=False)
-        if self.min_delta < 0:
-            raise invalid("Budget", "min_delta", ">= 0", repr(self.min_delta))
+        check_number("Budget", "steps", self.steps, above=0, optional=True)
+        check_number("Budget", "seconds", self.seconds, above=0, optional=True)
+        check_number("Budget", "target", self.target, optional=True)
+        if self.plateau is not None:
+            check_integer("Budget", "plateau", self.plateau, at_least=1)
+        check_number("Budget", "min_delta", self.min_delta, at_least=0)
         if self.steps is None and self.seconds is None:
             raise invalid(
                 "Budget",

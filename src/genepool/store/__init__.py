@@ -1,6 +1,6 @@
 """The population's datastore (see :class:`Store` for the contract).
 
-:class:`SQLStore`, :func:`open_store` and the store server (:class:`RemoteStore`,
+:class:`SQLStore` and the store server (:class:`RemoteStore`,
 :class:`StoreServer`) are imported on first use, so that importing genepool does not import
 SQLAlchemy.
 """
@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 from genepool._lazy import lazy_attributes
 from genepool.store._base import History, Lease, Store, WorkerInfo
+from genepool.store._open import check_url, open_store
 from genepool.store.memory import MemoryStore
 
 if TYPE_CHECKING:
     from genepool.store.server import RemoteStore, StoreServer
-    from genepool.store.sql import SQLStore, open_store
+    from genepool.store.sql import SQLStore
 
 __all__ = [
     "History",
@@ -26,12 +27,12 @@ __all__ = [
     "Store",
     "StoreServer",
     "WorkerInfo",
+    "check_url",
     "open_store",
 ]
 
 _LAZY = {
     "SQLStore": "genepool.store.sql",
-    "open_store": "genepool.store.sql",
     "RemoteStore": "genepool.store.server",
     "StoreServer": "genepool.store.server",
 }

@@ -93,12 +93,11 @@ from genepool.store._base import (
     revive_ids,
     revived,
 )
-from genepool.store.memory import MemoryStore
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["SCHEMA_VERSION", "SQLStore", "open_store"]
+__all__ = ["SCHEMA_VERSION", "SQLStore"]
 
 log = logging.getLogger("genepool.store")
 
@@ -1996,31 +1995,3 @@ def _reopen_sqlite(
     compiled: Mapping[Any, Compiled],
 ) -> SQLStore:
     return SQLStore._attach_sqlite(url, clock, echo, connect, returning, compiled)
-
-
-def open_store(
-    url_or_store: Store | str, *, clock: Clock | None = None, read_only: bool = False
-) -> Store:
-    """A store from a URL: ``"memory"``, ``"sqlite:///path"`` or ``"postgresql://..."``.
-
-    A :class:`~genepool.store.Store` is returned as it is.
-
-    Args:
-        url_or_store: The store, or where it lives.
-        clock: Times leases (see :class:`SQLStore`).
-        read_only: Open a database to read it only (see :class:`SQLStore`).
-
-    Example:
-        >>> open_store("memory")  # doctest: +ELLIPSIS
-        MemoryStore(identity='...')
-    """
-    if isinstance(url_or_store, Store):
-        return url_or_store
-    if not isinstance(url_or_store, str):
-        raise invalid(
-            "open_store", "url_or_store", "a Store or a URL string", type(url_or_store).__name__
-        )
-    if url_or_store == "memory":
-        return MemoryStore(clock=clock)
-    _sa_url(url_or_store, "open_store", "url_or_store", f"'memory' or {URL_MUST}, or a Store")
-    return SQLStore(url_or_store, clock=clock, read_only=read_only)
