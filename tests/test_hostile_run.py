@@ -30,7 +30,7 @@ from tests.test_hostile_constructors import HOSTILE
 
 #: How long one accepted run may take before it counts as hung (a valid run here takes
 #: well under a second).
-RUN_LIMIT_SECONDS = 30.0
+RUN_LIMIT_SECONDS = 10.0
 
 #: Arguments whose valid values can make a run large (many members, many processes):
 #: those values are checked, and run only when small.

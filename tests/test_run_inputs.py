@@ -34,7 +34,7 @@ def _bound(**overrides: Any) -> dict[str, Any]:
     return dict(bound.arguments)
 
 
-def _run(**overrides: Any) -> gp.Result:
+def _run(trainable: Any = _train, **overrides: Any) -> gp.Result:
     args: dict[str, Any] = {
         "metric": "score",
         "population": 2,
@@ -43,7 +43,7 @@ def _run(**overrides: Any) -> gp.Result:
         "seed": 0,
     }
     args.update(overrides)
-    return gp.run(_train, gp.Space(lr=gp.Float(0.01, 0.1)), **args)
+    return gp.run(trainable, gp.Space(lr=gp.Float(0.01, 0.1)), **args)
 
 
 WRONG: list[tuple[str, Any]] = [
@@ -176,15 +176,7 @@ def test_a_reported_score_that_is_no_number_is_refused(score: Any) -> None:
             member.report(score=score, state=lambda: 0)
 
     with pytest.raises(gp.TrainableError, match=r"metric 'score' must be a number"):
-        gp.run(
-            train,
-            gp.Space(lr=gp.Float(0.01, 0.1)),
-            metric="score",
-            population=1,
-            ready=gp.Every(2),
-            budget=gp.Budget(steps=4),
-            seed=0,
-        )
+        _run(train, population=1)
 
 
 def test_a_score_of_numpy_or_a_0d_array_is_taken() -> None:
@@ -194,13 +186,11 @@ def test_a_score_of_numpy_or_a_0d_array_is_taken() -> None:
         while member.running:
             member.report(score=np.array(member.step, dtype=np.float32), state=lambda: 0)
 
-    result = gp.run(
-        train,
-        gp.Space(lr=gp.Float(0.01, 0.1)),
-        metric="score",
-        population=1,
-        ready=gp.Every(2),
-        budget=gp.Budget(steps=4),
-        seed=0,
-    )
-    assert result.best.score == 3.0
+    assert _run(train, population=1).best.score == 3.0
+
+
+def test_a_process_executor_given_an_in_memory_store_is_refused_before_it_starts() -> None:
+    executor = gp.ProcessExecutor(workers=2)
+    with pytest.raises(gp.InvalidArgumentError, match=r"'storage'.*workers > 1"):
+        _run(storage="memory", executor=executor)
+    assert executor.started_processes == 0

@@ -26,6 +26,7 @@ from genepool._settings import check
 from genepool.checkpoints import CheckpointStore, MemoryCheckpoints, Owner, check_run_name
 from genepool.clock import Clock, SystemClock
 from genepool.executors import Executor, ProcessExecutor, SerialExecutor
+from genepool.executors.processes import refuse_in_memory
 from genepool.member import MemberView, Mode
 from genepool.policy import Budget, Explore, Perturb, Policy, Ready, Select, Truncation
 from genepool.result import Result, close_store
@@ -467,26 +468,10 @@ def check_arguments(args: Mapping[str, Any]) -> Policy:
         )
     if isinstance(storage, str):
         check_url(storage, owner="run", name="storage")
-    in_memory = storage == "memory" or isinstance(store or storage, MemoryStore)
-    if args["executor"] is None and args["workers"] > 1 and in_memory:
-        raise invalid(
-            "run",
-            "storage",
-            "a durable store when workers > 1",
-            "the in-memory store",
-            "Fix: storage='sqlite:///pbt.db' (processes meet only through the store).",
-        )
-    if (
-        args["executor"] is None
-        and args["workers"] > 1
-        and isinstance(checkpoints, MemoryCheckpoints)
-    ):
-        raise invalid(
-            "run",
-            "checkpoints",
-            "a checkpoint folder when workers > 1",
-            "in-memory checkpoints",
-            "Fix: checkpoints='path/to/dir' (processes share checkpoints through it).",
+    if args["executor"] is None and args["workers"] > 1:
+        refuse_in_memory(
+            store=storage == "memory" or isinstance(store or storage, MemoryStore),
+            checkpoints=isinstance(checkpoints, MemoryCheckpoints),
         )
     if args["fsync"] and isinstance(checkpoints, CheckpointStore) and not checkpoints.fsync:
         raise invalid(

@@ -6,37 +6,20 @@
 config file (TOML, or YAML with the ``[yaml]`` extra). Flags override the file. Running the
 same command again resumes the run from the store and the checkpoints.
 
-A config file::
+The config file's format is documented in :mod:`genepool._config`; a sketch::
 
     metric = "accuracy"
-    mode = "max"
     population = 8
-    seed = 0
-    workers = 2
     storage = "sqlite:///pbt.db"
-
-    [ready]
-    every = 4                # gp.Every(4); also counter = "samples", burn_in, min_seconds
-
     [budget]
-    steps = 200              # also seconds, target, plateau, min_delta
-
-    [exploit]
-    rule = "truncation"      # or "tournament", "welch", "none"
-    fraction = 0.2           # the rule's own arguments
-
-    [explore]
-    rule = "perturb"         # or "resample", "noise", "none"
-    resample = 0.25
-
+    steps = 200
     [space]
     lr = { float = [1e-5, 1e-1], log = true }
-    layers = { int = [1, 8] }
-    batch_size = { choice = [32, 64, 128], ordered = true }
-    optimizer = "adam"       # a plain value is fixed; { fixed = [...] } for a list
 
-The space may instead live in the trainable's file as a ``gp.Space`` named ``space`` or
-``SPACE``.
+``genepool run ... --check`` checks the config file, the flags and the trainable as the
+run would, prints what the run would be (one JSON line) and exits, starting nothing and
+creating no file. Every wrong input exits with status 2 and one line
+``genepool: error: ...`` naming the key or flag, the value got and the fix.
 
 Reading a run back (each works on a finished run and on one still going; ``--run NAME``
 picks a run when the store holds several)::
@@ -73,42 +56,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import importlib
-import importlib.util
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
-from genepool._errors import (
-    GenepoolError,
-    InvalidArgumentError,
-    StorageFaultError,
-    invalid,
-    missing_dependency,
-)
+from genepool._config import check_run, load_config, load_trainable, parse_space, run_arguments
+from genepool._errors import GenepoolError, InvalidArgumentError, StorageFaultError, invalid
 from genepool._faults import STORAGE_EXIT
 from genepool._progress import terminal_text
-from genepool._redact import redact_url
-from genepool.policy import (
-    Budget,
-    Every,
-    Explore,
-    GaussianNoise,
-    Perturb,
-    Resample,
-    Select,
-    Tournament,
-    Truncation,
-    WelchTTest,
-)
-from genepool.space import Choice, Domain, Fixed, Float, Int, Space
+from genepool._redact import redact_url, shown
 
 if TYPE_CHECKING:
     from genepool.result import Result
@@ -121,151 +82,6 @@ log = logging.getLogger("genepool.cli")
 #: Where the commands read the store's URL from when no ``--storage`` is given.
 STORAGE_ENV = "GENEPOOL_STORAGE"
 
-
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or YAML config file into a dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise invalid("genepool run", "--config", "an existing file", str(path))
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise missing_dependency("pyyaml", "yaml", "A YAML config file") from None
-        data = yaml.safe_load(text) or {}
-    else:
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib
-        data = tomllib.loads(text)
-    if not isinstance(data, dict):
-        raise invalid("genepool run", "--config", "a file holding a table of settings", str(path))
-    return data
-
-
-def parse_space(spec: Mapping[str, Any]) -> Space:
-    """Build a :class:`Space` from a config table (see the module's docstring)."""
-    domains: dict[str, Domain] = {}
-    for name, value in spec.items():
-        if not isinstance(value, Mapping):
-            domains[name] = Fixed(value)
-            continue
-        kinds = [k for k in ("float", "int", "choice", "fixed") if k in value]
-        if len(kinds) != 1:
-            raise invalid(
-                "space",
-                name,
-                "a table with one of float, int, choice, fixed",
-                repr(dict(value)),
-                "Fix: lr = { float = [1e-5, 1e-1], log = true }.",
-            )
-        kind = kinds[0]
-        allowed = {kind, "log"} if kind in ("float", "int") else {kind, "ordered"}
-        if kind == "fixed":
-            allowed = {kind}
-        extra = sorted(set(value) - allowed)
-        if extra:
-            raise invalid(
-                "space",
-                name,
-                f"a {kind} table with only {sorted(allowed)}",
-                f"the unknown option(s) {extra}",
-                "Fix: lr = { float = [1e-5, 1e-1], log = true }.",
-            )
-        args = value[kind]
-        if kind == "fixed":
-            domains[name] = Fixed(args)
-        elif kind == "choice":
-            domains[name] = Choice(list(args), ordered=bool(value.get("ordered", False)))
-        else:
-            if not isinstance(args, Sequence) or len(args) != 2:
-                raise invalid("space", name, f"{kind} = [low, high]", repr(args))
-            cls = Float if kind == "float" else Int
-            domains[name] = cls(args[0], args[1], log=bool(value.get("log", False)))
-    return Space(domains)
-
-
-def _build(section: str, factory: Any, options: Mapping[str, Any]) -> Any:
-    """Call ``factory(**options)``, turning a wrong option name into a clear error."""
-    try:
-        return factory(**options)
-    except TypeError as err:
-        raise invalid(
-            f"[{section}]",
-            "options",
-            f"options that {getattr(factory, '__name__', factory)} takes",
-            f"{sorted(options)} ({err})",
-        ) from None
-
-
-def _exploit(spec: Mapping[str, Any] | None) -> Select | str | None:
-    if spec is None:
-        return "default"
-    options = dict(spec)
-    rule = options.pop("rule", "truncation")
-    rules: dict[str, Any] = {
-        "truncation": Truncation,
-        "tournament": Tournament,
-        "welch": WelchTTest,
-    }
-    if rule == "none":
-        return None
-    if rule not in rules:
-        raise invalid("[exploit]", "rule", f"one of {[*rules, 'none']}", repr(rule))
-    made: Select = _build("exploit", rules[rule], options)
-    return made
-
-
-def _explore(spec: Mapping[str, Any] | None) -> Explore | str | None:
-    if spec is None:
-        return "default"
-    options = dict(spec)
-    rule = options.pop("rule", "perturb")
-    rules: dict[str, Any] = {"perturb": Perturb, "resample": Resample, "noise": GaussianNoise}
-    if rule == "none":
-        return None
-    if rule not in rules:
-        raise invalid("[explore]", "rule", f"one of {[*rules, 'none']}", repr(rule))
-    made: Explore = _build("explore", rules[rule], options)
-    return made
-
-
-def load_trainable(ref: str, *, command: str = "run") -> tuple[Any, Any]:
-    """Import ``file.py:name`` or ``module:name``; return the trainable and its module."""
-    owner = f"genepool {command}"
-    if ":" not in ref:
-        raise invalid(owner, "trainable", "'file.py:name' or 'module:name'", repr(ref))
-    where, _, attr = ref.rpartition(":")
-    if where.endswith(".py") or Path(where).is_file():
-        path = Path(where).resolve()
-        if not path.is_file():
-            raise invalid(owner, "trainable", "an existing file", str(path))
-        # a name of its own, so that two train.py files (or a file named like a module
-        # already imported) never shadow each other; worker processes get its code by value
-        digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
-        name = f"genepool_user_{path.stem}_{digest}"
-        module = sys.modules.get(name)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(name, path)
-            if spec is None or spec.loader is None:
-                raise invalid(owner, "trainable", "a Python file", str(path))
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            folder = str(path.parent)
-            if folder not in sys.path:
-                sys.path.insert(0, folder)  # its own imports of sibling files
-            spec.loader.exec_module(module)
-            cloudpickle.register_pickle_by_value(module)
-    else:
-        module = importlib.import_module(where)
-    try:
-        return getattr(module, attr), module
-    except AttributeError:
-        raise invalid(owner, "trainable", f"a name defined in {where}", repr(attr)) from None
-
-
 TRUST_HELP = (
     "let checkpoints hold any Python object (pickle) and read those of genepool's first "
     "format: reading them can run code, so the checkpoint storage must be as trusted as "
@@ -276,79 +92,31 @@ TRUST_HELP = (
 def _run(args: argparse.Namespace) -> int:
     from genepool._run import run
 
-    config = load_config(args.config) if args.config else {}
-    for key in ("storage", "name", "workers", "seed", "population"):
-        value = getattr(args, key)
-        if value is not None:
-            config[key] = value
-    if "storage" not in config and os.environ.get(STORAGE_ENV):
-        config["storage"] = os.environ[STORAGE_ENV]
-    trainable, module = load_trainable(args.trainable)
-    if "space" in config:
-        space = parse_space(config.pop("space"))
-    else:
-        found = getattr(module, "space", None) or getattr(module, "SPACE", None)
-        if not isinstance(found, Space):
-            raise invalid(
-                "genepool run",
-                "space",
-                "a [space] table in the config, or a "
-                "gp.Space named space / SPACE beside the trainable",
-                "neither",
-            )
-        space = found
-    ready_spec = dict(config.pop("ready", {"every": 1}))
-    ready = _build("ready", Every, {"steps": ready_spec.pop("every", 1), **ready_spec})
-    budget = _build("budget", Budget, dict(config.pop("budget", {})))
-    options: dict[str, Any] = {}
-    exploit = _exploit(config.pop("exploit", None))
-    if exploit != "default":
-        options["exploit"] = exploit
-    explore = _explore(config.pop("explore", None))
-    if explore != "default":
-        options["explore"] = explore
-    if "metric" not in config:
-        raise invalid("genepool run", "metric", "set in the config file", "nothing")
+    config = load_config(args.config) if args.config is not None else {}
+    flags = {
+        key: getattr(args, key) for key in ("storage", "name", "workers", "seed", "population")
+    }
+    with _no_bytecode(args.check):  # --check writes nothing, not even __pycache__
+        trainable, module = load_trainable(args.trainable)
+    options = run_arguments(config, trainable_module=module, overrides=flags)
+    if "storage" not in options and os.environ.get(STORAGE_ENV):
+        options["storage"] = os.environ[STORAGE_ENV]
     if args.resume:
         options["resume"] = True
     if args.trust_checkpoints:  # a flag only: never read from a file or a store
         options["trust_checkpoints"] = True
-    known = {
-        "metric",
-        "mode",
-        "population",
-        "initial",
-        "seed",
-        "name",
-        "max_failures",
-        "storage",
-        "checkpoints",
-        "workers",
-        "synchronous",
-        "aligned",
-        "lease_seconds",
-        "progress_timeout",
-        "max_crashes",
-        "max_ahead",
-        "max_resident",
-        "keep",
-        "fsync",
-        "recent_window",
-        "metrics_every",
-        "allow_config_change",
-    }
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise invalid(
-            "genepool run",
-            "--config",
-            f"made of known settings {sorted(known)}",
-            f"unknown {unknown}",
-        )
-    options.update(config)
+    if args.check:
+        values, policy = check_run(trainable, options)
+        keys = ("name", "metric", "mode", "population", "seed", "workers", "storage")
+        checked = {key: values[key] for key in (*keys, "checkpoints", "resume")}
+        for key in ("space", "ready", "budget"):
+            checked[key] = repr(values[key])
+        checked.update(exploit=repr(policy.exploit), explore=repr(policy.explore))
+        _say(json.dumps({"check": "ok", "trainable": args.trainable, **checked}, default=str))
+        return 0
     progress = not args.quiet and sys.stdout.isatty()
     try:
-        result = run(trainable, space, ready=ready, budget=budget, progress=progress, **options)
+        result = run(trainable, progress=progress, **options)
     except StorageFaultError as err:  # the members wait, active: the same command resumes
         name = options.get("name", "run")
         print(json.dumps({"run": name, "stop_reason": "storage", "error": str(err)}))
@@ -370,6 +138,48 @@ def _run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+@contextlib.contextmanager
+def _no_bytecode(on: bool) -> Iterator[None]:
+    """While ``on``, imports write no ``__pycache__`` beside the files they import."""
+    before = sys.dont_write_bytecode
+    sys.dont_write_bytecode = before or on
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
+
+
+def _writable(path: str, command: str, flag: str, *, folder: bool = False) -> Path:
+    """``path``, checked before any work: a file (``folder``: a folder) this process can
+    write, whose missing folders it can make."""
+    owner, what = f"genepool {command}", "a folder" if folder else "a file"
+    if not path or "\x00" in path:
+        raise invalid(owner, flag, f"the path of {what}", shown(path), f"Fix: name {what}.")
+    try:
+        return _checked_output(Path(path), owner, flag, what)
+    except OSError as err:  # a name too long, a loop of links
+        got = f"{shown(path)} ({err.strerror or err})"
+        raise invalid(owner, flag, f"the path of {what}", got, f"Fix: name {what}.") from None
+
+
+def _checked_output(out: Path, owner: str, flag: str, what: str) -> Path:
+    path, folder = str(out), what == "a folder"
+    if out.exists() and out.is_dir() != folder:
+        got = f"{shown(path)}, which is {'a file' if folder else 'a folder'}"
+        raise invalid(owner, flag, f"the path of {what}", got, f"Fix: name {what}.")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise invalid(owner, flag, f"{what} it can write", f"{shown(path)}, read-only")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        reason = "is a file" if not parent.is_dir() else "this process may not write in"
+        got = f"{shown(path)}, in {shown(str(parent))}, which {reason}"
+        fix = "Fix: choose a folder this process can write in."
+        raise invalid(owner, flag, f"{what} in a folder it can write in", got, fix)
+    return out
 
 
 def _storage(args: argparse.Namespace, command: str) -> str:
@@ -465,6 +275,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        output = _writable(args.output, "export", "--output")
+        if not output.parent.is_dir():
+            got = f"{shown(args.output)}, whose folder does not exist"
+            fix = f"Fix: mkdir -p {output.parent}, or choose another path."
+            raise invalid("genepool export", "--output", "a file in an existing folder", got, fix)
     with _opened_store(args, "export") as store:
         schedule = _open_result(args, "export", store).schedule(args.member)
     if args.output is None:
@@ -521,9 +337,12 @@ def _replay(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from genepool.analysis import plot_report, write_report
 
+    output = _writable(args.output, "report", "--output")  # its folder is made if missing
+    if args.png is not None:
+        _writable(args.png, "report", "--png", folder=True)
     with _opened_store(args, "report") as store:
         result = _open_result(args, "report", store)
-        output = write_report(result, Path(args.output))
+        output = write_report(result, output)
         _say(f"report of run {result.name!r} written to {output}")
         if args.png is not None:
             written = plot_report(result, Path(args.png))
@@ -611,6 +430,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("--resume", action="store_true", help="the run must exist already")
     run_cmd.add_argument("--quiet", action="store_true", help="no live table")
     run_cmd.add_argument("--trust-checkpoints", action="store_true", help=TRUST_HELP)
+    run_cmd.add_argument(
+        "--check",
+        action="store_true",
+        help="check the config, the flags and the trainable; print the run as JSON; run "
+        "nothing and create no file",
+    )
 
     def reader(name: str, help: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help)
@@ -685,7 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (GenepoolError, InvalidArgumentError) as err:
-        _say(f"genepool: error: {err}", file=sys.stderr)
+        one_line = re.sub(r"\s*\n\s*", " ", str(err))  # one line, however it was raised
+        _say(f"genepool: error: {one_line}", file=sys.stderr)
         # a storage that failed (try again once it is back), or anything else (fix it)
         return STORAGE_EXIT if isinstance(err, StorageFaultError) else 2
 

@@ -30,7 +30,7 @@ from genepool.checkpoints import MemoryCheckpoints
 from genepool.store import MemoryStore
 from genepool.worker import RunContext, Worker, collect_orphans, ended_because
 
-__all__ = ["ProcessExecutor"]
+__all__ = ["ProcessExecutor", "refuse_in_memory"]
 
 log = logging.getLogger("genepool.executors")
 
@@ -118,6 +118,31 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def refuse_in_memory(*, store: bool, checkpoints: bool) -> None:
+    """Refuse a run in worker processes whose store or checkpoints live in memory (the
+    processes meet only through them): ``store`` and ``checkpoints`` say which do.
+
+    Raises:
+        InvalidArgumentError: naming ``storage`` or ``checkpoints``, with the fix.
+    """
+    if store:
+        raise invalid(
+            "run",
+            "storage",
+            "a durable store when workers > 1",
+            "the in-memory store",
+            "Fix: storage='sqlite:///pbt.db' (processes meet only through the store).",
+        )
+    if checkpoints:
+        raise invalid(
+            "run",
+            "checkpoints",
+            "a checkpoint folder when workers > 1",
+            "in-memory checkpoints",
+            "Fix: checkpoints='path/to/dir' (processes share checkpoints through it).",
+        )
+
+
 class ProcessExecutor:
     """Runs ``workers`` worker processes on this machine.
 
@@ -170,22 +195,10 @@ class ProcessExecutor:
         self.started_processes = 0
 
     def _spec(self, ctx: RunContext) -> bytes:
-        if isinstance(ctx.store, MemoryStore):
-            raise invalid(
-                "run",
-                "storage",
-                "a durable store when workers > 1",
-                "the in-memory store",
-                "Fix: storage='sqlite:///pbt.db' (processes meet only through the store).",
-            )
-        if isinstance(ctx.checkpoints, MemoryCheckpoints):
-            raise invalid(
-                "run",
-                "checkpoints",
-                "a checkpoint directory when workers > 1",
-                "in-memory checkpoints",
-                "Fix: checkpoints='path/to/dir'.",
-            )
+        refuse_in_memory(
+            store=isinstance(ctx.store, MemoryStore),
+            checkpoints=isinstance(ctx.checkpoints, MemoryCheckpoints),
+        )
         spec = (ctx, logging.getLogger().level, self.threads_per_worker)
         return bytes(cloudpickle.dumps(spec))
 
