@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -28,3 +30,15 @@ def ray_cluster() -> Iterator[LocalCluster]:
     cluster = LocalCluster()
     yield cluster
     cluster.shutdown()
+
+
+@pytest.fixture
+def clean_imports(tmp_path: Path) -> Iterator[None]:
+    """Undo what importing a trainable from a file in ``tmp_path`` leaves behind
+    (``genepool run file.py:name`` imports it and puts its folder on sys.path)."""
+    path, modules = list(sys.path), set(sys.modules)
+    yield
+    sys.path[:] = path
+    for name in set(sys.modules) - modules:
+        if str(getattr(sys.modules[name], "__file__", "")).startswith(str(tmp_path)):
+            del sys.modules[name]

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +92,7 @@ YAML = textwrap.dedent(
 )
 
 
-@pytest.fixture(autouse=True)
-def _clean_imports(tmp_path: Path) -> Iterator[None]:
-    """``genepool run file.py:name`` imports the file and puts its folder on sys.path."""
-    path, modules = list(sys.path), set(sys.modules)
-    yield
-    sys.path[:] = path
-    for name in set(sys.modules) - modules:
-        if str(getattr(sys.modules[name], "__file__", "")).startswith(str(tmp_path)):
-            del sys.modules[name]
+pytestmark = pytest.mark.usefixtures("clean_imports")
 
 
 def trainable_file(folder: Path, extra: str = "") -> Path:

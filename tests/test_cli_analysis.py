@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "examples" / "toy.py"
 
 
-@pytest.fixture(autouse=True)
-def _clean_imports(tmp_path: Path) -> Iterator[None]:
-    """``file.py:name`` imports the file and puts its folder on sys.path."""
-    path, modules = list(sys.path), set(sys.modules)
-    yield
-    sys.path[:] = path
-    for name in set(sys.modules) - modules:
-        if str(getattr(sys.modules[name], "__file__", "")).startswith(str(tmp_path)):
-            del sys.modules[name]
+pytestmark = pytest.mark.usefixtures("clean_imports")
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import textwrap
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +26,7 @@ from tests.test_cli import TOML, run_cli, trainable_file
 LR = "lr = { float = [0.01, 0.1], log = true }"
 
 
-@pytest.fixture(autouse=True)
-def _clean_imports(tmp_path: Path) -> Iterator[None]:
-    """``genepool run file.py:name`` imports the file and puts its folder on sys.path."""
-    path, modules = list(sys.path), set(sys.modules)
-    yield
-    sys.path[:] = path
-    for name in set(sys.modules) - modules:
-        if str(getattr(sys.modules[name], "__file__", "")).startswith(str(tmp_path)):
-            del sys.modules[name]
+pytestmark = pytest.mark.usefixtures("clean_imports")
 
 
 def good_toml(tmp_path: Path) -> str:

@@ -27,8 +27,6 @@ from genepool import _constraints
 from genepool._constraints import (
     BOOL,
     NONE,
-    BoolValue,
-    Constraint,
     HasMethod,
     Interval,
     ListOfTables,
@@ -37,30 +35,12 @@ from genepool._constraints import (
     Text,
     TypeOf,
 )
-from genepool._redact import shown
 from genepool.checkpoints import CheckpointStore
 from genepool.policy import Budget, Ready
 from genepool.space import Space
 from genepool.store import Store
 
-__all__ = [
-    "BOOL",
-    "CONFIG_FILE",
-    "NONE",
-    "READ_BACK",
-    "RUN",
-    "BoolValue",
-    "Constraint",
-    "HasMethod",
-    "Interval",
-    "ListOfTables",
-    "Options",
-    "Setting",
-    "Text",
-    "TypeOf",
-    "check",
-    "shown",
-]
+__all__ = ["CONFIG_FILE", "READ_BACK", "RUN", "check"]
 
 
 #: Every setting of :func:`genepool.run`: what its value may be.
