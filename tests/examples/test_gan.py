@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 import gan  # noqa: E402
 
 import genepool as gp  # noqa: E402
+from tests._golden import check_golden  # noqa: E402
 
 #: The score's range with ten classes.
 LOW, HIGH = 1.0, 10.0
@@ -159,3 +160,8 @@ def test_a_member_rebuilt_from_its_checkpoint_goes_on_as_one_that_stayed() -> No
     moved.load(saved)
     moved.apply_hparams(hparams)
     assert [moved.step() for _ in range(2)] == expected
+
+
+def test_the_seeded_run_matches_its_golden_file(pbt: gp.Result) -> None:
+    """Its lineage and scores, as before issue 15 rewrote the round (tests/_golden.py)."""
+    check_golden(pbt, gan.METRIC, "gan")

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 import rl  # noqa: E402
 
 import genepool as gp  # noqa: E402
+from tests._golden import check_golden  # noqa: E402
 
 LOW, HIGH = rl.RETURN_RANGE[rl.SIZES["smoke"]["env_id"]]
 #: CartPole's episodes are short at first: a quick size to watch episodes finish.
@@ -208,3 +209,8 @@ def test_a_time_limit_bootstraps_and_a_failure_does_not(monkeypatch: pytest.Monk
     assert np.all(r[:, 1:] == 1.0)  # no bootstrap at a failure, nor where nothing ended
     # the recorded returns are undiscounted rewards, with no bootstrap in them
     assert list(agent.returns) == [1.0] * rl.EPISODES
+
+
+def test_the_seeded_run_matches_its_golden_file(pbt: gp.Result) -> None:
+    """Its lineage and scores, as before issue 15 rewrote the round (tests/_golden.py)."""
+    check_golden(pbt, rl.METRIC, "rl")

@@ -19,6 +19,7 @@ import translation as tr  # noqa: E402
 
 import genepool as gp  # noqa: E402
 from genepool.integrations import torch as gpt  # noqa: E402
+from tests._golden import check_golden  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +197,8 @@ def test_the_rng_of_the_member_decides_the_batches() -> None:
 
     assert losses(1) == losses(1)
     assert losses(1) != losses(2)
+
+
+def test_the_seeded_run_matches_its_golden_file(pbt: gp.Result) -> None:
+    """Its lineage and scores, as before issue 15 rewrote the round (tests/_golden.py)."""
+    check_golden(pbt, tr.METRIC, "translation")
