@@ -35,7 +35,10 @@ def snapshot(result: gp.Result, metric: str) -> dict[str, Any]:
             scores.setdefault(str(record["member"]), []).append(
                 [int(record["step"]), float(record[metric])]
             )
-    return json.loads(json.dumps({"events": events, "scores": scores}, default=float))
+    plain: dict[str, Any] = json.loads(
+        json.dumps({"events": events, "scores": scores}, default=float)
+    )
+    return plain
 
 
 def _close(a: Any, b: Any, path: str) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import multiprocessing
 import os
+import re
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -139,8 +140,10 @@ def _answer(args: dict[str, Any], hostile: list[str]) -> tuple[str, str]:
         check_arguments(_bound(args))
     except gp.GenepoolError as err:
         message = str(err)
-        named = [f"'{name}'" for name in hostile] + [f"{name}=" for name in hostile]
-        assert any(n in message for n in named), f"the message names none of {hostile}: {message!r}"
+        # by its name as a word: 'workers', workers=2, or "when workers > 1" in a message
+        # about the storage that worker processes need
+        named = any(re.search(rf"(?<![\w.]){re.escape(name)}\b", message) for name in hostile)
+        assert named, f"the message names none of {hostile}: {message!r}"
         return ("refused", message)
     if not all(_small(name, args[name]) for name in hostile):
         return ("accepted", "not run: too large for a test")

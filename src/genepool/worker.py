@@ -1,19 +1,29 @@
 """The worker: the paper's loop, the same in every executor.
 
-claim a member -> load its state -> step ... step (reporting) -> ready -> save a checkpoint
--> decide -> carry the decision out (exploit: load the donor's checkpoint, apply the
-explored hyperparameters, verify they took) -> release -> claim the next.
+claim a member -> load its state -> step ... step (``eval``: each step reports) until
+``ready`` -> decide (:mod:`genepool.decision`), with the member's new score among the
+others' -> carry the decision out:
+
+- ``Exploit``: the round and the exploit are written at once, the member's own state is
+  not checkpointed (it is replaced); the donor's checkpoint is loaded, the explored
+  hyperparameters applied and verified;
+- ``Continue``, ``Explore`` or ``Stop``: the member's state is checkpointed with the
+  round, then it trains on (its round's write joined to the next claim), takes its new
+  hyperparameters, or stops;
+
+-> release -> claim the next. A synchronous run checkpoints first and decides once the
+round's barrier is passed.
 
 Everything a worker knows it reads from the store and writes back to it; the sessions it
 keeps resident are only a cache, checked against the store at every claim.
 """
-
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import traceback
@@ -23,6 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover
+    from typing_extensions import assert_never
 
 from genepool._errors import (
     CheckpointError,
@@ -36,6 +51,7 @@ from genepool._errors import (
 from genepool._rng import decision_stream
 from genepool.checkpoints import CheckpointStore, decode, encode
 from genepool.clock import Clock
+from genepool.decision import Continue, Decision, Exploit, Explore, Stop
 from genepool.member import (
     ACTIVE,
     FAILED,
@@ -46,7 +62,7 @@ from genepool.member import (
     Population,
     Report,
 )
-from genepool.policy import Continue, Exploit, Policy, Stop
+from genepool.policy import Policy
 from genepool.policy.stop import BEST_EVENT, PlateauTracker, ended_because, run_stop_reason
 from genepool.store import Lease, Store, WorkerInfo
 from genepool.trainable import (
@@ -944,7 +960,7 @@ class Worker:
             return ctx.store.commit(lease, release=True)
         return self._train(lease, view, pop, read_at)
 
-    def _decision(self, view: MemberView, pop: Population, *, returned: bool = False) -> Any:
+    def _decision(self, view: MemberView, pop: Population, *, returned: bool = False) -> Decision:
         seed = self.ctx.seed
         decision = self.ctx.policy.decide_with(
             pop, view, lambda: decision_stream(seed, view.id, view.ready_count)
@@ -1088,7 +1104,7 @@ class Worker:
         # a synchronous member waits at the barrier from the very write that counts its
         # round, so no other worker can see the round done but the member not waiting
         wait = ctx.synchronous and ready and not returned
-        decision: Any = None
+        decision: Decision | None = None
         # the population with this round in it: the one read when the round began if that
         # is recent (reports reach the store at least that often anyway), else now
         recent = pop if clock.now() - read_at < flush_seconds else None
@@ -1144,7 +1160,7 @@ class Worker:
             return self._failed_round(lease, view, reports, failed.cause, [])
         if seen is not None:
             seen = self._with(new, seen)
-        plain = isinstance(decision, Continue) and decision.hparams is None
+        plain = isinstance(decision, Continue)
         if plain and seen is not None and not self._end_round(lease, new, reports, events):
             # the member goes on: its round is written with the next claim, in one write
             self._collect(view, new)
@@ -1162,38 +1178,47 @@ class Worker:
         return self._carry_out(lease, new, decision)
 
     # -- carrying decisions out --------------------------------------------------------
-    def _carry_out(self, lease: Lease, view: MemberView, decision: Any) -> Population:
-        ctx = self.ctx
-        if isinstance(decision, Stop):
-            return self._stop(lease, view, decision.reason, [])
+    def _carry_out(self, lease: Lease, view: MemberView, decision: Decision) -> Population:
+        """Carry out ``decision`` for the member ``view``, whose round is written: each
+        kind of decision in one place."""
+        if isinstance(decision, Continue):
+            return self.ctx.store.commit(lease, member=view, release=True)
         if isinstance(decision, Exploit):
             return self._exploit(lease, view, decision)
-        if isinstance(decision, Continue) and decision.hparams is not None:
-            new_hp = dict(decision.hparams)
-            res = self._resident.get(view.id)
-            event = Event(
-                "explore",
-                view.id,
-                view.step,
-                {"old_hparams": dict(view.hparams), "new_hparams": new_hp},
-                ctx.clock.now(),
-            )
-            new = dataclasses.replace(view, hparams=new_hp)
-            if self._end_round(lease, new, events=[event]):
-                pop = ctx.store.commit(lease, member=new, events=[event], release=True)
-            else:
-                pop = self._with(new)
-            if res is not None:
-                try:
-                    _own_code(res.session.switch, new_hp, None)
-                except _MemberCodeFailed as failed:  # its lease is gone: start afresh next
-                    log.warning("member %d: apply_hparams raised %s", view.id, failed)
-                    self._drop(view.id)
-                    return pop
-                res.hparams = new_hp
-                self._verify(res.session, new_hp, view.id)
-            return pop
-        return ctx.store.commit(lease, member=view, release=True)
+        if isinstance(decision, Explore):
+            return self._explore(lease, view, decision)
+        if isinstance(decision, Stop):
+            return self._stop(lease, view, decision.reason, [])
+        assert_never(decision)
+
+    def _explore(self, lease: Lease, view: MemberView, decision: Explore) -> Population:
+        """New hyperparameters on the member's own weights: recorded as an ``explore``
+        event, then applied to its resident session (if any) and checked."""
+        ctx = self.ctx
+        new_hp = dict(decision.hparams)
+        res = self._resident.get(view.id)
+        event = Event(
+            "explore",
+            view.id,
+            view.step,
+            {"old_hparams": dict(view.hparams), "new_hparams": new_hp},
+            ctx.clock.now(),
+        )
+        new = dataclasses.replace(view, hparams=new_hp)
+        if self._end_round(lease, new, events=[event]):
+            pop = ctx.store.commit(lease, member=new, events=[event], release=True)
+        else:
+            pop = self._with(new)
+        if res is not None:
+            try:
+                _own_code(res.session.switch, new_hp, None)
+            except _MemberCodeFailed as failed:  # its lease is gone: start afresh next
+                log.warning("member %d: apply_hparams raised %s", view.id, failed)
+                self._drop(view.id)
+                return pop
+            res.hparams = new_hp
+            self._verify(res.session, new_hp, view.id)
+        return pop
 
     def _exploit(
         self,

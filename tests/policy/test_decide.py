@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import genepool.decision
 from genepool import InvalidArgumentError
 from genepool.member import CheckpointRef, MemberView, Population
 from genepool.policy import (
@@ -135,7 +136,7 @@ def test_budget_reached():
     assert not policy(budget=Budget(seconds=1)).budget_reached(1e12)
 
 
-# -- Continue without exploit --------------------------------------------------------------
+# -- Continue or explore without exploit ----------------------------------------------------
 
 
 def test_no_exploit_no_explore_continues():
@@ -145,7 +146,6 @@ def test_no_exploit_no_explore_continues():
         decision = p.decide(population, member, rng())
         assert decision == Continue()
         assert isinstance(decision, Continue)
-        assert decision.hparams is None
 
 
 def test_no_exploit_explores_the_members_own_hparams():
@@ -153,7 +153,7 @@ def test_no_exploit_explores_the_members_own_hparams():
     p = policy(exploit=None, explore=Perturb())
     for seed in range(20):
         decision = p.decide(population, population[1], rng(seed))
-        assert isinstance(decision, Continue)
+        assert isinstance(decision, genepool.decision.Explore)
         assert decision.hparams == Perturb().explore(SPACE, DONOR_NOW, rng(seed))
         assert decision.hparams is not None
         assert decision.hparams["lr"] in (pytest.approx(0.4), pytest.approx(0.6))

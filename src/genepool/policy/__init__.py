@@ -1,20 +1,21 @@
 """The PBT decision: ready, exploit (select a donor) and explore, composed into one pure rule.
 
 :meth:`Policy.decide` reads a frozen :class:`~genepool.member.Population` snapshot and a
-member and returns data: :class:`Continue`, :class:`Exploit` or :class:`Stop`. It never
+member and returns data (:mod:`genepool.decision`): :class:`Continue`, :class:`Exploit`,
+``decision.Explore`` (new hyperparameters on the member's own weights) or :class:`Stop`. It never
 touches a process, a file or a database; the worker carries the decision out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
+from genepool import decision
 from genepool._errors import invalid
-from genepool.member import CheckpointRef, MemberView, Population
+from genepool.decision import Continue, Decision, Exploit, Stop
+from genepool.member import MemberView, Population
 from genepool.policy.explore import (
     Explore,
     ExploreFunction,
@@ -48,35 +49,6 @@ __all__ = [
     "WelchTTest",
     "run_stop_reason",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Continue:
-    """Keep training from the member's own state; with ``hparams``, switch to those first."""
-
-    hparams: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Exploit:
-    """Continue from the donor's checkpoint with the (explored) hyperparameters ``hparams``."""
-
-    donor: int
-    checkpoint: CheckpointRef
-    hparams: Mapping[str, Any]
-    #: The donor's generation in the population decided on: the stretch of its training
-    #: that made ``checkpoint`` (it may have exploited again since that population was read).
-    donor_generation: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    """The member trains no more (``reason``: ``"budget"``, ``"failed"``, ...)."""
-
-    reason: str
-
-
-Decision = Continue | Exploit | Stop
 
 
 class Policy:
@@ -167,7 +139,7 @@ class Policy:
         if self.exploit is None:
             if self.explore is None or member.failed:
                 return Continue()
-            return Continue(hparams=self.explore.explore(self.space, member.hparams, make_rng()))
+            return decision.Explore(self.explore.explore(self.space, member.hparams, make_rng()))
         if self.aligned and not population.aligned:
             population = Population(population.members, population.mode, aligned=True)
         if self.exploit.never_selects(population, member):
