@@ -41,30 +41,31 @@ def snapshot(result: gp.Result, metric: str) -> dict[str, Any]:
     return plain
 
 
-def _close(a: Any, b: Any, path: str) -> list[str]:
-    """Where ``a`` and ``b`` differ (floats within a relative 1e-6)."""
+def _close(a: Any, b: Any, path: str, rel: float = 1e-6) -> list[str]:
+    """Where ``a`` and ``b`` differ (floats within a relative ``rel``)."""
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [f"{path}: keys {sorted(a)} != {sorted(b)}"]
-        return [d for k in a for d in _close(a[k], b[k], f"{path}.{k}")]
+        return [d for k in a for d in _close(a[k], b[k], f"{path}.{k}", rel)]
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{path}: {len(a)} items != {len(b)}"]
         return [
             d
             for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for d in _close(x, y, f"{path}[{i}]")
+            for d in _close(x, y, f"{path}[{i}]", rel)
         ]
     if isinstance(a, float) or isinstance(b, float):
         ok = isinstance(a, (int, float)) and isinstance(b, (int, float))
-        if ok and (math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12) or (a != a and b != b)):
+        if ok and (math.isclose(a, b, rel_tol=rel, abs_tol=1e-12) or (a != a and b != b)):
             return []
         return [f"{path}: {a!r} != {b!r}"]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
-def check_golden(result: gp.Result, metric: str, name: str) -> None:
-    """Assert that ``result`` matches the golden file ``name`` (or write it, when asked)."""
+def check_golden(result: gp.Result, metric: str, name: str, *, rel: float = 1e-6) -> None:
+    """Assert that ``result`` matches the golden file ``name`` (or write it, when asked):
+    every decision exactly, every float within a relative ``rel``."""
     path = GOLDEN / f"{name}.json"
     now = snapshot(result, metric)
     if os.environ.get("GENEPOOL_UPDATE_GOLDEN") == "1" or not path.exists():
@@ -74,5 +75,5 @@ def check_golden(result: gp.Result, metric: str, name: str) -> None:
         path.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         return
     golden = json.loads(path.read_text(encoding="utf-8"))
-    differences = _close(golden, now, name)
+    differences = _close(golden, now, name, rel)
     assert not differences, f"{len(differences)} differences, first: " + "; ".join(differences[:5])

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import genepool as gp
-from genepool import worker as worker_module
 from genepool._codec import decode
+from genepool._collect import Collector
 from genepool.checkpoints import LocalCheckpoints
 from tests.executors import _trainables as M
 from tests.test_resume import checkpoint_dirs
@@ -79,14 +79,14 @@ def test_disk_stays_bounded_on_a_long_run_with_many_exploits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: int
 ):
     counts: list[int] = []
-    collect = worker_module.Worker._collect_replaced
+    collect = Collector.collect
 
-    def counting(self: worker_module.Worker) -> None:
+    def counting(self: Collector) -> None:
         collect(self)
         found, _ = checkpoint_dirs(tmp_path / "pbt.db.checkpoints")  # spares come and go
         counts.append(len(found))  # right after each collection
 
-    monkeypatch.setattr(worker_module.Worker, "_collect_replaced", counting)
+    monkeypatch.setattr(Collector, "collect", counting)
     result = run(
         tmp_path,
         keep=keep,

@@ -204,7 +204,7 @@ def _one_round(worker: Worker) -> int:
     """Claim a member and train one ready round of it; return the member."""
     lease = worker._claim()
     assert lease is not None
-    worker._round(lease)
+    worker._trainer.round(lease)
     worker._flush_last()
     return lease.member
 
@@ -225,15 +225,17 @@ def test_the_least_recently_used_session_is_closed_first() -> None:
     try:
         trained = [_one_round(worker) for _ in range(3)]
         assert trained == [0, 1, 2]
-        assert worker._resident.members() == [0, 1, 2]
-        worker._resident_for(store.population("run")[0])  # member 0 used again: now newest
-        assert worker._resident.members() == [1, 2, 0]
+        assert worker._residents.members() == [0, 1, 2]
+        worker._trainer.loader.session_for(
+            store.population("run")[0]
+        )  # member 0 used again: now newest
+        assert worker._residents.members() == [1, 2, 0]
         assert _one_round(worker) == 3  # a fourth session closes the least recently used: 1
-        assert worker._resident.members() == [2, 0, 3]
+        assert worker._residents.members() == [2, 0, 3]
         assert _member_threads() == [f"genepool-member-{m}" for m in (0, 2, 3)]
     finally:
         worker.close()
-    assert len(worker._resident) == 0
+    assert len(worker._residents) == 0
     assert not _member_threads()
 
 
@@ -250,10 +252,10 @@ def test_a_member_another_worker_trained_is_dropped() -> None:
         assert _one_round(a) == 0
         assert _one_round(b) == 1
         assert _one_round(b) == 0  # b takes member 0 on: a's session of it is stale
-        assert 0 in a._resident
+        assert 0 in a._residents
         assert _one_round(a) == 1  # a sees member 0's checkpoint moved on: it closes it
-        assert a._resident.members() == [1]
-        assert b._resident.members() == [1, 0]
+        assert a._residents.members() == [1]
+        assert b._residents.members() == [1, 0]
         # a's thread of member 0 has ended; b runs both members
         assert _member_threads() == ["genepool-member-0", "genepool-member-1", "genepool-member-1"]
     finally:

@@ -31,20 +31,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from genepool._errors import HyperparameterNotAppliedError, TrainableError, invalid
+from genepool._errors import TrainableError, invalid
 from genepool._rng import member_stream
 from genepool.analysis import Change, Schedule
 from genepool.checkpoints import decode, encode
+from genepool.round import check_applied, score_of
 from genepool.trainable import (
     Member,
     TrainableLike,
-    _FunctionSession,
     _Returned,
     _Session,
     check_trainable,
     make_session,
 )
-from genepool.worker import _same_value, metric_value
 
 __all__ = ["ReplayResult", "replay"]
 
@@ -212,8 +211,8 @@ class _Replay:
             state = self._final_state()
             clean = True
         finally:
-            if clean and isinstance(session, _FunctionSession):
-                session.finish()  # the function sees running == False and returns
+            if clean:
+                session.finish()  # a function sees running == False and returns
             else:
                 session.close()
         return ReplayResult(
@@ -229,27 +228,22 @@ class _Replay:
         )
 
     def _observe(self, metrics: Mapping[str, Any]) -> bool:
-        self.handle._step += 1
-        if self.metric not in metrics:
-            raise TrainableError(
-                f"The trainable reported {sorted(metrics)} without the metric "
-                f"{self.metric!r}. Fix: pass replay(..., metric=) one of those."
-            )
-        value = metric_value(self.metric, metrics[self.metric])
+        step = self.session.advance()
+        fix = "pass replay(..., metric=) one of those."
+        value = score_of(self.metric, metrics, fix=fix)
         self.metrics.append(dict(metrics))
         self.scores.append(value)
-        return self.handle._step >= self.until
+        return step >= self.until
 
     def _apply(self, change: Change) -> None:
-        """Carry a change out as the worker does (see ``Worker._exploit`` and ``_carry_out``)."""
+        """Carry a change out as the worker does (see ``Worker._exploit`` and ``_explore``)."""
         hparams = dict(change.hparams)
         handle = self.handle
         if self.retrace and change.cause == "exploit":
             # the recipient's stream and id, and the donor's state through a checkpoint
-            stream = member_stream(self.seed, change.member, change.generation, 0)
-            handle.rng.bit_generator.state = stream.bit_generator.state
             handle.id = change.member
-            handle._generation = change.generation
+            self.session.reseed(self.seed, change.generation, 0)
+            self.session.place(step=handle.step, generation=change.generation)
             # through the checkpoint format, as a run copies it; the bytes never leave
             # this process, so any object the trainable saves may pass (trust)
             copied = encode({"state": self.session.save()}, trust=True)
@@ -262,23 +256,12 @@ class _Replay:
 
     def _verify(self) -> None:
         """The worker's check: the values in effect are the ones the schedule sets."""
-        in_effect = self.session.hparams_in_effect()
-        if in_effect is None:
-            return
-        wrong = {
-            k: (in_effect[k], v)
-            for k, v in self.hparams.items()
-            if k in in_effect and not _same_value(in_effect[k], v)
-        }
-        if wrong:
-            detail = ", ".join(
-                f"{k}: in effect {a!r}, scheduled {b!r}" for k, (a, b) in wrong.items()
-            )
-            raise HyperparameterNotAppliedError(
-                f"Replay at step {self.handle.step}: the trainable's hyperparameters in effect "
-                f"differ from the schedule's ({detail}). Fix: set them in apply_hparams(), "
-                "after load() restored the state."
-            )
+        check_applied(
+            self.session.hparams_in_effect(),
+            self.hparams,
+            who=f"Replay at step {self.handle.step}",
+            fix="set them in apply_hparams(), after load() restored the state.",
+        )
 
     def _final_state(self) -> Any:
         try:

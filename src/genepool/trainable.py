@@ -265,10 +265,45 @@ def _overrides(obj: object, name: str) -> bool:
 
 
 class _Session(ABC):
-    """Adapts one member's trainable to the worker loop."""
+    """Adapts one member's trainable to the worker loop.
+
+    A driver holds a session and talks to it only through these methods: it starts the
+    member (``start``), trains it a round (``run_round``, each report counted with
+    ``advance``), checkpoints it (``save``, ``rng_state``), switches it to other weights or
+    hyperparameters (``switch``, after ``place``), and ends it (``finish``, ``close``).
+    """
+
+    member: Member
 
     @abstractmethod
     def start(self, hparams: Mapping[str, Any], state: Any) -> None: ...
+
+    def advance(self) -> int:
+        """Count one step (a report) of the member; return its step now."""
+        member = self.member
+        member._step += 1
+        return member._step
+
+    def place(self, *, step: int, generation: int) -> None:
+        """Set where the member's weights stand (as the store has them)."""
+        self.member._step, self.member._generation = step, generation
+
+    def reseed(self, seed: int, generation: int, attempt: int) -> None:
+        """Start the member's stream of ``(generation, attempt)`` (an exploit)."""
+        self.member._reseed(seed, generation, attempt)
+
+    def rng_state(self) -> Any:
+        """The member's stream's state, for a checkpoint."""
+        return self.member._rng_state()
+
+    @property
+    def asks_resident(self) -> int | None:
+        """How many sessions the member asks its worker to keep resident at most."""
+        return self.member.resident_limit
+
+    def finish(self) -> None:
+        """End the member for good (its training is over): by default, :meth:`close`."""
+        self.close()
 
     @abstractmethod
     def run_round(self, observe: Observe) -> None:

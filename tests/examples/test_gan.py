@@ -164,4 +164,7 @@ def test_a_member_rebuilt_from_its_checkpoint_goes_on_as_one_that_stayed() -> No
 
 def test_the_seeded_run_matches_its_golden_file(pbt: gp.Result) -> None:
     """Its lineage and scores, as before issue 15 rewrote the round (tests/_golden.py)."""
-    check_golden(pbt, gan.METRIC, "gan")
+    # the GAN's scores go through numerical routines whose last bits differ between
+    # releases of NumPy/SciPy/torch (seen: 1.3e-4 relative between two fresh installs, with
+    # the same decisions): its floats are compared more loosely, its decisions exactly
+    check_golden(pbt, gan.METRIC, "gan", rel=1e-3)

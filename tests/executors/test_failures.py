@@ -191,19 +191,19 @@ def test_a_member_that_always_hangs_ends_its_workers_and_stops_as_failed(tmp_pat
 
 
 def test_the_default_progress_limit_is_ten_slowest_rounds_and_at_least_ten_minutes():
-    from genepool.worker import PROGRESS_FLOOR_SECONDS, Worker
+    from genepool._heartbeat import PROGRESS_FLOOR_SECONDS, Heartbeat
 
     class Ctx:
         progress_timeout = None
 
-    worker = Worker.__new__(Worker)
-    worker.ctx = Ctx()  # type: ignore[assignment]
-    worker._slowest_round = 0.5
-    assert worker.progress_limit() == PROGRESS_FLOOR_SECONDS == 600.0
-    worker._slowest_round = 120.0
-    assert worker.progress_limit() == 1200.0
+    beat = Heartbeat(Ctx(), name="worker-0")  # type: ignore[arg-type]
+    beat.round_took(0.5)
+    assert beat.progress_limit() == PROGRESS_FLOOR_SECONDS == 600.0
+    beat.round_took(120.0)
+    beat.round_took(3.0)  # the slowest round counts
+    assert beat.progress_limit() == 1200.0
     Ctx.progress_timeout = 30.0
-    assert worker.progress_limit() == 30.0
+    assert beat.progress_limit() == 30.0
 
 
 def test_a_hung_worker_that_wakes_up_cannot_write_for_its_member(tmp_path):
