@@ -2,14 +2,17 @@
 
 Each process runs the same :class:`~genepool.worker.Worker` loop as the serial executor;
 the processes meet only through the durable store and the checkpoint directory. The
-driver starts them, replaces one that dies, and forwards a stop; it holds no state of
-its own that a crash could lose.
+driver starts them, replaces one that dies, and forwards a stop, with the supervisor it
+shares with the Ray executor (:mod:`genepool.executors._supervisor`); it holds no state
+of its own that a crash could lose. A worker starts as a Ray actor does
+(:mod:`genepool.executors._bootstrap`), and adds only what is a process's own: it dies
+with its driver, and takes Ctrl-C as a stop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import functools
 import json
 import logging
 import os
@@ -19,28 +22,37 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 import cloudpickle
 
 from genepool._errors import StorageError, StorageFaultError, invalid
 from genepool._faults import STORAGE_EXIT, abandon, leases_from_json, leases_to_json
 from genepool.checkpoints import MemoryCheckpoints
-from genepool.store import MemoryStore
-from genepool.worker import RunContext, Worker, collect_orphans, ended_because
+from genepool.executors._bootstrap import THREAD_VARS, pack, run_worker, unpack
+from genepool.executors._supervisor import Supervision, supervise
+from genepool.store import Lease, MemoryStore, Store
+from genepool.worker import RunContext, collect_orphans
 
 __all__ = ["ProcessExecutor", "refuse_in_memory"]
 
 log = logging.getLogger("genepool.executors")
 
-_THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
+
+def worker_main(blob: bytes, index: int, parent: int, faults: int | None = None) -> str:
+    """The body of a worker process (see ``genepool.executors._child``). On a storage
+    fault it writes the error and the leases it left behind to the file descriptor
+    ``faults`` (JSON) and exits with :data:`~genepool._faults.STORAGE_EXIT`."""
+    _die_with_parent(parent)
+    return run_worker(
+        unpack(blob),
+        name=f"worker-{index}-{os.getpid()}",
+        idle_wait=0.02,
+        driver=parent,
+        prepare=_stop_on_signals,
+        report_fault=functools.partial(_send_fault, faults),
+    )
 
 
 def _die_with_parent(parent: int) -> None:
@@ -64,20 +76,9 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.5)
 
 
-def worker_main(blob: bytes, index: int, parent: int, faults: int | None = None) -> str:
-    """The body of a worker process (see ``genepool.executors._child``). On a storage
-    fault it writes the error and the leases it left behind to the file descriptor
-    ``faults`` (JSON) and exits with :data:`~genepool._faults.STORAGE_EXIT`."""
-    shared, log_level, threads = cloudpickle.loads(blob)
-    logging.basicConfig(level=log_level)
-    _die_with_parent(parent)
-    if threads is not None:
-        torch = sys.modules.get("torch")  # torch is optional: cap its threads if loaded
-        if torch is not None:
-            with contextlib.suppress(Exception):
-                torch.set_num_threads(threads)
-    # one of several workers: wait for members others hold, and keep leases alive
-    ctx = dataclasses.replace(shared, idle_wait=0.02, heartbeat=True)
+def _stop_on_signals(ctx: RunContext) -> None:
+    """Ctrl-C or a polite kill (the driver forwards its stop so): the worker's members
+    checkpoint, then it ends."""
 
     def graceful(signum: int, frame: Any) -> None:
         ctx.stop_reason = ctx.stop_reason or "interrupted"
@@ -85,37 +86,23 @@ def worker_main(blob: bytes, index: int, parent: int, faults: int | None = None)
 
     signal.signal(signal.SIGINT, graceful)
     signal.signal(signal.SIGTERM, graceful)
-    worker = Worker(ctx, name=f"worker-{index}-{os.getpid()}", driver=parent)
-    try:
-        return worker.run()
-    except StorageError as err:
-        if faults is not None:
-            text = json.dumps(
-                {
-                    "error": str(err),
-                    "fault": isinstance(err, StorageFaultError),
-                    "leases": leases_to_json(worker.left_behind),
-                }
-            )
-            with contextlib.suppress(OSError), os.fdopen(faults, "w") as out:
-                out.write(text)
-        log.error("%s stopped: %s", worker.info.name, err)
-        raise SystemExit(STORAGE_EXIT) from None
 
 
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the children started inside the block."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def _send_fault(faults: int | None, err: StorageError, left_behind: list[Lease]) -> NoReturn:
+    """Hand a storage fault to the driver: the error and the leases left behind as JSON
+    on the file descriptor ``faults``, and the exit status
+    :data:`~genepool._faults.STORAGE_EXIT`."""
+    if faults is not None:
+        text = json.dumps(
+            {
+                "error": str(err),
+                "fault": isinstance(err, StorageFaultError),
+                "leases": leases_to_json(left_behind),
+            }
+        )
+        with contextlib.suppress(OSError), os.fdopen(faults, "w") as out:
+            out.write(text)
+    raise SystemExit(STORAGE_EXIT) from None
 
 
 def refuse_in_memory(*, store: bool, checkpoints: bool) -> None:
@@ -194,123 +181,80 @@ class ProcessExecutor:
         #: Processes started so far (read by tests).
         self.started_processes = 0
 
-    def _spec(self, ctx: RunContext) -> bytes:
+    def run(self, ctx: RunContext) -> str:
+        """Start the workers, replace dead ones, and wait until the run ends."""
         refuse_in_memory(
             store=isinstance(ctx.store, MemoryStore),
             checkpoints=isinstance(ctx.checkpoints, MemoryCheckpoints),
         )
-        spec = (ctx, logging.getLogger().level, self.threads_per_worker)
-        return bytes(cloudpickle.dumps(spec))
-
-    def run(self, ctx: RunContext) -> str:
-        """Start the workers, replace dead ones, and wait until the run ends."""
-        blob = self._spec(ctx)
-        parent = os.getpid()
-        env = {k: str(self.threads_per_worker) for k in _THREAD_VARS if k not in os.environ}
-        procs: list[_Child] = []
-        restarts = 0
-        signalled = False
-        fault: StorageError | None = None  # a worker's storage error: the run stops on it
-
-        def start(index: int) -> None:
-            extra = dict(env)
-            if self.devices:
-                extra["CUDA_VISIBLE_DEVICES"] = self.devices[index % len(self.devices)]
-            procs.append(_Child.start(blob, index, parent, {**os.environ, **extra}))
-            self.started_processes += 1
-
-        for i in range(self.workers):
-            start(i)
-        try:
-            ended_at: float | None = None  # when no member was left to train
-            next_check = 0.0
-            while procs:
-                now = time.monotonic()
-                if ctx.stop_event.is_set() and not signalled:
-                    signalled = True  # workers checkpoint, then exit: wait for them
-                    for child in procs:
-                        child.interrupt()
-                if ended_at is None and now >= next_check:
-                    # only for workers that never exit by themselves (hung in user code):
-                    # a read of the store every 2 s takes next to nothing from the workers
-                    next_check = now + 2.0
-                    if not self._members_left(ctx):
-                        ended_at = now
-                if ended_at is not None and now - ended_at > self.grace_seconds:
-                    # a worker that will not end (hung in user code): its leases are gone
-                    log.warning("%d worker(s) did not exit: killing them", len(procs))
-                    for child in procs:
-                        child.kill()
-                    break
-                _wait_for_exit(procs, 0.1)
-                for child in [c for c in procs if c.proc.poll() is not None]:
-                    procs.remove(child)
-                    code = child.proc.returncode
-                    said = child.read_fault() if code == STORAGE_EXIT else ""
-                    child.close()
-                    if code == STORAGE_EXIT:  # stop the others as on Ctrl-C, then raise
-                        fault = fault or self._storage_fault(ctx, child.index, said)
-                        ctx.stop_reason = "storage"
-                        ctx.stop_event.set()
-                        continue
-                    if code == 0 or ctx.stop_event.is_set() or not self._members_left(ctx):
-                        continue
-                    if restarts >= self.max_restarts:
-                        log.error("worker %d died (exit %s); no restarts left", child.index, code)
-                        continue
-                    restarts += 1
-                    log.warning("worker %d died (exit %s): starting another", child.index, code)
-                    start(child.index)
-                    _tidy(ctx)  # what it wrote and did not record (its members are free)
-        finally:
-            for child in procs:
-                child.terminate()
-                child.close()
-        if fault is not None:
-            raise fault
-        if ctx.stop_event.is_set():
-            return ctx.stop_reason or "interrupted"
-        return _outcome(ctx)
-
-    @staticmethod
-    def _storage_fault(ctx: RunContext, index: int, said: str) -> StorageError:
-        """The error worker ``index``, stopped by its storage, ``said`` (as it raised
-        it); the leases it left behind are remembered for the next run (see
-        :mod:`genepool._faults`)."""
-        try:
-            found = json.loads(said)
-            error, leases = str(found["error"]), leases_from_json(str(found["leases"]))
-            kind = StorageFaultError if found.get("fault") else StorageError
-        except (ValueError, TypeError, KeyError, AttributeError):
-            error, leases = f"worker {index} met a storage fault (see its log above)", []
-            kind = StorageFaultError
-        abandon(ctx.store, leases)
-        log.error("worker %d stopped on its storage: stopping the run", index)
-        return kind(error)
-
-    @staticmethod
-    def _members_left(ctx: RunContext) -> bool:
-        return any(m.status == "active" for m in ctx.store.population(ctx.name))
+        how = Supervision(
+            workers=self.workers,
+            max_restarts=self.max_restarts,
+            grace_seconds=self.grace_seconds,
+            # only for workers that never exit by themselves (hung in user code): a read
+            # of the store every 2 s takes next to nothing from the workers
+            check_every=2.0,
+        )
+        return supervise(ctx, _Processes(self, ctx), how)
 
     def __repr__(self) -> str:
         return f"ProcessExecutor(workers={self.workers})"
 
 
+class _Processes:
+    """Starts the worker processes of one run, and waits for them (the supervisor's
+    launcher)."""
+
+    def __init__(self, executor: ProcessExecutor, ctx: RunContext) -> None:
+        self.executor = executor
+        self.ctx = ctx
+        self.blob = pack(ctx, executor.threads_per_worker)
+        self.parent = os.getpid()
+        threads = str(executor.threads_per_worker)
+        self.env = {k: threads for k in THREAD_VARS if k not in os.environ}
+
+    def start(self, index: int) -> _Child:
+        extra = dict(self.env)
+        devices = self.executor.devices
+        if devices:
+            extra["CUDA_VISIBLE_DEVICES"] = devices[index % len(devices)]
+        child = _Child.start(
+            self.blob, index, self.parent, {**os.environ, **extra}, store=self.ctx.store
+        )
+        self.executor.started_processes += 1
+        return child
+
+    def replace(self, dead: _Child) -> _Child:
+        child = self.start(dead.index)
+        _tidy(self.ctx)  # what it wrote and did not record (its members are free)
+        return child
+
+    def wait(self, handles: Sequence[_Child], timeout: float) -> list[_Child]:
+        _wait_for_exit(handles, timeout)
+        return [child for child in handles if child.proc.poll() is not None]
+
+
 class _Child:
-    """One worker process: ``python -m genepool.executors._child``, fed its spec on stdin.
+    """One worker process: ``python -m genepool.executors._child``, fed its spec on stdin
+    (a :class:`~genepool.executors._supervisor.WorkerHandle`).
 
     Workers are started as fresh interpreters rather than through ``multiprocessing``, so
     a user's script needs no ``if __name__ == "__main__"`` guard and is never re-imported;
     the trainable travels with cloudpickle (by value when defined in ``__main__``).
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes], index: int, faults: int) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], index: int, faults: int, store: Store
+    ) -> None:
         self.proc = proc
         self.index = index
         self._faults = faults  # the read end of the pipe it reports a storage fault on
+        self._store = store  # where the leases it leaves behind on a fault belong
 
     @classmethod
-    def start(cls, blob: bytes, index: int, parent: int, env: Mapping[str, str]) -> _Child:
+    def start(
+        cls, blob: bytes, index: int, parent: int, env: Mapping[str, str], *, store: Store
+    ) -> _Child:
         read, write = os.pipe()
         try:
             payload = cloudpickle.dumps((sys.path, blob, index, parent, write))
@@ -328,23 +272,13 @@ class _Child:
         assert proc.stdin is not None
         proc.stdin.write(payload)
         proc.stdin.close()
-        return cls(proc, index, read)
+        return cls(proc, index, read, store)
 
-    def read_fault(self) -> str:
-        """What the exited worker wrote on its storage-fault pipe (``""``: nothing)."""
-        chunks = []
-        with contextlib.suppress(OSError):
-            os.set_blocking(self._faults, False)
-            while chunk := os.read(self._faults, 1 << 16):
-                chunks.append(chunk)
-        return b"".join(chunks).decode("utf-8", "replace")
+    def placed(self) -> bool:
+        return True  # a process runs from its start
 
-    def close(self) -> None:
-        """Close the driver's end of the pipe."""
-        with contextlib.suppress(OSError):
-            os.close(self._faults)
-
-    def interrupt(self) -> None:
+    def stop(self, reason: str) -> None:
+        """Ctrl-C, forwarded: its members checkpoint, then it exits."""
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGINT)
 
@@ -353,13 +287,59 @@ class _Child:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
 
-    def terminate(self) -> None:
+    def outcome(self) -> bool:
+        """Whether the exited worker ended normally (exit status 0).
+
+        Raises:
+            StorageError: It stopped on a storage fault (what it wrote on its pipe).
+        """
+        code = self.proc.returncode
+        said = self._read_fault() if code == STORAGE_EXIT else ""
+        self._close_pipe()
+        if code == STORAGE_EXIT:
+            raise _storage_fault(self._store, self.index, said)
+        if code != 0:
+            log.info("worker %d exited with status %s", self.index, code)
+        return code == 0
+
+    def close(self) -> None:
+        """End it (politely first, for 5 s) and close the driver's end of its pipe."""
         self.proc.terminate()
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        finally:
+            self._close_pipe()
+
+    def _read_fault(self) -> str:
+        """What the exited worker wrote on its storage-fault pipe (``""``: nothing)."""
+        chunks = []
+        with contextlib.suppress(OSError):
+            os.set_blocking(self._faults, False)
+            while chunk := os.read(self._faults, 1 << 16):
+                chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def _close_pipe(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._faults)
+
+
+def _storage_fault(store: Store, index: int, said: str) -> StorageError:
+    """The error worker ``index``, stopped by its storage, ``said`` (as it raised it); the
+    leases it left behind are remembered for the next run (see :mod:`genepool._faults`)."""
+    try:
+        found = json.loads(said)
+        error, leases = str(found["error"]), leases_from_json(str(found["leases"]))
+        kind = StorageFaultError if found.get("fault") else StorageError
+    except (ValueError, TypeError, KeyError, AttributeError):
+        error, leases = f"worker {index} met a storage fault (see its log above)", []
+        kind = StorageFaultError
+    abandon(store, leases)
+    log.error("worker %d stopped on its storage: stopping the run", index)
+    return kind(error)
 
 
 def _wait_for_exit(procs: Sequence[_Child], timeout: float) -> None:
@@ -395,15 +375,3 @@ def _tidy(ctx: RunContext) -> None:
         collect_orphans(ctx)
     except Exception:
         log.warning("could not delete the checkpoints a dead worker left", exc_info=True)
-
-
-def _outcome(ctx: RunContext) -> str:
-    """Why the run ended, read from the store (the members' stop reasons): with members
-    still active, the call's time was up (``Budget.seconds``) or it was interrupted."""
-    population = ctx.store.population(ctx.name)
-    if any(m.status == "active" for m in population):
-        seconds = ctx.policy.budget.seconds
-        if seconds is not None and ctx.clock.now() - ctx.started >= seconds:
-            return "time"
-        return "interrupted"
-    return ended_because(population)

@@ -3,8 +3,9 @@
 Each worker is a Ray actor that runs :class:`~genepool.worker.Worker` exactly as a local
 worker process does; the actors meet only through the store and the checkpoints. The
 driver starts them with the resources declared per worker, watches them, starts a new one
-when one dies (its node went down, or its process), and forwards a stop. It holds no
-state of its own that a crash could lose: a member whose worker died is taken over from
+when one dies (its node went down, or its process), and forwards a stop, with the
+supervisor it shares with local worker processes (:mod:`genepool.executors._supervisor`).
+It holds no state of its own that a crash could lose: a member whose worker died is taken over from
 its last checkpoint by the next claim once its lease has expired (at once when the store
 sees the holder's process gone on its own machine).
 
@@ -27,12 +28,8 @@ import math
 import os
 import sys
 import threading
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-import cloudpickle
 
 from genepool._errors import (
     HyperparameterNotAppliedError,
@@ -45,9 +42,10 @@ from genepool._errors import (
 from genepool._ray import import_ray, unwrap
 from genepool._redact import redact_url
 from genepool.checkpoints import LocalCheckpoints, MemoryCheckpoints
-from genepool.executors.processes import _THREAD_VARS, _outcome
+from genepool.executors._bootstrap import THREAD_VARS, pack, run_worker, unpack
+from genepool.executors._supervisor import Supervision, supervise
 from genepool.store import MemoryStore, Store
-from genepool.worker import RunContext, Worker
+from genepool.worker import RunContext
 
 __all__ = ["RayExecutor"]
 
@@ -94,7 +92,7 @@ class _RayWorker:
             if entry not in sys.path and os.path.isdir(entry):
                 sys.path.append(entry)
         try:
-            shared, log_level, threads = cloudpickle.loads(blob)
+            shared = unpack(blob)
         except ImportError as err:  # the user's code is not on this node
             raise invalid(
                 "RayExecutor",
@@ -104,11 +102,6 @@ class _RayWorker:
                 "Fix: runtime_env={'working_dir': '.'} (ship this directory) or "
                 "{'py_modules': [...]}, or install the code on every node.",
             ) from None
-        logging.basicConfig(level=log_level)
-        torch = sys.modules.get("torch")  # torch is optional: cap its threads if loaded
-        if torch is not None:
-            with contextlib.suppress(Exception):
-                torch.set_num_threads(threads)
         node = self.node()
         url = _sqlite_url(shared.store)
         if url is not None and node != driver_node:
@@ -120,15 +113,21 @@ class _RayWorker:
                 "Fix: storage='postgresql://user@host/database', or "
                 "RayExecutor(..., store_server=True).",
             )
-        # one of several workers: wait for members others hold, and keep leases alive
-        ctx = dataclasses.replace(shared, idle_wait=0.05, heartbeat=True)
+        return run_worker(
+            shared,
+            # the node id in the name tells apart workers on nodes that share a host name
+            name=f"ray-{index}-{node[:8]}-{os.getpid()}",
+            idle_wait=0.05,
+            prepare=self._open,
+        )
+
+    def _open(self, ctx: RunContext) -> None:
+        """Open the door for a stop: one that came before the run started goes through."""
         with self._lock:
             self._ctx = ctx
             if self._stop is not None:
                 ctx.stop_reason = ctx.stop_reason or self._stop
                 ctx.stop_event.set()
-        # the node id in the name tells apart workers on nodes that share a host name
-        return Worker(ctx, name=f"ray-{index}-{node[:8]}-{os.getpid()}").run()
 
     def stop(self, reason: str) -> None:
         """Members checkpoint, then the worker ends (as on Ctrl-C in a local worker)."""
@@ -140,12 +139,76 @@ class _RayWorker:
                 ctx.stop_event.set()
 
 
-@dataclass
 class _Actor:
-    index: int
-    handle: Any
-    run: Any  # the ObjectRef of its run(): ready when it ends, or dies
-    placed: Any  # the ObjectRef of its node(): ready once it runs somewhere
+    """One worker actor (a :class:`~genepool.executors._supervisor.WorkerHandle`)."""
+
+    def __init__(self, ray: Any, index: int, handle: Any, run: Any, node: Any) -> None:
+        self._ray = ray
+        self.index = index
+        self.handle = handle
+        self.run = run  # the ObjectRef of its run(): ready when it ends, or dies
+        self._node = node  # the ObjectRef of its node(): ready once it runs somewhere
+
+    def placed(self) -> bool:
+        ready, _ = self._ray.wait([self._node], timeout=0)
+        return bool(ready)
+
+    def stop(self, reason: str) -> None:
+        """Members checkpoint, then the worker ends (see :meth:`_RayWorker.stop`)."""
+        self.handle.stop.remote(reason)
+
+    def kill(self) -> None:
+        with contextlib.suppress(Exception):
+            self._ray.kill(self.handle, no_restart=True)
+
+    def outcome(self) -> bool:
+        """Whether the worker ended normally; raises what no new worker could get past."""
+        ray = self._ray
+        try:
+            reason = ray.get(self.run)
+        except ray.exceptions.RayTaskError as err:
+            cause = unwrap(err)
+            if isinstance(cause, _FATAL):
+                raise cause from None
+            if isinstance(cause, StorageError) and not isinstance(cause, StaleLeaseError):
+                raise cause from None  # the storage failed, not the member: the run stops
+            log.warning("worker %d failed: %s", self.index, err)
+        except ray.exceptions.RayError as err:  # its process or its node died
+            log.warning("worker %d is lost: %s", self.index, str(err).splitlines()[0])
+        else:
+            log.debug("worker %d ended: %s", self.index, reason)
+            return True
+        self.kill()
+        return False
+
+    def close(self) -> None:
+        self.kill()
+
+
+class _Actors:
+    """Starts the worker actors of one run, and waits for them (the supervisor's
+    launcher)."""
+
+    def __init__(self, executor: RayExecutor, ray: Any, blob: Any, driver_node: str) -> None:
+        self.executor = executor
+        self.ray = ray
+        self.blob = blob  # the run, packed and put in Ray's object store
+        self.driver_node = driver_node
+        self.actor_class = ray.remote(_RayWorker).options(**executor._actor_options())
+        self.path = [] if executor._has_code_env() else list(sys.path)
+
+    def start(self, index: int) -> _Actor:
+        handle = self.actor_class.remote()
+        run = handle.run.remote(self.path, self.blob, index, self.driver_node)
+        self.executor.started_workers += 1
+        return _Actor(self.ray, index, handle, run, handle.node.remote())
+
+    def replace(self, dead: _Actor) -> _Actor:
+        return self.start(dead.index)
+
+    def wait(self, handles: Sequence[_Actor], timeout: float) -> list[_Actor]:
+        done, _ = self.ray.wait([a.run for a in handles], num_returns=1, timeout=timeout)
+        return [a for a in handles if a.run in done]
 
 
 class RayExecutor:
@@ -275,114 +338,19 @@ class RayExecutor:
             server = RemoteStore.start(url, node=driver_node)
             worker_store = server
         try:
-            blob = cloudpickle.dumps(
-                (
-                    dataclasses.replace(ctx, store=worker_store),
-                    logging.getLogger().level,
-                    self.threads_per_worker,
-                )
+            blob = pack(dataclasses.replace(ctx, store=worker_store), self.threads_per_worker)
+            how = Supervision(
+                workers=self.workers,
+                max_restarts=self.max_restarts,
+                grace_seconds=self.grace_seconds,
+                check_every=0.5,
+                kill_after_stop=True,
             )
-            return self._watch(ray, ctx, ray.put(blob), driver_node, server)
+            return supervise(ctx, _Actors(self, ray, ray.put(blob), driver_node), how)
         finally:
             if server is not None:
                 with contextlib.suppress(Exception):
                     server.shutdown()
-
-    def _watch(self, ray: Any, ctx: RunContext, blob: Any, driver_node: str, server: Any) -> str:
-        """Start the workers, then watch them until none is left."""
-        actor_class = ray.remote(_RayWorker).options(**self._actor_options())
-        path = [] if self._has_code_env() else list(sys.path)
-        live: list[_Actor] = []
-        restarts = 0
-        fault: StorageError | None = None  # a worker's storage error: the run stops on it
-
-        def start(index: int) -> None:
-            handle = actor_class.remote()
-            run_ref = handle.run.remote(path, blob, index, driver_node)
-            live.append(_Actor(index, handle, run_ref, handle.node.remote()))
-            self.started_workers += 1
-
-        def kill(actor: _Actor) -> None:
-            with contextlib.suppress(Exception):
-                ray.kill(actor.handle, no_restart=True)
-
-        for i in range(self.workers):
-            start(i)
-        try:
-            ended_at: float | None = None  # when no member was left to train
-            signalled_at: float | None = None  # when the stop was forwarded
-            next_check = 0.0
-            while live:
-                now = time.monotonic()
-                if ctx.stop_event.is_set() and signalled_at is None:
-                    signalled_at = now  # workers checkpoint, then end: wait for them
-                    for actor in live:
-                        actor.handle.stop.remote(ctx.stop_reason or "interrupted")
-                if ended_at is None and signalled_at is None and now >= next_check:
-                    next_check = now + 0.5
-                    if not self._members_left(ctx):
-                        ended_at = now
-                        # a replacement still waiting for room has nothing left to do
-                        placed, _ = ray.wait(
-                            [a.placed for a in live], num_returns=len(live), timeout=0
-                        )
-                        for actor in [a for a in live if a.placed not in placed]:
-                            kill(actor)
-                            live.remove(actor)
-                since = ended_at if ended_at is not None else signalled_at
-                if since is not None and now - since > self.grace_seconds:
-                    log.warning("%d worker(s) did not end: killing them", len(live))
-                    break
-                if not live:
-                    break
-                done, _ = ray.wait([a.run for a in live], num_returns=1, timeout=0.1)
-                for ref in done:
-                    actor = next(a for a in live if a.run == ref)
-                    live.remove(actor)
-                    try:
-                        if self._ended(ray, actor):
-                            continue  # it ended normally
-                    except StorageError as err:  # stop the others as on Ctrl-C, then raise
-                        fault = fault or err
-                        ctx.stop_reason = "storage"
-                        ctx.stop_event.set()
-                        continue
-                    kill(actor)
-                    if ctx.stop_event.is_set() or not self._members_left(ctx):
-                        continue
-                    if restarts >= self.max_restarts:
-                        log.error("worker %d died; no restarts left", actor.index)
-                        continue
-                    restarts += 1
-                    log.warning("worker %d died: starting another", actor.index)
-                    start(actor.index)
-        finally:
-            for actor in live:
-                kill(actor)
-        if fault is not None:
-            raise fault
-        if ctx.stop_event.is_set():
-            return ctx.stop_reason or "interrupted"
-        return _outcome(ctx)
-
-    @staticmethod
-    def _ended(ray: Any, actor: _Actor) -> bool:
-        """Whether a worker ended normally; raises what no new worker could get past."""
-        try:
-            reason = ray.get(actor.run)
-        except ray.exceptions.RayTaskError as err:
-            cause = unwrap(err)
-            if isinstance(cause, _FATAL):
-                raise cause from None
-            if isinstance(cause, StorageError) and not isinstance(cause, StaleLeaseError):
-                raise cause from None  # the storage failed, not the member: the run stops
-            log.warning("worker %d failed: %s", actor.index, err)
-            return False
-        except ray.exceptions.RayError as err:  # its process or its node died
-            log.warning("worker %d is lost: %s", actor.index, str(err).splitlines()[0])
-            return False
-        log.debug("worker %d ended: %s", actor.index, reason)
-        return True
 
     # -- set-up ------------------------------------------------------------------------
     def _check_storage(self, ray: Any, ctx: RunContext, driver_node: str) -> Store:
@@ -466,7 +434,7 @@ class RayExecutor:
         if custom:
             options["resources"] = custom
         env = dict(self.runtime_env or {})
-        env_vars = {k: str(self.threads_per_worker) for k in _THREAD_VARS}
+        env_vars = {k: str(self.threads_per_worker) for k in THREAD_VARS}
         env_vars.update(env.get("env_vars") or {})  # the user's values win
         env["env_vars"] = env_vars
         options["runtime_env"] = env
@@ -476,10 +444,6 @@ class RayExecutor:
         """Whether the runtime environment brings the user's code to the nodes itself."""
         env = self.runtime_env or {}
         return bool(env.get("working_dir") or env.get("py_modules"))
-
-    @staticmethod
-    def _members_left(ctx: RunContext) -> bool:
-        return any(m.status == "active" for m in ctx.store.population(ctx.name))
 
     def __repr__(self) -> str:
         return f"RayExecutor(workers={self.workers}, resources_per_worker={self.resources})"
