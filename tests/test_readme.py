@@ -17,3 +17,17 @@ def test_readme_example_runs_and_finds_a_good_member(capsys) -> None:
     assert result.best.step == 100  # type: ignore[attr-defined]
     assert result.best.score > 0.99  # type: ignore[attr-defined]
     assert "lr" in capsys.readouterr().out
+
+
+def test_readme_ask_tell_example_runs(capsys) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    asktell = [b for b in blocks if "gp.AskTell(" in b]
+    assert asktell, "the README has no ask/tell example"
+    assert len(asktell[0].strip().splitlines()) <= 15
+    namespace: dict[str, object] = {}
+    exec(compile(asktell[0], str(README), "exec"), namespace)
+    pbt = namespace["pbt"]
+    assert pbt.stop_reason == "budget"  # type: ignore[attr-defined]
+    assert pbt.result().best.step == 100  # type: ignore[attr-defined]
+    assert pbt.result().best.score > 0.99  # type: ignore[attr-defined]
+    assert "lr" in capsys.readouterr().out

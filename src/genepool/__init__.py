@@ -57,12 +57,14 @@ if TYPE_CHECKING:
     from genepool._fsspec_checkpoints import FsspecCheckpoints
     from genepool._replay import ReplayResult, replay
     from genepool._run import load_best, run
+    from genepool.asktell import AskTell
     from genepool.executors import Executor, ProcessExecutor, RayExecutor, SerialExecutor
     from genepool.result import MemberResult, Result
 
 #: Loaded on first use (PEP 562): a worker process, which imports genepool to run the
 #: worker loop, need not load the driver's side (run, replay, results, executors).
 _LAZY = {
+    "AskTell": "genepool.asktell",
     "FsspecCheckpoints": "genepool._fsspec_checkpoints",
     "ReplayResult": "genepool._replay",
     "replay": "genepool._replay",
@@ -85,6 +87,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AskTell",
     "Budget",
     "CheckpointError",
     "CheckpointRef",
