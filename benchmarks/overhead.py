@@ -1,6 +1,6 @@
 """The framework's overhead, against bare hand-written loops and raw step work.
 
-Four parts; the last line printed is one JSON object with every figure, each part's
+Five parts; the last line printed is one JSON object with every figure, each part's
 ``meets_target`` and the targets.
 
 **Serial, in-memory** (issue 2). The paper's toy (examples/toy.py) at population 8, 32 and
@@ -34,11 +34,17 @@ commit, and 100 per commit. Targets, on SQLite: at least 1,000 reports/s unbatch
 schema made for the run and dropped after it; ``GENEPOOL_BENCH_POSTGRES_URL`` to change)
 are printed beside them, for information; skipped with a note when the server is missing.
 
+**Population scale** (issue 15). The toy at 20 steps per member, ready every 4,
+``Truncation(0.2)`` and ``Perturb()``, serial, on the in-memory store and on a new SQLite
+file: the overhead per member-step (as above) at population 100, 1,000 and 10,000. Target:
+at 10,000 at most 1.5 times the figure at 100, on each store. Its code is
+benchmarks/scale.py; it takes several minutes, the longest part by far.
+
 Every part also records how much CPU other processes on the machine used while it ran
 (``other_processes_cpu_s``): on a small shared machine that is what disturbs timings most.
 
 Run: python benchmarks/overhead.py [--quick] [--repeats 3] [--process-repeats 2]
-[--parts memory,sqlite,processes,reports]
+[--parts memory,sqlite,processes,reports,scale]
 ``--quick`` runs every part at a smoke size (for CI, which reads only that it exits 0 and
 prints the JSON line; its ``meets_target`` values are about the smoke sizes, not the
 targets' sizes). The full run takes a few minutes on two cores.
@@ -67,6 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import busywork
 import report_rate
+import scale
 from benchutil import CpuMeter
 from toy import LR, SPACE, START, Toy
 
@@ -95,7 +102,7 @@ REPORT_BATCH = 100
 UNBATCHED_TARGET = 1_000.0
 BATCHED_TARGET = 10_000.0
 
-PARTS = ("memory", "sqlite", "processes", "reports")
+PARTS = ("memory", "sqlite", "processes", "reports", "scale")
 #: A part is flagged as disturbed when other processes used more than this share of the CPUs.
 DISTURBED = 0.05
 
@@ -479,6 +486,7 @@ def main() -> None:
         "sqlite": lambda: part_sqlite(args.quick, repeats),
         "processes": lambda: part_processes(args.quick, process_repeats),
         "reports": lambda: part_reports(args.quick),
+        "scale": lambda: scale.part_scale(args.quick, repeats),
     }
     parts: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
@@ -499,6 +507,7 @@ def main() -> None:
         "processes_efficiency": {str(p): t for p, t in PROCESS_TARGETS.items()},
         "reports_per_s_unbatched": UNBATCHED_TARGET,
         "reports_per_s_batched": BATCHED_TARGET,
+        "scale_ratio_largest_to_smallest": scale.TARGET_RATIO,
     }
     meets = {name: bool(part["meets_target"]) for name, part in parts.items()}
     for name, ok in meets.items():

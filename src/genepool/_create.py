@@ -242,7 +242,7 @@ def open_run(space: Space, settings: Mapping[str, Any]) -> tuple[RunContext, boo
         if key not in settings:
             raise invalid("AskTell", key, "given", "nothing", f"Fix: pass {key}=, as to gp.run.")
     args = {**defaults, **settings, "space": space, "trainable": _no_trainable, "workers": 1}
-    policy = check_arguments(args)
+    policy = check_arguments(args, owner="AskTell")
     seed = args["seed"]
     seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
     clock = args["clock"] or SystemClock()

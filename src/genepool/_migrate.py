@@ -92,7 +92,8 @@ def migrate(
         CheckpointError: A checkpoint is torn or could not be rewritten.
     """
     _check_trust(trust)
-    from genepool._run import _open_storage, _own_checkpoints
+    from genepool._create import own_checkpoints
+    from genepool._run import _open_storage
     from genepool.clock import SystemClock
 
     store, the_checkpoints = _open_storage(storage, checkpoints, 1, SystemClock())
@@ -102,7 +103,7 @@ def migrate(
             raise invalid("migrate", "name", f"one of the store's runs {runs}", repr(name))
         done = Migration()
         for run in [name] if name is not None else runs:
-            _own_checkpoints(store, the_checkpoints, run, list(store.population(run)))
+            own_checkpoints(store, the_checkpoints, run, list(store.population(run)))
             on_disk = the_checkpoints.ids(run)
             ours = the_checkpoints.owned_by(store.identity, on_disk)
             done.skipped.extend(sorted(set(on_disk) - set(ours)))

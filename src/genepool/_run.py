@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import hashlib
-import json
 import logging
 import os
 import signal
@@ -19,21 +17,22 @@ from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
+from genepool._capacity import check_capacity
+from genepool._create import create_or_resume, settings_of
 from genepool._errors import invalid
 from genepool._faults import give_back_abandoned
 from genepool._rng import init_stream
 from genepool._settings import check
-from genepool.checkpoints import CheckpointStore, MemoryCheckpoints, Owner, check_run_name
+from genepool.checkpoints import CheckpointStore, MemoryCheckpoints, check_run_name
 from genepool.clock import Clock, SystemClock
 from genepool.executors import Executor, ProcessExecutor, SerialExecutor
 from genepool.executors.processes import refuse_in_memory
-from genepool.member import MemberView, Mode
+from genepool.member import Mode
 from genepool.policy import Budget, Explore, Perturb, Policy, Ready, Select, Truncation
 from genepool.result import Result, close_store
 from genepool.space import Space
 from genepool.store import MemoryStore, Store, check_url, open_store
 from genepool.trainable import TrainableLike, check_trainable
-from genepool.version import __version__
 from genepool.worker import MAX_RESIDENT, RunContext, collect_orphans
 
 __all__ = ["check_arguments", "load_best", "run"]
@@ -73,22 +72,6 @@ def _closes_the_stores_it_opens(fn: Callable[_P, _R]) -> Callable[_P, _R]:
                     log.warning("could not close %r", store, exc_info=True)
 
     return closing
-
-
-def _initial_configs(
-    space: Space,
-    population: int | None,
-    initial: Sequence[Mapping[str, Any]] | None,
-    seed: int,
-) -> list[dict[str, Any]]:
-    """The members' first configs: ``initial`` completed from the space, then sampled
-    ones up to ``population`` (the arguments were checked by :func:`check_arguments`)."""
-    given = list(initial or [])
-    population = len(given) if population is None else population
-    rng = init_stream(seed)
-    configs = [space.complete(c, rng, name=f"initial[{i}]") for i, c in enumerate(given)]
-    configs.extend(space.sample(rng) for _ in range(population - len(given)))
-    return configs
 
 
 @contextmanager
@@ -270,91 +253,17 @@ def run(
         >>> result.best.step
         40
     """
-    policy = check_arguments(locals())  # before any store or file is touched
-    user_seed = seed
+    # validate, open the storage, create or resume, execute
+    args = locals()
+    policy = check_arguments(args)  # before any store or file is touched
     seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
     clock = clock or SystemClock()
     the_store, the_checkpoints = _open_storage(
         storage if storage is not None else store, checkpoints, workers, clock, fsync=fsync
     )
-    settings = {
-        "mode": mode,
-        "metric": metric,
-        "space": repr(space),
-        "population": population,
-        "initial": [dict(c) for c in initial] if initial is not None else None,
-        "seed": user_seed,
-        "ready": repr(ready),
-        "exploit": repr(policy.exploit),
-        "explore": repr(policy.explore),
-        "budget": repr(budget),
-        "max_failures": max_failures,
-        "synchronous": synchronous,
-        # only when given: the runs made before it existed resume with the same hash
-        **({"aligned": aligned} if aligned is not None else {}),
-    }
-    digest = config_hash(settings)
-    try:
-        stored = the_store.run_config(name)
-    except KeyError:
-        stored = None
-    if stored is None:
-        if resume is True:
-            raise invalid(
-                "run",
-                "resume",
-                "False or None for a run the store does not have",
-                f"resume=True and no run named {name!r}",
-                "Fix: check name= and storage=, or drop resume=True.",
-            )
-        configs = _initial_configs(space, population, initial, seed)
-        members = [MemberView(id=i, hparams=c) for i, c in enumerate(configs)]
-        _own_checkpoints(the_store, the_checkpoints, name, members)  # before the run exists
-        config = {
-            **settings,
-            "hash": digest,
-            "seed": seed,
-            "initial": configs,
-            "population": len(configs),
-            "genepool": __version__,
-        }
-        if not the_store.create_run(name, config=config, members=members):
-            raise invalid(
-                "run",
-                "name",
-                "a new run name",
-                repr(name),
-                "Fix: another process created it meanwhile; run again to resume it.",
-            )
-    else:
-        if resume is False:
-            raise invalid(
-                "run",
-                "name",
-                "a run name not in the store (resume=False)",
-                repr(name),
-                "Fix: choose another name, or resume=None to continue that run.",
-            )
-        # the seed matches when it was not given (either time) or is the one the run used
-        seeds = {user_seed}
-        if user_seed in (None, stored.get("seed")):
-            seeds |= {None, stored.get("seed")}
-        digests = {config_hash({**settings, "seed": seed}) for seed in seeds}
-        if stored.get("hash") not in digests and not allow_config_change:
-            raise invalid(
-                "run",
-                "resume",
-                "the same settings as the stored run",
-                _diff(stored, settings),
-                "Fix: run with the same settings, or pass allow_config_change=True.",
-            )
-        seed = int(stored["seed"])
-        if revive:
-            revived = the_store.revive(name)
-            log.info("run %r: revived failed members %s", name, revived)
-        members = list(the_store.population(name))
-        _own_checkpoints(the_store, the_checkpoints, name, members)
-        log.info("resuming run %r", name)
+    seed, members, resumed = create_or_resume(
+        "run", the_store, the_checkpoints, args=args, settings=settings_of(args, policy), seed=seed
+    )
     ctx = RunContext(
         name=name,
         trainable=trainable,
@@ -390,7 +299,7 @@ def run(
             stack.enter_context(live_progress(the_store, name, metric=metric))
         if executor is None:
             executor = SerialExecutor() if workers == 1 else ProcessExecutor(workers=workers)
-        if stored is not None:
+        if resumed:
             give_back_abandoned(the_store, name)  # by a run of this process that met a fault
             _tidy(ctx)
         reason = executor.run(ctx)
@@ -407,24 +316,25 @@ def run(
     )
 
 
-def check_arguments(args: Mapping[str, Any]) -> Policy:
+def check_arguments(args: Mapping[str, Any], *, owner: str = "run") -> Policy:
     """Check :func:`run`'s arguments, every one of them (``args``: its ``locals()`` on
     entry), without touching a store or a file: each against the table of settings
     (:data:`genepool._settings.RUN`), then what they must be together. Returns the
-    policy they make. ``genepool run --check`` checks a config file with it.
+    policy they make. ``genepool run --check`` checks a config file with it, and
+    :class:`genepool.AskTell` its settings (``owner``: who the messages name).
 
     Raises:
         InvalidArgumentError: The first argument that is wrong, with how to fix it.
     """
-    check("run", args)
-    check_run_name(args["name"], owner="run", name="name")
+    check(owner, args)
+    check_run_name(args["name"], owner=owner, name="name")
     check_trainable(args["trainable"])
     space: Space = args["space"]
     initial = args["initial"]
     population = args["population"]
     if population is None and not initial:
         raise invalid(
-            "run",
+            owner,
             "population",
             "set",
             "population=None and no initial configs",
@@ -433,7 +343,7 @@ def check_arguments(args: Mapping[str, Any]) -> Policy:
     if initial is not None:
         if population is not None and len(initial) > population:
             raise invalid(
-                "run",
+                owner,
                 "initial",
                 f"at most population={population} configs",
                 f"{len(initial)} configs",
@@ -455,7 +365,7 @@ def check_arguments(args: Mapping[str, Any]) -> Policy:
     window = getattr(policy.exploit, "window", 0)
     if window > args["recent_window"]:
         raise invalid(
-            "run",
+            owner,
             "recent_window",
             "at least the WelchTTest window",
             f"{args['recent_window']} < {window}",
@@ -464,18 +374,27 @@ def check_arguments(args: Mapping[str, Any]) -> Policy:
     storage, store, checkpoints = args["storage"], args["store"], args["checkpoints"]
     if store is not None and storage is not None:
         raise invalid(
-            "run", "store", "given once", "both store= and storage=", "Fix: pass only storage=."
+            owner, "store", "given once", "both store= and storage=", "Fix: pass only storage=."
         )
     if isinstance(storage, str):
-        check_url(storage, owner="run", name="storage")
+        check_url(storage, owner=owner, name="storage")
     if args["executor"] is None and args["workers"] > 1:
         refuse_in_memory(
             store=storage == "memory" or isinstance(store or storage, MemoryStore),
             checkpoints=isinstance(checkpoints, MemoryCheckpoints),
         )
+    in_memory = (store or storage) in (None, "memory") or isinstance(store or storage, MemoryStore)
+    steps = policy.budget.steps if policy.ready.counter == "steps" else None
+    check_capacity(
+        population if population is not None else len(initial),
+        hparams=len(space),
+        recent_window=args["recent_window"],
+        keep=args["keep"],
+        reports_per_member=int(steps or 0) if in_memory and args["workers"] == 1 else 0,
+    )
     if args["fsync"] and isinstance(checkpoints, CheckpointStore) and not checkpoints.fsync:
         raise invalid(
-            "run",
+            owner,
             "fsync",
             "False with a checkpoint store built without fsync",
             f"fsync=True and {checkpoints!r}",
@@ -497,34 +416,6 @@ def _default_max_resident(population: int, executor: Executor | None, workers: i
     return max(1, min(-(-population // count), MAX_RESIDENT))
 
 
-def _own_checkpoints(
-    store: Store, checkpoints: CheckpointStore, name: str, members: Sequence[MemberView]
-) -> None:
-    """Make the run's checkpoint folder its datastore's, or refuse it (it belongs to
-    another): see :meth:`~genepool.checkpoints.CheckpointStore.own`."""
-    durable = not isinstance(store, MemoryStore)
-    if not durable and not _process_local(checkpoints):
-        log.warning(
-            "run %r keeps its checkpoints in %r, which outlive this process, but its "
-            "datastore in memory, which does not: once this process ends the run cannot be "
-            "resumed, and running it again (a new in-memory store) is refused that folder, "
-            "which belongs to this store. Pass a durable storage= (e.g. 'sqlite:///pbt.db') "
-            "to be able to resume.",
-            name,
-            checkpoints,
-        )
-    owner = Owner(store=store.identity, shown=repr(store), durable=durable)
-    referenced = {m.checkpoint.id for m in members if m.checkpoint is not None}
-    checkpoints.own(name, owner, referenced=referenced)
-
-
-def _process_local(checkpoints: CheckpointStore) -> bool:
-    """Whether the checkpoints live in this process's memory (and go with it)."""
-    return isinstance(checkpoints, MemoryCheckpoints) or bool(
-        getattr(checkpoints, "process_local", False)
-    )
-
-
 def _tidy(ctx: RunContext) -> None:
     """Delete the checkpoints of the run that nothing refers to (left by a worker that
     died); a failure to do so is only logged."""
@@ -532,23 +423,6 @@ def _tidy(ctx: RunContext) -> None:
         collect_orphans(ctx)
     except Exception:
         log.warning("could not delete the checkpoints nothing refers to", exc_info=True)
-
-
-def config_hash(settings: Mapping[str, Any]) -> str:
-    """A stable hash of a run's settings (what must match to resume it)."""
-    text = json.dumps(settings, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _diff(stored: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
-    changed = [
-        f"{k}: stored {stored.get(k)!r}, now {v!r}"
-        for k, v in settings.items()
-        if v is not None
-        and json.dumps(stored.get(k), default=repr, sort_keys=True)
-        != json.dumps(v, default=repr, sort_keys=True)
-    ]
-    return "; ".join(changed) or "settings that hash differently"
 
 
 def load_best(storage: str | Store, name: str = "run", *, trust: bool = False) -> Any:

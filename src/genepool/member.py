@@ -7,9 +7,9 @@ the store hands out a new :class:`Population` after every write.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 __all__ = [
     "ACTIVE",
@@ -17,6 +17,7 @@ __all__ = [
     "FAILED",
     "FINISHED",
     "CheckpointRef",
+    "Derived",
     "Event",
     "MemberView",
     "Mode",
@@ -136,9 +137,32 @@ class MemberView:
         )
 
 
+class Derived(Protocol):
+    """Something derived from a population that is cheaper to update than to make again
+    (an order of its members, say), kept with it by :meth:`Population.derived`.
+
+    Made once for a snapshot (``make(population)``); :meth:`Population.with_members`
+    hands it the members it replaced and gets the new snapshot's, leaving its own as it
+    was (a snapshot never changes)."""
+
+    def updated(self, changes: Sequence[tuple[MemberView, MemberView]]) -> Self:
+        """A new one for the population with each ``(old, new)`` pair's ``new`` member in
+        place of ``old``; this one unchanged."""
+        ...
+
+
+_D = TypeVar("_D", bound=Derived)
+
+
 @dataclass(frozen=True, slots=True)
 class Population:
     """An immutable snapshot of every member, with the direction of the metric.
+
+    A new snapshot with some members replaced is :meth:`with_members`: it keeps what
+    was derived from this one (:meth:`derived`), updated, where building a population
+    from its members starts afresh (a store making one snapshot after another should
+    use it: each of its writes then costs a copy of the members' tuple, not a pass of
+    Python over every member).
 
     Attributes:
         members: The members, ordered by id.
@@ -151,13 +175,15 @@ class Population:
     members: tuple[MemberView, ...]
     mode: Mode = "max"
     aligned: bool = False
+    #: Member id -> position, for members not at the position of their id (made when
+    #: first needed; shared by the snapshots :meth:`with_members` makes from this one).
     _index: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
-    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        members = self.members
-        if any(m.id != i for i, m in enumerate(members)):
-            self._index.update({m.id: i for i, m in enumerate(members)})
+    _cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: What :meth:`derived` was asked to make, of this snapshot or of one related to it
+    #: by :meth:`with_members` (shared by them): every snapshot made from here keeps it.
+    _kept: set[Callable[[Population], Derived]] = field(
+        default_factory=set, compare=False, repr=False
+    )
 
     def __iter__(self) -> Iterator[MemberView]:
         return iter(self.members)
@@ -166,8 +192,53 @@ class Population:
         return len(self.members)
 
     def __getitem__(self, member_id: int) -> MemberView:
-        index = self._index
-        return self.members[index[member_id] if index else member_id]
+        return self.members[self._position(member_id)]
+
+    def _position(self, member_id: int) -> int:
+        """Where the member ``member_id`` is in :attr:`members`; :class:`KeyError` if none
+        is. Members are usually at the position of their id: that is checked first."""
+        members = self.members
+        if 0 <= member_id < len(members) and members[member_id].id == member_id:
+            return member_id
+        if not self._index:
+            self._index.update({m.id: i for i, m in enumerate(members)})
+        return self._index[member_id]
+
+    def with_members(self, views: Iterable[MemberView]) -> Population:
+        """This population with each of ``views`` in place of the member with its id: a
+        new snapshot (this one is unchanged) that keeps what :meth:`derived` made for
+        this one, updated with the change."""
+        members = list(self.members)
+        changes: list[tuple[MemberView, MemberView]] = []
+        for view in views:
+            at = self._position(view.id)
+            changes.append((members[at], view))
+            members[at] = view
+        new = Population(tuple(members), self.mode, self.aligned, self._index, _kept=self._kept)
+        for make in self._kept:
+            new._derived()[make] = self.derived(make).updated(changes)
+        return new
+
+    def derived(self, make: Callable[[Population], _D]) -> _D:
+        """What ``make(self)`` returns, made once: from then on every snapshot made by
+        :meth:`with_members` from this one, or from one it was made from, keeps it
+        (updated, not made again)."""
+        kept = self._derived()
+        found = kept.get(make)
+        if found is None:
+            found = kept[make] = make(self)
+            self._kept.add(make)
+        return found  # type: ignore[return-value]
+
+    def _derived(self) -> dict[Callable[[Population], Derived], Derived]:
+        kept: dict[Callable[[Population], Derived], Derived] = self._cache.setdefault("derived", {})
+        return kept
+
+    def as_aligned(self) -> Population:
+        """This population with :attr:`aligned` set, sharing what was derived from it."""
+        if self.aligned:
+            return self
+        return Population(self.members, self.mode, True, self._index, self._cache, self._kept)
 
     def rank_value(self, member: MemberView) -> float:
         """How the member ranks when another decides, higher is better: the score of its
@@ -190,9 +261,9 @@ class Population:
         if not self.aligned or not other.curve or not member.curve:
             return self.rank_value(other), self.rank_value(member)
         common = min(other.curve[-1][0], member.curve[-1][0])
-        return self._value_at(other, common), self._value_at(member, common)
+        return self.value_at(other, common), self.value_at(member, common)
 
-    def _value_at(self, member: MemberView, counter: float) -> float:
+    def value_at(self, member: MemberView, counter: float) -> float:
         """:meth:`rank_value` from its latest ready at or before ``counter`` (its
         earliest kept one if none is)."""
         score = member.curve[0][1]

@@ -327,9 +327,9 @@ def undecided(population: Population, view: MemberView) -> bool:
 
 
 def with_member(population: Population, view: MemberView) -> Population:
-    """``population`` with ``view`` in place of its member."""
-    members = tuple(view if m.id == view.id else m for m in population.members)
-    return Population(members, population.mode)
+    """``population`` with ``view`` in place of its member (what the snapshot derived,
+    its ranking say, is updated, not rebuilt)."""
+    return population.with_members([view])
 
 
 def _same_value(a: Any, b: Any) -> bool:

@@ -141,7 +141,7 @@ class Policy:
                 return Continue()
             return decision.Explore(self.explore.explore(self.space, member.hparams, make_rng()))
         if self.aligned and not population.aligned:
-            population = Population(population.members, population.mode, aligned=True)
+            population = population.as_aligned()
         if self.exploit.never_selects(population, member):
             return Continue()
         rng = make_rng()

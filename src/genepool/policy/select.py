@@ -21,6 +21,7 @@ import numpy as np
 from genepool._errors import invalid, missing_dependency
 from genepool.member import MemberView, Population
 from genepool.policy._checks import check_integer, shown
+from genepool.policy._ranking import Ranking
 
 __all__ = ["Select", "Tournament", "Truncation", "WelchTTest", "truncation_split"]
 
@@ -104,32 +105,24 @@ class Truncation(Select):
     def select(
         self, population: Population, member: MemberView, rng: np.random.Generator
     ) -> MemberView | None:
-        others = population.ranked(exclude=member.id)
-        k = truncation_split(len(others) + 1, self.fraction)
-        if k == 0 or self._below(population, member, others) >= k:
+        ranking = population.derived(Ranking.of)
+        k = truncation_split(ranking.others(population, member) + 1, self.fraction)
+        if k == 0 or self._below(population, member, ranking) >= k:
             return None  # not in the bottom k
-        # the others as this member sees them; the donor is drawn among the top k and
-        # those tied with the last of them
-        seen = {m.id: population.compared(m, member)[0] for m in others}
-        line = sorted(seen.values())[len(others) - k]
-        top = [m for m in others if seen[m.id] >= line and m.can_donate]
+        # the donor is drawn among the top k, as this member sees the others, and those
+        # tied with the last of them
+        top = ranking.top(population, member, k)
         if not top:
             return None
         donor: MemberView = top[int(rng.integers(len(top)))]
         return donor
 
     @staticmethod
-    def _below(population: Population, member: MemberView, others: list[MemberView]) -> int:
-        """How many of ``others`` rank below ``member``, each compared with it (ties in
+    def _below(population: Population, member: MemberView, ranking: Ranking) -> int:
+        """How many of the others rank below ``member``, each compared with it (ties in
         the round's order)."""
         round_ = member.ready_count
-        mine = _tie_break(round_, member.id)
-        below = 0
-        for other in others:
-            theirs, own = population.compared(other, member)
-            if (theirs, _tie_break(round_, other.id)) < (own, mine):
-                below += 1
-        return below
+        return ranking.count_below(population, member, lambda other: _tie_break(round_, other))
 
     def never_selects(self, population: Population, member: MemberView) -> bool:
         """True when ``k`` members or more rank below the member (ties in the round's
@@ -137,9 +130,9 @@ class Truncation(Select):
         :meth:`select`.)"""
         if type(self).select is not Truncation.select:
             return False
-        others = population.ranked(exclude=member.id)
-        k = truncation_split(len(others) + 1, self.fraction)
-        return k == 0 or self._below(population, member, others) >= k
+        ranking = population.derived(Ranking.of)
+        k = truncation_split(ranking.others(population, member) + 1, self.fraction)
+        return k == 0 or self._below(population, member, ranking) >= k
 
     def __repr__(self) -> str:
         return f"Truncation({self.fraction!r})"

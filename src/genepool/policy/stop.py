@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from genepool._errors import invalid
-from genepool.member import ACTIVE, FAILED, Event, Mode, Population
+from genepool.member import ACTIVE, FAILED, Event, MemberView, Mode, Population
 from genepool.policy._checks import check_integer, check_number
 
-__all__ = ["BEST_EVENT", "Budget", "PlateauTracker", "ended_because", "run_stop_reason"]
+__all__ = [
+    "BEST_EVENT",
+    "ActiveCount",
+    "Budget",
+    "PlateauTracker",
+    "ended_because",
+    "run_stop_reason",
+]
 
 #: The kind of the event a worker records, with ``Budget.plateau`` set, when it sees the
 #: best score improve: its data is :meth:`PlateauTracker.event_data`, from which a resumed
@@ -150,6 +157,22 @@ class PlateauTracker:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveCount:
+    """How many members of a population are active: a
+    :class:`~genepool.member.Derived` of it, kept up to date from write to write."""
+
+    count: int
+
+    @classmethod
+    def of(cls, population: Population) -> ActiveCount:
+        return cls(sum(m.status == ACTIVE for m in population))
+
+    def updated(self, changes: Sequence[tuple[MemberView, MemberView]]) -> ActiveCount:
+        gained = sum((new.status == ACTIVE) - (old.status == ACTIVE) for old, new in changes)
+        return ActiveCount(self.count + gained)
+
+
 def run_stop_reason(
     population: Population,
     budget: Budget,
@@ -158,8 +181,7 @@ def run_stop_reason(
     plateau: PlateauTracker | None = None,
 ) -> str | None:
     """Why the whole run should end now, or ``None``. Pure but for the tracker it reads."""
-    active = [m for m in population if m.status == ACTIVE]
-    if not active:
+    if population.derived(ActiveCount.of).count == 0:
         return "budget"
     if budget.seconds is not None and elapsed >= budget.seconds:
         return "time"

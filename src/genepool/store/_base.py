@@ -68,12 +68,13 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 from genepool._errors import StaleLeaseError, StorageError
 from genepool.member import ACTIVE, FAILED, Event, MemberView, Population, Report
+from genepool.store._claims import claim_order, pick_claim
 
 __all__ = [
     "History",
@@ -154,39 +155,6 @@ class History:
 
     reports: tuple[Report, ...]
     events: tuple[Event, ...]
-
-
-def claim_order(member: MemberView) -> tuple[float, int, int]:
-    """The order in which members are claimed: the one furthest behind first."""
-    return (member.ready_count - (0.5 if member.pending else 0.0), member.step, member.id)
-
-
-def pick_claim(
-    members: Iterable[MemberView], held: Callable[[int], bool], max_ahead: int | None
-) -> MemberView | None:
-    """The member a claim takes, or ``None``: the rule every backend shares.
-
-    Among active members that nobody holds (``held(id)`` is False): a member pending its
-    decision only once no active member has done fewer ready rounds (the synchronous
-    barrier, live members only); any other only if it is at most ``max_ahead`` ready rounds
-    ahead of the slowest active member. Then the first by :func:`claim_order`.
-    """
-    active = [m for m in members if m.status == ACTIVE]
-    if not active:
-        return None
-    slowest = min(m.ready_count for m in active)
-    best: MemberView | None = None
-    best_key: tuple[float, int, int] | None = None
-    for m in active:
-        if m.pending:
-            if m.ready_count > slowest:  # the barrier: someone has not finished the round
-                continue
-        elif max_ahead is not None and m.ready_count > slowest + max_ahead:
-            continue
-        key = claim_order(m)
-        if (best_key is None or key < best_key) and not held(m.id):
-            best, best_key = m, key
-    return best
 
 
 def _process_start(pid: int) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,8 +37,35 @@ class _Run:
     leases: list[Lease | None]
     reports: list[Report] = dataclasses.field(default_factory=list)
     events: list[Event] = dataclasses.field(default_factory=list)
+    #: checkpoint id -> the members that pin it; member -> the checkpoint it pins
     pins: dict[str, set[int]] = dataclasses.field(default_factory=dict)
+    pinned: dict[int, str] = dataclasses.field(default_factory=dict)
+    #: checkpoint id -> how many times members' views name it (current or previous)
+    named: Counter[str] = dataclasses.field(default_factory=Counter)
     collected: set[str] = dataclasses.field(default_factory=set)
+
+    def renamed(self, old: MemberView, new: MemberView) -> None:
+        """``new`` replaces ``old``: count the checkpoints each names (:attr:`named`)."""
+        self.named.update(_named(new))
+        for ref in _named(old):
+            self.named[ref] -= 1
+            if not self.named[ref]:
+                del self.named[ref]
+
+    def unpin(self, member: int) -> None:
+        """The member pins nothing from now on."""
+        held = self.pinned.pop(member, None)
+        if held is not None:
+            holders = self.pins[held]
+            holders.discard(member)
+            if not holders:
+                del self.pins[held]
+
+
+def _named(view: MemberView) -> list[str]:
+    """The checkpoints a view names: its current one and its previous ones."""
+    current = [view.checkpoint.id] if view.checkpoint is not None else []
+    return current + [ref.id for ref in view.previous]
 
 
 class MemoryStore(Store):
@@ -87,6 +115,7 @@ class MemoryStore(Store):
                 snapshot=Population(tuple(rows), mode),
                 tokens=[0] * len(rows),
                 leases=[None] * len(rows),
+                named=Counter(ref for m in rows for ref in _named(m)),
             )
             return True
 
@@ -119,7 +148,7 @@ class MemoryStore(Store):
                 lease = leases[member]
                 return lease is not None and lease.expires > now and not holder_dead(lease.worker)
 
-            best = pick_claim(r.members, held, max_ahead)
+            best = pick_claim(r.snapshot, held, max_ahead)
             if best is None:
                 return None
             left = leases[best.id]  # never released: its holder died or hung
@@ -133,10 +162,9 @@ class MemoryStore(Store):
 
     @staticmethod
     def _write(r: _Run, member: MemberView) -> None:
+        r.renamed(r.members[member.id], member)
         r.members[member.id] = member
-        members = list(r.snapshot.members)
-        members[member.id] = member
-        r.snapshot = Population(tuple(members), r.mode)
+        r.snapshot = r.snapshot.with_members([member])
 
     def _check(self, r: _Run, lease: Lease) -> None:
         current = r.leases[lease.member]
@@ -184,11 +212,10 @@ class MemoryStore(Store):
                 and (old.checkpoint is None or member.checkpoint.id != old.checkpoint.id)
             )
             if pin is not None or own_new:  # a member holds one pin at most
-                for holders in r.pins.values():
-                    holders.discard(lease.member)
-                r.pins = {k: v for k, v in r.pins.items() if v}
+                r.unpin(lease.member)
             if pin is not None:
                 r.pins.setdefault(pin, set()).add(lease.member)
+                r.pinned[lease.member] = pin
             if member is not None:
                 self._write(r, member)
             r.reports.extend(reports)
@@ -200,9 +227,7 @@ class MemoryStore(Store):
     def collect(self, run: str, candidates: Sequence[str]) -> list[str]:
         with self._lock:
             r = self._run(run)
-            used = {m.checkpoint.id for m in r.members if m.checkpoint is not None}
-            used.update(p.id for m in r.members for p in m.previous)
-            out = [c for c in candidates if c not in used and c not in r.pins]
+            out = [c for c in candidates if c not in r.named and c not in r.pins]
             r.collected.update(out)
             return out
 

@@ -936,31 +936,44 @@ class _RunState:
 
     def apply(self, rows: Sequence[Sequence[Any]]) -> None:
         """Bring the cache up to date with rows read from the database (in any order)."""
+        changed: list[MemberView] = []
+        try:
+            for i, version, text, token, expires, holder in rows:
+                view = self._apply_row(i, version, text, token, expires, holder)
+                if view is not None:
+                    changed.append(view)
+        finally:  # the snapshot takes every view cached, even when a later row is corrupt
+            if changed and self.snapshot is not None:
+                self.snapshot = self.snapshot.with_members(changed)
+
+    def _apply_row(
+        self, i: int, version: int, text: str, token: int, expires: Any, holder: str | None
+    ) -> MemberView | None:
+        """Cache one row read from the database; its new view, if the view changed."""
         cached = self.rows
-        for i, version, text, token, expires, holder in rows:
-            if i >= len(cached):
-                raise StorageError(f"member {i} is not one of the run's {len(cached)} members")
-            r = cached[i]
-            if version <= r.version:
-                continue
-            new_view, new_holder = text != r.text, holder != r.holder_text
-            try:  # both read before the row changes: a corrupt row leaves it as it was
-                view = _view_from_json(text) if new_view else r.view
-                worker = r.holder
-                if new_holder:
-                    worker = None if holder is None else _holder_from_json(holder)
-            except _Corrupt as err:
-                self.version = 0  # read every newer row again next time: this one too
-                raise err.at(_MEMBERS_TABLE, _member_row(self.name, self.id, i)) from None
-            r.version = version
-            if new_view:
-                r.view, r.text = view, text
-                self.snapshot = None
-            r.token, r.expires = token, expires
+        if i >= len(cached):
+            raise StorageError(f"member {i} is not one of the run's {len(cached)} members")
+        r = cached[i]
+        if version <= r.version:
+            return None
+        new_view, new_holder = text != r.text, holder != r.holder_text
+        try:  # both read before the row changes: a corrupt row leaves it as it was
+            view = _view_from_json(text) if new_view else r.view
+            worker = r.holder
             if new_holder:
-                r.holder, r.holder_text = worker, holder
-            if version > self.version:
-                self.version = version
+                worker = None if holder is None else _holder_from_json(holder)
+        except _Corrupt as err:
+            self.version = 0  # read every newer row again next time: this one too
+            raise err.at(_MEMBERS_TABLE, _member_row(self.name, self.id, i)) from None
+        r.version = version
+        if new_view:
+            r.view, r.text = view, text
+        r.token, r.expires = token, expires
+        if new_holder:
+            r.holder, r.holder_text = worker, holder
+        if version > self.version:
+            self.version = version
+        return view if new_view else None
 
     def own(self, member: int, version: int) -> _Row | None:
         """The cached row to update with this process's own write at ``version``: ``None``
@@ -978,8 +991,15 @@ class _RunState:
         if version - 1 <= self.version < version:
             self.version = version
 
+    def replace_view(self, row: _Row, view: MemberView, text: str) -> None:
+        """Cache ``view`` (as ``text``) as the member of ``row``: the snapshot, if made,
+        becomes a new one with it (:meth:`Population.with_members`)."""
+        row.view, row.text = view, text
+        if self.snapshot is not None:
+            self.snapshot = self.snapshot.with_members([view])
+
     def population(self) -> Population:
-        """The snapshot of the cached members (made once per change)."""
+        """The snapshot of the cached members (made once, then updated per change)."""
         pop = self.snapshot
         if pop is None:
             pop = self.snapshot = Population(tuple([r.view for r in self.rows]), self.mode)
@@ -1568,7 +1588,7 @@ class SQLStore(Store):
             self._catch_up(tx, st, version - 1)
             now = self._now()
             rows = st.rows
-            members = st.population().members
+            members = st.population()
             freed = -1  # the member whose lease ``last`` ended in this write
             cache: Callable[[], None] | None = None
             if last is not None:
@@ -1583,7 +1603,7 @@ class SQLStore(Store):
                 else:  # nothing to write with a lost lease: only claim
                     freed = lease.member
                     if written is not None:  # the claim sees the member as just written
-                        members = tuple(written if m.id == freed else m for m in members)
+                        members = members.with_members([written])
 
             def held(member: int) -> bool:
                 r = rows[member]
@@ -1627,8 +1647,7 @@ class SQLStore(Store):
             if own is not None:
                 own.token, own.expires, own.holder, own.holder_text = token, expires, worker, holder
                 if view is not None:
-                    own.view, own.text = view, text
-                    st.snapshot = None
+                    st.replace_view(own, view, text)
         return Lease(run, best.id, token, worker, expires)
 
     def _claim_skip_locked(
@@ -1843,8 +1862,7 @@ class SQLStore(Store):
                 own = st.own(lease.member, version) if params else None
                 if own is not None:
                     if member is not None and text is not None:
-                        own.view, own.text = member, text
-                        st.snapshot = None
+                        st.replace_view(own, member, text)
                     if release:
                         own.holder = own.holder_text = own.expires = None
                 elif not params:
