@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import genepool as gp
+import genepool.asktell
 from genepool.decision import Continue, Exploit
 from tests._golden import _close, snapshot
 
@@ -49,16 +50,21 @@ class Climb(gp.Trainable):
         self.x = state["x"]
 
 
+def train_round(pbt: gp.AskTell, claim: gp.asktell.Claim) -> Any:
+    """The caller's training of one claim: from its checkpoint, until ready; the decision."""
+    with claim:
+        x = claim.checkpoint.load()["x"] if claim.checkpoint else 0.0
+        while not claim.ready:
+            x = climb(x, claim.hparams, claim.rng)
+            claim.report(score=x)
+        return pbt.tell(claim, state={"x": x})
+
+
 def train(pbt: gp.AskTell) -> list[Any]:
     """The caller's loop; the decisions it was told."""
     decisions = []
     while (claim := pbt.ask()) is not None:
-        with claim:
-            x = claim.checkpoint.load()["x"] if claim.checkpoint else 0.0
-            while not claim.ready:
-                x = climb(x, claim.hparams, claim.rng)
-                claim.report(score=x)
-            decisions.append(pbt.tell(claim, state={"x": x}))
+        decisions.append(train_round(pbt, claim))
     return decisions
 
 
@@ -198,14 +204,8 @@ def train_waiting(pbt: gp.AskTell) -> list[Any]:
     decisions = []
     while pbt.stop_reason is None:
         claim = pbt.ask(timeout=0.5)
-        if claim is None:
-            continue
-        with claim:
-            x = claim.checkpoint.load()["x"] if claim.checkpoint else 0.0
-            while not claim.ready:
-                x = climb(x, claim.hparams, claim.rng)
-                claim.report(score=x)
-            decisions.append(pbt.tell(claim, state={"x": x}))
+        if claim is not None:
+            decisions.append(train_round(pbt, claim))
     return decisions
 
 
