@@ -20,7 +20,7 @@ import pytest
 
 import genepool as gp
 from genepool.cli import main
-from genepool.store import WorkerInfo, _base
+from genepool.store import WorkerInfo, _leases
 from genepool.store.sql import SQLStore
 from tests.executors import _trainables as T
 
@@ -50,7 +50,7 @@ def dead_worker(*, driver_alive: bool) -> WorkerInfo:
         pid=exited_pid(),
         proc_start=1,
         driver_pid=here if driver_alive else exited_pid(),
-        driver_start=_base._process_start(here) if driver_alive else 1,
+        driver_start=_leases._process_start(here) if driver_alive else 1,
     )
 
 
@@ -101,7 +101,7 @@ def member(url: str, i: int = 0) -> gp.MemberView:
 def test_a_worker_records_its_driver() -> None:
     info = WorkerInfo.with_driver("w", started=0.0, driver=os.getppid())
     assert info.driver_pid == os.getppid()
-    assert info.driver_start == _base._process_start(os.getppid())
+    assert info.driver_start == _leases._process_start(os.getppid())
     assert WorkerInfo.with_driver("w", started=0.0, driver=None).driver_pid is None
 
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 import genepool as gp
-import genepool.checkpoints as ck
 from genepool._faults import abandoned
+from genepool.checkpoints import _files
 from genepool.store import WorkerInfo
-from genepool.store.sql import SQLStore
+from genepool.store.sql import SQLiteStore as SQLStore  # its sqlite3 connection: _dbapi
 from tests.executors import _trainables as M
 from tests.test_resume import READY, SPREAD, interrupt_at, log_of, run
 
@@ -130,14 +130,14 @@ def test_the_library_checkpoint_store_turns_a_full_disk_into_a_storage_fault(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     # the operating system's error from deep inside LocalCheckpoints, not a wrapper's
-    original = ck._write_file
+    original = _files.write_file
 
     def full(path: str, data: bytes, *, fsync: bool) -> None:
         if (tmp_path / "disk-full").exists() and "s8-" in path:
             raise OSError(errno.ENOSPC, "No space left on device")
         original(path, data, fsync=fsync)
 
-    monkeypatch.setattr(ck, "_write_file", full)
+    monkeypatch.setattr(_files, "write_file", full)
     (tmp_path / "disk-full").touch()
     with pytest.raises(gp.StorageFaultError, match=r"No space left on device.*free space"):
         run(tmp_path, initial=SPREAD)
@@ -212,13 +212,13 @@ def test_a_serial_run_waits_for_a_member_another_process_holds(tmp_path: Path):
 
 def test_fsync_from_run_and_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     flushed: list[str] = []
-    original = ck._fsync_dir
+    original = _files.fsync_dir
 
     def counted(path: str) -> None:
         flushed.append(path)
         original(path)
 
-    monkeypatch.setattr(ck, "_fsync_dir", counted)
+    monkeypatch.setattr(_files, "fsync_dir", counted)
     run(tmp_path, budget=gp.Budget(steps=4))
     assert flushed == []  # off by default
     run(tmp_path, db="synced.db", budget=gp.Budget(steps=4), fsync=True)
@@ -256,7 +256,7 @@ def test_the_command_reports_a_storage_fault_and_exits_75(
     def full(path: str, data: bytes, *, fsync: bool) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ck, "_write_file", full)
+    monkeypatch.setattr(_files, "write_file", full)
     url = f"sqlite:///{tmp_path / 'pbt.db'}"
     command = ["run", f"{script}:T", "--config", str(config), "--storage", url, "--quiet"]
     assert main(command) == 75

@@ -27,7 +27,7 @@ import genepool as gp
 from genepool import cli
 from genepool.checkpoints import LocalCheckpoints
 from genepool.member import Event, MemberView, Report
-from genepool.store import open_store, sql
+from genepool.store import _sqlschema, open_store
 from genepool.store.sql import SQLStore
 from tests.store.test_contract import postgres_url, sqlite_url
 
@@ -75,7 +75,7 @@ def _tables(path: Path) -> set[str]:
 
 def execute(url: str, statement: str, **params: Any) -> None:
     """Run SQL on a store's database outside the store (as an operator would)."""
-    engine = sa.create_engine(sql._sa_url(url), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(_sqlschema.sa_url(url), poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text(statement), params)
@@ -229,7 +229,7 @@ def test_reading_a_postgresql_schema_without_genepool_creates_no_table(request):
     with pytest.raises(gp.StorageError, match="no genepool schema") as info:
         gp.Result.open(url)
     assert "nothing was created" in str(info.value)
-    engine = sa.create_engine(sql._sa_url(url), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(_sqlschema.sa_url(url), poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
             assert sa.inspect(conn).get_table_names() == []

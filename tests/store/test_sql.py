@@ -27,8 +27,17 @@ import sqlalchemy as sa
 
 import genepool as gp
 from genepool.member import CheckpointRef, Event, MemberView, Report
-from genepool.store import MemoryStore, WorkerInfo, _sqlschema, open_store, sql
-from genepool.store.sql import SCHEMA_VERSION, SQLStore
+from genepool.store import (
+    MemoryStore,
+    WorkerInfo,
+    _codec,
+    _snapshots,
+    _sqlite_file,
+    _sqlschema,
+    open_store,
+    sql,
+)
+from genepool.store.sql import SCHEMA_VERSION, SQLiteStore, SQLStore
 from tests.store.test_contract import postgres_url, sqlite_url
 
 RUN = "run"
@@ -59,7 +68,7 @@ def open_sql(opened: list[SQLStore], url: str, **kwargs: Any) -> SQLStore:
 
 def execute(url: str, statement: str) -> list[tuple[Any, ...]]:
     """Run SQL on the store's database, outside the store (as an operator would)."""
-    engine = sa.create_engine(sql._sa_url(url), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(_sqlschema.sa_url(url), poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             result = conn.execute(sa.text(statement))
@@ -168,7 +177,7 @@ def test_a_database_written_before_identities_gets_one_when_opened_to_write(url,
 
 def test_an_empty_database_gets_every_table(url, opened):
     open_sql(opened, url)
-    engine = sa.create_engine(sql._sa_url(url), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(_sqlschema.sa_url(url), poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
             tables = set(sa.inspect(conn).get_table_names())
@@ -234,13 +243,13 @@ def test_the_snapshot_cache_follows_writes_of_another_instance(url, opened, monk
 
     # only rows changed since the cache are read again
     decoded: list[str] = []
-    original = sql._view_from_json
+    original = _codec.view_from_json
 
     def counting(text: str) -> MemberView:
         decoded.append(text)
         return original(text)
 
-    monkeypatch.setattr(sql, "_view_from_json", counting)
+    monkeypatch.setattr(_snapshots, "view_from_json", counting)
     a.population(RUN)
     assert decoded == []
     b.commit(held, member=dataclasses.replace(b.population(RUN)[0], step=9), release=True)
@@ -348,6 +357,7 @@ def test_numpy_values_are_stored_as_python_values(tmp_path, opened):
 
 def test_sqlite_runs_in_wal_with_immediate_write_transactions(tmp_path, opened):
     store = open_sql(opened, f"sqlite:///{tmp_path / 's.db'}")
+    assert isinstance(store, SQLiteStore)  # what SQLStore makes of a SQLite URL
     store.create_run(RUN, config={}, members=members(1))
     with store._require_engine().connect() as conn:  # a connection as the store makes them
         pragma = {
@@ -381,7 +391,7 @@ def test_a_database_on_a_network_filesystem_is_refused(tmp_path, monkeypatch):
         looked_up.append(path)
         return "nfs4"
 
-    monkeypatch.setattr(sql, "_mount_type", nfs)
+    monkeypatch.setattr(_sqlite_file, "mount_type", nfs)
     with pytest.raises(gp.StorageError, match=r"network filesystem \(nfs4\).*WAL.*PostgreSQL"):
         SQLStore(f"sqlite:///{tmp_path / 'shared.db'}")
     assert looked_up == [str(tmp_path)]
@@ -398,7 +408,7 @@ def test_mount_type_reads_the_longest_matching_mount(tmp_path):
         "tmpfs /mnt/share/local tmpfs rw 0 0\n"
     )
     found = {
-        p: sql._mount_type(p, mounts=str(mounts))
+        p: _sqlite_file.mount_type(p, mounts=str(mounts))
         for p in [
             "/mnt/share/a/b",
             "/mnt/sharefoo",
@@ -415,7 +425,7 @@ def test_mount_type_reads_the_longest_matching_mount(tmp_path):
         "/mnt/share/local/x": "tmpfs",
     }
     assert {"nfs4", "cifs", "fuse.sshfs", "9p"} <= sql.NETWORK_FILESYSTEMS
-    assert sql._mount_type("/x", mounts=str(tmp_path / "missing")) is None
+    assert _sqlite_file.mount_type("/x", mounts=str(tmp_path / "missing")) is None
 
 
 def test_a_missing_directory_is_a_clear_error(tmp_path):
@@ -442,8 +452,8 @@ def test_open_store(tmp_path, opened):
 
 def test_postgresql_urls_mean_psycopg_3():
     for url in ["postgresql://u@h/db", "postgres://u@h/db", "postgresql+psycopg://u@h/db"]:
-        assert sql._sa_url(url).drivername == "postgresql+psycopg"
-    assert sql._sa_url("postgresql://u:secret@h:5433/db?options=x").port == 5433
+        assert _sqlschema.sa_url(url).drivername == "postgresql+psycopg"
+    assert _sqlschema.sa_url("postgresql://u:secret@h:5433/db?options=x").port == 5433
 
 
 def test_a_missing_psycopg_names_the_extra(monkeypatch):
@@ -557,7 +567,7 @@ def test_writers_queue_behind_the_lock_beside_the_database(tmp_path, opened, mon
         assert done[0] >= released
         # a turn held past the busy timeout (a stopped process) holds nobody for longer:
         # the writer goes on to SQLite's own lock
-        monkeypatch.setattr(sql, "_BUSY_SECONDS", 0.2)
+        monkeypatch.setattr(_sqlite_file, "BUSY_SECONDS", 0.2)
         fcntl.flock(fd, fcntl.LOCK_EX)
         began = time.monotonic()
         assert store.claim(RUN, W2, lease_seconds=60.0) is not None
@@ -571,7 +581,7 @@ def test_writers_queue_behind_the_lock_beside_the_database(tmp_path, opened, mon
 
 
 def test_the_repr_hides_the_password():
-    store = SQLStore.__new__(SQLStore)
+    store = SQLStore.__new__(SQLStore, "postgresql://user:secret@host/db")  # not opened
     store.url = "postgresql://user:secret@host/db"
     assert "secret" not in repr(store)
 

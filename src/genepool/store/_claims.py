@@ -1,4 +1,5 @@
-"""Which member a claim takes: the rule every backend shares (see :mod:`genepool.store._base`).
+"""Claims: which member a claim takes, and what taking it over does to it; the rules every
+backend shares (see :mod:`genepool.store._base` for the contract).
 
 The active members are kept in claim order (:class:`ClaimQueue`), derived once per
 snapshot and updated as members change (:meth:`genepool.member.Population.with_members`),
@@ -9,13 +10,15 @@ take, instead of reading every member of the population at every claim.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from genepool.member import ACTIVE, MemberView, Population
+from genepool.store._leases import WorkerInfo, counts_crash
 
-__all__ = ["ClaimQueue", "claim_order", "pick_claim"]
+__all__ = ["ClaimQueue", "claim_order", "counts_a_crash", "pick_claim", "with_crash"]
 
 ClaimKey = tuple[float, int, int]
 
@@ -77,3 +80,16 @@ def pick_claim(
         if not held(member_id):
             return view
     return None
+
+
+def counts_a_crash(left: WorkerInfo | None) -> bool:
+    """Whether a claim that takes over a lease counts a crash against its member: the lease
+    was never released (its holder ``left`` died or hung; ``None``: it was released), and
+    its holder did not die with the run's driver
+    (:func:`~genepool.store._leases.counts_crash`)."""
+    return left is not None and counts_crash(left)
+
+
+def with_crash(member: MemberView) -> MemberView:
+    """The member with one crash more (see :func:`counts_a_crash`)."""
+    return dataclasses.replace(member, crashes=member.crashes + 1)

@@ -1,15 +1,16 @@
-"""The SQL store's schema and statements, in SQLAlchemy Core (see :mod:`genepool.store.sql`).
+"""The SQL store's schema in SQLAlchemy Core, and opening a database: its URL, its engine,
+and creating, upgrading or refusing its schema (see :mod:`genepool.store.sql`).
 
 Apart so that a process handed a SQLite store by its driver, with the statements compiled
-already, never imports SQLAlchemy (a third of a second of a worker's start).
+already (:mod:`genepool.store._statements`), never imports SQLAlchemy (a third of a second
+of a worker's start).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,25 +26,36 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    bindparam,
     select,
 )
-from sqlalchemy.dialects import sqlite as _sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError
 
 from genepool._errors import StorageError, invalid
 from genepool._redact import redact_url
-from genepool.member import ACTIVE
-from genepool.store.sql import (
-    SCHEMA_VERSION,
-    URL_MUST,
-    Compiled,
-    sqlite_connect_args,
-    sqlite_pragmas,
-)
+from genepool.store._sqlite_file import sqlite_connect_args, sqlite_pragmas
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "URL_MUST",
+    "check_readable",
+    "postgresql_engine",
+    "sa_url",
+    "setup",
+    "setup_postgresql",
+    "sqlite_connect",
+    "sqlite_engine",
+    "stored_identity",
+]
 
 log = logging.getLogger("genepool.store")
+
+#: The version of the database layout this genepool writes. An older database is upgraded
+#: when opened; a newer one is refused.
+SCHEMA_VERSION = 2
+
+#: What a SQL store's URL must be (in the error for one that is not).
+URL_MUST = "a 'sqlite:///path' or 'postgresql://user@host/database' URL"
 
 _SCHEMA_LOCK = 0x67656E65706F6F6C  # "genepool": PostgreSQL advisory lock while setting up
 
@@ -147,162 +159,8 @@ def _upgrade_1_to_2(conn: Connection) -> None:
 #: that opens it.
 _UPGRADES: dict[int, Callable[[Connection], None]] = {0: _upgrade_0_to_1, 1: _upgrade_1_to_2}
 
-# -- statements (built once, compiled once) ----------------------------------------------
-#
-# ``genepool.store.sql`` names them (``_Q("_S_RUN")``) and builds them on first use.
-
-_runs, _members, _reports, _events = runs_table, members_table, reports_table, events_table
-_pins, _collected = pins_table, collected_table
-_M = _members.c
-
-_S_IDENTITY = select(meta_table.c.value).where(meta_table.c.key == "identity")
-_S_RUN = select(_runs.c.id, _runs.c.config).where(_runs.c.name == bindparam("name"))
-_S_RUN_NAMES = select(_runs.c.name).order_by(_runs.c.id)
-_ROW_COLUMNS = (_M.id, _M.version, _M.view, _M.token, _M.expires, _M.holder)
-_S_ROWS_ALL = select(*_ROW_COLUMNS).where(_M.run_id == bindparam("r")).order_by(_M.id)
-_S_ROWS_NEW = select(*_ROW_COLUMNS).where(_M.run_id == bindparam("r"), _M.version > bindparam("v"))
-_S_VERSION = select(_runs.c.version).where(_runs.c.id == bindparam("r"))
-_U_BUMP = sa.update(_runs).where(_runs.c.id == bindparam("r")).values(version=_runs.c.version + 1)
-_U_BUMP_RETURNING = _U_BUMP.returning(_runs.c.version)
-_S_LOCK_RUN = select(_runs.c.id).where(_runs.c.id == bindparam("r")).with_for_update()
-#: The member's row; the SET clause comes from the execution's parameters.
-_U_MEMBER = sa.update(_members).where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
-_I_MEMBERS = sa.insert(_members)
-_I_RUN = sa.insert(_runs)
-_I_REPORTS = sa.insert(_reports)
-_I_EVENTS = sa.insert(_events)
-_I_PIN = sa.insert(_pins)
-_D_PIN = sa.delete(_pins).where(_pins.c.run_id == bindparam("r"), _pins.c.member == bindparam("m"))
-_S_COLLECTED = select(_collected.c.checkpoint).where(
-    _collected.c.run_id == bindparam("r"), _collected.c.checkpoint == bindparam("c")
-)
-_S_USED = sa.union(
-    select(_M.checkpoint).where(
-        _M.run_id == bindparam("r"), _M.checkpoint.in_(bindparam("c", expanding=True))
-    ),
-    select(_pins.c.checkpoint).where(
-        _pins.c.run_id == bindparam("r"), _pins.c.checkpoint.in_(bindparam("c", expanding=True))
-    ),
-)
-_S_USED_ONE = sa.union_all(
-    select(_M.id).where(_M.run_id == bindparam("r"), _M.checkpoint == bindparam("c")),
-    select(_pins.c.member).where(
-        _pins.c.run_id == bindparam("r"), _pins.c.checkpoint == bindparam("c")
-    ),
-).limit(1)
-_S_LEASE = select(_M.token, _M.holder).where(
-    _M.run_id == bindparam("b_run"), _M.id == bindparam("b_id")
-)
-_S_REPORTS = (  # with the row's seq, which names it in an error
-    select(
-        _reports.c.seq,
-        _reports.c.member,
-        _reports.c.step,
-        _reports.c.time,
-        _reports.c.score,
-        _reports.c.metrics,
-    )
-    .where(_reports.c.run_id == bindparam("r"))
-    .order_by(_reports.c.seq)
-)
-_S_EVENTS = (
-    select(
-        _events.c.seq,
-        _events.c.kind,
-        _events.c.member,
-        _events.c.step,
-        _events.c.data,
-        _events.c.time,
-    )
-    .where(_events.c.run_id == bindparam("r"))
-    .order_by(_events.c.seq)
-)
-# PostgreSQL only
-_DB_NOW = sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), Double)
-_S_CLAIM_ROWS = select(
-    _M.id, _M.ready_count, _M.step, _M.pending, _M.token, _M.expires, _M.holder, _DB_NOW
-).where(_M.run_id == bindparam("r"), _M.status == ACTIVE)
-_S_HELD = select(_M.id, _M.expires, _M.holder).where(
-    _M.run_id == bindparam("r"), _M.holder.is_not(None)
-)
-_S_CLAIM_LOCK = (
-    select(_M.status, _M.ready_count, _M.step, _M.pending, _M.token, _M.expires, _M.holder, _M.view)
-    .where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
-    .with_for_update(skip_locked=True)
-)
-_S_COMMIT_LOCK = (
-    select(_M.token, _M.holder, _M.status, _M.checkpoint)
-    .where(_M.run_id == bindparam("b_run"), _M.id == bindparam("b_id"))
-    .with_for_update()
-)
-_RENEW_WHERE = (
-    _M.run_id == bindparam("b_run"),
-    _M.id == bindparam("b_id"),
-    _M.token == bindparam("b_token"),
-    _M.holder.is_not(None),
-)
-_U_RENEW_DB_CLOCK = (
-    sa.update(_members)
-    .where(*_RENEW_WHERE)
-    .values(expires=_DB_NOW + bindparam("secs", type_=Double))
-    .returning(_M.expires)
-)
-_U_RENEW_GIVEN = (
-    sa.update(_members)
-    .where(*_RENEW_WHERE)
-    .values(expires=bindparam("exp", type_=Double))
-    .returning(_M.expires)
-)
-
-#: ``INSERT ... ON CONFLICT DO NOTHING`` into the collected checkpoints, per dialect.
-_I_COLLECTED_SQLITE = _sqlite.insert(_collected).on_conflict_do_nothing()
-
-
-def _i_collected_postgresql() -> Any:
-    from sqlalchemy.dialects import postgresql  # a SQLite process need not load it
-
-    return postgresql.insert(_collected).on_conflict_do_nothing()
-
-
-def statement(name: str) -> Any:
-    """The Core statement of this module called ``name`` (built on first use)."""
-    if name == "_I_COLLECTED_POSTGRESQL":
-        found = _BUILT.get(name)
-        if found is None:
-            found = _BUILT[name] = _i_collected_postgresql()
-        return found
-    return globals()[name]
-
-
-_BUILT: dict[str, Any] = {}
-
-
-def compile_sqlite(name: str, columns: Sequence[str] | None, dialect: Any = None) -> Compiled:
-    """A statement's SQL for SQLite, the order of its parameters and their fixed values:
-    for an INSERT or UPDATE, with ``columns`` (the parameter names given) set. ``dialect``
-    is the connected engine's, if there is one."""
-    if dialect is None:
-        dialect = _sqlite_dialect()
-    stmt = statement(name)
-    if columns is not None and isinstance(stmt, (sa.Insert, sa.Update)):
-        cols = [k for k in columns if k in stmt.table.c]
-        compiled = stmt.compile(dialect=dialect, column_keys=cols)
-    else:
-        compiled = stmt.compile(dialect=dialect)
-    order = tuple(getattr(compiled, "positiontup", None) or ())
-    # the values the statement fixes itself; a parameter the caller must give is left out
-    # (its placeholder, a SQLAlchemy symbol, must not travel to a process without it)
-    fixed = {k: v for k, v in compiled.params.items() if type(v) in _PLAIN}
-    return str(compiled), order, fixed
-
-
-_PLAIN = (int, float, str, bytes, bool, type(None))
-
-
-@functools.cache
-def _sqlite_dialect() -> Any:
-    """SQLite's dialect as an engine for sqlite3 has it (never connected)."""
-    return sa.create_engine("sqlite://", poolclass=sa.pool.NullPool).dialect
+#: The database's identity (a query).
+IDENTITY = select(meta_table.c.value).where(meta_table.c.key == "identity")
 
 
 # -- URLs and engines --------------------------------------------------------------------
@@ -420,7 +278,7 @@ def stored_identity(conn: Connection) -> str | None:
     2, not yet upgraded)."""
     if not sa.inspect(conn).has_table(meta_table.name):
         return None
-    found = conn.execute(_S_IDENTITY).scalar()
+    found = conn.execute(IDENTITY).scalar()
     return None if found is None else str(found)
 
 

@@ -9,20 +9,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from genepool._errors import CollectedPinError, StaleLeaseError, StorageError
+from genepool._errors import StorageError
 from genepool.clock import Clock, SystemClock
-from genepool.member import ACTIVE, Event, MemberView, Mode, Population, Report
-from genepool.store._base import (
-    History,
-    Lease,
-    Store,
-    WorkerInfo,
-    counts_crash,
-    holder_dead,
-    pick_claim,
-    revive_ids,
-    revived,
-)
+from genepool.member import Event, MemberView, Mode, Population, Report
+from genepool.store._base import History, Store, revive_ids, revived
+from genepool.store._claims import counts_a_crash, pick_claim, with_crash
+from genepool.store._commits import check_commit, releases_pin
+from genepool.store._leases import Lease, WorkerInfo, check_lease, holds
 
 __all__ = ["MemoryStore"]
 
@@ -60,6 +53,16 @@ class _Run:
             holders.discard(member)
             if not holders:
                 del self.pins[held]
+
+
+def _holds(lease: Lease | None, now: float) -> bool:
+    """Whether ``lease`` (``None``: none) holds its member at ``now``."""
+    return lease is not None and holds(holder=lease.worker, expires=lease.expires, now=now)
+
+
+def _token(lease: Lease | None) -> int | None:
+    """The token of the member's current lease; ``None`` when nobody holds it."""
+    return None if lease is None else lease.token
 
 
 def _named(view: MemberView) -> list[str]:
@@ -131,9 +134,7 @@ class MemoryStore(Store):
         with self._lock:
             now = self._clock.now()
             return frozenset(
-                m
-                for m, lease in enumerate(self._run(run).leases)
-                if lease is not None and lease.expires > now and not holder_dead(lease.worker)
+                m for m, lease in enumerate(self._run(run).leases) if _holds(lease, now)
             )
 
     def claim(
@@ -143,17 +144,12 @@ class MemoryStore(Store):
             r = self._run(run)
             now = self._clock.now()
             leases = r.leases
-
-            def held(member: int) -> bool:
-                lease = leases[member]
-                return lease is not None and lease.expires > now and not holder_dead(lease.worker)
-
-            best = pick_claim(r.snapshot, held, max_ahead)
+            best = pick_claim(r.snapshot, lambda member: _holds(leases[member], now), max_ahead)
             if best is None:
                 return None
             left = leases[best.id]  # never released: its holder died or hung
-            if left is not None and counts_crash(left.worker):
-                best = dataclasses.replace(best, crashes=best.crashes + 1)
+            if counts_a_crash(None if left is None else left.worker):
+                best = with_crash(best)
                 self._write(r, best)
             r.tokens[best.id] += 1
             lease = Lease(run, best.id, r.tokens[best.id], worker, now + lease_seconds)
@@ -166,19 +162,10 @@ class MemoryStore(Store):
         r.members[member.id] = member
         r.snapshot = r.snapshot.with_members([member])
 
-    def _check(self, r: _Run, lease: Lease) -> None:
-        current = r.leases[lease.member]
-        if current is None or current.token != lease.token:
-            raise StaleLeaseError(
-                f"member {lease.member}: lease token {lease.token} is no longer current "
-                f"(held now: {current.token if current else 'nobody'}); this worker must stop "
-                "writing for it"
-            )
-
     def renew(self, lease: Lease, *, lease_seconds: float) -> Lease:
         with self._lock:
             r = self._run(lease.run)
-            self._check(r, lease)
+            check_lease(lease, current=_token(r.leases[lease.member]))
             new = dataclasses.replace(lease, expires=self._clock.now() + lease_seconds)
             r.leases[lease.member] = new
             return new
@@ -195,23 +182,18 @@ class MemoryStore(Store):
     ) -> Population:
         with self._lock:
             r = self._run(lease.run)
-            self._check(r, lease)
             old = r.members[lease.member]
-            if member is not None:
-                if member.id != lease.member:
-                    raise StorageError(f"lease for member {lease.member} cannot write {member.id}")
-                if old.status != ACTIVE:
-                    raise StorageError(f"member {old.id} is {old.status} and cannot change")
-            if pin is not None and pin in r.collected:
-                raise CollectedPinError(f"checkpoint {pin} was collected and cannot be pinned")
-            # all checks passed: apply
-            own_new = (
-                member is not None
-                and member.checkpoint is not None
-                and member.checkpoint.member == member.id
-                and (old.checkpoint is None or member.checkpoint.id != old.checkpoint.id)
+            check_commit(
+                lease,
+                current=_token(r.leases[lease.member]),
+                status=old.status,
+                member=member,
+                pin=pin,
+                collected=r.collected.__contains__,
             )
-            if pin is not None or own_new:  # a member holds one pin at most
+            # all checks passed: apply
+            checkpoint = None if old.checkpoint is None else old.checkpoint.id
+            if releases_pin(member=member, checkpoint=checkpoint, pin=pin):
                 r.unpin(lease.member)
             if pin is not None:
                 r.pins.setdefault(pin, set()).add(lease.member)

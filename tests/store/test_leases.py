@@ -1,4 +1,4 @@
-"""Lease holders known dead (``genepool.store._base.holder_dead``)."""
+"""Lease holders known dead (``genepool.store._leases.holder_dead``)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import warnings
 
 import pytest
 
-from genepool.store import WorkerInfo, _base
+import genepool as gp
+from genepool.store import WorkerInfo, _leases
 
 
 @pytest.fixture(autouse=True)
 def _forget_seen_holders():
-    _base._seen_alive.clear()
+    _leases._seen_alive.clear()
     yield
-    _base._seen_alive.clear()
+    _leases._seen_alive.clear()
 
 
 def exited_pid() -> int:
@@ -26,41 +27,41 @@ def exited_pid() -> int:
 
 
 def test_a_running_holder_is_alive():
-    assert not _base.holder_dead(WorkerInfo(name="me"))
+    assert not _leases.holder_dead(WorkerInfo(name="me"))
 
 
 def test_a_holder_whose_process_is_gone_is_dead():
-    assert _base.holder_dead(WorkerInfo(name="gone", pid=exited_pid(), proc_start=1))
+    assert _leases.holder_dead(WorkerInfo(name="gone", pid=exited_pid(), proc_start=1))
 
 
 def test_a_holder_on_another_host_is_never_known_dead():
     holder = WorkerInfo(name="far", host="elsewhere.invalid", pid=exited_pid(), proc_start=1)
-    assert not _base.holder_dead(holder)
+    assert not _leases.holder_dead(holder)
 
 
 def test_a_reused_pid_is_dead_at_once_even_just_after_its_holder_was_seen_alive():
     me = WorkerInfo(name="me")
     assert me.proc_start is not None
-    assert not _base.holder_dead(me)  # seen alive, and remembered
+    assert not _leases.holder_dead(me)  # seen alive, and remembered
     impostor = WorkerInfo(name="old", pid=os.getpid(), proc_start=me.proc_start - 1)
-    assert _base.holder_dead(impostor)
+    assert _leases.holder_dead(impostor)
 
 
 def test_a_holder_seen_alive_is_not_read_from_proc_again_for_a_while(monkeypatch):
     reads: list[int] = []
-    real = _base._process_start
+    real = _leases._process_start
 
     def counting(pid: int) -> int | None:
         reads.append(pid)
         return real(pid)
 
-    monkeypatch.setattr(_base, "_process_start", counting)
+    monkeypatch.setattr(_leases, "_process_start", counting)
     me = WorkerInfo(name="me", proc_start=real(os.getpid()))
     for _ in range(5):
-        assert not _base.holder_dead(me)
+        assert not _leases.holder_dead(me)
     assert reads == [os.getpid()]
-    monkeypatch.setattr(_base, "ALIVE_RECHECK_SECONDS", 0.0)
-    assert not _base.holder_dead(me)
+    monkeypatch.setattr(_leases, "ALIVE_RECHECK_SECONDS", 0.0)
+    assert not _leases.holder_dead(me)
     assert reads == [os.getpid()] * 2
 
 
@@ -89,8 +90,10 @@ def test_a_worker_records_this_boot_and_pid_namespace():
 
 @linux_only
 def test_a_dead_holder_in_this_boot_and_pid_namespace_is_dead_at_once():
-    holder = WorkerInfo(name="gone", pid=exited_pid(), proc_start=1, machine=_base._this_machine())
-    assert _base.holder_dead(holder)
+    holder = WorkerInfo(
+        name="gone", pid=exited_pid(), proc_start=1, machine=_leases._this_machine()
+    )
+    assert _leases.holder_dead(holder)
 
 
 @linux_only
@@ -99,8 +102,8 @@ def test_a_dead_pid_on_another_machine_with_this_host_name_is_not_known_dead():
     holder = WorkerInfo(
         name="twin", pid=exited_pid(), proc_start=1, machine=f"{OTHER_BOOT}/{namespace}"
     )
-    assert holder.host == _base._hostname()
-    assert not _base.holder_dead(holder)
+    assert holder.host == _leases._hostname()
+    assert not _leases.holder_dead(holder)
 
 
 @linux_only
@@ -108,27 +111,29 @@ def test_a_dead_pid_in_another_pid_namespace_is_not_known_dead():
     holder = WorkerInfo(
         name="container", pid=exited_pid(), proc_start=1, machine=f"{this_boot_id()}/pid:[1]"
     )
-    assert holder.machine != _base._this_machine()
-    assert not _base.holder_dead(holder)
+    assert holder.machine != _leases._this_machine()
+    assert not _leases.holder_dead(holder)
 
 
 def test_a_holder_on_an_unknown_machine_is_not_known_dead():
-    assert not _base.holder_dead(WorkerInfo(name="old", pid=exited_pid(), proc_start=1, machine=""))
+    assert not _leases.holder_dead(
+        WorkerInfo(name="old", pid=exited_pid(), proc_start=1, machine="")
+    )
 
 
 def test_where_the_machine_cannot_be_read_no_holder_is_known_dead(monkeypatch):
     def unreadable(path: str) -> str:
         raise OSError(f"{path}: no such file")
 
-    _base._this_machine.cache_clear()
+    _leases._this_machine.cache_clear()
     monkeypatch.setattr(os, "readlink", unreadable)
     try:
-        assert _base._this_machine() == ""
+        assert _leases._this_machine() == ""
         gone = WorkerInfo(name="gone", pid=exited_pid(), proc_start=1)
         assert gone.machine == ""
-        assert not _base.holder_dead(gone)
+        assert not _leases.holder_dead(gone)
     finally:
-        _base._this_machine.cache_clear()
+        _leases._this_machine.cache_clear()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -136,7 +141,7 @@ def test_a_forked_child_reads_its_own_machine():
     def unread(path: str) -> str:
         return "unread"
 
-    assert _base._this_machine() != "unread"  # cached in this process
+    assert _leases._this_machine() != "unread"  # cached in this process
     read, write = os.pipe()
     with warnings.catch_warnings():  # Python 3.12 warns of a fork beside threads
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -144,7 +149,7 @@ def test_a_forked_child_reads_its_own_machine():
     if pid == 0:  # the child: its cache was cleared, so it reads the (patched) files again
         try:
             os.readlink = unread  # type: ignore[assignment]
-            os.write(write, _base._this_machine().encode())
+            os.write(write, _leases._this_machine().encode())
         finally:
             os._exit(0)
     os.close(write)
@@ -157,14 +162,14 @@ def test_a_forked_child_reads_its_own_machine():
 
 
 def test_an_old_five_field_holder_reads_back_with_its_machine_unknown():
-    from genepool.store import sql
+    from genepool.store import _codec
 
-    holder = sql._holder_from_json('["w", "host", 12, 3.5, 77]')
+    holder = _codec.holder_from_json('["w", "host", 12, 3.5, 77]')
     assert holder == WorkerInfo(
         name="w", host="host", pid=12, started=3.5, proc_start=77, machine=""
     )
     new = WorkerInfo(name="w", pid=12, started=3.5, proc_start=77, machine="boot/pid:[9]")
-    assert sql._holder_from_json(sql._holder_json(new)) == new
+    assert _codec.holder_from_json(_codec.holder_json(new)) == new
 
 
 @pytest.mark.parametrize(
@@ -172,10 +177,10 @@ def test_an_old_five_field_holder_reads_back_with_its_machine_unknown():
     ['["w", "host", 12, 3.5, 77, 5]', '["w", "host", 12, 3.5, 77, "m", 1]', '["w", "host"]'],
 )
 def test_a_holder_of_the_wrong_shape_is_corrupt(text):
-    from genepool.store import sql
+    from genepool.store import _codec
 
-    with pytest.raises(sql._Corrupt):
-        sql._holder_from_json(text)
+    with pytest.raises(_codec.Corrupt):
+        _codec.holder_from_json(text)
 
 
 def test_an_old_holder_row_with_a_dead_pid_on_this_host_waits_for_its_lease(tmp_path):
@@ -192,7 +197,7 @@ def test_an_old_holder_row_with_a_dead_pid_on_this_host_waits_for_its_lease(tmp_
     store.create_run("run", config={}, members=[MemberView(id=0, hparams={"lr": 0.1})])
     assert store.claim("run", WorkerInfo(name="w"), lease_seconds=10.0) is not None
     store.close()
-    old = f'["old", "{_base._hostname()}", {exited_pid()}, 0.0, 1]'
+    old = f'["old", "{_leases._hostname()}", {exited_pid()}, 0.0, 1]'
     with sqlite3.connect(tmp_path / "store.db") as db:
         assert db.execute("UPDATE genepool_members SET holder = ?", (old,)).rowcount == 1
     db.close()
@@ -204,3 +209,7 @@ def test_an_old_holder_row_with_a_dead_pid_on_this_host_waits_for_its_lease(tmp_
         assert store.population("run").members[0].crashes == 1
     finally:
         store.close()
+
+
+def test_stale_lease_error_is_a_storage_error():
+    assert issubclass(gp.StaleLeaseError, gp.StorageError)
