@@ -1,5 +1,5 @@
-"""The checkpoint payload format (genepool._codec): exact round trips, and no code run when
-read, whatever the bytes."""
+"""The checkpoint payload format (genepool.checkpoints._codec): exact round trips, and no
+code run when read, whatever the bytes."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import genepool as gp
-from genepool._codec import FORMAT_VERSION, MAGIC, decode, encode
+from genepool.checkpoints._codec import FORMAT_VERSION, MAGIC, decode, encode
 
 torch = pytest.importorskip("torch")
 

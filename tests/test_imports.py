@@ -15,7 +15,7 @@ DRIVER_SIDE = (
     "genepool._replay",
     "genepool.result",
     "genepool.analysis",
-    "genepool._fsspec_checkpoints",
+    "genepool.checkpoints.fsspec",
     "genepool.executors.ray",
     "sqlalchemy",
 )
@@ -48,7 +48,7 @@ def test_the_driver_side_is_loaded_on_first_use():
     for name in ("run", "load_best", "replay", "ReplayResult", "Result", "MemberResult"):
         assert callable(getattr(gp, name)) or isinstance(getattr(gp, name), type)
     assert gp.RayExecutor.__module__ == "genepool.executors.ray"
-    assert gp.FsspecCheckpoints.__module__ == "genepool._fsspec_checkpoints"
+    assert gp.FsspecCheckpoints.__module__ == "genepool.checkpoints.fsspec"
     assert {"run", "replay", "RayExecutor"} <= set(dir(gp))
     assert set(gp.__all__) <= set(dir(gp))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):

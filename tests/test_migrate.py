@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import genepool as gp
-from genepool._codec import MAGIC
 from genepool._migrate import migrate
+from genepool.checkpoints._codec import MAGIC
 from genepool.cli import main
 from tests.test_trust_checkpoints import LEGACY, Climb, Gadget, checkpoint_dirs, plant, run_climb
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,11 @@ import genepool as gp
 from genepool.checkpoints import (
     MANIFEST_FORMAT,
     OWNER_FILE,
-    CheckpointStore,
     LocalCheckpoints,
     MemoryCheckpoints,
-    Owner,
 )
 from genepool.store.sql import SQLStore
+from tests.checkpoints.contract import A
 
 DATA = Path(__file__).parent / "data" / "manifest-v1"
 
@@ -274,101 +273,7 @@ def test_a_folder_written_before_markers_that_nothing_refers_to_is_left_untouche
     assert result_old.best.checkpoint in remaining
 
 
-# -- the checkpoint stores' ownership ------------------------------------------------------
-
-
-def _memory(tmp_path: Path) -> CheckpointStore:
-    return MemoryCheckpoints()
-
-
-def _local(tmp_path: Path) -> CheckpointStore:
-    return LocalCheckpoints(tmp_path / "ckpt")
-
-
-def _fsspec_file(tmp_path: Path) -> CheckpointStore:
-    pytest.importorskip("fsspec")
-    from genepool._fsspec_checkpoints import FsspecCheckpoints
-
-    return FsspecCheckpoints(f"file://{tmp_path / 'ckpt'}")
-
-
-def _fsspec_memory(tmp_path: Path) -> CheckpointStore:
-    pytest.importorskip("fsspec")
-    from genepool._fsspec_checkpoints import FsspecCheckpoints
-
-    return FsspecCheckpoints(f"memory://genepool-owner-{tmp_path.name}")
-
-
-STORES: dict[str, Callable[[Path], CheckpointStore]] = {
-    "memory": _memory,
-    "local": _local,
-    "fsspec-file": _fsspec_file,
-    "fsspec-memory": _fsspec_memory,
-}
-A = Owner("a" * 32, "SQLStore('sqlite:///a.db')")
-B = Owner("b" * 32, "SQLStore('sqlite:///b.db')")
-
-
-@pytest.fixture(params=list(STORES.values()), ids=list(STORES))
-def checkpoints(request: pytest.FixtureRequest, tmp_path: Path) -> CheckpointStore:
-    return request.param(tmp_path)  # type: ignore[no-any-return]
-
-
-def test_a_folder_is_owned_once_and_refused_to_another_datastore(checkpoints):
-    assert checkpoints.owner("run") is None
-    checkpoints.own("run", A)
-    assert checkpoints.owner("run") == A
-    checkpoints.own("run", A)  # again: it is A's already
-    with pytest.raises(gp.StorageError) as info:
-        checkpoints.own("run", B)
-    message = str(info.value)
-    assert A.shown in message
-    assert B.shown in message
-    assert A.store in message
-    assert B.store in message
-    assert "Fix:" in message
-    assert checkpoints.owner("run") == A
-    checkpoints.own("other", B)  # another run's folder is another folder
-    assert checkpoints.owner("other") == B
-
-
-def test_a_bound_run_writes_its_datastore_into_each_manifest(checkpoints):
-    unbound = checkpoints.put("run", 0, 1, b"x")
-    checkpoints.own("run", A)
-    bound = checkpoints.put("run", 0, 2, b"y")
-    assert checkpoints.manifest(unbound)["store"] is None
-    assert checkpoints.manifest(bound)["store"] == A.store
-    assert checkpoints.put("other", 0, 1, b"z")  # another run: not bound
-    assert checkpoints.manifest(checkpoints.ids("other")[0])["store"] is None
-
-
-def test_owned_by_keeps_only_the_datastores_checkpoints(checkpoints):
-    unowned = checkpoints.put("run", 0, 1, b"before any owner")
-    checkpoints.own("run", A, referenced=[unowned])  # adopted: A's members refer to it
-    ours = checkpoints.put("run", 0, 2, b"a's")
-    assert checkpoints.owned_by(A.store, [unowned, ours]) == [unowned, ours]
-    assert checkpoints.owned_by(B.store, [unowned, ours]) == []
-
-
-def test_the_marker_is_no_checkpoint_and_no_leftover(checkpoints):
-    checkpoints.own("run", A)
-    kept = checkpoints.put("run", 0, 1, b"x")
-    assert checkpoints.ids() == [kept]
-    assert checkpoints.ids("run") == [kept]
-    checkpoints.sweep(grace_seconds=0.0)
-    checkpoints.sweep(run="run", grace_seconds=0.0, owner=A.store)
-    assert checkpoints.owner("run") == A
-    assert checkpoints.ids("run") == [kept]
-
-
-def test_an_unmarked_folder_of_unreferenced_old_checkpoints_stays_unmarked(checkpoints, caplog):
-    old = checkpoints.put("run", 0, 1, b"an old run's")
-    with caplog.at_level(logging.WARNING, logger="genepool.checkpoints"):
-        checkpoints.own("run", A, referenced=["run/m0/s9-" + "0" * 32])
-    assert "left untouched" in caplog.text
-    assert checkpoints.owner("run") is None
-    mine = checkpoints.put("run", 0, 2, b"a's")  # A's run goes on, writing its own
-    assert checkpoints.owned_by(A.store, [old, mine]) == [mine]
+# -- the checkpoint stores' ownership: tests/checkpoints/contract.py, on every backend --------
 
 
 def test_a_damaged_marker_is_refused_naming_it(tmp_path):

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import genepool as gp
-from genepool._codec import decode
 from genepool._collect import Collector
 from genepool.checkpoints import LocalCheckpoints
+from genepool.checkpoints._codec import decode
 from tests.executors import _trainables as M
 from tests.test_resume import checkpoint_dirs
 

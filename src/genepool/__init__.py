@@ -54,10 +54,10 @@ from genepool.trainable import Member, Trainable
 from genepool.version import __version__
 
 if TYPE_CHECKING:
-    from genepool._fsspec_checkpoints import FsspecCheckpoints
     from genepool._replay import ReplayResult, replay
     from genepool._run import load_best, run
     from genepool.asktell import AskTell
+    from genepool.checkpoints.fsspec import FsspecCheckpoints
     from genepool.executors import Executor, ProcessExecutor, RayExecutor, SerialExecutor
     from genepool.result import MemberResult, Result
 
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 #: worker loop, need not load the driver's side (run, replay, results, executors).
 _LAZY = {
     "AskTell": "genepool.asktell",
-    "FsspecCheckpoints": "genepool._fsspec_checkpoints",
+    "FsspecCheckpoints": "genepool.checkpoints.fsspec",
     "ReplayResult": "genepool._replay",
     "replay": "genepool._replay",
     "load_best": "genepool._run",

@@ -3,8 +3,8 @@
 Checkpoints written before genepool had a safe format are pickles, which only trusting
 code reads (reading one can run code). Migrating reads each of them once, under the
 user's word that the storage is trusted, and rewrites its payload in the format that
-runs nothing when read (:mod:`genepool._codec`). The checkpoint keeps its id and manifest
-fields, so the store's references (members, pins, exploits) stay as they are.
+runs nothing when read (:mod:`genepool.checkpoints._codec`). The checkpoint keeps its id
+and manifest fields, so the store's references (members, pins, exploits) stay as they are.
 
 Run it while no run uses the checkpoints: a reader that read a manifest just before its
 payload was rewritten could find the old payload gone.
@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from genepool._codec import decode, encode, is_legacy
 from genepool._errors import CheckpointError, invalid
 from genepool.checkpoints import CheckpointStore
+from genepool.checkpoints._codec import decode, encode, is_legacy
 
 if TYPE_CHECKING:
     from genepool.store import Store

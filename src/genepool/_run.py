@@ -23,7 +23,12 @@ from genepool._errors import invalid
 from genepool._faults import give_back_abandoned
 from genepool._rng import init_stream
 from genepool._settings import check
-from genepool.checkpoints import CheckpointStore, MemoryCheckpoints, check_run_name
+from genepool.checkpoints import (
+    CheckpointStore,
+    MemoryCheckpoints,
+    check_run_name,
+    open_checkpoints,
+)
 from genepool.clock import Clock, SystemClock
 from genepool.executors import Executor, ProcessExecutor, SerialExecutor
 from genepool.executors.processes import refuse_in_memory
@@ -481,10 +486,5 @@ def _open_storage(
                 "None",
                 "Fix: checkpoints='/shared/genepool-checkpoints'.",
             )
-    if isinstance(checkpoints, str) and "://" in checkpoints:  # s3://, memory://, file://, ...
-        from genepool._fsspec_checkpoints import FsspecCheckpoints
-
-        return the_store, FsspecCheckpoints(checkpoints, read_only=read_only, fsync=fsync)
-    from genepool.checkpoints import LocalCheckpoints
-
-    return the_store, LocalCheckpoints(os.fspath(checkpoints), read_only=read_only, fsync=fsync)
+    # a folder (a path or file://) is LocalCheckpoints'; s3://, memory://, ... FsspecCheckpoints'
+    return the_store, open_checkpoints(checkpoints, read_only=read_only, fsync=fsync)

@@ -251,12 +251,12 @@ def climber_function(member: gp.Member) -> None:
 
 def _arm_torn_write() -> None:
     """The next checkpoint payload written in this process stops half-way: SIGKILL."""
-    from genepool import checkpoints
+    from genepool.checkpoints import PAYLOAD_FILE, _files
 
-    original = checkpoints._write_file
+    original = _files.write_file
 
     def torn(path: str, data: bytes, *, fsync: bool) -> None:
-        if not path.endswith(checkpoints.PAYLOAD_FILE):
+        if not path.endswith(PAYLOAD_FILE):
             original(path, data, fsync=fsync)
             return
         with open(path, "wb") as f:
@@ -265,7 +265,7 @@ def _arm_torn_write() -> None:
             os.fsync(f.fileno())
         os.kill(os.getpid(), signal.SIGKILL)
 
-    checkpoints._write_file = torn
+    _files.write_file = torn
 
 
 def _arm_orphan(log: str) -> None:

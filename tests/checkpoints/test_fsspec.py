@@ -1,6 +1,7 @@
-"""FsspecCheckpoints: the checkpoint contract on ``memory://``, ``file://`` and S3 (a moto
-server on loopback, started once per session), torn and foreign objects, the sweep of
-leftovers, pickling, and whole runs with ``checkpoints=`` a URL.
+"""FsspecCheckpoints: the checkpoint contract on ``memory://`` and S3 (a moto server on
+loopback, started once per session: ``conftest.py``), torn and foreign objects, the sweep
+of leftovers, pickling, and whole runs with ``checkpoints=`` a URL. A ``file://`` URL is
+the local backend's: ``test_local.py``.
 
 The S3 tests skip when moto or s3fs is missing (they fail instead when ``CI`` is set).
 """
@@ -13,19 +14,17 @@ import logging
 import os
 import pickle
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import genepool as gp
-from genepool import _fsspec_checkpoints as fc
-from genepool import checkpoints as ck
-from genepool.checkpoints import MANIFEST_FORMAT, LocalCheckpoints, encode
-from tests import test_checkpoints as contract
+from genepool.checkpoints import MANIFEST_FORMAT, CheckpointStore, encode
+from genepool.checkpoints import fsspec as fc
+from tests.checkpoints.conftest import BUCKET
+from tests.checkpoints.contract import CheckpointContract
 
 try:
     import fsspec
@@ -37,56 +36,14 @@ except ImportError as _err:  # pragma: no cover - the dev extra installs it
     )
 
 FsspecCheckpoints = gp.FsspecCheckpoints
-BUCKET = "genepool-tests"
-BACKENDS = ["memory", "file", "s3"]
-
-# -- the S3 server on loopback ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def s3_options() -> Iterator[dict[str, Any]]:
-    """storage_options of a moto S3 server on 127.0.0.1 (one per session) with a bucket."""
-    try:
-        import s3fs  # noqa: F401
-        from moto.server import ThreadedMotoServer
-    except ImportError as err:
-        reason = f"the S3 tests need moto[server] and s3fs ({err}): pip install -e '.[dev]'"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        options: dict[str, Any] = {
-            "endpoint_url": f"http://{host}:{port}",
-            "key": "testing",
-            "secret": "testing",
-        }
-        fsspec.filesystem("s3", **options).mkdir(BUCKET)
-        yield options
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3_env(s3_options: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> str:
-    """The S3 server as the environment names it (for a plain URL); its endpoint."""
-    endpoint = str(s3_options["endpoint_url"])
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return endpoint
+BACKENDS = ["memory", "s3"]
 
 
 # -- one store per backend -------------------------------------------------------------------
 
 
 @pytest.fixture(params=BACKENDS)
-def location(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[str, dict[str, Any]]]:
+def location(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, Any]]]:
     """A fresh URL of one backend, and its storage_options."""
     unique = uuid.uuid4().hex
     if request.param == "memory":
@@ -95,17 +52,19 @@ def location(
         memory = fsspec.filesystem("memory")
         if memory.exists(f"/genepool-tests/{unique}"):
             memory.rm(f"/genepool-tests/{unique}", recursive=True)
-    elif request.param == "file":
-        yield (tmp_path / "ckpt").as_uri(), {}
     else:
         yield f"s3://{BUCKET}/{unique}", request.getfixturevalue("s3_options")
 
 
-@pytest.fixture
-def make_store(location: tuple[str, dict[str, Any]]) -> Callable[[], Any]:
+def _factory(location: tuple[str, dict[str, Any]]) -> Callable[[], Any]:
     """A factory of stores on one backend; the stores it makes share one location."""
     url, options = location
     return lambda: FsspecCheckpoints(url, storage_options=options)
+
+
+@pytest.fixture
+def make_store(location: tuple[str, dict[str, Any]]) -> Callable[[], Any]:
+    return _factory(location)
 
 
 @pytest.fixture
@@ -113,52 +72,14 @@ def store(make_store: Callable[[], Any]) -> FsspecCheckpoints:
     return make_store()  # type: ignore[no-any-return]
 
 
-# -- the contract of tests/test_checkpoints.py, on every backend here ---------------------------
+class TestFsspecCheckpoints(CheckpointContract):
+    """The contract on every backend of ``location``: ``memory://`` and S3."""
 
-test_put_get_delete = contract.test_put_get_delete
-test_get_unknown_id_raises_checkpoint_error = contract.test_get_unknown_id_raises_checkpoint_error
-test_get_unknown_well_formed_id_raises_checkpoint_error = (
-    contract.test_get_unknown_well_formed_id_raises_checkpoint_error
-)
-test_ids_are_never_reused = contract.test_ids_are_never_reused
-test_stored_bytes_are_immutable = contract.test_stored_bytes_are_immutable
-test_checkpoints_of_different_members_are_independent = (
-    contract.test_checkpoints_of_different_members_are_independent
-)
-test_is_a_checkpoint_store = contract.test_is_a_checkpoint_store
-test_empty_and_large_payloads = contract.test_empty_and_large_payloads
-test_put_keeps_its_positional_signature = contract.test_put_keeps_its_positional_signature
-test_manifest_round_trip = contract.test_manifest_round_trip
-test_manifest_is_a_copy = contract.test_manifest_is_a_copy
-test_manifest_that_is_not_json_raises_invalid_argument = (
-    contract.test_manifest_that_is_not_json_raises_invalid_argument
-)
-test_bad_run_name_raises_invalid_argument = contract.test_bad_run_name_raises_invalid_argument
-test_bad_member_or_step_raises_invalid_argument = (
-    contract.test_bad_member_or_step_raises_invalid_argument
-)
-test_numpy_member_and_step_are_accepted = contract.test_numpy_member_and_step_are_accepted
-test_discard_contract = contract.test_discard_contract
-test_rewrite_contract = contract.test_rewrite_contract
-test_ids_of_one_run_and_older_than = contract.test_ids_of_one_run_and_older_than
+    concurrent_puts = 10  # a put is a request or two
 
-
-def test_ids_are_unique_under_concurrent_puts(store: FsspecCheckpoints) -> None:
-    ids: list[str] = []
-    guard = threading.Lock()
-
-    def work(worker: int) -> None:
-        mine = [store.put("run", worker, 0, b"x") for _ in range(10)]
-        with guard:
-            ids.extend(mine)
-
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(set(ids)) == len(ids) == 40
-    assert store.ids() == sorted(ids)
+    @pytest.fixture
+    def make_store(self, location: tuple[str, dict[str, Any]]) -> Callable[[], CheckpointStore]:
+        return _factory(location)
 
 
 # -- layout, reopening, pickling ---------------------------------------------------------------
@@ -202,26 +123,13 @@ def test_layout_is_that_of_local_checkpoints(store):
     assert len(store) == 1
 
 
-def test_a_file_url_is_readable_by_local_checkpoints(tmp_path):
-    store = FsspecCheckpoints((tmp_path / "ckpt").as_uri())
-    cid = store.put("run", 1, 2, b"same layout", manifest={"score": 1.0})
-    local = LocalCheckpoints(tmp_path / "ckpt")
-    assert local.ids() == [cid]
-    assert local.get(cid) == b"same layout"
-    assert local.manifest(cid) == store.manifest(cid)
-    other = local.put("run", 2, 3, b"and back")
-    assert store.get(other) == b"and back"
-    assert store.ids() == sorted([cid, other])
-
-
-def test_checkpoints_survive_a_new_object_and_a_pickle(store):
+def test_checkpoints_survive_a_new_object_and_a_pickle(store, make_store):
     cid = store.put("run", 1, 2, b"kept", manifest={"score": 3.0})
-    again = FsspecCheckpoints(store.url, storage_options=store._options)
+    again = make_store()
     assert again.ids() == [cid]
     assert again.get(cid) == b"kept"
-    state = store.__getstate__()
-    assert state["_fs"] is None  # the filesystem is opened again where it is unpickled
     copied = pickle.loads(pickle.dumps(store))  # executors send it to worker processes
+    assert copied._bucket._fs is None  # the filesystem is opened again where it is unpickled
     assert copied.url == store.url
     assert copied.get(cid) == b"kept"
     assert copied.manifest(cid)["fields"] == {"score": 3.0}
@@ -257,26 +165,6 @@ def test_ids_ignore_objects_that_are_not_checkpoints(store):
         store.ids("../run")  # never a listing outside the root
     assert store.sweep(grace_seconds=0) == 0  # none of them is a leftover of ours
     assert len(_objects(store)) == 2 + 6
-
-
-def test_fsync_on_a_local_directory(tmp_path, monkeypatch):
-    synced: list[int] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    store = FsspecCheckpoints((tmp_path / "new" / "ckpt").as_uri(), fsync=True)
-    assert store.fsync
-    assert len(synced) == 1  # the new root's entry in its parent
-    first = store.put("run", 0, 1, b"abc")
-    # the run and member directories' entries, two files, the temporary, the rename
-    assert len(synced) == 1 + 6
-    store.put("run", 0, 2, b"def")
-    assert len(synced) == 1 + 6 + 4
-    assert store.get(first) == b"abc"
 
 
 # -- torn, foreign and newer checkpoints ---------------------------------------------------------
@@ -416,12 +304,8 @@ def test_a_failed_write_leaves_nothing(store, monkeypatch):
             raise OSError(28, "No space left on device")
         real(path, data, **kwargs)
 
-    if store.url.startswith("file:"):
-        real = ck._write_file  # the one the module imported
-        monkeypatch.setattr("genepool._fsspec_checkpoints._write_file", fail_on_manifest)
-    else:
-        real = store.filesystem.pipe_file
-        monkeypatch.setattr(store.filesystem, "pipe_file", fail_on_manifest)
+    real = store.filesystem.pipe_file
+    monkeypatch.setattr(store.filesystem, "pipe_file", fail_on_manifest)
     with pytest.raises(gp.StorageError, match=r"No space left.*members active.*free space") as info:
         store.put("run", 0, 5, b"x" * 1000)
     assert isinstance(info.value.__cause__, OSError)
@@ -432,7 +316,7 @@ def test_a_failed_write_leaves_nothing(store, monkeypatch):
     assert store.get(cid) == b"x" * 1000
 
 
-def test_sweep_removes_leftovers_only_once_old(store, monkeypatch, caplog):
+def test_sweep_removes_leftovers_only_once_old(store, make_store, monkeypatch, caplog):
     done = store.put("run", 0, 4, b"complete")
     torn = f"run/m0/{_name()}"
     _write(store, f"{torn}/payload.bin", b"half")
@@ -443,13 +327,13 @@ def test_sweep_removes_leftovers_only_once_old(store, monkeypatch, caplog):
 
     # fresh: it may be a write in progress elsewhere, so it is left alone
     assert store.sweep() == 0
-    assert FsspecCheckpoints(store.url, storage_options=store._options).ids() == [done]
+    assert make_store().ids() == [done]
     assert _objects(store) == before
 
     # once old, it is removed: by sweep(), and by the constructor
     monkeypatch.setattr(fc, "SWEEP_GRACE_SECONDS", 0.0)
     with caplog.at_level(logging.INFO, logger="genepool.checkpoints"):
-        FsspecCheckpoints(store.url, storage_options=store._options)
+        make_store()
     assert "checkpoint leftover" in caplog.text
     assert _objects(store) == [f"{done}/manifest.json", f"{done}/payload.bin", "run/m1/notes.txt"]
     assert store.get(done) == b"complete"
@@ -532,16 +416,14 @@ SETTINGS: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize("scheme", ["s3", "memory", "file"])
-def test_a_run_with_checkpoints_on_a_url(request, tmp_path, scheme):
+@pytest.mark.parametrize("scheme", ["s3", "memory"])
+def test_a_run_with_checkpoints_on_a_url(request, scheme):
     unique = uuid.uuid4().hex
     if scheme == "s3":
         request.getfixturevalue("s3_env")  # the endpoint and credentials from the environment
         url = f"s3://{BUCKET}/{unique}"
-    elif scheme == "memory":
-        url = f"memory://genepool-tests/{unique}"
     else:
-        url = (tmp_path / "ckpt").as_uri()
+        url = f"memory://genepool-tests/{unique}"
     result = gp.run(
         _train, gp.Space(lr=gp.Float(0.01, 0.5, log=True)), **SETTINGS, checkpoints=url, keep=0
     )

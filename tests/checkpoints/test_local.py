@@ -1,12 +1,11 @@
-"""Checkpoint stores (in memory and in a local directory); their payloads: test_codec.py.
-
-The store contract is checked over both backends; the on-disk layout, atomicity under a
-crash, integrity checks and concurrency across processes are checked for LocalCheckpoints.
+"""LocalCheckpoints: the checkpoint contract (``contract.py``) in a local folder, and what
+only a folder shows: the on-disk layout, atomicity under a crash, integrity checks,
+concurrency across processes, the spare folders, and ``file://`` URLs, which are this
+backend's.
 """
 
 from __future__ import annotations
 
-import datetime
 import errno
 import hashlib
 import json
@@ -14,14 +13,12 @@ import logging
 import multiprocessing
 import os
 import pickle
-import platform
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 import genepool as gp
@@ -30,29 +27,18 @@ from genepool.checkpoints import (
     MANIFEST_FORMAT,
     CheckpointStore,
     LocalCheckpoints,
-    MemoryCheckpoints,
+    _files,
+    _spares,
     decode,
     encode,
 )
-
-StoreFactory = Callable[[Path], "MemoryCheckpoints | LocalCheckpoints"]
-
-BACKENDS: list[object] = [
-    pytest.param(lambda root: MemoryCheckpoints(), id="memory"),
-    pytest.param(lambda root: LocalCheckpoints(root / "ckpt"), id="local"),
-]
+from tests.checkpoints.contract import CheckpointContract
 
 
-@pytest.fixture(params=BACKENDS)
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
-    """A factory of stores of one backend; local stores made by it share one root."""
-    factory: StoreFactory = request.param
-    return lambda: factory(tmp_path)
-
-
-@pytest.fixture
-def store(make_store: Callable[[], Any]) -> MemoryCheckpoints | LocalCheckpoints:
-    return make_store()  # type: ignore[no-any-return]
+class TestLocalCheckpoints(CheckpointContract):
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> Callable[[], CheckpointStore]:
+        return lambda: LocalCheckpoints(tmp_path / "ckpt")
 
 
 @pytest.fixture
@@ -65,213 +51,6 @@ def spawn() -> Any:
 
 
 # -- the contract, over both backends ------------------------------------------------------
-
-
-def test_put_get_delete(store):
-    cid = store.put("run", 3, 8, b"hello")
-    assert isinstance(cid, str)
-    assert cid.startswith("run/m3/s8-")
-    assert store.get(cid) == b"hello"
-    assert len(store) == 1
-    assert store.ids() == [cid]
-    store.delete(cid)
-    assert len(store) == 0
-    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
-        store.get(cid)
-    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
-        store.manifest(cid)
-    store.delete(cid)  # deleting twice is a no-op
-
-
-def test_get_unknown_id_raises_checkpoint_error(store):
-    with pytest.raises(gp.CheckpointError, match="nope"):
-        store.get("nope")
-
-
-def test_get_unknown_well_formed_id_raises_checkpoint_error(store):
-    cid = store.put("run", 0, 1, b"x")
-    store.delete(cid)
-    with pytest.raises(gp.CheckpointError, match=r"No checkpoint .*run/m0/s1-"):
-        store.get(cid)
-
-
-def test_ids_are_never_reused(make_store):
-    store = make_store()
-    seen = set()
-    for _ in range(5):
-        cid = store.put("run", 0, 4, b"x")
-        assert cid not in seen
-        seen.add(cid)
-        store.delete(cid)  # even after a delete, the same (run, member, step) gets a new id
-    other = make_store()
-    assert other.put("run2", 0, 4, b"x") not in seen
-    if isinstance(other, LocalCheckpoints):  # a restart on the same directory
-        assert other.put("run", 0, 4, b"x") not in seen
-
-
-def test_ids_are_unique_under_concurrent_puts(store):
-    ids: list[str] = []
-    guard = threading.Lock()
-
-    def work() -> None:
-        mine = [store.put("run", 0, 0, b"x") for _ in range(200)]
-        with guard:
-            ids.extend(mine)
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(set(ids)) == len(ids) == 800
-    assert len(store) == 800
-    assert store.ids() == sorted(ids)
-
-
-def test_stored_bytes_are_immutable(store):
-    blob = bytearray(b"abc")
-    cid = store.put("run", 0, 1, blob)
-    blob[0] = ord("z")  # the caller changes its buffer afterwards
-    got = store.get(cid)
-    assert got == b"abc"
-    assert isinstance(got, bytes)
-    view = memoryview(bytearray(b"def"))
-    cid2 = store.put("run", 0, 2, view)
-    view[0] = ord("z")
-    assert store.get(cid2) == b"def"
-
-
-def test_checkpoints_of_different_members_are_independent(store):
-    a = store.put("run", 0, 4, b"a")
-    b = store.put("run", 1, 4, b"b")
-    assert a != b
-    store.delete(a)
-    assert store.get(b) == b"b"
-
-
-def test_is_a_checkpoint_store(store):
-    assert isinstance(store, gp.CheckpointStore)
-    assert isinstance(store, CheckpointStore)
-
-
-def test_empty_and_large_payloads(store):
-    empty = store.put("run", 0, 0, b"")
-    big = bytes(np.random.default_rng(0).integers(0, 256, size=3_000_000, dtype=np.uint8))
-    large = store.put("run", 0, 1, big)
-    assert store.get(empty) == b""
-    assert store.get(large) == big
-    assert store.manifest(large)["payload"]["size"] == len(big)
-
-
-def test_put_keeps_its_positional_signature(store):
-    cid = store.put("run", 2, 6, b"x")  # what the worker calls today
-    assert store.manifest(cid)["fields"] == {}
-    cid = store.put(run="run", member=2, step=6, blob=b"y", manifest={"score": 1.0})
-    assert store.manifest(cid)["fields"] == {"score": 1.0}
-    with pytest.raises(TypeError):
-        store.put("run", 2, 6, b"z", {"score": 1.0})  # manifest is keyword-only
-
-
-def test_manifest_round_trip(store):
-    fields = {
-        "member": 3,
-        "step": 8,
-        "hparams": {"lr": np.float64(0.01), "layers": np.int64(4), "opt": "adam"},
-        "score": np.float32(0.5),
-        "history": np.array([1.0, 2.0]),
-        "pair": (1, 2),
-        "nothing": None,
-        "nan": float("nan"),
-    }
-    cid = store.put("run", 3, 8, encode({"w": 1}), manifest=fields)
-    manifest = store.manifest(cid)
-    assert manifest["format"] == MANIFEST_FORMAT == 2
-    assert manifest["store"] is None  # no datastore owns the run's folder (own())
-    assert manifest["id"] == cid
-    assert (manifest["run"], manifest["member"], manifest["step"]) == ("run", 3, 8)
-    got = manifest["fields"]
-    assert np.isnan(got.pop("nan"))
-    assert got == {
-        "member": 3,
-        "step": 8,
-        "hparams": {"lr": 0.01, "layers": 4, "opt": "adam"},
-        "score": 0.5,
-        "history": [1.0, 2.0],
-        "pair": [1, 2],
-        "nothing": None,
-    }
-    assert type(got["hparams"]["layers"]) is int
-    blob = store.get(cid)
-    assert manifest["payload"] == {
-        "file": "payload.bin",
-        "size": len(blob),
-        "sha256": hashlib.sha256(blob).hexdigest(),
-    }
-    assert manifest["versions"] == {
-        "genepool": gp.__version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
-    created = datetime.datetime.fromisoformat(manifest["created"].replace("Z", "+00:00"))
-    now = datetime.datetime.now(datetime.timezone.utc)
-    assert abs((now - created).total_seconds()) < 60
-
-
-def test_manifest_is_a_copy(store):
-    fields: dict[str, Any] = {"hparams": {"lr": 0.1}}
-    cid = store.put("run", 0, 1, b"x", manifest=fields)
-    fields["hparams"]["lr"] = 9.0  # the caller changes its dict afterwards
-    got = store.manifest(cid)
-    got["fields"]["hparams"]["lr"] = 7.0  # and the reader changes its copy
-    assert store.manifest(cid)["fields"] == {"hparams": {"lr": 0.1}}
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [{"f": lambda: 1}, {"obj": object()}, {"s": {1, 2}}, {3: "int key"}, ["not", "a", "map"]],
-    ids=["lambda", "object", "set", "int-key", "list"],
-)
-def test_manifest_that_is_not_json_raises_invalid_argument(store, fields):
-    with pytest.raises(gp.InvalidArgumentError, match="'manifest' parameter"):
-        store.put("run", 0, 1, b"x", manifest=fields)
-    assert len(store) == 0
-
-
-@pytest.mark.parametrize(
-    "run",
-    [
-        "",
-        "a/b",
-        "a\\b",
-        ".",
-        "..",
-        ".hidden",
-        ".tmp-x",
-        "a:b",
-        "x.",
-        "x ",
-        "a\x00b",
-        "q?",
-        7,
-        "\udc80",
-    ],
-)
-def test_bad_run_name_raises_invalid_argument(store, run):
-    with pytest.raises(gp.InvalidArgumentError, match="'run' parameter"):
-        store.put(run, 0, 1, b"x")
-    assert len(store) == 0
-
-
-@pytest.mark.parametrize(("member", "step"), [(-1, 0), (0, -1), (1.0, 0), (0, "3"), (True, 0)])
-def test_bad_member_or_step_raises_invalid_argument(store, member, step):
-    with pytest.raises(gp.InvalidArgumentError, match="must be an int >= 0"):
-        store.put("run", member, step, b"x")
-
-
-def test_numpy_member_and_step_are_accepted(store):
-    cid = store.put("run", np.int64(2), np.int32(5), b"x")
-    assert cid.startswith("run/m2/s5-")
-    assert type(store.manifest(cid)["member"]) is int
 
 
 # -- LocalCheckpoints: layout ------------------------------------------------------------
@@ -358,7 +137,7 @@ def _member_dir_entries(root: Path) -> list[str]:
 
 
 def test_failed_write_leaves_nothing(local, monkeypatch):
-    original = ck._write_file
+    original = _files.write_file
 
     def torn(path: str, data: bytes, *, fsync: bool) -> None:
         if path.endswith("payload.bin"):
@@ -367,21 +146,21 @@ def test_failed_write_leaves_nothing(local, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         original(path, data, fsync=fsync)
 
-    monkeypatch.setattr(ck, "_write_file", torn)
+    monkeypatch.setattr(_files, "write_file", torn)
     # a storage fault (never the member's): the run stops, and says how to fix it
     with pytest.raises(gp.StorageError, match=r"No space left.*members active.*free space") as info:
         local.put("run", 0, 5, b"x" * 1000)
     assert isinstance(info.value.__cause__, OSError)
     assert local.ids() == []
     assert _member_dir_entries(Path(local.root)) == []  # the temporary was removed too
-    monkeypatch.setattr(ck, "_write_file", original)
+    monkeypatch.setattr(_files, "write_file", original)
     cid = local.put("run", 0, 5, b"x" * 1000)  # and the store still works
     assert local.get(cid) == b"x" * 1000
 
 
 def _crash_mid_write(root: str) -> None:
     """In a child process: die (no clean-up at all) after writing half the payload."""
-    original = ck._write_file
+    original = _files.write_file
 
     def crash(path: str, data: bytes, *, fsync: bool) -> None:
         if path.endswith("payload.bin"):
@@ -391,7 +170,7 @@ def _crash_mid_write(root: str) -> None:
             os._exit(17)
         original(path, data, fsync=fsync)
 
-    ck._write_file = crash
+    _files.write_file = crash
     LocalCheckpoints(root).put("run", 0, 5, b"x" * 1000)
 
 
@@ -448,14 +227,14 @@ def test_sweep_with_no_grace_removes_every_temporary(local):
 
 
 def test_a_write_whose_temporary_is_swept_fails_cleanly(local, monkeypatch):
-    original = ck._write_file
+    original = _files.write_file
 
     def swept_meanwhile(path: str, data: bytes, *, fsync: bool) -> None:
         if path.endswith("manifest.json"):
             assert local.sweep(grace_seconds=0) == 1  # another process thinks it stale
         original(path, data, fsync=fsync)
 
-    monkeypatch.setattr(ck, "_write_file", swept_meanwhile)
+    monkeypatch.setattr(_files, "write_file", swept_meanwhile)
     with pytest.raises(gp.StorageError, match="writing checkpoint 'run/m0/s5-"):
         local.put("run", 0, 5, b"payload")
     assert local.ids() == []
@@ -716,48 +495,7 @@ def test_ids_are_unique_across_processes(tmp_path):
 # -- discard: a deleted checkpoint's directory written into again -------------------------
 
 
-def test_discard_contract(store):
-    keep = store.put("run", 0, 1, b"keep")
-    gone = store.put("run", 0, 2, b"gone")
-    store.discard(gone)
-    store.discard(gone)  # twice: a no-op
-    assert store.ids() == [keep]
-    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
-        store.get(gone)
-    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
-        store.manifest(gone)
-    again = store.put("run", 0, 2, b"again", manifest={"score": 2.0})
-    assert again not in (keep, gone)
-    store.drain()
-    store.drain()
-    assert store.ids() == sorted([keep, again])
-    assert (store.get(keep), store.get(again)) == (b"keep", b"again")
-    assert store.manifest(again)["fields"] == {"score": 2.0}
-
-
 # -- rewrite: a payload in a newer format, same id (genepool migrate) ---------------------
-
-
-def test_rewrite_contract(store):
-    cid = store.put("run", 0, 3, b"old", manifest={"score": 1.5})
-    other = store.put("run", 1, 3, b"other")
-    before = store.manifest(cid)
-    store.rewrite(cid, b"the new payload")
-    assert store.get(cid) == b"the new payload"
-    after = store.manifest(cid)
-    assert after["payload"]["size"] == len(b"the new payload")
-    assert after["payload"]["sha256"] == hashlib.sha256(b"the new payload").hexdigest()
-    for key in ("id", "run", "member", "step", "fields", "store", "created", "format"):
-        assert after[key] == before[key]
-    store.rewrite(cid, b"again")  # twice
-    assert store.get(cid) == b"again"
-    assert store.ids() == sorted([cid, other])
-    assert store.get(other) == b"other"
-    store.discard(cid)  # a rewritten checkpoint goes as any other
-    store.drain()
-    assert store.ids() == [other]
-    with pytest.raises(gp.CheckpointError, match="No checkpoint"):
-        store.rewrite(cid, b"x")
 
 
 def test_rewrite_leaves_one_payload_file_and_a_discarded_one_is_not_reused(local):
@@ -798,16 +536,6 @@ def test_a_manifest_naming_another_payload_file_is_torn(local, name):
     manifest.write_text(json.dumps(record))
     with pytest.raises(gp.CheckpointError, match="names the payload file"):
         local.get(cid)
-
-
-def test_ids_of_one_run_and_older_than(store):
-    a = store.put("run", 0, 1, b"a")
-    b = store.put("other", 0, 1, b"b")
-    assert store.ids("run") == [a]
-    assert store.ids("other") == [b]
-    assert store.ids("none") == []
-    assert store.ids(older_than=3600.0) == []  # both were just written
-    assert store.ids("run", older_than=-1.0) == [a]
 
 
 def test_older_than_reads_the_time_of_the_write(local):
@@ -879,7 +607,7 @@ def test_spares_are_bounded_and_drained(local):
 
 
 def test_a_large_checkpoint_is_deleted_not_kept(local, monkeypatch):
-    monkeypatch.setattr(ck, "SPARE_MAX_BYTES", 100)
+    monkeypatch.setattr(_spares, "SPARE_MAX_BYTES", 100)
     small, large = local.put("run", 0, 1, b"s" * 100), local.put("run", 0, 2, b"L" * 101)
     local.discard(large)
     assert _entries(Path(local.root, "run", "m0")) == [small.split("/")[-1]]
@@ -892,7 +620,7 @@ def test_an_old_spare_is_removed_not_reused(local, monkeypatch):
     first = local.put("run", 0, 1, b"a")
     inode = Path(local.root, first).stat().st_ino
     local.discard(first)
-    monkeypatch.setattr(ck, "SPARE_MAX_AGE_SECONDS", -1.0)
+    monkeypatch.setattr(_spares, "SPARE_MAX_AGE_SECONDS", -1.0)
     second = local.put("run", 0, 2, b"b")
     assert local.get(second) == b"b"
     assert _entries(Path(local.root, "run", "m0")) == [second.split("/")[-1]]
@@ -913,7 +641,7 @@ def test_a_spare_swept_by_another_process_is_not_needed(local):
 def test_a_spare_swept_while_it_is_written_into_is_replaced(local, monkeypatch):
     first = local.put("run", 0, 1, b"a")
     local.discard(first)
-    original = ck._write_file
+    original = _files.write_file
     swept: list[int] = []
 
     def swept_meanwhile(path: str, data: bytes, *, fsync: bool) -> None:
@@ -921,7 +649,7 @@ def test_a_spare_swept_while_it_is_written_into_is_replaced(local, monkeypatch):
             swept.append(LocalCheckpoints(local.root).sweep(grace_seconds=0))
         original(path, data, fsync=fsync)
 
-    monkeypatch.setattr(ck, "_write_file", swept_meanwhile)
+    monkeypatch.setattr(_files, "write_file", swept_meanwhile)
     second = local.put("run", 0, 2, b"payload")
     assert swept == [1]
     assert local.get(second) == b"payload"
@@ -978,10 +706,80 @@ def test_a_reader_of_a_discarded_checkpoint_never_gets_the_new_bytes(local, monk
 # -- MemoryCheckpoints ---------------------------------------------------------------------
 
 
-def test_memory_checkpoints_ids_are_sequential():
-    store = MemoryCheckpoints()
-    assert [store.put("run", 0, 3, b"x") for _ in range(3)] == [
-        "run/m0/s3-0",
-        "run/m0/s3-1",
-        "run/m0/s3-2",
-    ]
+# -- file:// URLs: this backend ------------------------------------------------------------
+
+
+def test_a_file_url_is_the_local_backend(tmp_path):
+    url = (tmp_path / "ckpt").as_uri()
+    store: CheckpointStore = gp.FsspecCheckpoints(url)  # its type says FsspecCheckpoints
+    assert isinstance(store, LocalCheckpoints)
+    assert store.root == str(tmp_path / "ckpt")
+    assert type(ck.open_checkpoints(url)) is LocalCheckpoints
+    assert type(ck.open_checkpoints(str(tmp_path / "ckpt"))) is LocalCheckpoints
+    cid = store.put("run", 1, 2, b"same layout", manifest={"score": 1.0})
+    local = LocalCheckpoints(tmp_path / "ckpt")
+    assert local.ids() == [cid]
+    assert local.get(cid) == b"same layout"
+    assert local.manifest(cid) == store.manifest(cid)
+    other = local.put("run", 2, 3, b"and back")
+    assert store.get(other) == b"and back"
+    assert store.ids() == sorted([cid, other])
+    copied = pickle.loads(pickle.dumps(store))  # executors send it to worker processes
+    assert copied.get(other) == b"and back"
+    read_only: CheckpointStore = gp.FsspecCheckpoints(url, read_only=True)
+    assert isinstance(read_only, LocalCheckpoints)
+    assert read_only.read_only
+
+
+def test_fsync_on_a_file_url(tmp_path, monkeypatch):
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store: CheckpointStore = gp.FsspecCheckpoints((tmp_path / "new" / "ckpt").as_uri(), fsync=True)
+    assert isinstance(store, LocalCheckpoints)
+    assert store.fsync
+    assert len(synced) == 1  # the new root's entry in its parent
+    first = store.put("run", 0, 1, b"abc")
+    # the run and member directories' entries, two files, the temporary, the rename
+    assert len(synced) == 1 + 6
+    store.put("run", 0, 2, b"def")
+    assert len(synced) == 1 + 6 + 4
+    assert store.get(first) == b"abc"
+
+
+def _train(member: gp.Member) -> None:
+    x = member.restore() or 0.0
+    while member.running:
+        x += member.hparams["lr"] * (1.0 - x)
+        member.report(score=x, state=x)
+
+
+def test_a_run_with_checkpoints_on_a_file_url(tmp_path):
+    url = (tmp_path / "ckpt").as_uri()
+    result = gp.run(
+        _train,
+        gp.Space(lr=gp.Float(0.01, 0.5, log=True)),
+        metric="score",
+        population=4,
+        ready=gp.Every(4),
+        budget=gp.Budget(steps=12),
+        exploit=gp.Truncation(0.25),
+        explore=gp.Perturb(),
+        seed=0,
+        checkpoints=url,
+        keep=0,
+    )
+    assert result.stop_reason == "budget"
+    assert result.load() == pytest.approx(result.best.score)
+    store = LocalCheckpoints(tmp_path / "ckpt")
+    ids = store.ids("run")
+    # each member holds its last checkpoint; the ones nothing refers to were collected
+    assert {m.checkpoint for m in result.members} == set(ids)
+    assert len(ids) == 4
+    assert result.best.checkpoint is not None
+    assert store.manifest(result.best.checkpoint)["step"] == 12
