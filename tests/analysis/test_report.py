@@ -419,7 +419,7 @@ def test_many_exploits_hide_the_dead_ones_behind_a_toggle(
     assert "hide-dead" not in (body["class"] or "")
     (box,) = [a for t, a in few.tags if t == "input"]
     assert "checked" in box
-    monkeypatch.setattr("genepool.analysis._report.MANY_JUMPS", 1)
+    monkeypatch.setattr("genepool.analysis._report_data.MANY_JUMPS", 1)
     many = Page(write_report(result, tmp_path / "many.html").read_text(encoding="utf-8"))
     (body,) = [a for t, a in many.tags if t == "body"]
     assert "hide-dead" in (body["class"] or "")

@@ -1,9 +1,11 @@
 """The report's figures as PNG files (matplotlib), for papers and READMEs.
 
-The same data as the HTML report (:func:`genepool.analysis._report.collect`): scores over
-steps, the lineage tree, hyperparameters over steps, the best schedule, and an overview
-that puts scores, tree and schedule in one figure. Needs the ``plot`` extra (matplotlib);
-pyplot is never imported, so a user's backend and open figures are left alone.
+The same data as the HTML report, placed the same way: :mod:`genepool.analysis._report_data`
+reads the run (``collect``) and derives what both draw (step lines, exploit marks, the
+ancestry's path, the tree's rows, the colours). The figures: scores over steps, the lineage
+tree, hyperparameters over steps, the best schedule, and an overview that puts scores, tree
+and schedule in one figure. Needs the ``plot`` extra (matplotlib); pyplot is never
+imported, so a user's backend and open figures are left alone.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from genepool._errors import missing_dependency
-from genepool.analysis._report import (
+from genepool.analysis._hparam_axes import Axis
+from genepool.analysis._report_data import (
     DEFAULT_MAX_POINTS,
-    MANY_JUMPS,
-    Axis,
     ReportData,
+    ancestry_path,
     collect,
+    exploit_marks,
     hparam_lines,
     member_rgb,
+    schedule_line,
+    short,
 )
 
 if TYPE_CHECKING:
@@ -52,10 +55,6 @@ def _text(s: object) -> str:
     return str(s).replace("$", r"\$")
 
 
-def _short(s: str, n: int = 18) -> str:
-    return s if len(s) <= n else s[: n - 1] + "\u2026"
-
-
 def _lines(ax: Any, segments: list[Any], **style: Any) -> None:
     from matplotlib.collections import LineCollection
 
@@ -73,13 +72,13 @@ def draw_scores(ax: Any, data: ReportData) -> None:
         label = f"the best member's line (member {data.best.id})"
         ax.plot(bx, by, color=_BEST, lw=1.5, alpha=0.85, label=label)
         if data.line is not None:
-            steps = [j.step for j in data.line.jumps]
-            at = np.clip(np.searchsorted(bx, steps), 0, len(bx) - 1)
-            ax.plot(bx[at], by[at], "o", ms=3.5, mfc="white", mec=_BEST, mew=1.0, label="exploit")
+            marks = exploit_marks(data)
+            mx, my = [x for _, x, _ in marks], [y for _, _, y in marks]
+            ax.plot(mx, my, "o", ms=3.5, mfc="white", mec=_BEST, mew=1.0, label="exploit")
         ax.legend(loc="lower right", fontsize=8, frameon=False)
     elif data.score_range() is None:
         ax.text(0.5, 0.5, "no scores yet", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlim(0, data.max_step * 1.01)
+    ax.set_xlim(0, data.step_end)
     ax.set_xlabel("step")
     ax.set_ylabel(_text(data.metric))
     ax.grid(alpha=0.25)
@@ -88,8 +87,8 @@ def draw_scores(ax: Any, data: ReportData) -> None:
 def draw_lineage(ax: Any, data: ReportData) -> None:
     """The tree: members as rows through steps, exploits as vertical jumps, the winning
     ancestry in red, lines whose weights survive darker (with many exploits, only theirs)."""
-    members = sorted(data.lives)
-    row = {m: i for i, m in enumerate(members)}
+    row = data.rows()
+    members = list(row)
     lives = [[(s.start, row[m]), (s.end, row[m])] for m in members for s in data.lives[m]]
     _lines(ax, lives, colors="#d0d0d5", linewidths=1.0)
     alive = [[(a, row[m]), (b, row[m])] for m, a, b in sorted(data.surviving) if m in row]
@@ -100,7 +99,7 @@ def draw_lineage(ax: Any, data: ReportData) -> None:
         if j.donor in row and j.recipient in row:
             link = [(j.step, row[j.donor]), (j.step, row[j.recipient])]
             (live_jumps if j.event in data.surviving_jumps else dead_jumps).append(link)
-    if len(data.jumps) <= MANY_JUMPS:  # as the HTML report: many dead ends hide the tree
+    if not data.hides_dead_jumps:  # as the HTML report: many dead ends hide the tree
         _lines(ax, dead_jumps, colors="#e0e0e4", linewidths=0.6)
     _lines(ax, live_jumps, colors="#8a8a90", linewidths=0.9)
     fails = [(step, row[m]) for m, step in data.failures if m in row]
@@ -108,34 +107,18 @@ def draw_lineage(ax: Any, data: ReportData) -> None:
         fx, fy = zip(*fails, strict=True)
         ax.plot(fx, fy, "x", color="#b00000", ms=4, label="failed round")
     if data.line is not None:
-        xs: list[float] = []
-        ys: list[float] = []
-        for seg in data.line.segments:
-            xs += [seg.start, seg.end]
-            ys += [row[seg.member], row[seg.member]]
+        path = ancestry_path(data.line)
+        xs, ys = [step for step, _ in path], [row[member] for _, member in path]
         ax.plot(xs, ys, color=_BEST, lw=2.0, label="winning ancestry")
     n = len(members)
     ax.set_ylim(n - 0.4, -0.6)
     step = max(1, math.ceil(n / 32))
     ax.set_yticks(range(0, n, step), [str(m) for m in members[::step]])
-    ax.set_xlim(0, data.max_step * 1.01)
+    ax.set_xlim(0, data.step_end)
     ax.set_xlabel("step")
     ax.set_ylabel("member")
     if data.line is not None or fails:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-
-
-def _steps_line(changes: list[tuple[int, Any]], end: int, axis: Axis) -> tuple[list[float], ...]:
-    xs: list[float] = []
-    ys: list[float] = []
-    for k, (step, hp) in enumerate(changes):
-        if axis.name not in hp:
-            continue
-        nxt = changes[k + 1][0] if k + 1 < len(changes) else end
-        v = axis.value(hp[axis.name])
-        xs += [step, nxt]
-        ys += [v, v]
-    return xs, ys
 
 
 def draw_hparam(ax: Any, data: ReportData, axis: Axis, *, schedule_only: bool = False) -> None:
@@ -145,17 +128,15 @@ def draw_hparam(ax: Any, data: ReportData, axis: Axis, *, schedule_only: bool = 
         for member, xs, ys in hparam_lines(data, axis):
             ax.plot(xs, ys, color=member_rgb(member), lw=0.9, alpha=0.55)
     if data.schedule is not None:
-        changes = [(c.step, c.hparams) for c in data.schedule.changes]
-        xs, ys = _steps_line(changes, data.schedule.final_step, axis)
-        ax.plot(xs, ys, color=_BEST, lw=1.8)
+        ax.plot(*schedule_line(data, axis), color=_BEST, lw=1.8)
     if axis.kind == "log":
         ax.set_yscale("log")
     elif axis.kind == "category":
-        ax.set_yticks(range(len(axis.levels)), [_text(_short(v)) for v in axis.levels])
+        ax.set_yticks(range(len(axis.levels)), [_text(short(v, 18)) for v in axis.levels])
         ax.set_ylim(-0.6, len(axis.levels) - 0.4)
-    ax.set_xlim(0, data.max_step * 1.01)
+    ax.set_xlim(0, data.step_end)
     ax.set_xlabel("step")
-    ax.set_title(_text(_short(axis.name, 40)), fontsize=10)
+    ax.set_title(_text(short(axis.name, 40)), fontsize=10)
     ax.grid(alpha=0.25)
 
 
@@ -174,10 +155,6 @@ def _save(fig: Any, path: Path, dpi: int) -> Path:
     fig.savefig(path, dpi=dpi)
     log.info("figure written to %s", path)
     return path
-
-
-def _varying(data: ReportData, names: list[str]) -> list[Axis]:
-    return [data.axes[n] for n in names if n in data.axes]
 
 
 def plot_report(
@@ -236,7 +213,7 @@ def plot_report(
     fig.suptitle(f"{title}: lineage")
     out.append(_save(fig, folder / "lineage.png", dpi))
 
-    axes_all = _varying(data, data.names)
+    axes_all = data.varying(data.names)
     fig, axs = _grid(figure_class, len(axes_all))
     for ax, axis in zip(axs, axes_all, strict=False):
         draw_hparam(ax, data, axis)
@@ -244,7 +221,7 @@ def plot_report(
     fig.suptitle(f"{title}: hyperparameters of every member (red: the best schedule)")
     out.append(_save(fig, folder / "hparams.png", dpi))
 
-    sched_axes = _varying(data, data.schedule.names) if data.schedule is not None else []
+    sched_axes = data.varying(data.schedule.names) if data.schedule is not None else []
     fig, axs = _grid(figure_class, len(sched_axes))
     for ax, axis in zip(axs, sched_axes, strict=False):
         draw_hparam(ax, data, axis, schedule_only=True)
@@ -285,7 +262,7 @@ def plot_overview(
     figure_class = _figure_class("genepool.analysis.plot_overview()")
     if data is None:
         data = collect(result, max_points=max_points)
-    sched_axes = _varying(data, data.schedule.names) if data.schedule is not None else []
+    sched_axes = data.varying(data.schedule.names) if data.schedule is not None else []
     ncols = max(1, min(3, len(sched_axes)))
     tree_h = _tree_height(data)
     rows = 3 if sched_axes else 2
@@ -301,6 +278,6 @@ def plot_overview(
     for k, axis in enumerate(sched_axes[:ncols]):
         ax = fig.add_subplot(grid[2, k], sharex=top)
         draw_hparam(ax, data, axis)
-        ax.set_title(f"{_text(_short(axis.name, 30))} (red: the best schedule)", fontsize=10)
+        ax.set_title(f"{_text(short(axis.name, 30))} (red: the best schedule)", fontsize=10)
     fig.suptitle(_text(title if title is not None else f"run '{data.name}'"))
     return _save(fig, Path(os.fspath(path)), dpi)
