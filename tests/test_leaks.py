@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 
 import genepool as gp
-import genepool.trainable
+import genepool._sessions
+from genepool._sessions import make_session
 from genepool.checkpoints import MemoryCheckpoints
 from genepool.member import Event
 from genepool.policy import Policy
 from genepool.store import History, Lease, MemoryStore
-from genepool.trainable import Member, make_session
+from genepool.trainable import Member
 from genepool.worker import RunContext, Worker
 
 SPACE = gp.Space(lr=gp.Float(0.01, 0.5))
@@ -235,7 +236,7 @@ def test_a_function_that_catches_base_exception_around_report_ends() -> None:
 def test_a_function_that_will_not_end_is_left_behind_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(genepool.trainable, "JOIN_SECONDS", 0.2, raising=False)
+    monkeypatch.setattr(genepool._sessions, "JOIN_SECONDS", 0.2, raising=False)
     release = threading.Event()
 
     def deaf(member: gp.Member) -> None:  # ignores member.running, swallows everything

@@ -28,8 +28,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from genepool._errors import StaleLeaseError
+from genepool._sessions import JOIN_SECONDS
 from genepool.store import Lease
-from genepool.trainable import JOIN_SECONDS
 
 if TYPE_CHECKING:
     from genepool.worker import RunContext

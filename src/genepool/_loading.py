@@ -22,11 +22,12 @@ from genepool._errors import (
     TrainableError,
 )
 from genepool._residents import Resident, Residents
+from genepool._sessions import _Session
+from genepool._sessions import make_session as _make_session
 from genepool.member import Event, MemberView, Population
 from genepool.round import check_applied
 from genepool.store import Lease
-from genepool.trainable import Member, _Session
-from genepool.trainable import make_session as _make_session
+from genepool.trainable import Member
 
 if TYPE_CHECKING:
     from genepool.worker import RunContext

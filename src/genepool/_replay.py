@@ -33,17 +33,11 @@ from typing import Any
 
 from genepool._errors import TrainableError, invalid
 from genepool._rng import member_stream
+from genepool._sessions import _Returned, _Session, make_session
 from genepool.analysis import Change, Schedule
 from genepool.checkpoints import decode, encode
 from genepool.round import check_applied, score_of
-from genepool.trainable import (
-    Member,
-    TrainableLike,
-    _Returned,
-    _Session,
-    check_trainable,
-    make_session,
-)
+from genepool.trainable import Member, TrainableLike, check_trainable
 
 __all__ = ["ReplayResult", "replay"]
 

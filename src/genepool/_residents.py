@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from genepool._sessions import _Session
 from genepool.member import ACTIVE, MemberView, Population
-from genepool.trainable import _Session
 
 __all__ = ["Resident", "Residents"]
 

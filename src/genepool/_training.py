@@ -43,6 +43,7 @@ from genepool._errors import (
 from genepool._heartbeat import Heartbeat
 from genepool._loading import Loader, MemberCodeFailed, own_code
 from genepool._residents import Resident, Residents
+from genepool._sessions import _Returned, _Session
 from genepool.decision import Continue, Decision, Exploit, Explore, Stop
 from genepool.member import (
     FAILED,
@@ -67,7 +68,6 @@ from genepool.round import (
     with_member,
 )
 from genepool.store import Lease
-from genepool.trainable import _Returned, _Session
 
 if TYPE_CHECKING:
     from genepool._context import RunContext

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Self, TypeVar
 
+from genepool._persistent import Blocks
+
 __all__ = [
     "ACTIVE",
     "CURVE_LENGTH",
@@ -161,18 +163,20 @@ class Population:
     A new snapshot with some members replaced is :meth:`with_members`: it keeps what
     was derived from this one (:meth:`derived`), updated, where building a population
     from its members starts afresh (a store making one snapshot after another should
-    use it: each of its writes then costs a copy of the members' tuple, not a pass of
-    Python over every member).
+    use it: each of its writes then copies a block of members, sharing the others
+    (:class:`~genepool._persistent.Blocks`), and updates what was derived, instead of a
+    pass over every member).
 
     Attributes:
-        members: The members, ordered by id.
+        members: The members, ordered by id (a tuple, or the blocks a snapshot made by
+            :meth:`with_members` shares with the one it was made from).
         mode: ``"max"`` when a higher score is better, ``"min"`` otherwise.
         aligned: Compare two members at the same point of training (:meth:`compared`):
             each by its score at the latest ready both have reached, not the score of
             its latest ready (an asynchronous run, where one is a round ahead of another).
     """
 
-    members: tuple[MemberView, ...]
+    members: Sequence[MemberView]
     mode: Mode = "max"
     aligned: bool = False
     #: Member id -> position, for members not at the position of their id (made when
@@ -208,13 +212,16 @@ class Population:
         """This population with each of ``views`` in place of the member with its id: a
         new snapshot (this one is unchanged) that keeps what :meth:`derived` made for
         this one, updated with the change."""
-        members = list(self.members)
+        members = self.members if isinstance(self.members, Blocks) else Blocks(self.members)
+        replaced: dict[int, MemberView] = {}  # position -> its new member
         changes: list[tuple[MemberView, MemberView]] = []
         for view in views:
             at = self._position(view.id)
-            changes.append((members[at], view))
-            members[at] = view
-        new = Population(tuple(members), self.mode, self.aligned, self._index, _kept=self._kept)
+            changes.append((replaced.get(at, members[at]), view))
+            replaced[at] = view
+        new = Population(
+            members.replaced(replaced), self.mode, self.aligned, self._index, _kept=self._kept
+        )
         for make in self._kept:
             new._derived()[make] = self.derived(make).updated(changes)
         return new

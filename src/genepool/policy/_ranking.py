@@ -1,12 +1,13 @@
 """The population in rank order, for truncation selection without a pass over every member.
 
 :class:`Ranking` keeps the members a ready member ranks itself among (every one not
-failed with a score of its own, :meth:`Population.ranked`) as ``(rank value, id)`` pairs,
-sorted, in one group per latest ready counter. Comparing a member with a whole group is
-then a binary search, even where comparisons are aligned (:meth:`Population.compared`):
-every member of a group that is not ahead of it is compared with it at the group's
-counter, by its latest score. Members ahead of it are compared one by one (in a run that
-claims the member furthest behind first, they are few).
+failed with a score of its own, :meth:`Population.ranked`) as ``(rank value, id, member)``,
+sorted (:class:`~genepool._persistent.SortedBlocks`, shared between snapshots: a write
+copies a block, not the group), in one group per latest ready counter. Comparing a
+member with a whole group is then a binary search, even where comparisons are aligned
+(:meth:`Population.compared`): every member of a group that is not ahead of it is
+compared with it at the group's counter, by its latest score. Members ahead of it are
+compared one by one (in a run that claims the member furthest behind first, they are few).
 
 It is derived once per snapshot and updated as members change
 (:meth:`genepool.member.Population.with_members`).
@@ -14,19 +15,24 @@ It is derived once per snapshot and updated as members change
 
 from __future__ import annotations
 
-import bisect
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
+import numpy as np
+
+from genepool._persistent import SortedBlocks
 from genepool.member import MemberView, Mode, Population
 
 __all__ = ["Ranking"]
 
 #: A group's key: its members' latest ready counter; ``None`` for members without a curve.
 GroupKey = float | None
-#: A ranked member: its rank value (:meth:`Population.rank_value`) and its id.
-Entry = tuple[float, int]
+#: A ranked member: its rank value (:meth:`Population.rank_value`), its id and its view
+#: (ordered by the first two: no two members share an id).
+Entry = tuple[float, int, MemberView]
 
 
 def _group(member: MemberView) -> GroupKey:
@@ -39,7 +45,7 @@ class Ranking:
     ``(rank value, id)``. A :class:`~genepool.member.Derived` of a population."""
 
     mode: Mode
-    groups: dict[GroupKey, list[Entry]]
+    groups: dict[GroupKey, SortedBlocks[Entry]]
 
     @classmethod
     def of(cls, population: Population) -> Ranking:
@@ -47,28 +53,19 @@ class Ranking:
         for m in population:
             value = population.rank_value(m)
             if value > -math.inf:
-                groups.setdefault(_group(m), []).append((value, m.id))
-        for entries in groups.values():
-            entries.sort()
-        return cls(population.mode, groups)
+                groups.setdefault(_group(m), []).append((value, m.id, m))
+        return cls(population.mode, {k: SortedBlocks.of(e) for k, e in groups.items()})
 
     def updated(self, changes: Sequence[tuple[MemberView, MemberView]]) -> Ranking:
         rank_value = Population((), self.mode).rank_value
-        groups = dict(self.groups)
-        copied: set[GroupKey] = set()  # a group that changes is a copy: the old ranking's
-
-        def group(key: GroupKey) -> list[Entry]:  # lists stay as they were
-            if key not in copied:
-                groups[key] = list(groups.get(key, ()))
-                copied.add(key)
-            return groups[key]
-
+        groups = dict(self.groups)  # the old ranking's groups stay as they were
         for old, new in changes:
             if (value := rank_value(old)) > -math.inf:
-                entries = group(_group(old))
-                del entries[bisect.bisect_left(entries, (value, old.id))]
+                key = _group(old)
+                groups[key] = groups[key].remove((value, old.id, old))
             if (value := rank_value(new)) > -math.inf:
-                bisect.insort(group(_group(new)), (value, new.id))
+                key = _group(new)
+                groups[key] = groups.get(key, SortedBlocks()).add((value, new.id, new))
         return Ranking(self.mode, {key: entries for key, entries in groups.items() if entries})
 
     def others(self, population: Population, member: MemberView) -> int:
@@ -88,10 +85,11 @@ class Ranking:
                 for theirs, value, other in _one_by_one(population, member, entries):
                     below += (theirs, tie(other)) < (value, mine)
                 continue
-            lower = bisect.bisect_left(entries, (own, -math.inf))
-            upper = bisect.bisect_right(entries, (own, math.inf))
+            lower = entries.bisect_left((own, -math.inf))
+            upper = entries.bisect_right((own, math.inf))
             below += lower
-            for _, other in entries[lower:upper]:  # equal values: the round's order decides
+            equal = itertools.islice(entries.iter_from(lower), upper - lower)
+            for _, other, _view in equal:  # equal values: the round's order decides
                 below += other != member.id and tie(other) < mine
         found = _entry(population, member.id)
         if found is not None:  # the member itself, if counted among its group's lower values
@@ -99,31 +97,47 @@ class Ranking:
             below -= own is not None and found[1][0] < own
         return below
 
-    def top(self, population: Population, member: MemberView, k: int) -> list[MemberView]:
-        """The members other than ``member`` that rank among the top ``k`` as it sees
-        them (each compared with it), or tie with the last of them, that can donate: in
-        id order."""
-        candidates: list[Entry] = []  # as it sees them: at most the top k + 1 of a group
-        ahead: list[Entry] = []
+    def draw(
+        self, population: Population, member: MemberView, k: int, rng: np.random.Generator
+    ) -> MemberView | None:
+        """A member drawn uniformly, with ``rng``, among those other than ``member`` that
+        rank among the top ``k`` as it sees them (each compared with it), or tie with the
+        last of them, and can donate: the ``r``-th of them in id order, for ``r`` drawn
+        below their number. ``None`` when none can donate."""
+        ahead: list[Entry] = []  # members ahead of it, by their values as it sees them
+        behind: list[SortedBlocks[Entry]] = []  # the other groups, each seen as a whole
         for entries, own in self._as_seen_by(population, member):
             if own is None:
-                ahead.extend((t, o) for t, _, o in _one_by_one(population, member, entries))
+                ahead.extend(
+                    (theirs, other, population[other])
+                    for theirs, _, other in _one_by_one(population, member, entries)
+                )
             else:
-                candidates.extend(e for e in entries[-(k + 1) :] if e[1] != member.id)
-        candidates.extend(ahead)
-        candidates.sort(reverse=True)
-        line = candidates[k - 1][0]  # the k-th best value
-        ids = [other for value, other in ahead if value >= line]
-        for entries, own in self._as_seen_by(population, member):
-            if own is not None:
-                start = bisect.bisect_left(entries, (line, -math.inf))
-                ids.extend(other for _, other in entries[start:] if other != member.id)
-        views = (population[other] for other in sorted(ids))
-        return [view for view in views if view.can_donate]
+                behind.append(entries)
+        # the k-th best value of the others: among the top k + 1 of each group and those
+        # ahead, less the member's own value if among them
+        values = [value for value, _, _ in ahead]
+        for entries in behind:
+            values.extend(map(itemgetter(0), entries.iter_from(-(k + 1))))
+        mine = _entry(population, member.id)
+        if mine is not None:
+            entries = self.groups[mine[0]]
+            if entries.bisect_left(mine[1]) >= len(entries) - (k + 1):
+                values.remove(mine[1][0])
+        values.sort(reverse=True)
+        line = values[k - 1]
+        chosen = [entry for entry in ahead if entry[0] >= line]
+        for entries in behind:
+            chosen.extend(entries.iter_from(entries.bisect_left((line, -math.inf))))
+        ids = [other for _, other, view in chosen if other != member.id and view.can_donate]
+        if not ids:
+            return None
+        r = int(rng.integers(len(ids)))
+        return population[int(np.partition(ids, r)[r])]  # the r-th smallest id, unsorted
 
     def _as_seen_by(
         self, population: Population, member: MemberView
-    ) -> Iterator[tuple[list[Entry], float | None]]:
+    ) -> Iterator[tuple[SortedBlocks[Entry], float | None]]:
         """Each group with the value ``member`` has against every one of its members
         (:meth:`Population.compared`); ``None`` for a group ahead of it."""
         for key, entries in self.groups.items():
@@ -138,7 +152,7 @@ def _entry(population: Population, member_id: int) -> tuple[GroupKey, Entry] | N
     except (KeyError, IndexError):
         return None
     value = population.rank_value(view)
-    return (_group(view), (value, member_id)) if value > -math.inf else None
+    return (_group(view), (value, member_id, view)) if value > -math.inf else None
 
 
 def _own_value(population: Population, member: MemberView, key: GroupKey) -> float | None:
@@ -153,11 +167,11 @@ def _own_value(population: Population, member: MemberView, key: GroupKey) -> flo
 
 
 def _one_by_one(
-    population: Population, member: MemberView, entries: list[Entry]
+    population: Population, member: MemberView, entries: SortedBlocks[Entry]
 ) -> Iterator[tuple[float, float, int]]:
     """For a group ahead of ``member``: each other member's value and ``member``'s, as
     :meth:`Population.compared` has them, and its id."""
-    for _, other in entries:
+    for _, other, view in entries:
         if other != member.id:
-            theirs, own = population.compared(population[other], member)
+            theirs, own = population.compared(view, member)
             yield theirs, own, other

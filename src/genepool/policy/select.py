@@ -111,11 +111,7 @@ class Truncation(Select):
             return None  # not in the bottom k
         # the donor is drawn among the top k, as this member sees the others, and those
         # tied with the last of them
-        top = ranking.top(population, member, k)
-        if not top:
-            return None
-        donor: MemberView = top[int(rng.integers(len(top)))]
-        return donor
+        return ranking.draw(population, member, k, rng)
 
     @staticmethod
     def _below(population: Population, member: MemberView, ranking: Ranking) -> int:

@@ -1,20 +1,21 @@
 """Claims: which member a claim takes, and what taking it over does to it; the rules every
 backend shares (see :mod:`genepool.store._base` for the contract).
 
-The active members are kept in claim order (:class:`ClaimQueue`), derived once per
-snapshot and updated as members change (:meth:`genepool.member.Population.with_members`),
+The active members are kept in claim order (:class:`ClaimQueue`, a sorted list shared
+between snapshots: :class:`~genepool._persistent.SortedBlocks`), derived once per snapshot
+and updated as members change (:meth:`genepool.member.Population.with_members`),
 so that a claim looks at the members furthest behind first and stops at the first it may
 take, instead of reading every member of the population at every claim.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from genepool._persistent import SortedBlocks
 from genepool.member import ACTIVE, MemberView, Population
 from genepool.store._leases import WorkerInfo, counts_crash
 
@@ -33,19 +34,19 @@ class ClaimQueue:
     """The active members' :func:`claim_order` keys, sorted: the first is the member
     furthest behind. A :class:`~genepool.member.Derived` of a population."""
 
-    keys: list[ClaimKey]
+    keys: SortedBlocks[ClaimKey]
 
     @classmethod
     def of(cls, population: Population) -> ClaimQueue:
-        return cls(sorted(claim_order(m) for m in population if m.status == ACTIVE))
+        return cls(SortedBlocks.of(claim_order(m) for m in population if m.status == ACTIVE))
 
     def updated(self, changes: Sequence[tuple[MemberView, MemberView]]) -> ClaimQueue:
-        keys = list(self.keys)  # a copy: the queue of the old snapshot stays as it was
+        keys = self.keys  # the queue of the old snapshot stays as it was
         for old, new in changes:
             if old.status == ACTIVE:
-                del keys[bisect.bisect_left(keys, claim_order(old))]
+                keys = keys.remove(claim_order(old))
             if new.status == ACTIVE:
-                bisect.insort(keys, claim_order(new))
+                keys = keys.add(claim_order(new))
         return ClaimQueue(keys)
 
     def slowest(self) -> int | None:

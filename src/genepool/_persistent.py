@@ -1,0 +1,233 @@
+"""Sequences that a new version shares with the old: the population's snapshots.
+
+A snapshot of the population is immutable, and the store makes a new one at every write
+(:meth:`genepool.member.Population.with_members`): its members, and what is derived from
+them in sorted order (the ranking, the claim queue), each a new sequence per write that
+leaves the old one as it was. Copying a plain tuple of every member at each write costs a
+pass over the whole population each time, which grows with it. Both sequences here are
+kept in blocks instead, and a new version copies the blocks it changes and the tuple of
+blocks, sharing every other block with the old version: a write costs about the square
+root of the population's size, not its size.
+
+:class:`Blocks` is a tuple in blocks of :data:`BLOCK` items: ``blocks[i]`` is item ``i``,
+and :meth:`Blocks.replaced` puts other items at some positions.
+
+:class:`SortedBlocks` keeps its items in blocks of a few hundred at most, each sorted,
+one after another. A new version with one item added or removed copies the one block it
+changes and the list of blocks, and shares every other block with the old version: a
+write costs about the square root of the population's size, not its size.
+(sortedcontainers' ``SortedList`` uses the same layout, mutable; these never change
+once made.)
+
+Example:
+    >>> s = SortedBlocks.of([3, 1, 2])
+    >>> t = s.add(5).remove(1)
+    >>> list(s), list(t), t.bisect_left(3), t[-1]
+    ([1, 2, 3], [2, 3, 5], 1, 5)
+    >>> b = Blocks("abc").replaced({1: "x"})
+    >>> b, b[1], len(b), b == ("a", "x", "c")
+    (Blocks(['a', 'x', 'c']), 'x', 3, True)
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Generic, TypeVar, cast, overload
+
+__all__ = ["Blocks", "SortedBlocks"]
+
+T = TypeVar("T")
+
+#: How many items a block of :class:`Blocks` holds (its last block fewer).
+BLOCK = 64
+#: A block of :class:`SortedBlocks` is split in two once it holds this many items.
+MAX_BLOCK = 512
+
+
+class Blocks(Sequence[T]):
+    """An immutable sequence, as a tuple is; :meth:`replaced` returns a new one.
+
+    Equal to any sequence with the same items in the same order (a tuple included).
+    """
+
+    __slots__ = ("_blocks", "_len")
+
+    def __init__(self, items: Iterable[T] = ()) -> None:
+        flat = tuple(items)
+        self._blocks = tuple(flat[i : i + BLOCK] for i in range(0, len(flat), BLOCK))
+        self._len = len(flat)
+
+    def replaced(self, changes: Mapping[int, T]) -> Blocks[T]:
+        """A new sequence with ``changes[i]`` at each position ``i`` (this one unchanged);
+        :class:`IndexError` for a position outside it."""
+        blocks = list(self._blocks)
+        touched: dict[int, list[Any]] = {}
+        for position, item in changes.items():
+            if not 0 <= position < self._len:
+                raise IndexError(f"position {position} of a sequence of {self._len}")
+            at, offset = divmod(position, BLOCK)
+            if at not in touched:
+                touched[at] = list(blocks[at])
+            touched[at][offset] = item
+        for at, block in touched.items():
+            blocks[at] = tuple(block)
+        new: Blocks[T] = Blocks.__new__(Blocks)
+        new._blocks, new._len = tuple(blocks), self._len
+        return new
+
+    @overload
+    def __getitem__(self, position: int) -> T: ...
+    @overload
+    def __getitem__(self, position: slice) -> tuple[T, ...]: ...
+    def __getitem__(self, position: int | slice) -> T | tuple[T, ...]:
+        if isinstance(position, slice):
+            return tuple(self)[position]
+        if position < 0:
+            position += self._len
+        if not 0 <= position < self._len:
+            raise IndexError(f"position {position} of a sequence of {self._len}")
+        item: T = self._blocks[position // BLOCK][position % BLOCK]
+        return item
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[T]:
+        return itertools.chain.from_iterable(self._blocks)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Blocks({list(self)!r})"
+
+
+class SortedBlocks(Generic[T]):
+    """An immutable sorted list; :meth:`add` and :meth:`remove` return a new one.
+
+    Items must be comparable with each other (tuples of numbers here), and with what
+    :meth:`bisect_left` and :meth:`bisect_right` are given. Positions are global (``0``
+    the smallest item), as with a plain sorted list.
+    """
+
+    __slots__ = ("_blocks", "_len", "_lens", "_maxes")
+
+    _blocks: tuple[tuple[Any, ...], ...]
+    _maxes: tuple[Any, ...]  # each block's last item: which block an item belongs in
+    _lens: tuple[int, ...]  # each block's length: where a block begins
+
+    def __init__(self, blocks: Iterable[tuple[Any, ...]] = ()) -> None:
+        self._blocks = tuple(b for b in blocks if b)
+        self._maxes = tuple(b[-1] for b in self._blocks)
+        self._lens = tuple(len(b) for b in self._blocks)
+        self._len = sum(self._lens)
+
+    @classmethod
+    def of(cls, items: Iterable[T]) -> SortedBlocks[T]:
+        """The items, sorted."""
+        ordered: list[Any] = sorted(cast(Iterable[Any], items))
+        half = MAX_BLOCK // 2
+        return cls(tuple(ordered[i : i + half]) for i in range(0, len(ordered), half))
+
+    def add(self, item: T) -> SortedBlocks[T]:
+        """A new list with ``item`` in its place (this one unchanged)."""
+        if not self._blocks:
+            return SortedBlocks([(item,)])
+        at = min(bisect.bisect_right(self._maxes, item), len(self._blocks) - 1)
+        block = list(self._blocks[at])
+        bisect.insort(block, item)
+        if len(block) >= MAX_BLOCK:  # split in two halves
+            half = len(block) // 2
+            return self._with(at, (tuple(block[:half]), tuple(block[half:])))
+        return self._with(at, (tuple(block),))
+
+    def remove(self, item: T) -> SortedBlocks[T]:
+        """A new list without one ``item``; :class:`ValueError` if it holds none."""
+        at = bisect.bisect_left(self._maxes, item)
+        if at < len(self._blocks):
+            block = self._blocks[at]
+            i = bisect.bisect_left(block, item)
+            if i < len(block) and block[i] == item:
+                rest = block[:i] + block[i + 1 :]
+                return self._with(at, (rest,) if rest else ())
+        raise ValueError(f"{item!r} is not in the list")
+
+    def _with(self, at: int, blocks: tuple[tuple[Any, ...], ...]) -> SortedBlocks[T]:
+        """This list with block ``at`` replaced by ``blocks`` (none or more, not empty):
+        every other block is shared."""
+        new: SortedBlocks[T] = SortedBlocks.__new__(SortedBlocks)
+        after = at + 1
+        new._blocks = self._blocks[:at] + blocks + self._blocks[after:]
+        new._maxes = self._maxes[:at] + tuple(b[-1] for b in blocks) + self._maxes[after:]
+        lens = tuple(len(b) for b in blocks)
+        new._lens = self._lens[:at] + lens + self._lens[after:]
+        new._len = self._len - self._lens[at] + sum(lens)
+        return new
+
+    def _start(self, at: int) -> int:
+        """The position of block ``at``'s first item."""
+        return sum(self._lens[:at])
+
+    def _block_at(self, position: int) -> tuple[int, int]:
+        """The block holding ``position`` (``0 <= position < len``), and where in it."""
+        at = bisect.bisect_right(list(itertools.accumulate(self._lens)), position)
+        return at, position - self._start(at)
+
+    def bisect_left(self, item: Any) -> int:
+        """The position of the first item not less than ``item`` (as :func:`bisect.bisect_left`)."""
+        at = bisect.bisect_left(self._maxes, item)
+        if at == len(self._blocks):
+            return self._len
+        return self._start(at) + bisect.bisect_left(self._blocks[at], item)
+
+    def bisect_right(self, item: Any) -> int:
+        """The position after the last item not greater than ``item``."""
+        at = bisect.bisect_right(self._maxes, item)
+        if at == len(self._blocks):
+            return self._len
+        return self._start(at) + bisect.bisect_right(self._blocks[at], item)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def __getitem__(self, position: int) -> T:
+        if position < 0:
+            position += self._len
+        if not 0 <= position < self._len:
+            raise IndexError(f"position {position} of a list of {self._len}")
+        at, offset = self._block_at(position)
+        item: T = self._blocks[at][offset]
+        return item
+
+    def __iter__(self) -> Iterator[T]:
+        return itertools.chain.from_iterable(self._blocks)
+
+    def iter_from(self, position: int) -> Iterator[T]:
+        """The items from ``position`` on (a negative one counts from the end), in order."""
+        if position < 0:
+            position = max(0, position + self._len)
+        if position >= self._len:
+            return iter(())
+        at, offset = self._block_at(position)
+        first = self._blocks[at][offset:]
+        return itertools.chain(first, itertools.chain.from_iterable(self._blocks[at + 1 :]))
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to another with the same items, however they are blocked."""
+        if not isinstance(other, SortedBlocks):
+            return NotImplemented
+        return self._len == other._len and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SortedBlocks({list(self)!r})"
