@@ -34,11 +34,14 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast, overload
 
 __all__ = ["Blocks", "SortedBlocks"]
 
 T = TypeVar("T")
+
+_last = itemgetter(-1)  # a block's last item
 
 #: How many items a block of :class:`Blocks` holds (its last block fewer).
 BLOCK = 64
@@ -82,6 +85,9 @@ class Blocks(Sequence[T]):
     @overload
     def __getitem__(self, position: slice) -> tuple[T, ...]: ...
     def __getitem__(self, position: int | slice) -> T | tuple[T, ...]:
+        if isinstance(position, int) and 0 <= position < self._len:  # the usual case
+            found: T = self._blocks[position // BLOCK][position % BLOCK]
+            return found
         if isinstance(position, slice):
             return tuple(self)[position]
         if position < 0:
@@ -124,8 +130,8 @@ class SortedBlocks(Generic[T]):
 
     def __init__(self, blocks: Iterable[tuple[Any, ...]] = ()) -> None:
         self._blocks = tuple(b for b in blocks if b)
-        self._maxes = tuple(b[-1] for b in self._blocks)
-        self._lens = tuple(len(b) for b in self._blocks)
+        self._maxes = tuple(map(_last, self._blocks))
+        self._lens = tuple(map(len, self._blocks))
         self._len = sum(self._lens)
 
     @classmethod
@@ -162,20 +168,31 @@ class SortedBlocks(Generic[T]):
         """This list with block ``at`` replaced by ``blocks`` (none or more, not empty):
         every other block is shared."""
         new: SortedBlocks[T] = SortedBlocks.__new__(SortedBlocks)
+        if len(self._blocks) == 1 and len(blocks) == 1:  # fewer than MAX_BLOCK items
+            (block,) = blocks
+            new._blocks, new._maxes, new._lens, new._len = (
+                blocks,
+                (block[-1],),
+                (len(block),),
+                len(block),
+            )
+            return new
         after = at + 1
+        lens = tuple(map(len, blocks))
         new._blocks = self._blocks[:at] + blocks + self._blocks[after:]
-        new._maxes = self._maxes[:at] + tuple(b[-1] for b in blocks) + self._maxes[after:]
-        lens = tuple(len(b) for b in blocks)
+        new._maxes = self._maxes[:at] + tuple(map(_last, blocks)) + self._maxes[after:]
         new._lens = self._lens[:at] + lens + self._lens[after:]
         new._len = self._len - self._lens[at] + sum(lens)
         return new
 
     def _start(self, at: int) -> int:
         """The position of block ``at``'s first item."""
-        return sum(self._lens[:at])
+        return sum(self._lens[:at]) if at else 0
 
     def _block_at(self, position: int) -> tuple[int, int]:
         """The block holding ``position`` (``0 <= position < len``), and where in it."""
+        if position < self._lens[0]:
+            return 0, position
         at = bisect.bisect_right(list(itertools.accumulate(self._lens)), position)
         return at, position - self._start(at)
 

@@ -132,11 +132,12 @@ class Residents:
     def drop_stale(self, population: Population) -> None:
         """Close the sessions that can no longer train their member as the store has it:
         another worker trained it (its checkpoint moved on) or ended it."""
-        for member in [
-            m
-            for m, res in self._sessions.items()
-            if population[m].status != ACTIVE or res.serves(population[m]) is None
-        ]:
+        stale = []
+        for member, res in self._sessions.items():
+            view = population[member]
+            if view.status != ACTIVE or res.serves(view) is None:
+                stale.append(member)
+        for member in stale:
             self.drop(member)
 
     def forget_all(self) -> None:

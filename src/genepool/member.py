@@ -196,7 +196,12 @@ class Population:
         return len(self.members)
 
     def __getitem__(self, member_id: int) -> MemberView:
-        return self.members[self._position(member_id)]
+        members = self.members
+        if 0 <= member_id < len(members):  # usually at the position of its id
+            view = members[member_id]
+            if view.id == member_id:
+                return view
+        return members[self._position(member_id)]
 
     def _position(self, member_id: int) -> int:
         """Where the member ``member_id`` is in :attr:`members`; :class:`KeyError` if none

@@ -14,8 +14,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from genepool._errors import CheckpointError, StorageError, storage_fault
 from genepool.checkpoints import _files
@@ -43,6 +43,8 @@ from genepool.checkpoints._spares import Spares
 __all__ = ["LocalCheckpoints"]
 
 log = logging.getLogger("genepool.checkpoints")
+
+_R = TypeVar("_R")
 
 
 class LocalCheckpoints(CheckpointStore):
@@ -313,12 +315,15 @@ class LocalCheckpoints(CheckpointStore):
                 its manifest, or the manifest is unreadable), not a genepool checkpoint,
                 or written in a newer manifest format.
         """
+        return self._reading(checkpoint_id, self._read_payload)
+
+    def _reading(self, checkpoint_id: str, read: Callable[[str, str], _R]) -> _R:
+        """``read(checkpoint_id, path)``; a checkpoint deleted meanwhile (its directory
+        may even be a spare being written into again) is said to be missing, not torn."""
         path = self._path(checkpoint_id)
         try:
-            return self._read_payload(checkpoint_id, path)
+            return read(checkpoint_id, path)
         except CheckpointError:
-            # deleted meanwhile (its directory may even be a spare being written into
-            # again): say so, rather than that it is torn
             if not os.path.lexists(path):
                 raise self._missing(checkpoint_id) from None
             raise
@@ -378,13 +383,7 @@ class LocalCheckpoints(CheckpointStore):
         Raises:
             CheckpointError: As :meth:`get`, except for a payload that does not match.
         """
-        path = self._path(checkpoint_id)
-        try:
-            return self._read_manifest(checkpoint_id, path)
-        except CheckpointError:
-            if not os.path.lexists(path):
-                raise self._missing(checkpoint_id) from None
-            raise
+        return self._reading(checkpoint_id, self._read_manifest)
 
     def ids(self, run: str | None = None, *, older_than: float | None = None) -> list[str]:
         """The ids of the complete checkpoints on disk, sorted; of one run if given.

@@ -65,7 +65,8 @@ class Ranking:
                 groups[key] = groups[key].remove((value, old.id, old))
             if (value := rank_value(new)) > -math.inf:
                 key = _group(new)
-                groups[key] = groups.get(key, SortedBlocks()).add((value, new.id, new))
+                entry = (value, new.id, new)
+                groups[key] = groups[key].add(entry) if key in groups else SortedBlocks.of([entry])
         return Ranking(self.mode, {key: entries for key, entries in groups.items() if entries})
 
     def others(self, population: Population, member: MemberView) -> int:
