@@ -1,11 +1,11 @@
 """The population in rank order, for truncation selection without a pass over every member.
 
 :class:`Ranking` keeps the members a ready member ranks itself among (every one not
-failed with a score of its own, :meth:`Population.ranked`) as ``(rank value, id, member)``,
-sorted (:class:`~genepool._persistent.SortedBlocks`, shared between snapshots: a write
-copies a block, not the group), in one group per latest ready counter. Comparing a
-member with a whole group is then a binary search, even where comparisons are aligned
-(:meth:`Population.compared`): every member of a group that is not ahead of it is
+failed with a score of its own, :meth:`Population.ranked`) as ``(rank value, id, whether
+it can donate)``, sorted (:class:`~genepool._persistent.SortedBlocks`, shared between
+snapshots: a write copies a block, not the group), in one group per latest ready counter.
+Comparing a member with a whole group is then a binary search, even where comparisons are
+aligned (:meth:`Population.compared`): every member of a group that is not ahead of it is
 compared with it at the group's counter, by its latest score. Members ahead of it are
 compared one by one (in a run that claims the member furthest behind first, they are few).
 
@@ -30,9 +30,11 @@ __all__ = ["Ranking"]
 
 #: A group's key: its members' latest ready counter; ``None`` for members without a curve.
 GroupKey = float | None
-#: A ranked member: its rank value (:meth:`Population.rank_value`), its id and its view
-#: (ordered by the first two: no two members share an id).
-Entry = tuple[float, int, MemberView]
+#: A ranked member: its rank value (:meth:`Population.rank_value`), its id and whether it
+#: can donate (:attr:`MemberView.can_donate`), ordered by the first two (no two members
+#: share an id). Only what ranks is kept: a write that changes none of it (most of a
+#: round's writes) leaves the ranking as it was.
+Entry = tuple[float, int, bool]
 
 
 def _group(member: MemberView) -> GroupKey:
@@ -53,19 +55,20 @@ class Ranking:
         for m in population:
             value = population.rank_value(m)
             if value > -math.inf:
-                groups.setdefault(_group(m), []).append((value, m.id, m))
+                groups.setdefault(_group(m), []).append((value, m.id, m.can_donate))
         return cls(population.mode, {k: SortedBlocks.of(e) for k, e in groups.items()})
 
     def updated(self, changes: Sequence[tuple[MemberView, MemberView]]) -> Ranking:
         rank_value = Population((), self.mode).rank_value
         groups = dict(self.groups)  # the old ranking's groups stay as they were
         for old, new in changes:
-            if (value := rank_value(old)) > -math.inf:
-                key = _group(old)
-                groups[key] = groups[key].remove((value, old.id, old))
-            if (value := rank_value(new)) > -math.inf:
-                key = _group(new)
-                entry = (value, new.id, new)
+            before, after = _ranked(old, rank_value), _ranked(new, rank_value)
+            if before == after:  # the same value, group and donor status: nothing moves
+                continue
+            if before is not None:
+                groups[before[0]] = groups[before[0]].remove(before[1])
+            if after is not None:
+                key, entry = after
                 groups[key] = groups[key].add(entry) if key in groups else SortedBlocks.of([entry])
         return Ranking(self.mode, {key: entries for key, entries in groups.items() if entries})
 
@@ -90,7 +93,7 @@ class Ranking:
             upper = entries.bisect_right((own, math.inf))
             below += lower
             equal = itertools.islice(entries.iter_from(lower), upper - lower)
-            for _, other, _view in equal:  # equal values: the round's order decides
+            for _, other, _donates in equal:  # equal values: the round's order decides
                 below += other != member.id and tie(other) < mine
         found = _entry(population, member.id)
         if found is not None:  # the member itself, if counted among its group's lower values
@@ -110,7 +113,7 @@ class Ranking:
         for entries, own in self._as_seen_by(population, member):
             if own is None:
                 ahead.extend(
-                    (theirs, other, population[other])
+                    (theirs, other, population[other].can_donate)
                     for theirs, _, other in _one_by_one(population, member, entries)
                 )
             else:
@@ -130,7 +133,7 @@ class Ranking:
         chosen = [entry for entry in ahead if entry[0] >= line]
         for entries in behind:
             chosen.extend(entries.iter_from(entries.bisect_left((line, -math.inf))))
-        ids = [other for _, other, view in chosen if other != member.id and view.can_donate]
+        ids = [other for _, other, donates in chosen if donates and other != member.id]
         if not ids:
             return None
         r = int(rng.integers(len(ids)))
@@ -152,8 +155,15 @@ def _entry(population: Population, member_id: int) -> tuple[GroupKey, Entry] | N
         view = population[member_id]
     except (KeyError, IndexError):
         return None
-    value = population.rank_value(view)
-    return (_group(view), (value, member_id, view)) if value > -math.inf else None
+    return _ranked(view, population.rank_value)
+
+
+def _ranked(
+    member: MemberView, rank_value: Callable[[MemberView], float]
+) -> tuple[GroupKey, Entry] | None:
+    """The member's group and entry; ``None`` when it does not rank."""
+    value = rank_value(member)
+    return (_group(member), (value, member.id, member.can_donate)) if value > -math.inf else None
 
 
 def _own_value(population: Population, member: MemberView, key: GroupKey) -> float | None:
@@ -172,7 +182,7 @@ def _one_by_one(
 ) -> Iterator[tuple[float, float, int]]:
     """For a group ahead of ``member``: each other member's value and ``member``'s, as
     :meth:`Population.compared` has them, and its id."""
-    for _, other, view in entries:
+    for _, other, _donates in entries:
         if other != member.id:
-            theirs, own = population.compared(view, member)
+            theirs, own = population.compared(population[other], member)
             yield theirs, own, other

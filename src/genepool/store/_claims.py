@@ -43,10 +43,14 @@ class ClaimQueue:
     def updated(self, changes: Sequence[tuple[MemberView, MemberView]]) -> ClaimQueue:
         keys = self.keys  # the queue of the old snapshot stays as it was
         for old, new in changes:
-            if old.status == ACTIVE:
-                keys = keys.remove(claim_order(old))
-            if new.status == ACTIVE:
-                keys = keys.add(claim_order(new))
+            before = claim_order(old) if old.status == ACTIVE else None
+            after = claim_order(new) if new.status == ACTIVE else None
+            if before == after:  # most writes leave a member's place in the queue alone
+                continue
+            if before is not None:
+                keys = keys.remove(before)
+            if after is not None:
+                keys = keys.add(after)
         return ClaimQueue(keys)
 
     def slowest(self) -> int | None:

@@ -236,6 +236,7 @@ class PostgreSQLStore(SQLStore, scheme="postgresql"):
     # -- writes --------------------------------------------------------------------------
     def _commit(self, commit: Commit) -> Population:
         lease = commit.lease
+        rows = self._rows(commit)
         with self._tx("write") as tx:
             st = self._state(tx, lease.run)
             locked = tx.first(S_COMMIT_LOCK, {"b_run": st.id, "b_id": lease.member})
@@ -249,7 +250,13 @@ class PostgreSQLStore(SQLStore, scheme="postgresql"):
             changes = commit.member is not None or commit.pin is not None
             version = self._bump(tx, st) if changes else None
             cache = write_commit(
-                tx, st, version=version, commit=commit, standing=standing, lock=self._lock
+                tx,
+                st,
+                version=version,
+                commit=commit,
+                standing=standing,
+                lock=self._lock,
+                rows=rows,
             )
             tx.commit()
             cache()

@@ -18,7 +18,7 @@ from genepool.store._sqlrows import event_row, member_columns, report_row
 from genepool.store._statements import D_PIN, I_EVENTS, I_PIN, I_REPORTS, S_COLLECTED, U_MEMBER
 from genepool.store._transactions import Tx
 
-__all__ = ["Commit", "Standing", "write_commit"]
+__all__ = ["Commit", "Rows", "Standing", "commit_rows", "write_commit"]
 
 
 class Commit(NamedTuple):
@@ -48,6 +48,26 @@ class Standing(NamedTuple):
     view: MemberView | None = None
 
 
+class Rows(NamedTuple):
+    """A commit's rows: its reports', its events' and its member's JSON. A store makes
+    them before the write transaction begins where it can (:func:`commit_rows`), so that
+    the database's write lock is held for the statements alone: with several writers,
+    that time is what bounds them."""
+
+    reports: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    view: str | None
+
+
+def commit_rows(commit: Commit, *, run_id: int, metric: str | None) -> Rows:
+    """The rows ``commit`` writes in the run ``run_id`` whose score is ``metric``."""
+    return Rows(
+        reports=[report_row(r, run_id=run_id, metric=metric) for r in commit.reports],
+        events=[event_row(e, run_id=run_id) for e in commit.events],
+        view=None if commit.member is None else view_json(commit.member),
+    )
+
+
 def write_commit(
     tx: Tx,
     st: RunCache,
@@ -56,6 +76,7 @@ def write_commit(
     commit: Commit,
     standing: Standing,
     lock: AbstractContextManager[Any],
+    rows: Rows | None = None,
 ) -> Callable[[], None]:
     """A commit's writes, in ``tx`` (which the caller commits), once the contract's
     checks pass (:func:`~genepool.store._commits.check_commit`, against the member's
@@ -68,6 +89,7 @@ def write_commit(
         commit: What to write.
         standing: The member as the commit finds it.
         lock: The store's lock, which guards the cache.
+        rows: ``commit``'s rows, made before ``tx`` began; ``None``: made here.
     """
     lease, member = commit.lease, commit.member
     check_commit(
@@ -78,8 +100,10 @@ def write_commit(
         pin=commit.pin,
         collected=lambda pin: tx.first(S_COLLECTED, {"r": st.id, "c": pin}) is not None,
     )
+    if rows is None:
+        rows = commit_rows(commit, run_id=st.id, metric=st.metric)
     unchanged = member is not None and member is standing.view
-    text = None if member is None or unchanged else view_json(member)
+    text = None if unchanged else rows.view
     if releases_pin(member=member, checkpoint=standing.checkpoint, pin=commit.pin):
         tx.run(D_PIN, {"r": st.id, "m": lease.member})
     if commit.pin is not None:
@@ -93,11 +117,10 @@ def write_commit(
         if version is not None:
             params["version"] = version
         tx.run(U_MEMBER, {**params, "b_run": st.id, "b_id": lease.member})
-    if commit.reports:
-        rows = [report_row(r, run_id=st.id, metric=st.metric) for r in commit.reports]
-        tx.many(I_REPORTS, rows)
-    if commit.events:
-        tx.many(I_EVENTS, [event_row(e, run_id=st.id) for e in commit.events])
+    if rows.reports:
+        tx.many(I_REPORTS, rows.reports)
+    if rows.events:
+        tx.many(I_EVENTS, rows.events)
 
     def cache() -> None:
         if version is None:

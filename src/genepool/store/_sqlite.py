@@ -304,6 +304,7 @@ class SQLiteStore(SQLStore, scheme="sqlite"):
     ) -> Lease | None:
         """Under the database's write lock, the up-to-date cache decides (after ``last``,
         the caller's previous lease and the round's last write, is committed)."""
+        last_rows = self._rows(last)
         with self._tx("write") as tx:
             st, version = self._serialized(tx, run)
             now = self._now()
@@ -315,7 +316,13 @@ class SQLiteStore(SQLStore, scheme="sqlite"):
                 try:  # checks the lease (and the pin) before it writes anything
                     standing = self._standing(self._leased(st, last.lease))
                     cache = write_commit(
-                        tx, st, version=version, commit=last, standing=standing, lock=self._lock
+                        tx,
+                        st,
+                        version=version,
+                        commit=last,
+                        standing=standing,
+                        lock=self._lock,
+                        rows=last_rows,
                     )
                 except StaleLeaseError:
                     if last.writes:
@@ -381,11 +388,18 @@ class SQLiteStore(SQLStore, scheme="sqlite"):
     # -- writes --------------------------------------------------------------------------
     def _commit(self, commit: Commit) -> Population:
         lease = commit.lease
+        rows = self._rows(commit)
         with self._tx("write") as tx:
             st, version = self._serialized(tx, lease.run)
             standing = self._standing(self._leased(st, lease))
             cache = write_commit(
-                tx, st, version=version, commit=commit, standing=standing, lock=self._lock
+                tx,
+                st,
+                version=version,
+                commit=commit,
+                standing=standing,
+                lock=self._lock,
+                rows=rows,
             )
             tx.commit()
             cache()

@@ -28,7 +28,7 @@ from genepool.store._base import History, Store, revive_ids, revived
 from genepool.store._codec import Corrupt, encode_map, json_object, loads, view_json
 from genepool.store._leases import Lease, WorkerInfo
 from genepool.store._snapshots import CachedRow, RunCache, load_rows
-from genepool.store._sqlcommit import Commit
+from genepool.store._sqlcommit import Commit, Rows, commit_rows
 from genepool.store._sqlrows import (
     RUNS_TABLE,
     event_row,
@@ -180,6 +180,14 @@ class SQLStore(Store):
     def _commit(self, commit: Commit) -> Population:
         """:meth:`commit`: write ``commit`` in one transaction; a fresh snapshot."""
         raise self._own("_commit")
+
+    def _rows(self, commit: Commit | None) -> Rows | None:
+        """``commit``'s rows, made before its transaction begins, where this process
+        knows its run already (``None``: its transaction makes them)."""
+        st = None if commit is None else self._runs.get(commit.lease.run)
+        if commit is None or st is None:
+            return None
+        return commit_rows(commit, run_id=st.id, metric=st.metric)
 
     def _open_engine(self, sa_url: URL) -> Engine:
         """The engine for the database, its file checked first (SQLite)."""
