@@ -111,16 +111,16 @@ class Loader:
         self, lease: Lease, view: MemberView
     ) -> tuple[MemberView, Resident, Population | None]:
         """The member's session (:meth:`session_for`); when its checkpoint is torn or
-        missing, it falls back first (:meth:`_fall_back`): the view it goes on as, the
+        missing, it falls back first (:meth:`fall_back`): the view it goes on as, the
         session, and the population the fallback's write returned (``None``: none)."""
         pop = None
         try:
             return view, self.session_for(view), pop
         except Unreadable as err:
-            view, pop = self._fall_back(lease, view, err)
+            view, pop = self.fall_back(lease, view, err)
         return view, self.session_for(view), pop
 
-    def _fall_back(
+    def fall_back(
         self, lease: Lease, view: MemberView, failed: Unreadable
     ) -> tuple[MemberView, Population]:
         """``view``'s checkpoint cannot be read: go on from its previous checkpoint (the

@@ -5,7 +5,9 @@
 :class:`Claim`, and :meth:`AskTell.tell` takes its round back and returns the decision.
 Both are the worker's round (:mod:`genepool.round`) with the training left to the user, so
 reports, lineage, report, export and replay work unchanged, and several processes or
-machines may ask and tell at once (leases, fencing and resume as for workers).
+machines may ask and tell at once (leases, fencing and resume as for workers). A claimed
+member's checkpoint that is torn or missing falls back as a worker's does
+(:mod:`genepool._loading`), before the claim is handed out.
 
 Example:
     >>> import genepool as gp
@@ -26,32 +28,31 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-import numpy as np
 
 if sys.version_info >= (3, 11):
     from typing import assert_never
 else:  # pragma: no cover
     from typing_extensions import assert_never
 
+from genepool._claim import Checkpoint, Claim
 from genepool._collect import Collector
+from genepool._constraints import Interval, Options, Setting, check
 from genepool._create import open_run
-from genepool._errors import CollectedPinError, StaleLeaseError, invalid
-from genepool._heartbeat import Heartbeat
-from genepool._rng import member_stream
-from genepool.checkpoints import LocalCheckpoints
+from genepool._errors import CheckpointError, CollectedPinError, StaleLeaseError, invalid
+from genepool._loading import Loader, Unreadable
+from genepool._redact import shown
+from genepool._residents import Residents
 from genepool.decision import Continue, Decision, Exploit, Explore, Stop
 from genepool.member import ACTIVE, FAILED, FINISHED, Event, MemberView, Population, Report
 from genepool.policy.stop import BEST_EVENT, PlateauTracker, ended_because, run_stop_reason
 from genepool.result import Result, close_store
 from genepool.round import (
-    RoundRecord,
     after_round,
     decide,
     exploited,
@@ -66,140 +67,6 @@ from genepool.space import Space
 from genepool.store import Lease, WorkerInfo
 
 __all__ = ["AskTell", "Checkpoint", "Claim"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """The checkpoint a claimed member starts from: its own, or a donor's after an exploit.
-
-    Attributes:
-        id: The checkpoint's id.
-        member: Whose it is (the donor, after an exploit).
-        step: The step its weights had reached.
-        path: Its folder on this machine, where the checkpoints are a local folder (read
-            it, never change it); ``None`` elsewhere.
-    """
-
-    id: str
-    member: int
-    step: int
-    path: str | None
-    _read: Callable[[], Any] = dataclasses.field(repr=False, compare=False)
-
-    def load(self) -> Any:
-        """The state handed to :meth:`AskTell.tell` when it was taken."""
-        return self._read()["state"]
-
-
-class Claim:
-    """A member to train: its id, its hyperparameters and the checkpoint to start from.
-
-    Use it as a context manager: while it is open its lease is kept alive from a thread
-    (no other process takes the member); leaving it without :meth:`AskTell.tell` gives
-    the member back untouched (it goes on from its checkpoint). Report each step with
-    :meth:`report` until :attr:`ready`, then tell. A claim used without ``with`` must be
-    told within the run's ``lease_seconds``.
-
-    Attributes:
-        member: The member's id.
-        hparams: The hyperparameters to train with (after an exploit: the explored ones).
-        step: The member's step: its checkpoint's, then one more for each report.
-        generation: How many times it has exploited another.
-        checkpoint: What to start from; ``None``: a fresh start.
-    """
-
-    def __init__(self, owner: AskTell, lease: Lease, view: MemberView) -> None:
-        ctx = owner.ctx
-        self._owner, self._lease, self._view = owner, lease, view
-        self.member = view.id
-        self.hparams: Mapping[str, Any] = dict(view.hparams)
-        self.step = view.step
-        self.generation = view.generation
-        self.checkpoint: Checkpoint | None = None
-        if view.checkpoint is not None:
-            ref = view.checkpoint
-            path = owner._local_path(ref.id)
-            self.checkpoint = Checkpoint(ref.id, ref.member, ref.step, path, self._payload)
-        self._read: Any = None
-        self._own = view.checkpoint is not None and view.checkpoint.member == view.id
-        self._rng: np.random.Generator | None = None
-        now = ctx.clock.now()
-        self._record = RoundRecord(
-            view, policy=ctx.policy, metric=ctx.metric, metrics_every=ctx.metrics_every, began=now
-        )
-        self._beat = Heartbeat(ctx, name=owner._info.name, end_hung=False)
-        self._beat.progress(now)
-        self._holding: contextlib.ExitStack | None = None
-        self._ready = False
-        self.told = False
-
-    @property
-    def ready(self) -> bool:
-        """Whether the member is ready (or its budget used): tell its round now."""
-        return self._ready
-
-    @property
-    def rng(self) -> np.random.Generator:
-        """The member's own random stream, as a trainable's ``member.rng``: seeded from
-        the run seed, its id and generation, and saved in its checkpoints."""
-        if self._rng is None:
-            view = self._view
-            rng = member_stream(self._owner.ctx.seed, view.id, view.generation, view.failures)
-            start = self._payload().get("rng") if self._own and view.failures == 0 else None
-            if start is not None:
-                rng.bit_generator.state = start
-            self._rng = rng
-        return self._rng
-
-    def report(self, metrics: Mapping[str, Any] | None = None, /, **more: Any) -> None:
-        """Record one step's metrics (a dict, or keyword arguments); the member is
-        :attr:`ready` once they make it so (see the run's ``ready`` rule).
-
-        Raises:
-            TrainableError: The run's metric is missing or not a number.
-        """
-        merged = {**(metrics or {}), **more}
-        ctx = self._owner.ctx
-        step = self.step = self.step + 1
-        now = ctx.clock.now()
-        self._beat.progress(now)
-        record = self._record
-        record.add(step, merged, now)
-        if now - record.flushed_at >= ctx.flush_seconds:  # a long round: flush
-            ctx.store.commit(self._lease, reports=record.take(now))
-        if record.ends_round(step, merged, now):
-            self._ready = True
-
-    def __enter__(self) -> Claim:
-        self._holding = contextlib.ExitStack()
-        self._holding.enter_context(self._beat)
-        self._holding.enter_context(self._beat.holding(self._lease))
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._holding is not None:
-            self._holding.close()
-            self._holding = None
-        if not self.told:  # given back untouched: it goes on from its checkpoint
-            self.told = True
-            with contextlib.suppress(StaleLeaseError):
-                self._owner.ctx.store.commit(self._lease, release=True)
-
-    def _payload(self) -> Any:
-        """The checkpoint's payload, read once."""
-        if self._read is None and self._view.checkpoint is not None:
-            self._read = self._owner.ctx.read_checkpoint(self._view.checkpoint.id)
-        return self._read
-
-    def _rng_state(self) -> Any:
-        """The stream's state for the round's checkpoint (as ``Member._rng_state``)."""
-        if self._rng is not None:
-            return self._rng.bit_generator.state
-        if self._own and self._view.failures == 0:
-            return self._payload().get("rng")
-        return None if self._view.failures == 0 else self.rng.bit_generator.state
 
 
 class AskTell:
@@ -224,6 +91,9 @@ class AskTell:
             f"asktell-{os.getpid()}", started=ctx.clock.now(), driver=os.getpid()
         )
         self._collector = Collector(ctx)
+        # a torn or missing checkpoint falls back as a worker's does; ask/tell keeps no
+        # sessions, so the loader's resident cache stays empty
+        self._loader = Loader(ctx, Residents(1), self._collector)
         self._plateau = PlateauTracker(min_delta=ctx.policy.budget.min_delta)
         pop = ctx.store.population(ctx.name)
         if ctx.policy.budget.plateau is not None and any(m.ready_count for m in pop):
@@ -243,10 +113,26 @@ class AskTell:
     def ask(self, *, timeout: float = 0.0) -> Claim | None:
         """The member to train next, claimed for this process.
 
-        Returns ``None`` when the run is over (:attr:`stop_reason` says why), or when no
-        member is claimable within ``timeout`` seconds: the others are held by other
-        processes, or wait at a synchronous barrier for members still training.
+        The member's checkpoint is read now: one torn or missing falls back as a
+        worker's member does, to its previous checkpoint, else the best other member's,
+        else a fresh start, with a ``"fallback"`` event, and the claim starts from that.
+
+        Args:
+            timeout: Seconds to wait for a member held elsewhere (``0``: none;
+                ``math.inf``: until one is claimable or the run is over).
+
+        Returns:
+            The claim, or ``None`` when the run is over (:attr:`stop_reason` says why),
+            or when no member is claimable within ``timeout`` seconds: the others are
+            held by other processes, or wait at a synchronous barrier for members still
+            training.
+
+        Raises:
+            InvalidArgumentError: ``timeout`` is not a number >= 0.
+            CheckpointError: A checkpoint is refused, not torn: it needs
+                ``trust_checkpoints=True``, or a newer genepool (the member is given back).
         """
+        check("AskTell.ask", {"timeout": timeout}, _ASK)
         ctx = self.ctx
         deadline = ctx.clock.now() + timeout
         while self.stop_reason is None:
@@ -286,7 +172,31 @@ class AskTell:
         if view.checkpoint is not None and ctx.policy.budget_reached(view.checkpoint.counter):
             self._stop(lease, view, "budget")  # it copied a checkpoint with no budget left
             return None
-        return Claim(self, lease, view)
+        try:
+            view, payload = self._starting_point(lease, view)
+        except CheckpointError:  # refused (it needs trust, say): given back, and raised
+            with contextlib.suppress(StaleLeaseError):
+                ctx.store.commit(lease, release=True)
+            raise
+        return Claim(self, lease, view, payload, worker=self._info.name)
+
+    def _starting_point(self, lease: Lease, view: MemberView) -> tuple[MemberView, Any]:
+        """The member as its claim starts, and its checkpoint's payload (``None``: it
+        has none). A checkpoint that is torn or missing falls back first, written with
+        its ``"fallback"`` event (:meth:`Loader.fall_back`, the worker's own).
+
+        Raises:
+            CheckpointError: A checkpoint is refused (``trust``, a newer format).
+        """
+        try:
+            return view, self._read(view)
+        except Unreadable as err:
+            view, _ = self._loader.fall_back(lease, view, err)
+        return view, self._read(view)
+
+    def _read(self, view: MemberView) -> Any:
+        """The payload of ``view``'s checkpoint; ``None`` if it has none."""
+        return None if view.checkpoint is None else self._loader.read(view.checkpoint.id)
 
     # -- tell ------------------------------------------------------------------------
     def tell(
@@ -300,7 +210,7 @@ class AskTell:
 
         Args:
             claim: What :meth:`ask` returned, told once.
-            state: The state to checkpoint (plain data, arrays, tensors), or a callable
+            state: The state to checkpoint (plain data, arrays, tensors), or a function
                 that returns it, called only if a checkpoint is taken (an exploit
                 replaces the member's weights and takes none).
             metrics: Steps' metrics not given to :meth:`Claim.report`, in order.
@@ -315,25 +225,29 @@ class AskTell:
         Raises:
             StaleLeaseError: The claim's lease was lost (another process has the member
                 now); nothing is recorded.
-            InvalidArgumentError: The claim was told already, or is another run's.
-            TrainableError: A report lacks the run's metric, or it is not a number.
+            InvalidArgumentError: ``claim`` is not an open claim of this run (told
+                already, another's), or ``metrics`` not a list of dicts (as
+                :meth:`Claim.report` takes them); nothing is recorded.
+            TrainableError: A step's metrics lack the run's metric, or it is not a
+                number; nothing is recorded.
+            CheckpointError: ``state`` holds what a checkpoint does not store. Nothing is
+                recorded and the claim stays open, as when a callable ``state`` raises:
+                tell it again with another state (the ``metrics`` given are reported
+                already), or leave it and its member goes back untouched.
         """
-        if claim._owner is not self or claim.told:
-            raise invalid(
-                "AskTell.tell",
-                "claim",
-                "an open claim of this run, told once",
-                f"member {claim.member}'s claim",
-                "Fix: tell each claim once, to the AskTell that asked for it.",
-            )
-        for m in metrics:
+        self._check_open(claim)
+        steps = _steps(metrics)
+        for m in steps:  # each step checked before any is reported
+            claim._checked(m, {}, owner="AskTell.tell")
+        for m in steps:
             claim.report(m)
-        claim.told = True
         if claim._beat.lost:
+            claim.told = True
             raise StaleLeaseError(f"member {claim.member}: the lease was lost during the round")
         ctx, lease, view, record = self.ctx, claim._lease, claim._view, claim._record
         reports = record.reports()
         if record.bad:  # a score that is not a number: the round failed
+            claim.told = True
             return self._failed(lease, view, reports, "non-finite score: " + record.bad[0])
         record.cut_short = not claim.ready
         new = after_round(view, record, step=claim.step, recent_window=ctx.recent_window)
@@ -343,17 +257,21 @@ class AskTell:
         if claim.ready and not wait:
             seen = with_member(ctx.store.population(ctx.name), new)
             decision = decide(ctx.policy, ctx.seed, new, seen)
+        if not isinstance(decision, Exploit):  # raises before anything is written
+            new = self._checkpointed(claim, new, state)
+        claim.told = True
         events = self._best_so_far(new, seen)
         if isinstance(decision, Exploit):  # written with the round, which takes no checkpoint
             before = dataclasses.replace(new, checkpoint=view.checkpoint)
             if self._exploit(lease, new, decision, before=before, reports=reports, events=events):
                 return self._after(decision)
             decision = Continue()  # the donor's checkpoint went meanwhile: go on as it is
-        value = state() if callable(state) else state
-        ckpt_id, size = ctx.write_checkpoint(new, value, claim._rng_state())
-        self._collector.last_size = size
-        ref = dataclasses.replace(new.checkpoint, id=ckpt_id) if new.checkpoint else None
-        new = dataclasses.replace(new, checkpoint=ref, previous=kept_previous(view, ctx.keep))
+            try:
+                new = self._checkpointed(claim, new, state)
+            except BaseException:  # nothing is written: the member goes back untouched
+                with contextlib.suppress(StaleLeaseError):
+                    ctx.store.commit(lease, release=True)
+                raise
         plain = isinstance(decision, Continue)
         ctx.store.commit(
             lease,
@@ -366,6 +284,46 @@ class AskTell:
         if not plain:
             self._carry_out(lease, new, decision)
         return self._after(decision)
+
+    def _check_open(self, claim: Any) -> None:
+        """``claim`` is one of this run's, not told yet.
+
+        Raises:
+            InvalidArgumentError: It is not.
+        """
+        if not isinstance(claim, Claim):
+            got = f"{shown(claim)} ({type(claim).__name__})"
+        elif claim._owner is not self:
+            got = f"member {claim.member}'s claim from another AskTell"
+        elif claim.told:
+            got = f"member {claim.member}'s claim, told already"
+        else:
+            return
+        raise invalid(
+            "AskTell.tell",
+            "claim",
+            "an open claim of this run, told once",
+            got,
+            "Fix: tell each claim that ask() returned once, to the AskTell that asked for it.",
+        )
+
+    def _checkpointed(self, claim: Claim, new: MemberView, state: Any) -> MemberView:
+        """``new`` with its round's checkpoint written (``state``, called if a function,
+        and the member's stream) and the member's checkpoints before it kept as previous.
+
+        Raises:
+            CheckpointError: ``state`` holds what a checkpoint does not store (see
+                :func:`genepool.checkpoints.encode`); nothing is written.
+        """
+        ctx = self.ctx
+        called = callable(state) and not isinstance(state, type)  # a class is no state
+        value = state() if called else state
+        ckpt_id, size = ctx.write_checkpoint(new, value, claim._rng_state())
+        self._collector.last_size = size
+        ref = dataclasses.replace(new.checkpoint, id=ckpt_id) if new.checkpoint else None
+        return dataclasses.replace(
+            new, checkpoint=ref, previous=kept_previous(claim._view, ctx.keep)
+        )
 
     def _failed(
         self, lease: Lease, view: MemberView, reports: Sequence[Report], error: str
@@ -483,9 +441,29 @@ class AskTell:
             if self._owns_store:
                 close_store(self.ctx.store)
 
-    def _local_path(self, checkpoint_id: str) -> str | None:
-        """A checkpoint's folder, where the checkpoints are a local folder."""
-        checkpoints = self.ctx.checkpoints
-        if isinstance(checkpoints, LocalCheckpoints):
-            return os.path.join(checkpoints.root, *checkpoint_id.split("/"))
-        return None
+
+#: What :meth:`AskTell.ask` takes.
+_ASK = {
+    "timeout": Setting(
+        (Interval("real", 0, None), Options((math.inf,))),
+        "Fix: timeout=0 (no wait), the seconds to wait, or math.inf (until a member is "
+        "claimable or the run is over).",
+    )
+}
+
+
+def _steps(metrics: Any) -> list[Mapping[str, Any]]:
+    """``tell``'s ``metrics``: any iterable of steps' metrics but a string or a dict.
+
+    Raises:
+        InvalidArgumentError: It is not.
+    """
+    if not isinstance(metrics, (str, bytes, Mapping)) and isinstance(metrics, Iterable):
+        return list(metrics)
+    raise invalid(
+        "AskTell.tell",
+        "metrics",
+        "a list of dicts, one per step",
+        shown(metrics),
+        "Fix: metrics=[{'score': 0.5}] (or report each step with claim.report(score=0.5)).",
+    )

@@ -170,15 +170,22 @@ def encode(payload: Any, *, trust: bool = False) -> bytes:
 
     Raises:
         CheckpointError: The payload holds another type (the message gives its path), and
-            ``trust`` is False.
+            ``trust`` is False; or it is nested too deeply, or holds itself.
     """
     writer = _Writer(trust=trust)
-    if type(payload) is dict and all(type(k) is str for k in payload):
-        # the worker's payload ({"state": ..., "rng": ...}): paths read state['opt'][3]
-        tree: Any = {"$d": {k: writer.tree(v, k) for k, v in payload.items()}}
-    else:
-        tree = writer.tree(payload, "state")
-    header = json.dumps(tree, separators=(",", ":")).encode()
+    try:
+        if type(payload) is dict and all(type(k) is str for k in payload):
+            # the worker's payload ({"state": ..., "rng": ...}): paths read state['opt'][3]
+            tree: Any = {"$d": {k: writer.tree(v, k) for k, v in payload.items()}}
+        else:
+            tree = writer.tree(payload, "state")
+        header = json.dumps(tree, separators=(",", ":")).encode()
+    except RecursionError:
+        raise CheckpointError(
+            "The trainable's state is nested too deeply, or holds itself (a list in "
+            "itself): a genepool checkpoint stores a tree of values. Fix: return plain "
+            "data from save() / state, no deeper than a few hundred levels."
+        ) from None
     start = _START + len(header)
     pad = -start % _ALIGN
     head = MAGIC + _PREFIX.pack(FORMAT_VERSION, len(header) + pad) + header + b" " * pad
