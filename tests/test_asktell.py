@@ -194,14 +194,17 @@ def test_wrong_uses_get_clear_answers() -> None:
             pbt.tell(claim, state={"x": 0.0})
 
 
-def _caller(url: str, seed: int, out: Any) -> None:
+def _caller(url: str, seed: int, out: Any, both_hold: Any) -> None:
     with gp.AskTell(SPACE, **SETTINGS, seed=seed, storage=url) as pbt:
-        out.put(len(train_waiting(pbt)))
+        first = pbt.ask(timeout=60)
+        assert first is not None
+        both_hold.wait(60)  # neither trains on before the other holds a claim
+        out.put(len(train_waiting(pbt, first=first)))
 
 
-def train_waiting(pbt: gp.AskTell) -> list[Any]:
+def train_waiting(pbt: gp.AskTell, *, first: Any = None) -> list[Any]:
     """The caller's loop, waiting for members held by the other caller."""
-    decisions = []
+    decisions = [] if first is None else [train_round(pbt, first)]
     while pbt.stop_reason is None:
         claim = pbt.ask(timeout=0.5)
         if claim is not None:
@@ -214,7 +217,8 @@ def test_two_processes_ask_and_tell_one_run(tmp_path: Path) -> None:
     gp.AskTell(SPACE, **SETTINGS, seed=5, storage=url).close()  # created once
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_caller, args=(url, 5, out)) for _ in range(2)]
+    both_hold = ctx.Barrier(2)
+    procs = [ctx.Process(target=_caller, args=(url, 5, out, both_hold)) for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:
