@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast, overload
 
@@ -120,19 +120,22 @@ class SortedBlocks(Generic[T]):
     Items must be comparable with each other (tuples of numbers here), and with what
     :meth:`bisect_left` and :meth:`bisect_right` are given. Positions are global (``0``
     the smallest item), as with a plain sorted list.
+
+    A new version copies one block and the tuple of blocks; where each block begins is
+    worked out when a position is first asked of a version (most versions are replaced
+    before anyone asks), and which block an item belongs in is a binary search over the
+    blocks' last items.
     """
 
-    __slots__ = ("_blocks", "_len", "_lens", "_maxes")
+    __slots__ = ("_blocks", "_len", "_starts")
 
     _blocks: tuple[tuple[Any, ...], ...]
-    _maxes: tuple[Any, ...]  # each block's last item: which block an item belongs in
-    _lens: tuple[int, ...]  # each block's length: where a block begins
+    _starts: tuple[int, ...] | None  # where each block begins, then the length; once asked
 
     def __init__(self, blocks: Iterable[tuple[Any, ...]] = ()) -> None:
         self._blocks = tuple(b for b in blocks if b)
-        self._maxes = tuple(map(_last, self._blocks))
-        self._lens = tuple(map(len, self._blocks))
-        self._len = sum(self._lens)
+        self._len = sum(map(len, self._blocks))
+        self._starts = None
 
     @classmethod
     def of(cls, items: Iterable[T]) -> SortedBlocks[T]:
@@ -145,67 +148,68 @@ class SortedBlocks(Generic[T]):
         """A new list with ``item`` in its place (this one unchanged)."""
         if not self._blocks:
             return SortedBlocks([(item,)])
-        at = min(bisect.bisect_right(self._maxes, item), len(self._blocks) - 1)
+        at = min(self._block_for(item, bisect.bisect_right), len(self._blocks) - 1)
         block = list(self._blocks[at])
         bisect.insort(block, item)
         if len(block) >= MAX_BLOCK:  # split in two halves
             half = len(block) // 2
-            return self._with(at, (tuple(block[:half]), tuple(block[half:])))
-        return self._with(at, (tuple(block),))
+            return self._with(at, (tuple(block[:half]), tuple(block[half:])), +1)
+        return self._with(at, (tuple(block),), +1)
 
     def remove(self, item: T) -> SortedBlocks[T]:
         """A new list without one ``item``; :class:`ValueError` if it holds none."""
-        at = bisect.bisect_left(self._maxes, item)
+        at = self._block_for(item, bisect.bisect_left)
         if at < len(self._blocks):
             block = self._blocks[at]
             i = bisect.bisect_left(block, item)
             if i < len(block) and block[i] == item:
                 rest = block[:i] + block[i + 1 :]
-                return self._with(at, (rest,) if rest else ())
+                return self._with(at, (rest,) if rest else (), -1)
         raise ValueError(f"{item!r} is not in the list")
 
-    def _with(self, at: int, blocks: tuple[tuple[Any, ...], ...]) -> SortedBlocks[T]:
-        """This list with block ``at`` replaced by ``blocks`` (none or more, not empty):
-        every other block is shared."""
+    def _block_for(self, item: Any, search: Callable[..., int]) -> int:
+        """The first block whose last item is not less than ``item`` (``bisect_left``), or
+        greater than it (``bisect_right``); the number of blocks if none is."""
+        return search(self._blocks, item, key=_last)
+
+    def _with(self, at: int, blocks: tuple[tuple[Any, ...], ...], grown: int) -> SortedBlocks[T]:
+        """This list with block ``at`` replaced by ``blocks`` (none or more, not empty),
+        ``grown`` items more: every other block is shared."""
         new: SortedBlocks[T] = SortedBlocks.__new__(SortedBlocks)
-        if len(self._blocks) == 1 and len(blocks) == 1:  # fewer than MAX_BLOCK items
-            (block,) = blocks
-            new._blocks, new._maxes, new._lens, new._len = (
-                blocks,
-                (block[-1],),
-                (len(block),),
-                len(block),
-            )
-            return new
-        after = at + 1
-        lens = tuple(map(len, blocks))
-        new._blocks = self._blocks[:at] + blocks + self._blocks[after:]
-        new._maxes = self._maxes[:at] + tuple(map(_last, blocks)) + self._maxes[after:]
-        new._lens = self._lens[:at] + lens + self._lens[after:]
-        new._len = self._len - self._lens[at] + sum(lens)
+        new._blocks = self._blocks[:at] + blocks + self._blocks[at + 1 :]
+        new._len = self._len + grown
+        new._starts = None
         return new
 
     def _start(self, at: int) -> int:
-        """The position of block ``at``'s first item."""
-        return sum(self._lens[:at]) if at else 0
+        """The position of block ``at``'s first item (the length, past the last block)."""
+        return self._block_starts()[at] if at else 0
+
+    def _block_starts(self) -> tuple[int, ...]:
+        """Where each block begins, then the length: worked out once per version, when
+        first asked."""
+        if self._starts is None:
+            self._starts = (0, *itertools.accumulate(map(len, self._blocks)))
+        return self._starts
 
     def _block_at(self, position: int) -> tuple[int, int]:
         """The block holding ``position`` (``0 <= position < len``), and where in it."""
-        if position < self._lens[0]:
+        if position < len(self._blocks[0]):
             return 0, position
-        at = bisect.bisect_right(list(itertools.accumulate(self._lens)), position)
-        return at, position - self._start(at)
+        starts = self._block_starts()
+        at = bisect.bisect_right(starts, position) - 1
+        return at, position - starts[at]
 
     def bisect_left(self, item: Any) -> int:
         """The position of the first item not less than ``item`` (as :func:`bisect.bisect_left`)."""
-        at = bisect.bisect_left(self._maxes, item)
+        at = self._block_for(item, bisect.bisect_left)
         if at == len(self._blocks):
             return self._len
         return self._start(at) + bisect.bisect_left(self._blocks[at], item)
 
     def bisect_right(self, item: Any) -> int:
         """The position after the last item not greater than ``item``."""
-        at = bisect.bisect_right(self._maxes, item)
+        at = self._block_for(item, bisect.bisect_right)
         if at == len(self._blocks):
             return self._len
         return self._start(at) + bisect.bisect_right(self._blocks[at], item)
