@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Self, TypeVar
 
-from genepool._persistent import Blocks
+from genepool._persistent import BLOCK, Blocks
 
 __all__ = [
     "ACTIVE",
@@ -155,6 +155,27 @@ class Derived(Protocol):
 
 _D = TypeVar("_D", bound=Derived)
 
+#: A population of at most this many members (one block) is small: a new snapshot of it
+#: copies a plain tuple of members, and makes what was derived from it afresh when first
+#: asked instead of updating it at every write: for so few members making it costs about
+#: what one update does, and most snapshots (a store's after each write, say) are never
+#: asked (benchmarks/overhead.py, population 8 to 128).
+SMALL = BLOCK
+
+
+def _replaced(
+    members: Sequence[MemberView], replaced: Mapping[int, MemberView], small: bool
+) -> Sequence[MemberView]:
+    """``members`` with ``replaced[i]`` at each position ``i``: a tuple when ``small``,
+    else blocks shared with ``members`` but those a change falls in."""
+    if small:
+        items = list(members)
+        for at, view in replaced.items():
+            items[at] = view
+        return tuple(items)
+    blocks = members if isinstance(members, Blocks) else Blocks(members)
+    return blocks.replaced(replaced)
+
 
 @dataclass(frozen=True, slots=True)
 class Population:
@@ -165,11 +186,13 @@ class Population:
     from its members starts afresh (a store making one snapshot after another should
     use it: each of its writes then copies a block of members, sharing the others
     (:class:`~genepool._persistent.Blocks`), and updates what was derived, instead of a
-    pass over every member).
+    pass over every member; a population of at most :data:`SMALL` members copies its
+    tuple and makes what was derived again when asked).
 
     Attributes:
-        members: The members, ordered by id (a tuple, or the blocks a snapshot made by
-            :meth:`with_members` shares with the one it was made from).
+        members: The members, ordered by id (a tuple, or, above :data:`SMALL` members,
+            the blocks a snapshot made by :meth:`with_members` shares with the one it
+            was made from).
         mode: ``"max"`` when a higher score is better, ``"min"`` otherwise.
         aligned: Compare two members at the same point of training (:meth:`compared`):
             each by its score at the latest ready both have reached, not the score of
@@ -216,19 +239,25 @@ class Population:
     def with_members(self, views: Iterable[MemberView]) -> Population:
         """This population with each of ``views`` in place of the member with its id: a
         new snapshot (this one is unchanged) that keeps what :meth:`derived` made for
-        this one, updated with the change."""
-        members = self.members if isinstance(self.members, Blocks) else Blocks(self.members)
+        this one, updated with the change (a small population: made again when asked)."""
+        members = self.members
         replaced: dict[int, MemberView] = {}  # position -> its new member
         changes: list[tuple[MemberView, MemberView]] = []
         for view in views:
             at = self._position(view.id)
             changes.append((replaced.get(at, members[at]), view))
             replaced[at] = view
+        small = len(members) <= SMALL
         new = Population(
-            members.replaced(replaced), self.mode, self.aligned, self._index, _kept=self._kept
+            _replaced(members, replaced, small),
+            self.mode,
+            self.aligned,
+            self._index,
+            _kept=self._kept,
         )
-        for make in self._kept:
-            new._derived()[make] = self.derived(make).updated(changes)
+        if not small:  # a small one's are made again when first asked (most never are)
+            for make in self._kept:
+                new._derived()[make] = self.derived(make).updated(changes)
         return new
 
     def derived(self, make: Callable[[Population], _D]) -> _D:

@@ -5,13 +5,17 @@ not; and a ranking carried through ``Population.with_members`` is the one made a
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from unittest import mock
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import genepool as gp
+from genepool import member as member_module
 from genepool.member import CheckpointRef, MemberView, Population
 from genepool.policy._ranking import Ranking
 from genepool.policy.select import _tie_break, truncation_split
@@ -39,6 +43,14 @@ def _reference(
         return None
     donor: MemberView = top[int(rng.integers(len(top)))]
     return donor
+
+
+@contextlib.contextmanager
+def updated_if(update: bool) -> Iterator[None]:
+    """With ``update``, what was derived is updated at every write even for these few
+    members (as for a population above ``SMALL``), else made again when asked."""
+    with mock.patch.object(member_module, "SMALL", 0 if update else member_module.SMALL):
+        yield
 
 
 SCORES = st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0, math.nan])
@@ -81,8 +93,10 @@ def test_truncation_decides_as_the_pass_over_every_member(
 ) -> None:
     member = data.draw(st.sampled_from(population.members))
     if data.draw(st.booleans()):  # deciding with its round in it, as a worker does
+        population.derived(Ranking.of)
         member = data.draw(views(member.id))
-        population = population.with_members([member])
+        with updated_if(data.draw(st.booleans())):
+            population = population.with_members([member])
     rule = gp.Truncation(fraction)
     expected = _reference(fraction, population, member, np.random.default_rng(seed))
     found = rule.select(population, member, np.random.default_rng(seed))
@@ -116,7 +130,8 @@ def test_what_is_derived_is_carried_through_with_members(
         for i in data.draw(st.lists(st.sampled_from(range(len(population))), max_size=4))
     ]
     before = population.derived(Ranking.of).groups.copy()
-    new = population.with_members(changed)
+    with updated_if(data.draw(st.booleans())):
+        new = population.with_members(changed)
     fresh = Population(new.members, new.mode, new.aligned)
     assert new.derived(Ranking.of).groups == fresh.derived(Ranking.of).groups
     assert new.derived(ClaimQueue.of).keys == fresh.derived(ClaimQueue.of).keys
