@@ -93,10 +93,10 @@ def migrate(
     """
     _check_trust(trust)
     from genepool._create import own_checkpoints
-    from genepool._run import _open_storage
+    from genepool._storage import open_storage
     from genepool.clock import SystemClock
 
-    store, the_checkpoints = _open_storage(storage, checkpoints, 1, SystemClock())
+    store, the_checkpoints = open_storage(storage, checkpoints, 1, SystemClock())
     try:
         runs = store.runs()
         if name is not None and name not in runs:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import functools
 import logging
 import os
 import signal
-import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -23,20 +20,20 @@ from genepool._errors import invalid
 from genepool._faults import give_back_abandoned
 from genepool._rng import init_stream
 from genepool._settings import check
+from genepool._storage import closes_the_stores_it_opens, open_storage
 from genepool.checkpoints import (
     CheckpointStore,
     MemoryCheckpoints,
     check_run_name,
-    open_checkpoints,
 )
 from genepool.clock import Clock, SystemClock
 from genepool.executors import Executor, ProcessExecutor, SerialExecutor
 from genepool.executors.processes import refuse_in_memory
 from genepool.member import Mode
 from genepool.policy import Budget, Explore, Perturb, Policy, Ready, Select, Truncation
-from genepool.result import Result, close_store
+from genepool.result import Result
 from genepool.space import Space
-from genepool.store import MemoryStore, Store, check_url, open_store
+from genepool.store import MemoryStore, Store, check_url
 from genepool.trainable import TrainableLike, check_trainable
 from genepool.worker import MAX_RESIDENT, RunContext, collect_orphans
 
@@ -45,38 +42,6 @@ __all__ = ["check_arguments", "load_best", "run"]
 log = logging.getLogger("genepool")
 
 _DEFAULT = object()
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-#: The stores :func:`_open_storage` opened from a URL within the current :func:`run`
-#: call (``None`` outside one): the run closes them when it returns or raises.
-_opened_by_run: contextvars.ContextVar[list[Store] | None] = contextvars.ContextVar(
-    "genepool_opened_by_run", default=None
-)
-
-
-def _closes_the_stores_it_opens(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Close, when ``fn`` returns or raises, every store it opened from a URL (a store
-    passed in is the caller's, and stays open). The :class:`Result` a run returns
-    reopens its store if asked for more (its history), and closes it again with
-    :meth:`Result.close`."""
-
-    @functools.wraps(fn)
-    def closing(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        opened: list[Store] = []
-        token = _opened_by_run.set(opened)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _opened_by_run.reset(token)
-            for store in opened:
-                try:
-                    close_store(store)
-                except Exception:  # never hide the run's own outcome
-                    log.warning("could not close %r", store, exc_info=True)
-
-    return closing
 
 
 @contextmanager
@@ -102,7 +67,7 @@ def _graceful_interrupt(event: threading.Event, ctx: RunContext) -> Iterator[Non
         signal.signal(signal.SIGINT, previous)
 
 
-@_closes_the_stores_it_opens
+@closes_the_stores_it_opens
 def run(
     trainable: TrainableLike,
     space: Space,
@@ -263,7 +228,7 @@ def run(
     policy = check_arguments(args)  # before any store or file is touched
     seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
     clock = clock or SystemClock()
-    the_store, the_checkpoints = _open_storage(
+    the_store, the_checkpoints = open_storage(
         storage if storage is not None else store, checkpoints, workers, clock, fsync=fsync
     )
     seed, members, resumed = create_or_resume(
@@ -442,49 +407,3 @@ def load_best(storage: str | Store, name: str = "run", *, trust: bool = False) -
     """
     with Result.open(storage, name, trust=trust) as result:
         return result.load()
-
-
-def _open_storage(
-    storage: str | Store | None,
-    checkpoints: str | os.PathLike[str] | CheckpointStore | None,
-    workers: int,
-    clock: Clock,
-    *,
-    read_only: bool = False,
-    fsync: bool = False,
-) -> tuple[Store, CheckpointStore]:
-    """The store and the checkpoint store a run's arguments name. ``read_only``: to read
-    a run back, opened so that nothing is written: a missing database is an error (not
-    created), and the checkpoints' folder is neither created nor swept."""
-    if storage is None and workers > 1:
-        folder = tempfile.mkdtemp(prefix="genepool-")
-        log.warning("several workers need a durable store: using %s", folder)
-        storage = f"sqlite:///{folder}/pbt.db"
-    owner = "Result.open" if read_only else "run"
-    if storage is None:
-        storage = "memory"
-    if not isinstance(storage, (str, Store)):
-        raise invalid(owner, "storage", "a URL ('sqlite:///pbt.db') or a Store", repr(storage))
-    the_store = open_store(storage, clock=clock, read_only=read_only, owner=owner, name="storage")
-    opened = _opened_by_run.get()
-    if opened is not None and isinstance(storage, str) and storage != "memory":  # run() closes it
-        opened.append(the_store)
-    if isinstance(checkpoints, CheckpointStore):
-        return the_store, checkpoints
-    if checkpoints is None:
-        if isinstance(the_store, MemoryStore):
-            return the_store, MemoryCheckpoints()
-        url = getattr(the_store, "url", "")
-        if isinstance(url, str) and url.startswith("sqlite:///"):
-            # beside the file: the path without the URL's query (which may hold a password)
-            checkpoints = url[len("sqlite:///") :].split("?", 1)[0] + ".checkpoints"
-        else:
-            raise invalid(
-                "run",
-                "checkpoints",
-                "a directory every worker can reach",
-                "None",
-                "Fix: checkpoints='/shared/genepool-checkpoints'.",
-            )
-    # a folder (a path or file://) is LocalCheckpoints'; s3://, memory://, ... FsspecCheckpoints'
-    return the_store, open_checkpoints(checkpoints, read_only=read_only, fsync=fsync)

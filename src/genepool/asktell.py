@@ -43,15 +43,16 @@ else:  # pragma: no cover
 from genepool._claim import Checkpoint, Claim
 from genepool._collect import Collector
 from genepool._constraints import Interval, Options, Setting, check
-from genepool._create import open_run
 from genepool._errors import CheckpointError, CollectedPinError, StaleLeaseError, invalid
 from genepool._loading import Loader, Unreadable
+from genepool._open_run import open_run
 from genepool._redact import shown
 from genepool._residents import Residents
+from genepool._storage import close_store
 from genepool.decision import Continue, Decision, Exploit, Explore, Stop
 from genepool.member import ACTIVE, FAILED, FINISHED, Event, MemberView, Population, Report
 from genepool.policy.stop import BEST_EVENT, PlateauTracker, ended_because, run_stop_reason
-from genepool.result import Result, close_store
+from genepool.result import Result
 from genepool.round import (
     after_round,
     decide,

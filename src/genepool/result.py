@@ -9,6 +9,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from genepool._errors import invalid, missing_dependency
+from genepool._storage import close_store, open_storage
 from genepool.analysis import (
     Lineage,
     Schedule,
@@ -199,10 +200,9 @@ class Result:
         if type(trust) is not bool:  # never a truthy string: it lets code run
             raise invalid("Result.open", "trust", "True or False", repr(trust))
         check_run_name(name, owner="Result.open", name="name")  # before the store opens
-        from genepool._run import _open_storage
         from genepool.clock import SystemClock
 
-        store, the_checkpoints = _open_storage(
+        store, the_checkpoints = open_storage(
             storage, checkpoints, 1, SystemClock(), read_only=True
         )
         opened = not isinstance(storage, Store)
@@ -378,14 +378,6 @@ class Result:
             f"Result(name={self.name!r}, members={len(self.population)}, best_score={score!r}, "
             f"stop_reason={self.stop_reason!r})"
         )
-
-
-def close_store(store: Store) -> None:
-    """Close a store's connections, for a store that has them to close (a
-    :class:`~genepool.store.SQLStore`; an in-memory store has none)."""
-    close = getattr(store, "close", None)
-    if callable(close):
-        close()
 
 
 def _pandas(what: str) -> ModuleType:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from genepool._errors import CheckpointError, StorageError, invalid
+from genepool.version import __version__
 
 #: Version of the ``manifest.json`` layout; a newer one is refused when read. Format 2
 #: added ``store`` (the identity of the datastore the checkpoint belongs to); format 1 is
@@ -173,10 +174,8 @@ def fields_json(fields: Mapping[str, Any] | None) -> str:
 
 @functools.cache
 def versions() -> dict[str, str]:
-    import genepool  # here, not at the top: the package imports this module
-
     return {
-        "genepool": genepool.__version__,
+        "genepool": __version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
