@@ -110,6 +110,22 @@ class Claim:
         """Whether the member is ready (or its budget used): tell its round now."""
         return self._ready
 
+    def ends_next(self) -> bool:
+        """Whether the next report ends the round, its score being a number: the member
+        ready, or its budget used, one step on. For a driver that evaluates its members
+        only at the step that ends their round (:func:`genepool.vectorised.run`). Known
+        ahead only for a ready rule that counts steps: one that counts a reported metric
+        gives ``True``; ``min_seconds`` is judged by the time now."""
+        record, ctx = self._record, self._owner.ctx
+        if self.told or self._ready:
+            return False
+        if record.counter_name != "steps":
+            return True
+        counter, elapsed = self.step + 1, ctx.clock.now() - record.began
+        return ctx.policy.budget_reached(counter) or ctx.policy.ready.due(
+            counter=counter, last=record.last_ready, elapsed=elapsed
+        )
+
     @property
     def rng(self) -> np.random.Generator:
         """The member's own random stream, as a trainable's ``member.rng``: seeded from

@@ -1,0 +1,395 @@
+"""A whole population in one process: the round's third driver, on stacked members.
+
+:func:`run` trains every member of a PBT run at once: the members live as one
+:class:`~genepool.vectorised.StackedMembers` (parameters with a population axis) and one
+vectorised optimizer (hyperparameters as per-member columns), and a step is one batched
+forward and backward for all of them. PBT itself is ask/tell's (:class:`genepool.AskTell`,
+synchronous): each round the driver asks for every member, brings each member's slice to
+its claim's starting point, steps the members together until each is ready, and tells
+each round with the member's state. Decisions, the store, lineage, events, the report and
+export are therefore those of any run.
+
+A member's starting point, each round:
+
+- no checkpoint: a fresh member, its initial weights drawn from the run seed and its id;
+- its own checkpoint, which its slice holds still (it was told, and has not trained or
+  been overwritten since): nothing to do;
+- another's checkpoint (an exploit) that the donor's slice still holds: the donor's
+  parameters, buffers and optimizer state copied into the member's slice in place, every
+  donor read before any slice is overwritten;
+- else the checkpoint's payload, loaded into the slice.
+
+Then the claim's hyperparameters are set and checked (an explore), and the member's
+random stream for the round (its batches, its dropout masks) is seeded from the claim's
+own stream (:attr:`genepool.Claim.rng`: the run seed, the member, its generation; kept in
+its checkpoints, reseeded by an exploit and by a retry after a failure).
+
+A member whose loss, gradients or score are not finite is masked out of the optimizer
+step, so the others' numbers are bit-identical to a run without it, and reports a score
+that is not a number: ask/tell records the failed round and the policy decides for it
+(an exploit, typically). Every ready round checkpoints every member; a run stopped
+(its budget, an error, a kill) resumes from those checkpoints with the same call.
+
+The evaluation (``evaluate``) runs batched at the step that ends a member's round
+(:meth:`genepool.Claim.ends_next`), and at the start of a round for a member with no
+evaluation yet; the reports between carry the member's latest evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from genepool._errors import CheckpointError, InvalidArgumentError, missing_dependency
+from genepool.asktell import AskTell, Claim
+from genepool.result import Result
+from genepool.round import check_applied
+from genepool.space import Space
+from genepool.vectorised._hparams import Targets
+from genepool.vectorised._inputs import Steps, check, probe, refused
+from genepool.vectorised._stack import StackedMembers
+
+try:
+    import torch
+    from torch import Tensor
+    from torch.utils._pytree import tree_map
+except ImportError as _err:  # pragma: no cover - exercised only without torch
+    raise missing_dependency("torch", "torch", "genepool.vectorised") from _err
+
+__all__ = ["STATE_FORMAT", "initial_seed", "run"]
+
+log = logging.getLogger("genepool.vectorised")
+
+#: The version of a member's checkpoint state: ``{"format", "model", "optimizer",
+#: "metrics"}`` (its ``state_dict``, its optimizer state, its latest evaluation).
+STATE_FORMAT = 1
+#: What a slice holds besides a checkpoint's id: its initial weights (``None``: it has
+#: trained since it last held a checkpoint).
+_INITIAL = "<initial>"
+
+
+def run(
+    *,
+    model: Callable[[], Any],
+    loss: Callable[[Any, Any], Any],
+    data: Callable[[Any, int], Any],
+    space: Space,
+    metric: str,
+    ready: Any,
+    budget: Any,
+    population: int | None = None,
+    evaluate: Callable[[Any, Any], Any] | None = None,
+    eval_data: Any = None,
+    optimizer: str = "sgd",
+    optimizer_options: Mapping[str, Any] | None = None,
+    device: Any = None,
+    checkpoint_every: int = 1,
+    **settings: Any,
+) -> Result:
+    """Train a population with PBT, every member at once in one batched computation.
+
+    Args:
+        model: A function of no arguments returning one member's ``nn.Module`` (its
+            dropouts :class:`genepool.vectorised.Dropout`); member ``i``'s initial
+            weights are drawn under a seed of the run seed and ``i``
+            (:func:`initial_seed`).
+        loss: ``loss(model, batch) -> loss`` or ``(loss, {name: scalar})`` for one
+            member: ``model(*inputs)`` is its forward pass, ``batch`` one of its batches.
+            The loss is reported as ``"loss"``, the metrics by their names.
+        data: ``data(generator, member) -> batch``: a training batch (tensors, or a
+            tuple, list or dict of them; the same shapes for every member) drawn with
+            ``generator``, the member's own ``torch.Generator``.
+        space: The hyperparameters: names of the optimizer's hyperparameters (``lr``,
+            ``momentum``, ``beta1``, ``beta2``, ``eps``, ``weight_decay``, ...),
+            ``max_norm`` (gradient clipping), ``dropout`` or ``dropout.<module>``, and
+            ``loss_weight`` (see :mod:`genepool.vectorised._hparams`).
+        metric: The metric that ranks members: ``"loss"``, a metric of ``loss``, or one
+            of ``evaluate``'s.
+        ready: When a member may compare itself with the population (``gp.Every(50)``).
+        budget: When the run ends (``gp.Budget(steps=1000)``).
+        population: How many members.
+        evaluate: ``evaluate(model, batch) -> {name: scalar}`` for one member in
+            evaluation mode, run for all at once on ``eval_data``.
+        eval_data: The evaluation batch every member is scored on (not copied per
+            member), or a function of no arguments returning it.
+        optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"`` (genepool's vectorised ones).
+        optimizer_options: Fixed optimizer arguments: ``{"nesterov": True}``,
+            ``{"amsgrad": True}``, or a hyperparameter the space does not name
+            (``{"momentum": 0.9}``), the same for every member.
+        device: Where the members live (``"cuda"``); default the CPU.
+        checkpoint_every: Only ``1`` for now: a durable checkpoint of every member at
+            every ready round.
+        **settings: As for :class:`genepool.AskTell` (and :func:`genepool.run`): ``mode``,
+            ``seed``, ``storage``, ``checkpoints``, ``exploit``, ``explore``, ``name``,
+            ``initial``, ``max_failures``, ``keep``, ... The run is synchronous.
+
+    Returns:
+        The run's :class:`~genepool.Result`; ``result.load()`` is the best member's
+        state: ``{"format": 1, "model": its state_dict, "optimizer": ..., "metrics": ...}``.
+
+    Raises:
+        InvalidArgumentError: An argument is wrong (checked with one step and one
+            evaluation of one member before the run is created or resumed).
+
+    Example:
+        >>> import torch
+        >>> import genepool as gp
+        >>> from genepool import vectorised as gpv
+        >>> x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+        >>> y = x.sum(1, keepdim=True)
+        >>> def data(generator, member):
+        ...     idx = torch.randint(0, 64, (8,), generator=generator)
+        ...     return x[idx], y[idx]
+        >>> def loss(model, batch):
+        ...     return torch.nn.functional.mse_loss(model(batch[0]), batch[1])
+        >>> result = gpv.run(
+        ...     model=lambda: torch.nn.Linear(3, 1), loss=loss, data=data, metric="loss",
+        ...     mode="min", space=gp.Space(lr=gp.Float(0.01, 0.3, log=True)),
+        ...     population=4, ready=gp.Every(5), budget=gp.Budget(steps=20), seed=0)
+        >>> result.best.step, sorted(result.load()["model"])
+        (20, ['bias', 'weight'])
+    """
+    steps = Steps(loss=loss, data=data, evaluate=evaluate, eval_data=eval_data, metric=metric)
+    check(model=model, space=space, checkpoint_every=checkpoint_every, settings=settings)
+    options = {} if optimizer_options is None else optimizer_options
+    targets = probe(model, device, steps, space, optimizer, options)
+    settings = {**settings, "synchronous": True}
+    with AskTell(
+        space, metric=metric, ready=ready, budget=budget, population=population, **settings
+    ) as pbt:
+        members = _Members(pbt, model=model, device=device, targets=targets, steps=steps)
+        log.info("vectorised run %r: %d members on %s", pbt.name, members.n, members.device)
+        members.train()
+        if members.stack.fallbacks:
+            log.info("evaluation looped over the members for %s", members.stack.fallbacks)
+        ctx = pbt.ctx
+        given = settings.get("storage", settings.get("store"))
+        return Result(
+            name=ctx.name,
+            seed=ctx.seed,
+            metric=ctx.metric,
+            stop_reason=pbt.stop_reason or "interrupted",
+            store=ctx.store,
+            checkpoints=ctx.checkpoints,
+            trust=ctx.trust_checkpoints,
+            owns_store=isinstance(given, str),  # closed by ask/tell, reopened if asked
+        )
+
+
+def initial_seed(seed: int, member: int) -> int:
+    """The seed member ``member``'s initial weights are drawn with (``torch.manual_seed``
+    around ``model()``): the run seed's and the member's alone."""
+    state = np.random.SeedSequence([seed, member]).generate_state(1, dtype=np.uint64)
+    return int(state[0]) >> 1
+
+
+class _Members:
+    """The population's slices, its optimizer, and what each slice holds now."""
+
+    def __init__(
+        self, pbt: AskTell, *, model: Any, device: Any, targets: Targets, steps: Steps
+    ) -> None:
+        ctx = pbt.ctx
+        configs = [m.hparams for m in ctx.store.population(ctx.name)]
+        self.pbt, self.model, self.targets, self.steps = pbt, model, targets, steps
+        self.n = n = len(configs)
+        self.seeds = [initial_seed(ctx.seed, i) for i in range(n)]
+        self.stack = StackedMembers(model, seeds=self.seeds, device=device)
+        self.device = self.stack.device
+        self.opt = targets.optimizer(self.stack.params, configs)
+        self.fresh_opt = self.opt.member_state(0)  # before any step: a fresh start's
+        self.weights = torch.ones(n, dtype=torch.float64, device=self.device)
+        #: Per slice: the checkpoint id it holds, _INITIAL, or None (trained since).
+        self.held: list[str | None] = [_INITIAL] * n
+        #: Per member: its latest evaluation (None: none yet).
+        self.evaluated: list[dict[str, float] | None] = [None] * n
+
+    def train(self) -> None:
+        """Rounds until the run is over: ask, start, step until ready, tell."""
+        while True:
+            with contextlib.ExitStack() as open_claims:  # left untold: given back
+                claims = self._ask(open_claims)
+                if not claims:
+                    return
+                self._start(claims)
+                failed = self._step_until_ready(claims)
+                self._tell(claims, failed)
+
+    def _ask(self, open_claims: contextlib.ExitStack) -> dict[int, Claim]:
+        """A claim of every member that trains this round (none: the run is over)."""
+        claims: dict[int, Claim] = {}
+        timeout = math.inf  # the first waits for members another process held
+        while (claim := self.pbt.ask(timeout=timeout)) is not None:
+            claims[claim.member] = open_claims.enter_context(claim)
+            timeout = 0.0
+        return claims
+
+    # -- starting points ----------------------------------------------------------------
+    def _start(self, claims: Mapping[int, Claim]) -> None:
+        """Bring each claimed member's slice to its starting point, set its
+        hyperparameters and its random stream for the round."""
+        copies: dict[int, int] = {}
+        loads: dict[int, Any] = {}
+        for m, claim in claims.items():
+            ck = claim.checkpoint
+            if ck is None:
+                if self.held[m] != _INITIAL:
+                    loads[m] = _INITIAL
+            elif self.held[m] == ck.id:
+                continue
+            elif ck.member != m and self.held[ck.member] == ck.id:
+                copies[m] = ck.member
+            else:
+                loads[m] = ck.load()
+        self._copy(copies, loads)
+        for m, state in loads.items():
+            ck = claims[m].checkpoint
+            self._load(m, state, where=f"member {m}'s checkpoint {ck.id if ck else None!r}")
+        for m, claim in claims.items():
+            self.held[m] = claim.checkpoint.id if claim.checkpoint is not None else _INITIAL
+            self._apply(m, claim)
+
+    def _copy(self, copies: dict[int, int], loads: dict[int, Any]) -> None:
+        """Copy each donor's slice into its recipient's (``copies``: recipient -> donor),
+        in place, every slice read before it is overwritten: a recipient first when no
+        copy reads it; in a cycle, one donor's state is kept aside for its recipients to
+        load (added to ``loads``)."""
+        while copies:
+            free = [d for d in copies if d not in copies.values()]
+            if not free:
+                donor = next(iter(copies.values()))
+                kept = self._state(donor)
+                for d in [d for d, s in copies.items() if s == donor]:
+                    loads[d] = kept
+                    del copies[d]
+                continue
+            for d in free:
+                s = copies.pop(d)
+                self.stack.copy_member(dst=d, src=s)
+                self.opt.copy_member(dst=d, src=s, hparams=False)
+                self.evaluated[d] = self.evaluated[s]
+
+    def _load(self, m: int, state: Any, *, where: str = "a state") -> None:
+        """Write a checkpoint's state (or, for ``_INITIAL``, a fresh member) into slice ``m``.
+
+        Raises:
+            CheckpointError: The state is not a member's of this run's model and optimizer.
+        """
+        if state is _INITIAL:
+            initial = StackedMembers(self.model, seeds=[self.seeds[m]], device=self.device)
+            self.stack.load_member_state(m, initial.member_state(0))
+            self.opt.load_member_state(m, self.fresh_opt)
+            self.evaluated[m] = None
+            return
+        keys = ("format", "model", "optimizer", "metrics")
+        if (
+            not isinstance(state, Mapping)
+            or state.get("format") != STATE_FORMAT
+            or any(k not in state for k in keys)
+        ):
+            raise CheckpointError(
+                f"The state of {where} is not a vectorised member's (format {STATE_FORMAT}: "
+                f"{list(keys)}). Fix: resume a run with the driver that wrote it."
+            )
+        try:
+            self.stack.load_member_state(m, state["model"])
+        except InvalidArgumentError as err:
+            raise CheckpointError(f"The model state of {where} does not fit: {err}") from err
+        self.opt.load_member_state(m, state["optimizer"])
+        metrics = state["metrics"]
+        self.evaluated[m] = dict(metrics) if isinstance(metrics, Mapping) and metrics else None
+
+    def _apply(self, m: int, claim: Claim) -> None:
+        """Set member ``m``'s hyperparameters and check them; seed its stream."""
+        stack, opt, weights = self.stack, self.opt, self.weights
+        self.targets.apply(m, claim.hparams, stack=stack, optimizer=opt, weights=weights)
+        check_applied(
+            self.targets.in_effect(m, stack=stack, optimizer=opt, weights=weights),
+            claim.hparams,
+            who=f"Member {m}",
+            fix="this is a bug of genepool.vectorised: please report it.",
+        )
+        generator = torch.Generator(device=self.device)
+        self.stack.set_generator(m, generator.manual_seed(int(claim.rng.integers(2**63))))
+
+    def _state(self, m: int) -> dict[str, Any]:
+        """Member ``m``'s checkpoint state (tensors on the CPU)."""
+        opt = tree_map(lambda v: v.cpu() if isinstance(v, Tensor) else v, self.opt.member_state(m))
+        return {
+            "format": STATE_FORMAT,
+            "model": self.stack.member_state(m),
+            "optimizer": opt,
+            "metrics": dict(self.evaluated[m] or {}),
+        }
+
+    # -- the round ------------------------------------------------------------------------
+    def _step_until_ready(self, claims: Mapping[int, Claim]) -> set[int]:
+        """Step the claimed members together, each until its claim is ready, reporting
+        each step; returns the members whose round failed (a score not a number)."""
+        metric, n = self.steps.metric, self.n
+        stepping = [m for m in sorted(claims) if not claims[m].ready]
+        failed: set[int] = set()
+        if self.steps.evaluate is not None:
+            self._evaluate([m for m in stepping if self.evaluated[m] is None], failed)
+        while stepping:
+            batch = self.steps.batch(self.stack, stepping)
+            try:
+                out = self.stack.gradients(self.steps.loss, batch, weights=self.weights)
+            except InvalidArgumentError as err:
+                raise refused("loss", err) from err
+            finite = torch.isfinite(out.loss)
+            if metric in out.metrics:
+                finite &= torch.isfinite(out.metrics[metric])
+            for g in out.grads.values():
+                finite &= torch.isfinite(g.flatten(1)).all(1)
+            ok = finite.tolist()
+            if not all(ok):  # masked: its numbers never reach the others'
+                for g in out.grads.values():
+                    g[~finite] = 0
+            active = torch.zeros(n, dtype=torch.bool, device=self.device)
+            active[stepping] = True
+            self.opt.step(out.grads, active=active & finite)
+            due = [m for m in stepping if ok[m] and claims[m].ends_next()]
+            if self.steps.evaluate is not None:
+                self._evaluate(due, failed)
+            losses = out.loss.tolist()
+            more = {name: value.tolist() for name, value in out.metrics.items()}
+            for m in stepping:
+                self.held[m] = None
+                report = {"loss": losses[m], **{k: v[m] for k, v in more.items()}}
+                report.update(self.evaluated[m] or {})
+                if not ok[m]:
+                    report[metric] = math.nan
+                    failed.add(m)
+                claims[m].report(report)
+            stepping = [m for m in stepping if not claims[m].ready]
+        return failed
+
+    def _evaluate(self, members: Sequence[int], failed: set[int]) -> None:
+        """Evaluate every member; keep the evaluation of ``members`` (one whose score is
+        not a number fails its round)."""
+        if not members:
+            return
+        values = self.steps.evaluated(self.stack)
+        for m in members:
+            mine = self.evaluated[m] = {name: value[m] for name, value in values.items()}
+            if not math.isfinite(mine.get(self.steps.metric, 0.0)):
+                failed.add(m)
+
+    def _tell(self, claims: Mapping[int, Claim], failed: set[int]) -> None:
+        """Tell every round (the failed ones last, so that a decision taken at once for
+        one sees the round's new checkpoints), then note the checkpoint each slice holds."""
+        for m in sorted(claims, key=lambda m: (m in failed, m)):
+            self.pbt.tell(claims[m], state=functools.partial(self._state, m))
+        ctx = self.pbt.ctx
+        population = ctx.store.population(ctx.name)
+        for m, claim in claims.items():
+            ck = population[m].checkpoint
+            written = m not in failed and ck is not None and (ck.member, ck.step) == (m, claim.step)
+            self.held[m] = ck.id if written and ck is not None else None
