@@ -31,3 +31,17 @@ def test_readme_ask_tell_example_runs(capsys) -> None:
     assert pbt.result().best.step == 100  # type: ignore[attr-defined]
     assert pbt.result().best.score > 0.99  # type: ignore[attr-defined]
     assert "lr" in capsys.readouterr().out
+
+
+def test_readme_vectorised_example_runs(capsys) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    vectorised = [b for b in blocks if "gpv.run(" in b]
+    assert vectorised, "the README has no vectorised example"
+    namespace: dict[str, object] = {}
+    exec(compile(vectorised[0], str(README), "exec"), namespace)
+    result = namespace["vec"]
+    assert result.best.step == 200  # type: ignore[attr-defined]
+    assert len(result.population) == 16  # type: ignore[attr-defined]
+    assert result.best.score < 0.05  # type: ignore[attr-defined]
+    assert any(e.kind == "exploit" for e in result.events)  # type: ignore[attr-defined]
+    assert "lr" in capsys.readouterr().out
