@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -232,3 +234,22 @@ def test_two_processes_ask_and_tell_one_run(tmp_path: Path) -> None:
     assert exploits
     assert all(e.data["donor"] != e.member for e in exploits)
     assert sum(rounds) == sum(m.ready_count for m in result.population)
+
+
+def _open_files() -> int:
+    gc.collect()
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_the_result_after_close_owns_the_store_it_reopens(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/pbt.db"
+    with gp.AskTell(SPACE, **SETTINGS, seed=3, storage=url) as pbt:
+        train(pbt)
+        during = pbt.result()
+        assert during.reports  # read while the ask/tell is open
+    before = _open_files()
+    after = pbt.result()  # the store ask/tell opened is closed: reading reopens it
+    assert len(after.reports) == len(during.reports) > 0
+    assert after.best.step == 24
+    after.close()  # and closes it again
+    assert _open_files() == before

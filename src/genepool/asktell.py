@@ -86,6 +86,7 @@ class AskTell:
 
     def __init__(self, space: Space, **settings: Any) -> None:
         self.ctx, self._owns_store = open_run(space, settings)
+        self._closed = False
         ctx = self.ctx
         self.name = ctx.name
         self._info = WorkerInfo.with_driver(
@@ -430,7 +431,8 @@ class AskTell:
             store=ctx.store,
             checkpoints=ctx.checkpoints,
             trust=ctx.trust_checkpoints,
-            owns_store=False,
+            # once this is closed, a store it opened is the result's: reopened if asked
+            owns_store=self._owns_store and self._closed,
         )
 
     def close(self) -> None:
@@ -439,6 +441,7 @@ class AskTell:
             self._collector.collect()
             self.ctx.checkpoints.drain()
         finally:
+            self._closed = True
             if self._owns_store:
                 close_store(self.ctx.store)
 

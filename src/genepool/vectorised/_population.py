@@ -168,18 +168,7 @@ def run(
         members.train()
         if members.stack.fallbacks:
             log.info("evaluation looped over the members for %s", members.stack.fallbacks)
-        ctx = pbt.ctx
-        given = settings.get("storage", settings.get("store"))
-        return Result(
-            name=ctx.name,
-            seed=ctx.seed,
-            metric=ctx.metric,
-            stop_reason=pbt.stop_reason or "interrupted",
-            store=ctx.store,
-            checkpoints=ctx.checkpoints,
-            trust=ctx.trust_checkpoints,
-            owns_store=isinstance(given, str),  # closed by ask/tell, reopened if asked
-        )
+    return pbt.result()  # closed: a store it opened is the result's, reopened if asked
 
 
 def initial_seed(seed: int, member: int) -> int:
