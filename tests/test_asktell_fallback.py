@@ -10,9 +10,7 @@ payload flipped: its sha256 no longer matches) or deleted, and the run resumed.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import pickle
 import re
 import shutil
 from pathlib import Path
@@ -21,10 +19,9 @@ from typing import Any
 import pytest
 
 import genepool as gp
-from genepool.checkpoints import MANIFEST_FILE, PAYLOAD_FILE
 from tests._golden import _close, snapshot
 from tests.test_asktell import SETTINGS, SPACE, Climb, train_round
-from tests.test_fallback import checkpoint_dir, current, fallbacks, tear
+from tests.test_fallback import checkpoint_dir, current, fallbacks, needs_trust, tear
 
 #: The member whose checkpoint is torn; every member has trained to ``AT`` (two rounds of
 #: 3 steps) when the run is closed.
@@ -148,14 +145,7 @@ def test_the_fallback_and_the_run_after_it_are_the_workers(
 
 def test_a_checkpoint_that_needs_trust_raises_at_ask_and_is_given_back(tmp_path: Path) -> None:
     view = trained(tmp_path)
-    path = checkpoint_dir(tmp_path, current(view).id) / PAYLOAD_FILE
-    # a payload in genepool's first format (a pickle): refused without trust, not torn
-    blob = pickle.dumps((1, {"state": {}, "rng": None}))
-    path.write_bytes(blob)
-    manifest = path.parent / MANIFEST_FILE
-    record = json.loads(manifest.read_text(encoding="utf-8"))
-    record["payload"].update(size=len(blob), sha256=hashlib.sha256(blob).hexdigest())
-    manifest.write_text(json.dumps(record), encoding="utf-8")
+    needs_trust(checkpoint_dir(tmp_path, current(view).id))
     with gp.AskTell(SPACE, **OPTIONS, storage=url(tmp_path)) as pbt:
         held = [pbt.ask() for _ in range(MEMBER)]  # the members claimed before it
         assert [c.member for c in held if c is not None] == list(range(MEMBER))

@@ -125,16 +125,21 @@ def test_with_nothing_to_fall_back_to_it_starts_afresh(tmp_path: Path):
     assert starts[0] == 0  # trained again from scratch
 
 
-def test_a_checkpoint_that_needs_trust_still_stops_the_run(tmp_path: Path):
-    view = interrupted(tmp_path)
-    path = checkpoint_dir(tmp_path, current(view).id) / PAYLOAD_FILE
-    # a payload in genepool's first format (a pickle): refused without trust, not torn
+def needs_trust(folder: Path) -> None:
+    """Make the checkpoint in ``folder`` a payload in genepool's first format (a pickle),
+    its manifest matching: refused without trust, not torn."""
+    path = folder / PAYLOAD_FILE
     blob = pickle.dumps((1, {"state": {}, "rng": None}))
     path.write_bytes(blob)
-    manifest = path.parent / MANIFEST_FILE
+    manifest = folder / MANIFEST_FILE
     record = json.loads(manifest.read_text(encoding="utf-8"))
     record["payload"].update(size=len(blob), sha256=hashlib.sha256(blob).hexdigest())
     manifest.write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_a_checkpoint_that_needs_trust_still_stops_the_run(tmp_path: Path):
+    view = interrupted(tmp_path)
+    needs_trust(checkpoint_dir(tmp_path, current(view).id))
     with pytest.raises(gp.CheckpointError, match="trust"):
         run(tmp_path, **OPTIONS)
 
