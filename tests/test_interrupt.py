@@ -67,3 +67,44 @@ def test_a_second_ctrl_c_aborts_at_once(trainable: str):
         err = run.stderr.read() if run.stderr is not None else ""
     assert "KeyboardInterrupt" in err
     assert took < 5.0, took
+
+
+#: A function trainable whose thread receives both Ctrl-Cs itself: the kernel may hand a
+#: process's SIGINT to any of its threads, and only the main thread runs Python's handler.
+TO_ANOTHER_THREAD = textwrap.dedent(
+    """
+    import signal, sys, threading, time
+    sys.path.insert(0, {root!r})
+    import genepool as gp
+
+    def hang(member):
+        for _ in range(2):
+            time.sleep(0.3)
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        print("sent", flush=True)
+        while True:  # never reports
+            time.sleep(0.01)
+
+    gp.run(
+        hang, gp.Space(lr=gp.Float(0.1, 1.0)), metric="score", population=2,
+        ready=gp.Every(2), budget=gp.Budget(steps=4),
+    )
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_ctrl_c_another_thread_receives_still_reaches_the_run() -> None:
+    code = TO_ANOTHER_THREAD.format(root=str(ROOT))
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as run:
+        try:
+            assert run.stdout is not None
+            assert run.stdout.readline().strip() == "sent"
+            run.wait(timeout=10)
+        finally:
+            run.kill()
+        err = run.stderr.read() if run.stderr is not None else ""
+    assert "Ctrl-C again to abort" in err
+    assert "KeyboardInterrupt" in err

@@ -29,6 +29,8 @@ log = logging.getLogger("genepool")
 #: One that does not (it ignores ``member.running``, and catches ``BaseException``
 #: around ``member.report``) is left running, and a warning names its member.
 JOIN_SECONDS = 60.0
+#: How often the worker, waiting for a function trainable, lets a signal's handler run.
+SIGNAL_CHECK_SECONDS = 0.1
 
 
 Observe = Callable[[Mapping[str, Any]], bool]
@@ -207,7 +209,11 @@ class _FunctionSession(_Session):
 
     def _handoff(self) -> None:
         self._to_fn.release()
-        self._to_worker.acquire()
+        # in short waits: the kernel may hand a Ctrl-C to the function's thread, and a
+        # wait without a timeout is woken only by a signal sent to this one, so Python's
+        # handler (it runs in the main thread, between waits) would never see it
+        while not self._to_worker.acquire(timeout=SIGNAL_CHECK_SECONDS):
+            pass
 
     def run_round(self, observe: Observe) -> None:
         if self._thread is None or self._done:
