@@ -7,13 +7,16 @@ replay work as for any run. Requires the ``torch`` extra (``pip install
 'genepool[torch]'``); ``import genepool`` never imports it.
 
 :func:`run` is the entry point (see its example); :class:`Dropout` is the dropout a
-vectorised model uses. Modules (one thing each):
+vectorised model uses; :class:`Sample` the fast form of the commonest ``data``. Modules
+(one thing each):
 
 - :mod:`genepool.vectorised._population`: the driver, :func:`run`: PBT through
   :class:`genepool.AskTell` (synchronous), each member's slice brought to its claim's
   starting point (an exploit copied in place), all stepped together until ready.
 - :mod:`genepool.vectorised._inputs`: the user's functions (``loss``, ``data``,
   ``evaluate``) applied to the stack, and the run's arguments checked before it starts.
+- :mod:`genepool.vectorised._sample`: :class:`Sample`, batches drawn at random from
+  tensors in memory, every member's gathered at once.
 - :mod:`genepool.vectorised._hparams`: where the space's names go: the optimizer's
   columns, the dropout rates, the loss weight.
 - :mod:`genepool.vectorised._optim`: optimizers whose hyperparameters are per-member
@@ -25,6 +28,7 @@ vectorised model uses. Modules (one thing each):
 
 from genepool.vectorised._optim import SGD, Adam, AdamW
 from genepool.vectorised._population import run
+from genepool.vectorised._sample import Sample
 from genepool.vectorised._stack import Dropout, StackedMembers, member_generator
 
-__all__ = ["SGD", "Adam", "AdamW", "Dropout", "StackedMembers", "member_generator", "run"]
+__all__ = ["SGD", "Adam", "AdamW", "Dropout", "Sample", "StackedMembers", "member_generator", "run"]

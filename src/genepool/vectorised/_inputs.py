@@ -16,6 +16,7 @@ from genepool._errors import InvalidArgumentError, invalid, missing_dependency
 from genepool._redact import shown
 from genepool.space import Space
 from genepool.vectorised._hparams import OWNER, Targets
+from genepool.vectorised._sample import Sample
 from genepool.vectorised._stack import StackedMembers
 
 try:
@@ -48,6 +49,10 @@ class Steps:
     def batch(self, stack: StackedMembers, members: Sequence[int]) -> Any:
         """A training batch per member, stacked: drawn for ``members``, the first one's
         standing in for the others (whose gradients are not used)."""
+        if isinstance(self.data, Sample):  # indices drawn per member, gathered at once
+            rows = {m: self.data.indices(stack.generator(m)) for m in members}
+            fill = rows[members[0]]
+            return self.data.gather(torch.stack([rows.get(i, fill) for i in range(len(stack))]))
         drawn = {m: self.data(stack.generator(m), m) for m in members}
         filler = drawn[members[0]]
         batches = [drawn.get(i, filler) for i in range(len(stack))]

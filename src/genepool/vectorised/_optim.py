@@ -386,6 +386,9 @@ class SGD(VectorisedOptimizer):
         has_buffer = self._counters["has_momentum_buffer"]
         scalars = {"lr": h["lr"], "momentum": h["momentum"], "weight_decay": h["weight_decay"]}
         cast = self._per_dtype({**scalars, "one_minus_dampening": 1 - h["dampening"]})
+        if active is None and bool((has_buffer & uses_momentum).all()):
+            self._steady_update(grads, cast)
+            return
         for name, p in self._params.items():
             c = {k: _view(v, p) for k, v in cast[p.dtype].items()}
             on, had = _view(uses_momentum, p), _view(has_buffer, p)
@@ -398,6 +401,18 @@ class SGD(VectorisedOptimizer):
             _write(buf, new_buf, active)
             _write(p, p - c["lr"] * direction, active)
         _write(has_buffer, has_buffer | uses_momentum, active)
+
+    def _steady_update(
+        self, grads: Mapping[str, Tensor], cast: Mapping[torch.dtype, Mapping[str, Tensor]]
+    ) -> None:
+        """The same update when every member steps and has a momentum buffer (every step
+        but the first, typically), written in place: the same numbers, fewer tensors."""
+        for name, p in self._params.items():
+            c = {k: _view(v, p) for k, v in cast[p.dtype].items()}
+            buf = self._moments["momentum_buffer"][name]
+            g = grads[name] + c["weight_decay"] * p
+            buf.mul_(c["momentum"]).add_(c["one_minus_dampening"] * g)
+            p.sub_(c["lr"] * (g + c["momentum"] * buf if self.nesterov else buf))
 
 
 class Adam(VectorisedOptimizer):

@@ -104,7 +104,9 @@ def run(
             The loss is reported as ``"loss"``, the metrics by their names.
         data: ``data(generator, member) -> batch``: a training batch (tensors, or a
             tuple, list or dict of them; the same shapes for every member) drawn with
-            ``generator``, the member's own ``torch.Generator``.
+            ``generator``, the member's own ``torch.Generator``; or
+            :class:`~genepool.vectorised.Sample` (batches drawn from tensors in memory,
+            every member's gathered at once: faster).
         space: The hyperparameters: names of the optimizer's hyperparameters (``lr``,
             ``momentum``, ``beta1``, ``beta2``, ``eps``, ``weight_decay``, ...),
             ``max_norm`` (gradient clipping), ``dropout`` or ``dropout.<module>``, and
@@ -341,9 +343,12 @@ class _Members:
             if not all(ok):  # masked: its numbers never reach the others'
                 for g in out.grads.values():
                     g[~finite] = 0
-            active = torch.zeros(n, dtype=torch.bool, device=self.device)
-            active[stepping] = True
-            self.opt.step(out.grads, active=active & finite)
+            active = None  # everyone: the optimizer's plain step, with no mask to apply
+            if len(stepping) < n or not all(ok):
+                active = torch.zeros(n, dtype=torch.bool, device=self.device)
+                active[stepping] = True
+                active &= finite
+            self.opt.step(out.grads, active=active)
             due = [m for m in stepping if ok[m] and claims[m].ends_next()]
             if self.steps.evaluate is not None:
                 self._evaluate(due, failed)

@@ -2,7 +2,10 @@
 
 Each parameter and buffer is one ``(N, ...)`` tensor (``torch.func.stack_module_state``'s
 layout); a copy of the architecture on the ``meta`` device runs it by ``functional_call``,
-and ``vmap(grad(...))`` gives every member's loss and gradients at once. ``torch.func``:
+and ``vmap`` of it gives every member's loss at once; one backward pass of their sum gives
+every member's gradients (the members are independent: the sum's gradient with respect to
+a member's slice is that member's own; as ``vmap(grad(...))``, bit for bit, and faster on
+a CPU). ``torch.func``:
 
 - Buffers written in place (BatchNorm's running statistics) must enter ``vmap`` batched,
   as the parameters do; then each member's slice is updated in place as alone. A norm
@@ -29,7 +32,7 @@ from genepool._rng import member_stream
 try:
     import torch
     from torch import Tensor, nn
-    from torch.func import functional_call, grad, vmap
+    from torch.func import functional_call, vmap
     from torch.nn.modules.batchnorm import _NormBase
     from torch.nn.modules.dropout import _DropoutNd
     from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
@@ -202,15 +205,23 @@ class StackedMembers:
 
         def member_loss(
             params: dict[str, Tensor], rest: dict[str, Tensor], batch: Any, weight: Tensor
-        ) -> tuple[Tensor, tuple[Tensor, dict[str, Tensor]]]:
+        ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
             loss, metrics = _split(loss_fn(self._caller(params, rest), batch))
-            return loss * weight.to(loss.dtype), (loss.detach(), metrics)
+            return loss * weight.to(loss.dtype), loss.detach(), metrics
 
         self._base.train()
-        grads, (loss, metrics) = vmap(grad(member_loss, has_aux=True))(
-            self.params, rest, batch, weights.to(self.device)
-        )
-        return Gradients(grads=grads, loss=loss, metrics=metrics)
+        params = {name: p.detach().requires_grad_() for name, p in self.params.items()}
+        with torch.enable_grad():
+            weighted, loss, metrics = vmap(member_loss)(
+                params, rest, batch, weights.to(self.device)
+            )
+            # The members' losses are independent: the gradient of their sum with respect
+            # to the stacked parameters is every member's own gradient, at once.
+            grads = torch.autograd.grad(
+                weighted.sum(), list(params.values()), materialize_grads=True
+            )
+        metrics = {name: value.detach() for name, value in metrics.items()}
+        return Gradients(grads=dict(zip(params, grads, strict=True)), loss=loss, metrics=metrics)
 
     def evaluate(self, fn: LossFn, batch: Any, *, loop: bool | None = None) -> Any:
         """``fn(model, batch)`` for every member in evaluation mode, without gradients.
