@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -44,4 +46,7 @@ def test_readme_vectorised_example_runs(capsys) -> None:
     assert len(result.population) == 16  # type: ignore[attr-defined]
     assert result.best.score < 0.05  # type: ignore[attr-defined]
     assert any(e.kind == "exploit" for e in result.events)  # type: ignore[attr-defined]
-    assert "lr" in capsys.readouterr().out
+    printed = capsys.readouterr().out.splitlines()
+    assert "lr" in printed[0]
+    replayed = float(printed[1])  # the best member retraced alone
+    assert replayed == pytest.approx(result.best.score, rel=1e-4)  # type: ignore[attr-defined]

@@ -13,6 +13,9 @@ vectorised model uses; :class:`Sample` the fast form of the commonest ``data``. 
 - :mod:`genepool.vectorised._population`: the driver, :func:`run`: PBT through
   :class:`genepool.AskTell` (synchronous), each member's slice brought to its claim's
   starting point (an exploit copied in place), all stepped together until ready.
+- :mod:`genepool.vectorised._member`: :func:`trainable`, one member alone through the
+  same code, as a :class:`genepool.Trainable` (replay, one-by-one runs); a member's
+  checkpoint state.
 - :mod:`genepool.vectorised._inputs`: the user's functions (``loss``, ``data``,
   ``evaluate``) applied to the stack, and the run's arguments checked before it starts.
 - :mod:`genepool.vectorised._sample`: :class:`Sample`, batches drawn at random from
@@ -26,9 +29,21 @@ vectorised model uses; :class:`Sample` the fast form of the commonest ``data``. 
   (checkpoints, in-place exploits), and each member's own random stream for dropout.
 """
 
+from genepool.vectorised._member import VectorisedMember, trainable
 from genepool.vectorised._optim import SGD, Adam, AdamW
 from genepool.vectorised._population import run
 from genepool.vectorised._sample import Sample
 from genepool.vectorised._stack import Dropout, StackedMembers, member_generator
 
-__all__ = ["SGD", "Adam", "AdamW", "Dropout", "Sample", "StackedMembers", "member_generator", "run"]
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Dropout",
+    "Sample",
+    "StackedMembers",
+    "VectorisedMember",
+    "member_generator",
+    "run",
+    "trainable",
+]

@@ -44,31 +44,24 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from genepool._errors import CheckpointError, InvalidArgumentError, missing_dependency
+from genepool._errors import InvalidArgumentError, missing_dependency
 from genepool.asktell import AskTell, Claim
 from genepool.result import Result
 from genepool.round import check_applied
 from genepool.space import Space
 from genepool.vectorised._hparams import Targets
 from genepool.vectorised._inputs import Steps, check, probe, refused
+from genepool.vectorised._member import STATE_FORMAT, initial_seed, load_member, member_state
 from genepool.vectorised._stack import StackedMembers
 
 try:
     import torch
-    from torch import Tensor
-    from torch.utils._pytree import tree_map
 except ImportError as _err:  # pragma: no cover - exercised only without torch
     raise missing_dependency("torch", "torch", "genepool.vectorised") from _err
 
 __all__ = ["STATE_FORMAT", "initial_seed", "run"]
 
 log = logging.getLogger("genepool.vectorised")
-
-#: The version of a member's checkpoint state: ``{"format", "model", "optimizer",
-#: "metrics"}`` (its ``state_dict``, its optimizer state, its latest evaluation).
-STATE_FORMAT = 1
 #: What a slice holds besides a checkpoint's id: its initial weights (``None``: it has
 #: trained since it last held a checkpoint).
 _INITIAL = "<initial>"
@@ -173,13 +166,6 @@ def run(
     return pbt.result()  # closed: a store it opened is the result's, reopened if asked
 
 
-def initial_seed(seed: int, member: int) -> int:
-    """The seed member ``member``'s initial weights are drawn with (``torch.manual_seed``
-    around ``model()``): the run seed's and the member's alone."""
-    state = np.random.SeedSequence([seed, member]).generate_state(1, dtype=np.uint64)
-    return int(state[0]) >> 1
-
-
 class _Members:
     """The population's slices, its optimizer, and what each slice holds now."""
 
@@ -278,23 +264,7 @@ class _Members:
             self.opt.load_member_state(m, self.fresh_opt)
             self.evaluated[m] = None
             return
-        keys = ("format", "model", "optimizer", "metrics")
-        if (
-            not isinstance(state, Mapping)
-            or state.get("format") != STATE_FORMAT
-            or any(k not in state for k in keys)
-        ):
-            raise CheckpointError(
-                f"The state of {where} is not a vectorised member's (format {STATE_FORMAT}: "
-                f"{list(keys)}). Fix: resume a run with the driver that wrote it."
-            )
-        try:
-            self.stack.load_member_state(m, state["model"])
-        except InvalidArgumentError as err:
-            raise CheckpointError(f"The model state of {where} does not fit: {err}") from err
-        self.opt.load_member_state(m, state["optimizer"])
-        metrics = state["metrics"]
-        self.evaluated[m] = dict(metrics) if isinstance(metrics, Mapping) and metrics else None
+        self.evaluated[m] = load_member(self.stack, self.opt, m, state, where=where)
 
     def _apply(self, m: int, claim: Claim) -> None:
         """Set member ``m``'s hyperparameters and check them; seed its stream."""
@@ -311,13 +281,7 @@ class _Members:
 
     def _state(self, m: int) -> dict[str, Any]:
         """Member ``m``'s checkpoint state (tensors on the CPU)."""
-        opt = tree_map(lambda v: v.cpu() if isinstance(v, Tensor) else v, self.opt.member_state(m))
-        return {
-            "format": STATE_FORMAT,
-            "model": self.stack.member_state(m),
-            "optimizer": opt,
-            "metrics": dict(self.evaluated[m] or {}),
-        }
+        return member_state(self.stack, self.opt, m, self.evaluated[m])
 
     # -- the round ------------------------------------------------------------------------
     def _step_until_ready(self, claims: Mapping[int, Claim]) -> set[int]:
