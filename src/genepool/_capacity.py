@@ -25,6 +25,7 @@ __all__ = [
     "available_memory",
     "check_capacity",
     "estimate",
+    "size_text",
 ]
 
 #: A member's view, its rows in the store's caches and its share of the snapshots and
@@ -122,13 +123,13 @@ def check_capacity(
         "run",
         "population",
         "small enough to fit in the memory available",
-        f"population={population:,}, which needs about {_size(needed)} "
-        f"({_size(per_member)} per member) while {_size(available)} is available",
+        f"population={population:,}, which needs about {size_text(needed)} "
+        f"({size_text(per_member)} per member) while {size_text(available)} is available",
         f"{fix}; or run on a machine with more memory.",
     )
 
 
-def _size(count: int) -> str:
+def size_text(count: int) -> str:
     """Bytes as a short figure: ``"1.5 GiB"``."""
     size = float(count)
     for unit in ("bytes", "KiB", "MiB", "GiB"):

@@ -19,7 +19,7 @@ from genepool import vectorised as gpv
 from genepool._errors import CheckpointError, InvalidArgumentError
 from genepool.asktell import Claim
 from genepool.vectorised._hparams import Targets
-from genepool.vectorised._inputs import Steps
+from genepool.vectorised._inputs import Probed, Steps
 from genepool.vectorised._optim import SGD, Adam, AdamW
 from genepool.vectorised._population import _Members, initial_seed
 from genepool.vectorised._stack import Dropout, StackedMembers
@@ -383,7 +383,8 @@ def test_copies_read_every_donor_before_it_is_overwritten(copies: dict[int, int]
                     budget=gp.Budget(steps=3), synchronous=True) as pbt:  # fmt: skip
         steps = Steps(loss=loss, data=data, evaluate=evaluate, eval_data=EVAL, metric="val")
         targets = Targets(SGD_SPACE, optimizer="sgd", options={}, dropouts=["2"])
-        members = _Members(pbt, model=mlp, device=None, targets=targets, steps=steps)
+        probed = Probed(targets, 0, torch.device("cpu"))
+        members = _Members(pbt, model=mlp, probed=probed, steps=steps)
         out = members.stack.gradients(loss, steps.batch(members.stack, list(range(N))))
         members.opt.step(out.grads)  # moments that differ between members
         members.evaluated = [{"val": float(i)} for i in range(N)]
@@ -408,7 +409,8 @@ def test_a_state_that_is_no_vectorised_members_is_refused() -> None:
                     budget=gp.Budget(steps=3), synchronous=True) as pbt:  # fmt: skip
         steps = Steps(loss=loss, data=data, evaluate=evaluate, eval_data=EVAL, metric="val")
         targets = Targets(SGD_SPACE, optimizer="sgd", options={}, dropouts=["2"])
-        members = _Members(pbt, model=mlp, device=None, targets=targets, steps=steps)
+        probed = Probed(targets, 0, torch.device("cpu"))
+        members = _Members(pbt, model=mlp, probed=probed, steps=steps)
         good = members._state(1)
         for bad in ({"format": 2}, {**good, "model": {"0.weight": torch.zeros(3)}}, [1, 2]):
             with pytest.raises(CheckpointError, match="member 0's checkpoint 'x'"):

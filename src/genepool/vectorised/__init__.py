@@ -16,6 +16,8 @@ vectorised model uses; :class:`Sample` the fast form of the commonest ``data``. 
 - :mod:`genepool.vectorised._member`: :func:`trainable`, one member alone through the
   same code, as a :class:`genepool.Trainable` (replay, one-by-one runs); a member's
   checkpoint state.
+- :mod:`genepool.vectorised._memory`: one member's share of the device's memory,
+  estimated from the probe, and a population too large for it refused up front.
 - :mod:`genepool.vectorised._inputs`: the user's functions (``loss``, ``data``,
   ``evaluate``) applied to the stack, and the run's arguments checked before it starts.
 - :mod:`genepool.vectorised._sample`: :class:`Sample`, batches drawn at random from

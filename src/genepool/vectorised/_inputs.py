@@ -8,7 +8,7 @@ anything is written.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from genepool._errors import InvalidArgumentError, invalid, missing_dependency
 from genepool._redact import shown
 from genepool.space import Space
 from genepool.vectorised._hparams import OWNER, Targets
+from genepool.vectorised._memory import SavedTensors, member_bytes
 from genepool.vectorised._sample import Sample
 from genepool.vectorised._stack import StackedMembers
 
@@ -26,7 +27,7 @@ try:
 except ImportError as _err:  # pragma: no cover - exercised only without torch
     raise missing_dependency("torch", "torch", "genepool.vectorised") from _err
 
-__all__ = ["Steps", "check", "probe", "refused"]
+__all__ = ["Probed", "Steps", "check", "probe", "refused"]
 
 
 class Steps:
@@ -108,12 +109,21 @@ def check(*, model: Any, space: Any, checkpoint_every: Any, settings: Mapping[st
         raise invalid(OWNER, "synchronous", "True", shown(settings["synchronous"]), fix)
 
 
+class Probed(NamedTuple):
+    """What :func:`probe` found: where the space's names go, and one member's share of
+    the memory (bytes, :func:`genepool.vectorised._memory.member_bytes`) on ``device``."""
+
+    targets: Targets
+    member_bytes: int
+    device: torch.device
+
+
 def probe(
     model: Any, device: Any, steps: Steps, space: Space, optimizer: Any, options: Any
-) -> Targets:
+) -> Probed:
     """One member built, stepped once and evaluated once, its optimizer built for a
     config sampled from the space: each argument refused here, before the run is
-    created. Returns where the space's hyperparameters go."""
+    created."""
     try:
         one = StackedMembers(model, seeds=[0], device=device)
     except InvalidArgumentError as err:
@@ -121,13 +131,15 @@ def probe(
     dropouts = list(one.dropout_rates)
     targets = Targets(space, optimizer=optimizer, options=options, dropouts=dropouts)
     try:
-        targets.optimizer(one.params, [space.sample(np.random.default_rng(0))])
+        opt = targets.optimizer(one.params, [space.sample(np.random.default_rng(0))])
     except InvalidArgumentError as err:
         if OWNER in str(err):  # a value of the space's that is no number
             raise
         raise refused("optimizer_options", err) from err
+    saved = SavedTensors(exclude=one.params)
     try:
-        out = one.gradients(steps.loss, steps.batch(one, [0]))
+        batch = steps.batch(one, [0])
+        out = saved.measure(lambda: one.gradients(steps.loss, batch))
     except InvalidArgumentError as err:
         raise refused("data" if "'batch'" in str(err) else "loss", err) from err
     names = ["loss", *out.metrics]
@@ -141,7 +153,14 @@ def probe(
         fix = "Fix: return it from loss as (loss, {name: value}), or from evaluate."
         must = f"one of the reported metrics {names}"
         raise invalid(OWNER, "metric", must, shown(steps.metric), fix)
-    return targets
+    share = member_bytes(
+        params=one.params,
+        buffers=(one.buffers, one.frozen),
+        optimizer_state=opt.member_state(0),
+        activations=saved.bytes,
+        batch=batch,
+    )
+    return Probed(targets, share, one.device)
 
 
 def refused(name: str, err: InvalidArgumentError) -> InvalidArgumentError:

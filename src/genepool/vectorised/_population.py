@@ -44,14 +44,15 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from genepool._capacity import size_text
 from genepool._errors import InvalidArgumentError, missing_dependency
 from genepool.asktell import AskTell, Claim
 from genepool.result import Result
 from genepool.round import check_applied
 from genepool.space import Space
-from genepool.vectorised._hparams import Targets
-from genepool.vectorised._inputs import Steps, check, probe, refused
+from genepool.vectorised._inputs import Probed, Steps, check, probe, refused
 from genepool.vectorised._member import STATE_FORMAT, initial_seed, load_member, member_state
+from genepool.vectorised._memory import check_fits
 from genepool.vectorised._stack import StackedMembers
 
 try:
@@ -153,13 +154,19 @@ def run(
     steps = Steps(loss=loss, data=data, evaluate=evaluate, eval_data=eval_data, metric=metric)
     check(model=model, space=space, checkpoint_every=checkpoint_every, settings=settings)
     options = {} if optimizer_options is None else optimizer_options
-    targets = probe(model, device, steps, space, optimizer, options)
+    probed = probe(model, device, steps, space, optimizer, options)
+    initial = settings.get("initial")
+    n = len(initial) if population is None and isinstance(initial, Sequence) else population
+    if isinstance(n, int):  # else AskTell refuses it
+        check_fits(n, probed.member_bytes, probed.device)
     settings = {**settings, "synchronous": True}
     with AskTell(
         space, metric=metric, ready=ready, budget=budget, population=population, **settings
     ) as pbt:
-        members = _Members(pbt, model=model, device=device, targets=targets, steps=steps)
-        log.info("vectorised run %r: %d members on %s", pbt.name, members.n, members.device)
+        members = _Members(pbt, model=model, probed=probed, steps=steps)
+        share = size_text(probed.member_bytes)
+        log.info("vectorised run %r: %d members on %s, about %s each", pbt.name, members.n,
+                 members.device, share)  # fmt: skip
         members.train()
         if members.stack.fallbacks:
             log.info("evaluation looped over the members for %s", members.stack.fallbacks)
@@ -169,17 +176,16 @@ def run(
 class _Members:
     """The population's slices, its optimizer, and what each slice holds now."""
 
-    def __init__(
-        self, pbt: AskTell, *, model: Any, device: Any, targets: Targets, steps: Steps
-    ) -> None:
+    def __init__(self, pbt: AskTell, *, model: Any, probed: Probed, steps: Steps) -> None:
         ctx = pbt.ctx
         configs = [m.hparams for m in ctx.store.population(ctx.name)]
-        self.pbt, self.model, self.targets, self.steps = pbt, model, targets, steps
+        self.pbt, self.model, self.targets, self.steps = pbt, model, probed.targets, steps
         self.n = n = len(configs)
+        check_fits(n, probed.member_bytes, probed.device)
         self.seeds = [initial_seed(ctx.seed, i) for i in range(n)]
-        self.stack = StackedMembers(model, seeds=self.seeds, device=device)
+        self.stack = StackedMembers(model, seeds=self.seeds, device=probed.device)
         self.device = self.stack.device
-        self.opt = targets.optimizer(self.stack.params, configs)
+        self.opt = self.targets.optimizer(self.stack.params, configs)
         self.fresh_opt = self.opt.member_state(0)  # before any step: a fresh start's
         self.weights = torch.ones(n, dtype=torch.float64, device=self.device)
         #: Per slice: the checkpoint id it holds, _INITIAL, or None (trained since).
