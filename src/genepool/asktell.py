@@ -143,6 +143,8 @@ class AskTell:
             )
             if lease is not None:
                 claim = self._claim(lease)
+                while isinstance(claim, Lease):  # a member given back handed over the next
+                    claim = self._claim(claim)
                 if claim is not None:
                     return claim
                 continue
@@ -155,9 +157,11 @@ class AskTell:
                 time.sleep(min(0.05, max(0.0, deadline - ctx.clock.now())))
         return None
 
-    def _claim(self, lease: Lease) -> Claim | None:
-        """A claim of the member ``lease`` holds, or ``None``: it stopped, or decided at
-        a synchronous barrier, or waits at one (its lease released)."""
+    def _claim(self, lease: Lease) -> Claim | Lease | None:
+        """A claim of the member ``lease`` holds; else it is given back (it stopped, or
+        was decided at a synchronous barrier, or waits at one), and what is returned is
+        the next member's lease if the write that gave it back claimed one (``None``:
+        claim again)."""
         ctx = self.ctx
         pop = ctx.store.population(ctx.name)
         view = pop[lease.member]
@@ -166,11 +170,13 @@ class AskTell:
             return None
         if view.pending:  # synchronous: the barrier is passed, decide now
             view = dataclasses.replace(view, pending=False)
-            self._carry_out(lease, view, decide(ctx.policy, ctx.seed, view, pop))
+            decision = decide(ctx.policy, ctx.seed, view, pop)
+            if isinstance(decision, Continue):  # the commonest: one write with the next claim
+                return self._give_back_and_claim(lease, member=view)
+            self._carry_out(lease, view, decision)
             return None
         if ctx.synchronous and undecided(pop, view):
-            ctx.store.commit(lease, release=True)  # the barrier's other side: wait
-            return None
+            return self._give_back_and_claim(lease)  # the barrier's other side: wait
         if view.checkpoint is not None and ctx.policy.budget_reached(view.checkpoint.counter):
             self._stop(lease, view, "budget")  # it copied a checkpoint with no budget left
             return None
@@ -181,6 +187,20 @@ class AskTell:
                 ctx.store.commit(lease, release=True)
             raise
         return Claim(self, lease, view, payload, worker=self._info.name)
+
+    def _give_back_and_claim(
+        self, lease: Lease, *, member: MemberView | None = None
+    ) -> Lease | None:
+        """Release ``lease`` (writing ``member``), and claim the next member in the same
+        write where the store can (:attr:`Store.fuses_commit_and_claim`)."""
+        ctx = self.ctx
+        return ctx.store.commit_and_claim(
+            lease,
+            self._info,
+            lease_seconds=ctx.lease_seconds,
+            max_ahead=ctx.max_ahead,
+            member=member,
+        )
 
     def _starting_point(self, lease: Lease, view: MemberView) -> tuple[MemberView, Any]:
         """The member as its claim starts, and its checkpoint's payload (``None``: it
