@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import genepool as gp
+from genepool import vectorised as gpv
 from genepool.integrations import torch as gpt
 
 BATCH = 32
@@ -106,6 +107,13 @@ def vec_data(generator: torch.Generator, member: int) -> tuple[torch.Tensor, tor
     d = digits()
     i = torch.randint(0, len(d["x_train"]), (BATCH,), generator=generator)
     return d["x_train"][i], d["y_train"][i]
+
+
+@cache
+def vec_sample() -> gpv.Sample:
+    """:func:`vec_data` as a ``gpv.Sample``: the same batches, every member's at once."""
+    d = digits()
+    return gpv.Sample(d["x_train"], d["y_train"], batch_size=BATCH)
 
 
 def vec_loss(model: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

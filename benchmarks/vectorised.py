@@ -15,7 +15,8 @@ Columns, at 1, 16, 64 and 256 members (some columns at a subset, see ``measured_
 
 - (a) ``vectorised``: ``genepool.vectorised.run`` on a new SQLite store, durable
   checkpoints of every member at every ready round (``checkpoint_every=1``, the only value
-  supported now);
+  supported now); its data ``gpv.Sample`` over the training split (the same batches as
+  the per-member function the other columns call, gathered for all members at once);
 - (b) ``serial``: ``gp.run`` with the serial executor and a ``TorchTrainable`` (the torch
   integration), on a new SQLite store;
 - (c) ``processes``: the same with ``workers=2`` (worker start-up counted; one torch
@@ -129,7 +130,7 @@ def run_vectorised(
         result = gpv.run(
             model=lambda: w.make_model(kind),
             loss=w.vec_loss,
-            data=w.vec_data,
+            data=w.vec_sample(),
             evaluate=w.vec_evaluate,
             eval_data=w.eval_batch,
             space=w.SPACE,
