@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -410,6 +410,7 @@ JSON = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(tree=JSON, buffers=st.binary(max_size=64))
+@example(tree={"$a": [{"$a": None}, None, None, None]}, buffers=b"")  # dtype "a": deprecated
 def test_hostile_headers_give_a_checkpoint_error_or_a_value(tree: Any, buffers: bytes) -> None:
     with contextlib.suppress(gp.CheckpointError):
         decode(craft(tree, buffers))

@@ -44,6 +44,7 @@ import json
 import math
 import pickle
 import struct
+import warnings
 from typing import Any
 
 import numpy as np
@@ -304,12 +305,14 @@ class _Reader:
     def array(self, value: list[Any]) -> np.ndarray[Any, Any]:
         descr, shape, *at = value
         try:
-            dtype = (
-                np.dtype(descr)
-                if type(descr) is str
-                else np.lib.format.descr_to_dtype(_tuples(descr))
-            )
-        except (TypeError, ValueError) as err:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a deprecated alias ("a") is refused too
+                dtype = (
+                    np.dtype(descr)
+                    if type(descr) is str
+                    else np.lib.format.descr_to_dtype(_tuples(descr))
+                )
+        except (TypeError, ValueError, Warning) as err:
             raise self.bad(f"an array dtype {str(descr)[:60]!r}: {err}") from None
         if dtype.hasobject:
             raise self.bad("an array of object dtype")
