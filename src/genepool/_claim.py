@@ -22,6 +22,7 @@ from genepool._heartbeat import Heartbeat
 from genepool._redact import shown
 from genepool._rng import member_stream
 from genepool.checkpoints import CheckpointStore, LocalCheckpoints
+from genepool.checkpoints._resident import ResidentCheckpoints
 from genepool.member import MemberView
 from genepool.round import RoundRecord, score_of
 from genepool.store import Lease
@@ -125,6 +126,10 @@ class Claim:
         return ctx.policy.budget_reached(counter) or ctx.policy.ready.due(
             counter=counter, last=record.last_ready, elapsed=elapsed
         )
+
+    def budget_used(self) -> bool:
+        """Whether the member has used its budget (its round is its last)."""
+        return self._owner.ctx.policy.budget_reached(self._record.counter)
 
     @property
     def rng(self) -> np.random.Generator:
@@ -234,7 +239,12 @@ class Claim:
 
 
 def _local_path(checkpoints: CheckpointStore, checkpoint_id: str) -> str | None:
-    """A checkpoint's folder, where the checkpoints are a local folder."""
+    """A checkpoint's folder, where the checkpoints are a local folder (none for a
+    resident one: it is in memory)."""
+    if isinstance(checkpoints, ResidentCheckpoints):
+        if checkpoints.is_resident(checkpoint_id):
+            return None
+        checkpoints = checkpoints.durable
     if isinstance(checkpoints, LocalCheckpoints):
         return os.path.join(checkpoints.root, *checkpoint_id.split("/"))
     return None

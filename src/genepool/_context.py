@@ -9,6 +9,7 @@ from typing import Any
 from genepool._errors import storage_fault
 from genepool._residents import MAX_RESIDENT
 from genepool.checkpoints import CheckpointStore, decode, encode
+from genepool.checkpoints._resident import ResidentCheckpoints
 from genepool.clock import Clock
 from genepool.member import MemberView
 from genepool.policy import Policy
@@ -86,10 +87,14 @@ class RunContext:
         blob = self.checkpoints.get(checkpoint_id)
         return decode(blob, checkpoint_id=checkpoint_id, trust=self.trust_checkpoints)
 
-    def write_checkpoint(self, view: MemberView, state: Any, rng: Any) -> tuple[str, int]:
+    def write_checkpoint(
+        self, view: MemberView, state: Any, rng: Any, *, durable: bool = True
+    ) -> tuple[str, int]:
         """Checkpoint ``view`` (its step, score and ready counter as in ``view.checkpoint``)
         with the trainable's ``state`` and the member's stream state ``rng``: the new
-        checkpoint's id and its size in bytes.
+        checkpoint's id and its size in bytes. ``durable=False`` keeps it in this
+        process's memory (:class:`~genepool.checkpoints._resident.ResidentCheckpoints`,
+        which ``checkpoints`` must then be).
 
         Raises:
             StorageError: The checkpoint storage failed (a full disk, say).
@@ -106,8 +111,13 @@ class RunContext:
             "parent": view.parent,
             "metric": self.metric,
         }
+        put = self.checkpoints.put
+        if not durable:
+            if not isinstance(self.checkpoints, ResidentCheckpoints):
+                raise ValueError("a resident checkpoint needs ResidentCheckpoints")
+            put = self.checkpoints.put_resident
         try:
-            ckpt_id = self.checkpoints.put(self.name, view.id, ref.step, blob, manifest=manifest)
+            ckpt_id = put(self.name, view.id, ref.step, blob, manifest=manifest)
         except OSError as err:  # a store that lets the system's error through
             what = f"writing a checkpoint of member {view.id}"
             raise storage_fault(err, what, repr(self.checkpoints)) from err

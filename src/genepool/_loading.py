@@ -24,7 +24,7 @@ from genepool._errors import (
 from genepool._residents import Resident, Residents
 from genepool._sessions import _Session
 from genepool._sessions import make_session as _make_session
-from genepool.member import Event, MemberView, Population
+from genepool.member import CheckpointRef, Event, MemberView, Population
 from genepool.round import check_applied
 from genepool.store import Lease
 from genepool.trainable import Member
@@ -120,11 +120,43 @@ class Loader:
             view, pop = self.fall_back(lease, view, err)
         return view, self.session_for(view), pop
 
+    def _as_taken(self, member: int, ref: CheckpointRef) -> dict[str, Any]:
+        """The member's hyperparameters, generation and parent when it held ``ref``: its
+        own checkpoint's manifest says; for a donor's, the exploit that copied it (none
+        found: the member's are kept)."""
+        if ref.member != member:
+            copies = [
+                e
+                for e in self.ctx.store.events(self.ctx.name)
+                if e.kind == "exploit" and e.member == member and e.data.get("checkpoint") == ref.id
+            ]
+            if not copies:
+                return {}
+            data = copies[-1].data
+            return {
+                "hparams": dict(data["new_hparams"]),
+                "generation": int(data["generation"]),
+                "parent": int(data["donor"]),
+            }
+        try:
+            fields = self.ctx.checkpoints.manifest(ref.id).get("fields", {})
+        except CheckpointError:
+            return {}
+        taken: dict[str, Any] = {}
+        if isinstance(fields.get("hparams"), dict):
+            taken["hparams"] = fields["hparams"]
+        if type(fields.get("generation")) is int:
+            taken["generation"] = fields["generation"]
+        if "parent" in fields and (fields["parent"] is None or type(fields["parent"]) is int):
+            taken["parent"] = fields["parent"]
+        return taken
+
     def fall_back(
         self, lease: Lease, view: MemberView, failed: Unreadable
     ) -> tuple[MemberView, Population]:
         """``view``'s checkpoint cannot be read: go on from its previous checkpoint (the
-        newest that reads), else a donor's (the best-scoring other member's current one,
+        newest that reads; the member rolled back to its step, hyperparameters and
+        generation then), else a donor's (the best-scoring other member's current one,
         pinned as an exploit's), else from scratch. Written at once, with a ``"fallback"``
         event (data: the ``checkpoint`` that failed, the ``reason``, what it fell back
         ``to``: ``"previous"``, ``"donor"`` or ``"fresh"``, and the ``fallback``
@@ -157,6 +189,7 @@ class Loader:
                 score=ref.score,
                 ready_counter=ref.counter,
                 previous=rest,
+                **self._as_taken(view.id, ref),
             )
             to = "previous"
             break
@@ -186,19 +219,16 @@ class Loader:
             new = dataclasses.replace(
                 view, checkpoint=None, step=0, score=None, ready_counter=0.0, recent=(), previous=()
             )
-        event = Event(
-            FALLBACK_EVENT,
-            view.id,
-            new.step,
-            {
-                "checkpoint": failed.checkpoint_id,
-                "reason": str(failed.error),
-                "to": to,
-                "fallback": new.checkpoint.id if new.checkpoint is not None else None,
-                "unreadable": bad,
-            },
-            ctx.clock.now(),
-        )
+        data: dict[str, Any] = {
+            "checkpoint": failed.checkpoint_id,
+            "reason": str(failed.error),
+            "to": to,
+            "fallback": new.checkpoint.id if new.checkpoint is not None else None,
+            "unreadable": bad,
+        }
+        if to == "previous":  # rolled back: the analysis drops the changes made since
+            data |= {"generation": new.generation, "hparams": dict(new.hparams)}
+        event = Event(FALLBACK_EVENT, view.id, new.step, data, ctx.clock.now())
         try:
             pop = ctx.store.commit(lease, member=new, events=[event], pin=pin)
         except StorageError:

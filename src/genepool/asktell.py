@@ -49,6 +49,7 @@ from genepool._open_run import open_run
 from genepool._redact import shown
 from genepool._residents import Residents
 from genepool._storage import close_store
+from genepool.checkpoints._resident import ResidentCheckpoints
 from genepool.decision import Continue, Decision, Exploit, Explore, Stop
 from genepool.member import ACTIVE, FAILED, FINISHED, Event, MemberView, Population, Report
 from genepool.policy.stop import BEST_EVENT, PlateauTracker, ended_because, run_stop_reason
@@ -86,6 +87,7 @@ class AskTell:
 
     def __init__(self, space: Space, **settings: Any) -> None:
         self.ctx, self._owns_store = open_run(space, settings)
+        self.ctx.checkpoints = ResidentCheckpoints(self.ctx.checkpoints)  # tell(durable=)
         self._closed = False
         ctx = self.ctx
         self.name = ctx.name
@@ -193,13 +195,10 @@ class AskTell:
     ) -> Lease | None:
         """Release ``lease`` (writing ``member``), and claim the next member in the same
         write where the store can (:attr:`Store.fuses_commit_and_claim`)."""
-        ctx = self.ctx
+        ctx, info = self.ctx, self._info
+        seconds, ahead = ctx.lease_seconds, ctx.max_ahead
         return ctx.store.commit_and_claim(
-            lease,
-            self._info,
-            lease_seconds=ctx.lease_seconds,
-            max_ahead=ctx.max_ahead,
-            member=member,
+            lease, info, lease_seconds=seconds, max_ahead=ahead, member=member
         )
 
     def _starting_point(self, lease: Lease, view: MemberView) -> tuple[MemberView, Any]:
@@ -227,6 +226,7 @@ class AskTell:
         *,
         state: Any = None,
         metrics: Sequence[Mapping[str, Any]] = (),
+        durable: bool = True,
     ) -> Decision:
         """Record the round of ``claim``: checkpoint it, decide, and write the decision.
 
@@ -236,6 +236,9 @@ class AskTell:
                 that returns it, called only if a checkpoint is taken (an exploit
                 replaces the member's weights and takes none).
             metrics: Steps' metrics not given to :meth:`Claim.report`, in order.
+            durable: ``False``: the checkpoint is *resident*, in this process's memory
+                only; lost with it, the member rolls back to its last durable one
+                (:mod:`genepool.checkpoints._resident`; ``keep`` must hold it).
 
         Returns:
             What the member does next: ``Continue()``; ``Exploit`` (its next claim
@@ -280,7 +283,7 @@ class AskTell:
             seen = with_member(ctx.store.population(ctx.name), new)
             decision = decide(ctx.policy, ctx.seed, new, seen)
         if not isinstance(decision, Exploit):  # raises before anything is written
-            new = self._checkpointed(claim, new, state)
+            new = self._checkpointed(claim, new, state, durable=durable)
         claim.told = True
         events = self._best_so_far(new, seen)
         if isinstance(decision, Exploit):  # written with the round, which takes no checkpoint
@@ -289,7 +292,7 @@ class AskTell:
                 return self._after(decision)
             decision = Continue()  # the donor's checkpoint went meanwhile: go on as it is
             try:
-                new = self._checkpointed(claim, new, state)
+                new = self._checkpointed(claim, new, state, durable=durable)
             except BaseException:  # nothing is written: the member goes back untouched
                 with contextlib.suppress(StaleLeaseError):
                     ctx.store.commit(lease, release=True)
@@ -329,7 +332,9 @@ class AskTell:
             "Fix: tell each claim that ask() returned once, to the AskTell that asked for it.",
         )
 
-    def _checkpointed(self, claim: Claim, new: MemberView, state: Any) -> MemberView:
+    def _checkpointed(
+        self, claim: Claim, new: MemberView, state: Any, *, durable: bool = True
+    ) -> MemberView:
         """``new`` with its round's checkpoint written (``state``, called if a function,
         and the member's stream) and the member's checkpoints before it kept as previous.
 
@@ -340,7 +345,7 @@ class AskTell:
         ctx = self.ctx
         called = callable(state) and not isinstance(state, type)  # a class is no state
         value = state() if called else state
-        ckpt_id, size = ctx.write_checkpoint(new, value, claim._rng_state())
+        ckpt_id, size = ctx.write_checkpoint(new, value, claim._rng_state(), durable=durable)
         self._collector.last_size = size
         ref = dataclasses.replace(new.checkpoint, id=ckpt_id) if new.checkpoint else None
         return dataclasses.replace(

@@ -343,7 +343,10 @@ HOSTILE: list[tuple[dict[str, Any], str]] = [
     ({"optimizer_options": {"amsgrad": True}}, "'optimizer_options'"),
     ({"optimizer_options": {"nesterov": "yes"}}, "'optimizer_options'"),
     ({"optimizer_options": [("nesterov", True)]}, "'optimizer_options'"),
-    ({"checkpoint_every": 5}, "'checkpoint_every'"),
+    ({"checkpoint_every": 0}, "'checkpoint_every'"),
+    ({"checkpoint_every": 2.0}, "'checkpoint_every'"),
+    ({"checkpoint_every": True}, "'checkpoint_every'"),
+    ({"checkpoint_every": 3, "keep": 2}, "'keep'.*keep=3"),
     ({"synchronous": False}, "'synchronous'"),
     ({"device": "no-such-device"}, "'device'"),
 ]

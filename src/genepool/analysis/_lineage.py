@@ -144,11 +144,35 @@ class Change:
 
 
 def _event_index(events: Sequence[Event]) -> dict[int, list[int]]:
+    """Per member, the indices of its changes (exploits, explores) that stand: those a
+    later fallback rolled back (its checkpoint lost, the member went back to an older
+    one, at that one's step and generation) are left out."""
     by_member: dict[int, list[int]] = {}
     for i, e in enumerate(events):
         if e.kind in _CHANGES:
             by_member.setdefault(e.member, []).append(i)
+        elif e.kind == "fallback" and type(e.data.get("generation")) is int:
+            mine = by_member.get(e.member, [])
+            by_member[e.member] = _standing(events, mine, e.data["generation"], e.step)
     return by_member
+
+
+def _standing(events: Sequence[Event], indices: list[int], generation: int, step: int) -> list[int]:
+    """The changes among ``indices`` made before the member, rolled back to ``step`` of
+    ``generation``, passed that point: its first ``generation`` exploits, and the
+    explores of that generation before ``step``."""
+    kept: list[int] = []
+    exploits = 0
+    for i in indices:
+        e = events[i]
+        if e.kind == "exploit":
+            exploits += 1
+            if exploits > generation:
+                break
+        elif exploits == generation and e.step >= step:
+            break
+        kept.append(i)
+    return kept
 
 
 def _check_member(population: Population, member: int, owner: str) -> None:

@@ -89,21 +89,22 @@ class Steps:
 # -- the arguments, checked before the run is created ------------------------------------------
 def check(*, model: Any, space: Any, checkpoint_every: Any, settings: Mapping[str, Any]) -> None:
     """The arguments that need no computation: ``model`` callable, ``space`` a
-    :class:`~genepool.Space`, ``checkpoint_every`` 1, the run synchronous."""
+    :class:`~genepool.Space`, ``checkpoint_every`` an int >= 1 and ``keep`` at least it,
+    the run synchronous."""
     if not callable(model):
         must = "a function of no arguments returning an nn.Module"
         raise invalid(OWNER, "model", must, shown(model))
     if not isinstance(space, Space):
         raise invalid(OWNER, "space", "a gp.Space", shown(space))
-    if isinstance(checkpoint_every, bool) or checkpoint_every != 1:
-        raise invalid(
-            OWNER,
-            "checkpoint_every",
-            "1 (a durable checkpoint of every member at every ready round)",
-            shown(checkpoint_every),
-            "Fix: leave it out: fewer durable checkpoints (members kept in memory between "
-            "them, rolled back on resume) are not supported yet.",
-        )
+    if type(checkpoint_every) is not int or checkpoint_every < 1:
+        must = "an int >= 1 (every how many ready rounds a member's checkpoint is durable)"
+        raise invalid(OWNER, "checkpoint_every", must, shown(checkpoint_every))
+    keep = settings.get("keep", checkpoint_every)
+    if type(keep) is int and keep < checkpoint_every:
+        fix = f"Fix: keep={checkpoint_every} or more (or leave it out): a member falls back "
+        fix += "to its last durable checkpoint, which it must keep among its previous ones."
+        must = f"at least checkpoint_every={checkpoint_every}"
+        raise invalid(OWNER, "keep", must, shown(keep), fix)
     if settings.get("synchronous", True) is not True:
         fix = "Fix: leave it out: the members step together, round by round."
         raise invalid(OWNER, "synchronous", "True", shown(settings["synchronous"]), fix)

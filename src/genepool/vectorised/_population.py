@@ -27,8 +27,10 @@ its checkpoints, reseeded by an exploit and by a retry after a failure).
 A member whose loss, gradients or score are not finite is masked out of the optimizer
 step, so the others' numbers are bit-identical to a run without it, and reports a score
 that is not a number: ask/tell records the failed round and the policy decides for it
-(an exploit, typically). Every ready round checkpoints every member; a run stopped
-(its budget, an error, a kill) resumes from those checkpoints with the same call.
+(an exploit, typically). Every ready round checkpoints every member, durably every
+``checkpoint_every`` rounds and in memory between (a resident checkpoint,
+:mod:`genepool.checkpoints._resident`); a run stopped (its budget, an error, a kill)
+resumes from the durable ones with the same call, each member rolled back to its last.
 
 The evaluation (``evaluate``) runs batched at the step that ends a member's round
 (:meth:`genepool.Claim.ends_next`), and at the start of a round for a member with no
@@ -119,8 +121,12 @@ def run(
             ``{"amsgrad": True}``, or a hyperparameter the space does not name
             (``{"momentum": 0.9}``), the same for every member.
         device: Where the members live (``"cuda"``); default the CPU.
-        checkpoint_every: Only ``1`` for now: a durable checkpoint of every member at
-            every ready round.
+        checkpoint_every: Every how many of a member's ready rounds its checkpoint is
+            durable (and at its last round); the rounds between are checkpointed in
+            memory (resident: decisions and exploits use them as any). A run killed
+            between resumes from the durable ones, each member rolled back to its last
+            (step, hyperparameters, generation) with a ``"fallback"`` event: it loses at
+            most that many rounds. ``keep`` is at least this (default: this).
         **settings: As for :class:`genepool.AskTell` (and :func:`genepool.run`): ``mode``,
             ``seed``, ``storage``, ``checkpoints``, ``exploit``, ``explore``, ``name``,
             ``initial``, ``max_failures``, ``keep``, ... The run is synchronous.
@@ -159,11 +165,12 @@ def run(
     n = len(initial) if population is None and isinstance(initial, Sequence) else population
     if isinstance(n, int):  # else AskTell refuses it
         check_fits(n, probed.member_bytes, probed.device)
-    settings = {**settings, "synchronous": True}
+    settings = {"keep": checkpoint_every, **settings, "synchronous": True}
     with AskTell(
         space, metric=metric, ready=ready, budget=budget, population=population, **settings
     ) as pbt:
         members = _Members(pbt, model=model, probed=probed, steps=steps)
+        members.checkpoint_every = checkpoint_every
         share = size_text(probed.member_bytes)
         log.info("vectorised run %r: %d members on %s, about %s each", pbt.name, members.n,
                  members.device, share)  # fmt: skip
@@ -192,6 +199,10 @@ class _Members:
         self.held: list[str | None] = [_INITIAL] * n
         #: Per member: its latest evaluation (None: none yet).
         self.evaluated: list[dict[str, float] | None] = [None] * n
+        #: Every how many rounds a member's checkpoint is durable, and per member the
+        #: rounds told since its last durable one.
+        self.checkpoint_every = 1
+        self.resident_rounds = [0] * n
 
     def train(self) -> None:
         """Rounds until the run is over: ask, start, step until ready, tell."""
@@ -350,7 +361,11 @@ class _Members:
         """Tell every round (the failed ones last, so that a decision taken at once for
         one sees the round's new checkpoints), then note the checkpoint each slice holds."""
         for m in sorted(claims, key=lambda m: (m in failed, m)):
-            self.pbt.tell(claims[m], state=functools.partial(self._state, m))
+            claim = claims[m]
+            due = self.resident_rounds[m] + 1 >= self.checkpoint_every
+            durable = due or claim.budget_used()
+            self.pbt.tell(claim, state=functools.partial(self._state, m), durable=durable)
+            self.resident_rounds[m] = 0 if durable else self.resident_rounds[m] + 1
         ctx = self.pbt.ctx
         population = ctx.store.population(ctx.name)
         for m, claim in claims.items():
