@@ -38,7 +38,7 @@ time of one member in plain PyTorch; final accuracy at 16 members (``--seeds`` s
 (a) and (b)) not worse than (b)'s beyond the larger range of the two over seeds.
 
 Run: python benchmarks/vectorised.py [--quick | --gpu-quick]. The last line printed is one
-JSON object. The full run took 27 minutes on two cores (other work sharing them);
+JSON object. The full run took 12 to 27 minutes on two cores (the VM's speed drifts);
 ``--quick`` under a minute.
 ``--gpu-quick`` runs only the vectorised column on ``device="cuda"`` at 64, 256 and 1,024.
 """
