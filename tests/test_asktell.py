@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -253,3 +256,29 @@ def test_the_result_after_close_owns_the_store_it_reopens(tmp_path: Path) -> Non
     assert after.best.step == 24
     after.close()  # and closes it again
     assert _open_files() == before
+
+
+def test_open_claims_share_one_heartbeat_thread_that_keeps_their_leases(tmp_path: Path) -> None:
+    """Twenty claims open at once: one thread renews all their leases (a thread each would
+    not scale to a vectorised population); while they are open nobody else gets one."""
+    storage = f"sqlite:///{tmp_path}/pbt.db"
+    settings = {**SETTINGS, "population": 20, "storage": storage, "lease_seconds": 0.3}
+    before = threading.active_count()
+    with gp.AskTell(SPACE, **settings) as mine, gp.AskTell(SPACE, **settings) as theirs:
+        asked = [mine.ask() for _ in range(20)]
+        claims = [claim for claim in asked if claim is not None]
+        assert len(claims) == 20
+        with contextlib.ExitStack() as open_claims:
+            for claim in claims:
+                open_claims.enter_context(claim)
+            assert threading.active_count() <= before + 1
+            for _ in range(10):  # 1 s: more than three leases long
+                time.sleep(0.1)
+                for claim in claims:
+                    claim._beat.progress()
+                assert theirs.ask() is None  # every lease renewed meanwhile
+            for claim in claims:
+                while not claim.ready:
+                    claim.report(score=1.0)
+                mine.tell(claim, state={"x": 1.0})
+    assert threading.active_count() <= before

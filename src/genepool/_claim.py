@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from genepool._errors import InvalidArgumentError, StaleLeaseError, StorageError, invalid
-from genepool._heartbeat import Heartbeat
+from genepool._heartbeat import Heartbeat, Heartbeats
 from genepool._redact import shown
 from genepool._rng import member_stream
 from genepool.checkpoints import CheckpointStore, LocalCheckpoints
@@ -79,7 +79,14 @@ class Claim:
     """
 
     def __init__(
-        self, owner: AskTell, lease: Lease, view: MemberView, payload: Any, *, worker: str
+        self,
+        owner: AskTell,
+        lease: Lease,
+        view: MemberView,
+        payload: Any,
+        *,
+        worker: str,
+        heartbeats: Heartbeats | None = None,
     ) -> None:
         """Made by :meth:`AskTell.ask`: ``payload`` is the checkpoint of ``view`` as read
         (``None``: it has none), ``worker`` the name its heartbeat goes by."""
@@ -100,7 +107,7 @@ class Claim:
         self._record = RoundRecord(
             view, policy=ctx.policy, metric=ctx.metric, metrics_every=ctx.metrics_every, began=now
         )
-        self._beat = Heartbeat(ctx, name=worker, end_hung=False)
+        self._beat = Heartbeat(ctx, name=worker, end_hung=False, shared=heartbeats)
         self._beat.progress(now)
         self._holding: contextlib.ExitStack | None = None
         self._ready = False

@@ -5,7 +5,8 @@ background thread renews it every third of ``lease_seconds``, as long as the mem
 step recently (:meth:`Heartbeat.progress_limit`). A member hung in its own code stops
 getting renewals: its lease runs out and another worker takes it over from its last
 checkpoint; twice that long later the hung worker process ends itself
-(:data:`HUNG_EXIT`), and its executor starts another.
+(:data:`HUNG_EXIT`), and its executor starts another. An ask/tell process, which may
+hold hundreds of claims at once, renews all of them from one thread (:class:`Heartbeats`).
 
 Example::
 
@@ -58,10 +59,18 @@ class Heartbeat:
             executor replaces); ``False`` for a process that is not only a worker.
     """
 
-    def __init__(self, ctx: RunContext, *, name: str, end_hung: bool = True) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        *,
+        name: str,
+        end_hung: bool = True,
+        shared: Heartbeats | None = None,
+    ) -> None:
         self.ctx = ctx
         self.name = name
         self.end_hung = end_hung
+        self._shared = shared
         # the thread may only judge the lease the loop holds now, never an earlier one
         self._lock = threading.Lock()
         self._current: Lease | None = None
@@ -75,7 +84,9 @@ class Heartbeat:
         self._quiet_until = -math.inf  # no second warning before then (time.monotonic)
 
     def __enter__(self) -> Heartbeat:
-        if self.ctx.heartbeat:
+        if self.ctx.heartbeat and self._shared is not None:
+            self._shared.add(self)
+        elif self.ctx.heartbeat:
             self._thread = threading.Thread(
                 target=self._beat, name=f"{self.name}-heartbeat", daemon=True
             )
@@ -88,6 +99,8 @@ class Heartbeat:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._shared is not None:
+            self._shared.discard(self)
         if self._thread is None:
             return
         self._stop.set()
@@ -142,34 +155,37 @@ class Heartbeat:
 
     # -- the thread --------------------------------------------------------------------
     def _beat(self) -> None:
-        ctx = self.ctx
-        period = max(0.05, ctx.lease_seconds / 3)
+        period = max(0.05, self.ctx.lease_seconds / 3)
         while not self._stop.wait(period):
-            with self._lock:  # the loop cannot move to another lease meanwhile
-                lease = self._current
-                if lease is None or self._lost:
-                    continue
-                idle = ctx.clock.now() - self._last_progress
-                limit = self.progress_limit()
-                if self.end_hung and idle > limit + ctx.lease_seconds + 2 * limit:
-                    # hung in the member's code, its member handed over: end this process,
-                    # which its executor replaces (the member counts a crash)
-                    log.error(
-                        "%s: member %d made no step for %.0f s (hung in its code): "
-                        "ending this worker",
-                        self.name,
-                        lease.member,
-                        idle,
-                    )
-                    os._exit(HUNG_EXIT)
-                if idle > limit:
-                    log.warning(
-                        "member %d made no progress for %.1f s: its lease is left to expire",
-                        lease.member,
-                        idle,
-                    )
-                    continue
-                self._renew(lease)
+            self.tick()
+
+    def tick(self) -> None:
+        """One beat: renew the lease held now, unless its member seems hung."""
+        ctx = self.ctx
+        with self._lock:  # the loop cannot move to another lease meanwhile
+            lease = self._current
+            if lease is None or self._lost:
+                return
+            idle = ctx.clock.now() - self._last_progress
+            limit = self.progress_limit()
+            if self.end_hung and idle > limit + ctx.lease_seconds + 2 * limit:
+                # hung in the member's code, its member handed over: end this process,
+                # which its executor replaces (the member counts a crash)
+                log.error(
+                    "%s: member %d made no step for %.0f s (hung in its code): ending this worker",
+                    self.name,
+                    lease.member,
+                    idle,
+                )
+                os._exit(HUNG_EXIT)
+            if idle > limit:
+                log.warning(
+                    "member %d made no progress for %.1f s: its lease is left to expire",
+                    lease.member,
+                    idle,
+                )
+                return
+            self._renew(lease)
 
     def _renew(self, lease: Lease) -> None:
         try:
@@ -194,3 +210,52 @@ class Heartbeat:
             )
         else:
             self._failures = 0
+
+
+class Heartbeats:
+    """One thread that beats for many heartbeats: the open claims of an ask/tell process,
+    which may hold hundreds of leases at once (a thread each would not scale).
+
+    Args:
+        ctx: The run.
+        name: For the thread's name and the logs.
+    """
+
+    def __init__(self, ctx: RunContext, *, name: str) -> None:
+        self.ctx = ctx
+        self.name = name
+        self._beats: dict[int, Heartbeat] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, beat: Heartbeat) -> None:
+        """Beat for ``beat`` from now on (the thread starts with the first)."""
+        with self._lock:
+            self._beats[id(beat)] = beat
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name=f"{self.name}-heartbeats", daemon=True
+                )
+                self._thread.start()
+
+    def discard(self, beat: Heartbeat) -> None:
+        """Beat no more for ``beat``."""
+        with self._lock:
+            self._beats.pop(id(beat), None)
+
+    def _run(self) -> None:
+        period = max(0.05, self.ctx.lease_seconds / 3)
+        while not self._stop.wait(period):
+            with self._lock:
+                beats = list(self._beats.values())
+            for beat in beats:
+                beat.tick()
+
+    def close(self) -> None:
+        """Stop the thread (a renewal under way may take up to :data:`JOIN_SECONDS`)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(JOIN_SECONDS)
+            if self._thread.is_alive():
+                log.warning("%s: its heartbeat did not end: left behind", self.name)

@@ -44,6 +44,7 @@ from genepool._claim import Checkpoint, Claim
 from genepool._collect import Collector
 from genepool._constraints import Interval, Options, Setting, check
 from genepool._errors import CheckpointError, CollectedPinError, StaleLeaseError, invalid
+from genepool._heartbeat import Heartbeats
 from genepool._loading import Loader, Unreadable
 from genepool._open_run import open_run
 from genepool._redact import shown
@@ -95,6 +96,7 @@ class AskTell:
             f"asktell-{os.getpid()}", started=ctx.clock.now(), driver=os.getpid()
         )
         self._collector = Collector(ctx)
+        self._beats = Heartbeats(ctx, name=self._info.name)  # one thread for all claims
         # a torn or missing checkpoint falls back as a worker's does; ask/tell keeps no
         # sessions, so the loader's resident cache stays empty
         self._loader = Loader(ctx, Residents(1), self._collector)
@@ -160,10 +162,9 @@ class AskTell:
         return None
 
     def _claim(self, lease: Lease) -> Claim | Lease | None:
-        """A claim of the member ``lease`` holds; else it is given back (it stopped, or
-        was decided at a synchronous barrier, or waits at one), and what is returned is
-        the next member's lease if the write that gave it back claimed one (``None``:
-        claim again)."""
+        """A claim of the member ``lease`` holds; else it is given back (stopped, decided
+        at a synchronous barrier, or waiting at one) and the result is the next member's
+        lease if the write that gave it back claimed one (``None``: claim again)."""
         ctx = self.ctx
         pop = ctx.store.population(ctx.name)
         view = pop[lease.member]
@@ -188,7 +189,7 @@ class AskTell:
             with contextlib.suppress(StaleLeaseError):
                 ctx.store.commit(lease, release=True)
             raise
-        return Claim(self, lease, view, payload, worker=self._info.name)
+        return Claim(self, lease, view, payload, worker=self._info.name, heartbeats=self._beats)
 
     def _give_back_and_claim(
         self, lease: Lease, *, member: MemberView | None = None
@@ -463,6 +464,7 @@ class AskTell:
     def close(self) -> None:
         """Delete the checkpoints replaced meanwhile and close the store this opened."""
         try:
+            self._beats.close()
             self._collector.collect()
             self.ctx.checkpoints.drain()
         finally:
