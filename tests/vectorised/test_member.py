@@ -147,3 +147,29 @@ def test_genepool_replay_retraces_a_vectorised_schedule(
     replayed = json.loads(out.strip().splitlines()[-1])
     assert replayed["step"] == 20
     assert replayed["score"] == pytest.approx(result.best.score, rel=1e-5)
+
+
+def test_gp_run_resumes_a_vectorised_runs_checkpoints(tmp_path: Path) -> None:
+    """The state is shared: a vectorised run stopped by an error goes on one member at a
+    time, from the checkpoints it wrote."""
+    storage = f"sqlite:///{tmp_path}/pbt.db"
+    calls: list[int] = []
+
+    def failing(generator: torch.Generator, member: int) -> Any:
+        calls.append(member)
+        if len(calls) == 4 * 7 + 1:  # the second step of the third round
+            raise RuntimeError("power cut")
+        return data(generator, member)
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        gpv.run(**settings(storage=storage, data=failing))
+    args = settings(storage=storage)
+    for key in SPEC:
+        del args[key]
+    finished = gp.run(member_of(), **args, synchronous=True)
+    assert finished.stop_reason == "budget"
+    assert {m.step for m in finished.members} == {12}
+    steps = [r.step for r in finished.reports if r.member == 0]
+    assert steps == list(range(1, 13))  # steps 1-6 vectorised, then on: no restart
+    best = mlp()
+    best.load_state_dict(finished.load()["model"])
