@@ -41,7 +41,8 @@ time of one member in plain PyTorch; final accuracy at 16 members (``--seeds`` s
 Run: python benchmarks/vectorised.py [--quick | --gpu-quick]. The last line printed is one
 JSON object. The full run took 12 to 27 minutes on two cores (the VM's speed drifts);
 ``--quick`` under a minute.
-``--gpu-quick`` runs only the vectorised column on ``device="cuda"`` at 64, 256 and 1,024.
+``--gpu-quick`` runs only the vectorised column on ``device="cuda"`` at 64, 256 and 1,024;
+on such a machine run the GPU tests too: ``pytest -m gpu tests/vectorised``.
 """
 
 from __future__ import annotations
