@@ -20,8 +20,10 @@ import genepool as gp
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 
-#: What an event keeps in a snapshot: the decision, not when or where it was stored.
-_DROPPED = {"time", "checkpoint", "traceback"}
+#: What an event keeps in a snapshot: the decision, not when or where it was stored, nor
+#: what was added to events after the golden files were written (an exploit's
+#: ``ready_count``: the recipient's count of readies, for a rollback to its copy).
+_DROPPED = {"time", "checkpoint", "traceback", "ready_count"}
 
 
 def snapshot(result: gp.Result, metric: str) -> dict[str, Any]:

@@ -109,6 +109,7 @@ class RunContext:
             "counter": ref.counter,
             "generation": view.generation,
             "parent": view.parent,
+            "ready_count": view.ready_count,
             "metric": self.metric,
         }
         put = self.checkpoints.put

@@ -121,10 +121,18 @@ class Loader:
         return view, self.session_for(view), pop
 
     def _as_taken(self, member: int, ref: CheckpointRef) -> dict[str, Any]:
-        """The member's hyperparameters, generation and parent when it held ``ref``: its
-        own checkpoint's manifest says; for a donor's, the exploit that copied it (none
-        found: the member's are kept)."""
-        if ref.member != member:
+        """The member's hyperparameters, generation, parent and count of readies when it
+        held ``ref``: its own checkpoint's manifest says; for a donor's, the exploit that
+        copied it (none found, or fields older genepools did not write: the member's
+        own are kept)."""
+        if ref.member == member:
+            try:
+                fields = self.ctx.checkpoints.manifest(ref.id).get("fields", {})
+            except CheckpointError:
+                return {}
+            parent = fields.get("parent")
+            parent_ok = "parent" in fields and (parent is None or type(parent) is int)
+        else:
             copies = [
                 e
                 for e in self.ctx.store.events(self.ctx.name)
@@ -133,21 +141,15 @@ class Loader:
             if not copies:
                 return {}
             data = copies[-1].data
-            return {
-                "hparams": dict(data["new_hparams"]),
-                "generation": int(data["generation"]),
-                "parent": int(data["donor"]),
-            }
-        try:
-            fields = self.ctx.checkpoints.manifest(ref.id).get("fields", {})
-        except CheckpointError:
-            return {}
+            fields = {**data, "hparams": data.get("new_hparams"), "parent": data.get("donor")}
+            parent_ok = type(fields["parent"]) is int
         taken: dict[str, Any] = {}
         if isinstance(fields.get("hparams"), dict):
-            taken["hparams"] = fields["hparams"]
-        if type(fields.get("generation")) is int:
-            taken["generation"] = fields["generation"]
-        if "parent" in fields and (fields["parent"] is None or type(fields["parent"]) is int):
+            taken["hparams"] = dict(fields["hparams"])
+        for name in ("generation", "ready_count"):
+            if type(fields.get(name)) is int:
+                taken[name] = fields[name]
+        if parent_ok:
             taken["parent"] = fields["parent"]
         return taken
 

@@ -270,6 +270,7 @@ def exploited(
         "old_hparams": dict(view.hparams),
         "new_hparams": new_hp,
         "generation": generation,
+        "ready_count": view.ready_count,
     }
     return new, Event("exploit", view.id, donor.step, data, now)
 

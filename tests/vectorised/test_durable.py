@@ -1,6 +1,6 @@
 """checkpoint_every: durable checkpoints every few rounds, resident ones between; the same
 run, fewer writes; a run killed between resumes from the durable ones, each member rolled
-back to its last."""
+back to its last, and ends as the run that was not killed."""
 
 from __future__ import annotations
 
@@ -123,3 +123,19 @@ def test_a_killed_run_resumes_from_its_durable_checkpoints(tmp_path: Path) -> No
         exploits = [i for i in standing.get(m.id, []) if result.events[i].kind == "exploit"]
         assert len(exploits) == m.generation
         result.lineage(m.id)  # walks back without error
+    # and the rounds redone are those lost: the run ends as if it had not been killed
+    straight = gpv.run(
+        **settings(storage=f"sqlite:///{tmp_path}/straight.db", checkpoint_every=3,
+                   budget=gp.Budget(steps=24), exploit=gp.Truncation(0.5))
+    )  # fmt: skip
+    a, b = final_models(result), final_models(straight)
+    assert all(torch.equal(a[m][k], b[m][k]) for m in a for k in a[m])
+
+    def changes(run: gp.Result) -> list[tuple[Any, ...]]:
+        kept = sorted(i for indices in _event_index(run.events).values() for i in indices)
+        return [(run.events[i].kind, run.events[i].member, run.events[i].step) for i in kept]
+
+    assert changes(result) == changes(straight)
+    assert [(m.generation, m.parent, m.score) for m in result.members] == [
+        (m.generation, m.parent, m.score) for m in straight.members
+    ]
