@@ -78,19 +78,15 @@ class Heartbeat:
         self._last_progress = 0.0
         #: Seconds: the slowest round this worker has trained.
         self.slowest_round = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._own: Heartbeats | None = None  # the thread beating for it alone, if any
         self._failures = 0  # renewals failed in a row
         self._quiet_until = -math.inf  # no second warning before then (time.monotonic)
 
     def __enter__(self) -> Heartbeat:
-        if self.ctx.heartbeat and self._shared is not None:
+        if self.ctx.heartbeat:
+            if self._shared is None:  # a worker's: a thread of its own
+                self._own = self._shared = Heartbeats(self.ctx, name=self.name)
             self._shared.add(self)
-        elif self.ctx.heartbeat:
-            self._thread = threading.Thread(
-                target=self._beat, name=f"{self.name}-heartbeat", daemon=True
-            )
-            self._thread.start()
         return self
 
     def __exit__(
@@ -101,12 +97,9 @@ class Heartbeat:
     ) -> None:
         if self._shared is not None:
             self._shared.discard(self)
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join(JOIN_SECONDS)  # a renewal may hang on a database that is down
-        if self._thread.is_alive():
-            log.warning("%s: its heartbeat did not end: left behind", self.name)
+        if self._own is not None:
+            self._own.close()
+            self._own = self._shared = None
 
     @contextlib.contextmanager
     def holding(self, lease: Lease) -> Iterator[None]:
@@ -153,12 +146,7 @@ class Heartbeat:
         idle = self.ctx.clock.now() - self._last_progress
         return (lease.member, idle) if idle > self.progress_limit() else None
 
-    # -- the thread --------------------------------------------------------------------
-    def _beat(self) -> None:
-        period = max(0.05, self.ctx.lease_seconds / 3)
-        while not self._stop.wait(period):
-            self.tick()
-
+    # -- the beat (run by a Heartbeats thread) ------------------------------------------
     def tick(self) -> None:
         """One beat: renew the lease held now, unless its member seems hung."""
         ctx = self.ctx
@@ -213,8 +201,9 @@ class Heartbeat:
 
 
 class Heartbeats:
-    """One thread that beats for many heartbeats: the open claims of an ask/tell process,
-    which may hold hundreds of leases at once (a thread each would not scale).
+    """The thread that beats for heartbeats, every third of ``lease_seconds``: a worker's
+    one, or all the open claims of an ask/tell process, which may hold hundreds of leases
+    at once (a thread each would not scale).
 
     Args:
         ctx: The run.
@@ -235,7 +224,7 @@ class Heartbeats:
             self._beats[id(beat)] = beat
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(
-                    target=self._run, name=f"{self.name}-heartbeats", daemon=True
+                    target=self._run, name=f"{self.name}-heartbeat", daemon=True
                 )
                 self._thread.start()
 
@@ -256,6 +245,6 @@ class Heartbeats:
         """Stop the thread (a renewal under way may take up to :data:`JOIN_SECONDS`)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(JOIN_SECONDS)
+            self._thread.join(JOIN_SECONDS)  # a renewal may hang on a database that is down
             if self._thread.is_alive():
                 log.warning("%s: its heartbeat did not end: left behind", self.name)
