@@ -225,9 +225,7 @@ class VectorisedMember(Trainable):
         if spec.steps.evaluate is not None and self.evaluated is None:
             self.evaluated = self._evaluate()
         out = stack.gradients(spec.steps.loss, spec.steps.batch(stack, [0]), weights=self.weights)
-        finite = bool(torch.isfinite(out.loss).all()) and all(
-            bool(torch.isfinite(g).all()) for g in out.grads.values()
-        )
+        finite = bool(out.finite()[0])
         if finite:  # else the step is not taken, and its score not a number: a failure
             self.optimizer.step(out.grads)
         if spec.steps.evaluate is not None and (at + 1) % spec.every == 0:

@@ -315,11 +315,7 @@ class _Members:
                 out = self.stack.gradients(self.steps.loss, batch, weights=self.weights)
             except InvalidArgumentError as err:
                 raise refused("loss", err) from err
-            finite = torch.isfinite(out.loss)
-            if metric in out.metrics:
-                finite &= torch.isfinite(out.metrics[metric])
-            for g in out.grads.values():
-                finite &= torch.isfinite(g.flatten(1)).all(1)
+            finite = out.finite(metric)
             ok = finite.tolist()
             if not all(ok):  # masked: its numbers never reach the others'
                 for g in out.grads.values():

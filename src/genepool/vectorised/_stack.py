@@ -105,6 +105,16 @@ class Gradients(NamedTuple):
     loss: Tensor
     metrics: dict[str, Tensor]
 
+    def finite(self, metric: str | None = None) -> Tensor:
+        """``(N,)`` bool: each member's loss, its ``metric`` (if it returned one) and every
+        one of its gradients are finite."""
+        finite = torch.isfinite(self.loss)
+        if metric in self.metrics:
+            finite &= torch.isfinite(self.metrics[metric])
+        for g in self.grads.values():
+            finite &= torch.isfinite(g.flatten(1)).all(1)
+        return finite
+
 
 class StackedMembers:
     """N members of one architecture, stacked, trained in one batched computation.
