@@ -169,8 +169,9 @@ def run(
     with AskTell(
         space, metric=metric, ready=ready, budget=budget, population=population, **settings
     ) as pbt:
-        members = _Members(pbt, model=model, probed=probed, steps=steps)
-        members.checkpoint_every = checkpoint_every
+        members = _Members(
+            pbt, model=model, probed=probed, steps=steps, checkpoint_every=checkpoint_every
+        )
         share = size_text(probed.member_bytes)
         log.info("vectorised run %r: %d members on %s, about %s each", pbt.name, members.n,
                  members.device, share)  # fmt: skip
@@ -183,7 +184,15 @@ def run(
 class _Members:
     """The population's slices, its optimizer, and what each slice holds now."""
 
-    def __init__(self, pbt: AskTell, *, model: Any, probed: Probed, steps: Steps) -> None:
+    def __init__(
+        self,
+        pbt: AskTell,
+        *,
+        model: Any,
+        probed: Probed,
+        steps: Steps,
+        checkpoint_every: int = 1,
+    ) -> None:
         ctx = pbt.ctx
         configs = [m.hparams for m in ctx.store.population(ctx.name)]
         self.pbt, self.model, self.targets, self.steps = pbt, model, probed.targets, steps
@@ -201,7 +210,7 @@ class _Members:
         self.evaluated: list[dict[str, float] | None] = [None] * n
         #: Every how many rounds a member's checkpoint is durable, and per member the
         #: rounds told since its last durable one.
-        self.checkpoint_every = 1
+        self.checkpoint_every = checkpoint_every
         self.resident_rounds = [0] * n
 
     def train(self) -> None:
