@@ -106,8 +106,7 @@ class Gradients(NamedTuple):
     metrics: dict[str, Tensor]
 
     def finite(self, metric: str | None = None) -> Tensor:
-        """``(N,)`` bool: each member's loss, its ``metric`` (if it returned one) and every
-        one of its gradients are finite."""
+        """``(N,)`` bool: each member's loss, ``metric`` (if any) and gradients are finite."""
         finite = torch.isfinite(self.loss)
         if metric in self.metrics:
             finite &= torch.isfinite(self.metrics[metric])
