@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import math
 import pickle
@@ -305,13 +306,7 @@ class _Reader:
     def array(self, value: list[Any]) -> np.ndarray[Any, Any]:
         descr, shape, *at = value
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # a deprecated alias ("a") is refused too
-                dtype = (
-                    np.dtype(descr)
-                    if type(descr) is str
-                    else np.lib.format.descr_to_dtype(_tuples(descr))
-                )
+            dtype = _named_dtype(descr) if type(descr) is str else _record_dtype(descr)
         except (TypeError, ValueError, Warning) as err:
             raise self.bad(f"an array dtype {str(descr)[:60]!r}: {err}") from None
         if dtype.hasobject:
@@ -355,6 +350,22 @@ class _Reader:
                 "line) if you trust whoever can write there."
             )
         return pickle.loads(self.data(at))
+
+
+@functools.lru_cache(maxsize=256)
+def _named_dtype(descr: str) -> np.dtype[Any]:
+    """The dtype a string names (``"<f8"``), made once per name: a checkpoint's arrays
+    name few dtypes, and making one under a warnings filter costs more than the read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a deprecated alias ("a") is refused too
+        return np.dtype(descr)
+
+
+def _record_dtype(descr: Any) -> np.dtype[Any]:
+    """A record dtype from its ``descr`` as JSON gave it back."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return np.lib.format.descr_to_dtype(_tuples(descr))
 
 
 def _tuples(descr: Any) -> Any:
