@@ -155,20 +155,26 @@ class Derived(Protocol):
 
 _D = TypeVar("_D", bound=Derived)
 
-#: A population of at most this many members (one block) is small: a new snapshot of it
-#: copies a plain tuple of members, and makes what was derived from it afresh when first
-#: asked instead of updating it at every write: for so few members making it costs about
-#: what one update does, and most snapshots (a store's after each write, say) are never
-#: asked (benchmarks/overhead.py, population 8 to 128).
+#: A population of at most this many members (one block) is small: what was derived from
+#: a snapshot of it is made afresh when first asked instead of updated at every write: for
+#: so few members making it costs about what one update does, and most snapshots (a
+#: store's after each write, say) are never asked (benchmarks/overhead.py, population 8
+#: to 128).
 SMALL = BLOCK
+#: A new snapshot of a population of at most this many members copies a plain tuple of
+#: its members: for so few, copying the tuple costs less than sharing blocks
+#: (:class:`~genepool._persistent.Blocks`) and reading through them (population 128:
+#: about 4 us per member-step less).
+FLAT = 4 * BLOCK
 
 
 def _replaced(
-    members: Sequence[MemberView], replaced: Mapping[int, MemberView], small: bool
+    members: Sequence[MemberView], replaced: Mapping[int, MemberView]
 ) -> Sequence[MemberView]:
-    """``members`` with ``replaced[i]`` at each position ``i``: a tuple when ``small``,
-    else blocks shared with ``members`` but those a change falls in."""
-    if small:
+    """``members`` with ``replaced[i]`` at each position ``i``: a tuple for a population of
+    at most :data:`FLAT` members, else blocks shared with ``members`` but those a change
+    falls in."""
+    if len(members) <= FLAT:
         items = list(members)
         for at, view in replaced.items():
             items[at] = view
@@ -185,12 +191,12 @@ class Population:
     was derived from this one (:meth:`derived`), updated, where building a population
     from its members starts afresh (a store making one snapshot after another should
     use it: each of its writes then copies a block of members, sharing the others
-    (:class:`~genepool._persistent.Blocks`), and updates what was derived, instead of a
-    pass over every member; a population of at most :data:`SMALL` members copies its
-    tuple and makes what was derived again when asked).
+    (:class:`~genepool._persistent.Blocks`; a tuple up to :data:`FLAT` members), and
+    updates what was derived, instead of a pass over every member; a population of at
+    most :data:`SMALL` members makes what was derived again when asked).
 
     Attributes:
-        members: The members, ordered by id (a tuple, or, above :data:`SMALL` members,
+        members: The members, ordered by id (a tuple, or, above :data:`FLAT` members,
             the blocks a snapshot made by :meth:`with_members` shares with the one it
             was made from).
         mode: ``"max"`` when a higher score is better, ``"min"`` otherwise.
@@ -249,7 +255,7 @@ class Population:
             replaced[at] = view
         small = len(members) <= SMALL
         new = Population(
-            _replaced(members, replaced, small),
+            _replaced(members, replaced),
             self.mode,
             self.aligned,
             self._index,

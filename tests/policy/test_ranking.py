@@ -47,9 +47,13 @@ def _reference(
 
 @contextlib.contextmanager
 def updated_if(update: bool) -> Iterator[None]:
-    """With ``update``, what was derived is updated at every write even for these few
-    members (as for a population above ``SMALL``), else made again when asked."""
-    with mock.patch.object(member_module, "SMALL", 0 if update else member_module.SMALL):
+    """With ``update``, what was derived is updated at every write, and the members kept
+    in shared blocks, even for these few members (as for a population above ``FLAT``),
+    else made again when asked (as for one of at most ``SMALL``)."""
+    with (
+        mock.patch.object(member_module, "SMALL", 0 if update else member_module.SMALL),
+        mock.patch.object(member_module, "FLAT", 0 if update else member_module.FLAT),
+    ):
         yield
 
 
