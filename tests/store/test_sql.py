@@ -267,6 +267,33 @@ def test_the_snapshot_cache_follows_writes_of_another_instance(url, opened, monk
     assert a.population(RUN)[1].step == 3
 
 
+def test_a_commit_of_reports_alone_sees_and_fences_as_any_other(url, opened):
+    """Reports and events change no member row, so they bump no run version (the run's
+    row is not written): the commit still reads what another instance wrote, returns it,
+    and is refused once that instance holds the member."""
+    clock = gp.ManualClock()
+    a, b = open_sql(opened, url, clock=clock), open_sql(opened, url, clock=clock)
+    a.create_run(RUN, config={"metric": "score"}, members=members(2))
+    mine = must_claim(a, W1)
+    theirs = must_claim(b, W2)
+    b.commit(theirs, member=dataclasses.replace(b.population(RUN)[1], step=7))
+    version = execute(url, "SELECT version FROM genepool_runs")
+    pop = a.commit(mine, reports=[Report(0, 1, {"score": 0.5}, 0.0)])
+    assert pop[1].step == 7  # b's write, read by a's commit
+    a.commit(mine, events=[Event("note", 0, 1, {}, 0.0)])
+    assert execute(url, "SELECT version FROM genepool_runs") == version
+    clock.advance(61.0)
+    taken = must_claim(b, W2)
+    assert taken.member == 0
+    with pytest.raises(gp.StaleLeaseError):
+        a.commit(mine, reports=[Report(0, 2, {"score": 0.9}, 0.0)])
+    with pytest.raises(gp.StaleLeaseError):
+        a.commit(mine, events=[Event("note", 0, 2, {}, 0.0)])
+    history = b.history(RUN)
+    assert [(r.member, r.step) for r in history.reports] == [(0, 1)]
+    assert [(e.kind, e.step) for e in history.events] == [("note", 1)]
+
+
 def tricky_view() -> MemberView:
     hparams = {
         "lr": 0.1,

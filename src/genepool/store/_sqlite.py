@@ -3,8 +3,10 @@
 SQLite has one write lock per file, and every write transaction takes it up front
 (``BEGIN IMMEDIATE``, after this machine's writers queue for it: see
 :class:`~genepool.store._sqlite_file.WriterQueue`). Since writes are serialized anyway,
-each one bumps the run's version, and the store decides claims and fencing from its
-snapshot cache, brought up to date inside the transaction (:meth:`SQLiteStore._serialized`):
+each one that changes a member row bumps the run's version (one of reports and events
+alone reads it, and leaves the run's row unwritten), and the store decides claims and
+fencing from its snapshot cache, brought up to date inside the transaction
+(:meth:`SQLiteStore._serialized`):
 
 * **A claim** picks from the cached members (:func:`~genepool.store._claims.pick_claim`)
   and writes the new lease; a round's last commit and the next claim are one write
@@ -248,10 +250,24 @@ class SQLiteStore(SQLStore, scheme="sqlite"):
         version this write makes (bumped, which every later writer waits for)."""
         st = self._state(tx, run)
         version = self._bump(tx, st)
-        if st.version < version - 1:  # every version before this one is committed
-            st.apply(tx.all(S_ROWS_NEW, {"r": st.id, "v": st.version}))
-            st.version = max(st.version, version - 1)
+        self._catch_up(tx, st, version - 1)
         return st, version
+
+    def _current(self, tx: Tx, run: str) -> RunCache:
+        """In a write transaction that changes no member row (reports and events alone):
+        the run's cache, brought up to date, with no version bumped (nothing cached
+        changes, and the run's row is left unwritten)."""
+        st = self._state(tx, run)
+        self._catch_up(tx, st, int(tx.scalar(S_VERSION, {"r": st.id})))
+        return st
+
+    @staticmethod
+    def _catch_up(tx: Tx, st: RunCache, version: int) -> None:
+        """Read into the cache every member row written since it was last brought up to
+        date, up to ``version`` (committed, as is every version before it)."""
+        if st.version < version:
+            st.apply(tx.all(S_ROWS_NEW, {"r": st.id, "v": st.version}))
+            st.version = max(st.version, version)
 
     @staticmethod
     def _leased(st: RunCache, lease: Lease) -> CachedRow:
@@ -390,7 +406,11 @@ class SQLiteStore(SQLStore, scheme="sqlite"):
         lease = commit.lease
         rows = self._rows(commit)
         with self._tx("write") as tx:
-            st, version = self._serialized(tx, lease.run)
+            version: int | None
+            if commit.member is None and commit.pin is None and not commit.release:
+                st, version = self._current(tx, lease.run), None  # reports, events
+            else:
+                st, version = self._serialized(tx, lease.run)
             standing = self._standing(self._leased(st, lease))
             cache = write_commit(
                 tx,
