@@ -142,12 +142,19 @@ class SortedBlocks(Generic[T]):
         """The items, sorted."""
         ordered: list[Any] = sorted(cast(Iterable[Any], items))
         half = MAX_BLOCK // 2
-        return cls(tuple(ordered[i : i + half]) for i in range(0, len(ordered), half))
+        new: SortedBlocks[T] = SortedBlocks.__new__(SortedBlocks)
+        new._blocks = tuple(tuple(ordered[i : i + half]) for i in range(0, len(ordered), half))
+        new._len, new._starts = len(ordered), None
+        return new
 
     def add(self, item: T) -> SortedBlocks[T]:
         """A new list with ``item`` in its place (this one unchanged)."""
         if not self._blocks:
             return SortedBlocks([(item,)])
+        if len(self._blocks) == 1 and self._len < MAX_BLOCK - 1:  # one block, staying one
+            block = list(self._blocks[0])
+            bisect.insort(block, item)
+            return self._with(0, (tuple(block),), +1)
         at = min(self._block_for(item, bisect.bisect_right), len(self._blocks) - 1)
         block = list(self._blocks[at])
         bisect.insort(block, item)
@@ -176,7 +183,10 @@ class SortedBlocks(Generic[T]):
         """This list with block ``at`` replaced by ``blocks`` (none or more, not empty),
         ``grown`` items more: every other block is shared."""
         new: SortedBlocks[T] = SortedBlocks.__new__(SortedBlocks)
-        new._blocks = self._blocks[:at] + blocks + self._blocks[at + 1 :]
+        if len(self._blocks) == 1:
+            new._blocks = blocks
+        else:
+            new._blocks = self._blocks[:at] + blocks + self._blocks[at + 1 :]
         new._len = self._len + grown
         new._starts = None
         return new
@@ -202,6 +212,8 @@ class SortedBlocks(Generic[T]):
 
     def bisect_left(self, item: Any) -> int:
         """The position of the first item not less than ``item`` (as :func:`bisect.bisect_left`)."""
+        if len(self._blocks) == 1:
+            return bisect.bisect_left(self._blocks[0], item)
         at = self._block_for(item, bisect.bisect_left)
         if at == len(self._blocks):
             return self._len
@@ -209,6 +221,8 @@ class SortedBlocks(Generic[T]):
 
     def bisect_right(self, item: Any) -> int:
         """The position after the last item not greater than ``item``."""
+        if len(self._blocks) == 1:
+            return bisect.bisect_right(self._blocks[0], item)
         at = self._block_for(item, bisect.bisect_right)
         if at == len(self._blocks):
             return self._len

@@ -155,12 +155,13 @@ class Derived(Protocol):
 
 _D = TypeVar("_D", bound=Derived)
 
-#: A population of at most this many members (one block) is small: what was derived from
-#: a snapshot of it is made afresh when first asked instead of updated at every write: for
-#: so few members making it costs about what one update does, and most snapshots (a
-#: store's after each write, say) are never asked (benchmarks/overhead.py, population 8
-#: to 128).
-SMALL = BLOCK
+#: A population of at most this many members is small: what was derived from a snapshot
+#: of it is made afresh when first asked instead of updated at every write: for so few
+#: members making it costs about what one update does, and some snapshots (a store's after
+#: each write, say) are never asked. At population 32, where every round asks for the
+#: ranking and the claim queue, making them afresh cost a sixth more function calls than
+#: updating them (benchmarks/overhead.py's toy: 6.2 against 5.1 million); at 8, 5% fewer.
+SMALL = 16
 #: A new snapshot of a population of at most this many members copies a plain tuple of
 #: its members: for so few, copying the tuple costs less than sharing blocks
 #: (:class:`~genepool._persistent.Blocks`) and reading through them (population 128:

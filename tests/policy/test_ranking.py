@@ -51,7 +51,7 @@ def updated_if(update: bool) -> Iterator[None]:
     in shared blocks, even for these few members (as for a population above ``FLAT``),
     else made again when asked (as for one of at most ``SMALL``)."""
     with (
-        mock.patch.object(member_module, "SMALL", 0 if update else member_module.SMALL),
+        mock.patch.object(member_module, "SMALL", 0 if update else 10**9),
         mock.patch.object(member_module, "FLAT", 0 if update else member_module.FLAT),
     ):
         yield
