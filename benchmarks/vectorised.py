@@ -38,6 +38,11 @@ throughput of (b) and of (c) and 100x (d); 16 members vectorised in at most 2x t
 time of one member in plain PyTorch; final accuracy at 16 members (``--seeds`` seeds of
 (a) and (b)) not worse than (b)'s beyond the larger range of the two over seeds.
 
+Beside each target, ``ceiling_ratio``: the same ratio with (a) replaced by the arithmetic
+alone (benchmarks/vec_ceiling.py: a stacked forward, backward and SGD update, with no
+sampling, evaluation, store or checkpoint), the best any driver could do on this machine.
+A throughput target above its ceiling ratio, or a wall target below it, cannot hold here.
+
 Run: python benchmarks/vectorised.py [--quick | --gpu-quick]. The last line printed is one
 JSON object. The full run took 12 to 27 minutes on two cores (the VM's speed drifts);
 ``--quick`` under a minute.
@@ -63,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 import vec_workloads as w
 from benchutil import CpuMeter
+from vec_ceiling import ceiling
 
 import genepool as gp
 from genepool import vectorised as gpv
@@ -80,6 +86,7 @@ FULL: dict[str, Any] = {
     "tune_population": 64,
     "tune_models": ["mlp", "cnn"],
     "tune_window_s": 120.0,
+    "calls": 200,
 }
 QUICK: dict[str, Any] = {
     "sizes": [1, 16],
@@ -94,6 +101,7 @@ QUICK: dict[str, Any] = {
     "tune_population": 4,
     "tune_models": ["mlp"],
     "tune_window_s": 15.0,
+    "calls": 20,
 }
 GPU_SIZES = [64, 256, 1024]
 TARGET_SERIAL, TARGET_PROCESSES, TARGET_TUNE, TARGET_WALL_16 = 10.0, 10.0, 100.0, 2.0
@@ -348,6 +356,8 @@ def bench_model(kind: str, sz: dict[str, Any], tune_ok: str | None) -> dict[str,
                 ratio = vec[n]["member_steps_per_s"] / row["member_steps_per_s"]
                 ratios[f"vectorised_vs_{name}_{n}"] = round(ratio, 2)
     out["throughput_ratios"] = ratios
+    # the arithmetic alone (benchmarks/vec_ceiling.py): the most any driver could reach
+    out["ceiling"] = ceiling(kind, [n for n in sz["sizes"] if n in (16, 64)], calls=sz["calls"])
     if 16 in vec:
         out["wall_16_vectorised_over_plain"] = round(vec[16]["wall_s"] / out["plain"]["wall_s"], 2)
     if not large and 16 in sz["sizes"]:  # the accuracy spread at 16 members, over seeds
@@ -371,17 +381,23 @@ def judge(kind: str, m: dict[str, Any], sz: dict[str, Any]) -> dict[str, Any]:
         ("processes", TARGET_PROCESSES),
         ("tune", TARGET_TUNE),
     ):
-        key = f"vectorised_vs_{name}_{p}"
+        key, most = f"vectorised_vs_{name}_{p}", m["ceiling"].get(f"stacked_{p}_member_steps_per_s")
+        base = m.get(name, {}).get(p)
         t[key] = {
             "ratio": r.get(key),
             "target": need,
             "holds": None if key not in r else r[key] >= need,
+            # the arithmetic alone at p members over the column: the largest ratio possible
+            "ceiling_ratio": round(most / base["member_steps_per_s"], 2)
+            if most and isinstance(base, dict) and "member_steps_per_s" in base
+            else None,
         }
     wall = m.get("wall_16_vectorised_over_plain")
     t["wall_16_over_plain"] = {
         "ratio": wall,
         "target": TARGET_WALL_16,
         "holds": None if wall is None else wall <= TARGET_WALL_16,
+        "ceiling_ratio": m["ceiling"].get("stacked_16_wall_over_plain_1"),  # the least possible
     }
     acc = m.get("accuracy_16")
     if acc:
