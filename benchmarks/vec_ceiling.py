@@ -56,7 +56,7 @@ def _plain_step(kind: str) -> Callable[[], None]:
 
     def step() -> None:
         opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
         opt.step()
 
     return step
@@ -65,7 +65,7 @@ def _plain_step(kind: str) -> Callable[[], None]:
 def _stacked_step(kind: str, n: int) -> Callable[[], None]:
     torch.manual_seed(0)
     models = [w.make_model(kind) for _ in range(n)]
-    params, buffers = stack_module_state(models)  # type: ignore[arg-type]
+    params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
     momenta = {k: torch.zeros_like(v) for k, v in params.items()}
     x, y = _batch()
