@@ -39,12 +39,9 @@ Example:
 from __future__ import annotations
 
 import io
-import random
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from genepool._errors import (
     CheckpointError,
@@ -53,6 +50,7 @@ from genepool._errors import (
     missing_dependency,
 )
 from genepool.integrations._torch_hparams import Custom, Modules, Optimizer, Target, same
+from genepool.integrations._torch_rng import global_rng_state, set_global_rng_state
 from genepool.trainable import Member, Trainable
 
 try:
@@ -202,7 +200,7 @@ class TorchState:
             "counters": {k: int(v) for k, v in self.counters.items()},
         }
         if self.rng:
-            state["rng"] = _rng_state()
+            state["rng"] = global_rng_state()
         return state
 
     def state_dict(self) -> dict[str, Any]:
@@ -234,7 +232,7 @@ class TorchState:
             ) from err
         self.counters = {k: int(v) for k, v in plain.get("counters", {}).items()}
         if self.rng and "rng" in plain:
-            _set_rng_state(plain["rng"])
+            set_global_rng_state(plain["rng"])
         if hparams is not None:
             self.apply(hparams)
 
@@ -305,42 +303,6 @@ def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(_map_tensors(v, fn) for v in value)
     return value
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
-    version, internal, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": str(kind),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },
-        "python": {
-            "version": int(version),
-            "internal": torch.tensor(internal, dtype=torch.int64),
-            "gauss": py_gauss,
-        },
-    }
-
-
-def _set_rng_state(rng: Mapping[str, Any]) -> None:
-    torch.set_rng_state(rng["torch"].cpu())
-    n = rng["numpy"]
-    np.random.set_state(
-        (
-            n["kind"],
-            n["keys"].cpu().numpy().astype(np.uint32),
-            n["pos"],
-            n["has_gauss"],
-            n["gauss"],
-        )
-    )
-    p = rng["python"]
-    random.setstate((p["version"], tuple(int(x) for x in p["internal"].tolist()), p["gauss"]))
 
 
 class TorchTrainable(Trainable):
