@@ -128,6 +128,19 @@ def test_exploits_happen_in_place_with_the_decided_values(tmp_path: Path) -> Non
     assert all(m.step == BUDGET for m in result.members)
 
 
+def test_a_seeded_run_is_reproduced(tmp_path: Path) -> None:
+    """Each member's trainer keeps its own random states across the others' rounds: the
+    same seed gives the same run."""
+    first = run(f"sqlite:///{tmp_path / 'a.db'}")
+    second = run(f"sqlite:///{tmp_path / 'b.db'}")
+    assert [(r.member, r.step, r.metrics["val_loss"]) for r in first.reports] == [
+        (r.member, r.step, r.metrics["val_loss"]) for r in second.reports
+    ]
+    assert [(e.kind, e.member, e.step) for e in first.events] == [
+        (e.kind, e.member, e.step) for e in second.events
+    ]
+
+
 def test_a_member_restarts_from_its_checkpoint_not_from_step_0(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'run.db'}"
     Recorded.fail_at = 60

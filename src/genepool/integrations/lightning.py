@@ -254,6 +254,7 @@ class Callback(pl.Callback):
         self.claim: Claim | None = None
         self._handoff = handoff
         self._at: tuple[int, int] | None = None  # (step, generation) the trainer holds
+        self._rng: dict[str, Any] | None = None  # the random states it paused with
 
     # -- Lightning's hooks -----------------------------------------------------------
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -270,6 +271,7 @@ class Callback(pl.Callback):
         decision = self.pbt.tell(claim, state=state.saved)
         self._at = (claim.step, claim.generation)
         del decision  # carried out by the next claim (a stopped member gets none)
+        self._rng = global_rng_state()  # other members' trainers draw meanwhile
         self._handoff.pause()  # until the member's next claim
         self._take(trainer, pl_module, starting=False)
 
@@ -296,6 +298,8 @@ class Callback(pl.Callback):
                 reseed_global_rng(claim.rng)
         elif ckpt is None and starting:
             reseed_global_rng(claim.rng)
+        elif self._rng is not None:  # its own state, held here: its stream goes on
+            set_global_rng_state(self._rng)
         state.torch.apply(claim.hparams)
         self._at = (claim.step, claim.generation)
 
