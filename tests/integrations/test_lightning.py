@@ -67,20 +67,21 @@ def _fresh() -> None:
     Recorded.made, Recorded.fail_at, Recorded.steps = [], None, 0
 
 
-def trainer(callbacks: list[Any], max_epochs: int = BUDGET) -> Any:
+def trainer(callbacks: list[Any], max_epochs: int = BUDGET, **more: Any) -> Any:
+    settings = {"limit_train_batches": 4, **more}
     return L.Trainer(
         max_epochs=max_epochs,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        limit_train_batches=4,
         num_sanity_val_steps=0,
         callbacks=callbacks,
+        **settings,
     )
 
 
-def run(storage: str, **fit: Any) -> gp.Result:
+def run(storage: str, make_trainer: Any = trainer, **fit: Any) -> gp.Result:
     L.seed_everything(0, verbose=False)
     pbt = gp.AskTell(
         SPACE,
@@ -94,7 +95,7 @@ def run(storage: str, **fit: Any) -> gp.Result:
         **fit,
     )
     with pbt:
-        return gpl.fit(pbt, module=Recorded, trainer=trainer, **example.loaders())
+        return gpl.fit(pbt, module=Recorded, trainer=make_trainer, **example.loaders())
 
 
 def test_exploits_happen_in_place_with_the_decided_values(tmp_path: Path) -> None:
@@ -126,6 +127,23 @@ def test_exploits_happen_in_place_with_the_decided_values(tmp_path: Path) -> Non
         assert steps[0] == 0.0
         assert all(s > 0 for s in steps[1:])  # never from step 0 again
     assert all(m.step == BUDGET for m in result.members)
+
+
+def test_exploits_at_validation_runs_in_the_middle_of_epochs(tmp_path: Path) -> None:
+    """Validation every 4 batches of 8: half the rounds end in the middle of an epoch."""
+
+    def mid_epoch(callbacks: list[Any]) -> Any:
+        return trainer(callbacks, limit_train_batches=8, val_check_interval=4)
+
+    result = run(f"sqlite:///{tmp_path / 'run.db'}", make_trainer=mid_epoch)
+    exploits = [e for e in result.events if e.kind == "exploit"]
+    assert exploits
+    assert all(m.step == BUDGET for m in result.members)
+    by_member = dict(enumerate(Recorded.made))
+    for e in exploits:
+        after = next(s for s in by_member[e.member].seen if s["generation"] == e.data["generation"])
+        assert after["global_step"] == 4 * e.data["donor_step"]  # a validation per 4 batches
+        assert after["base_lr"] == pytest.approx(e.data["new_hparams"]["lr"], rel=1e-12)
 
 
 def test_a_seeded_run_is_reproduced(tmp_path: Path) -> None:
