@@ -39,16 +39,11 @@ Example (``examples/lightning_pbt.py`` in full)::
 from __future__ import annotations
 
 import contextlib
-import threading
+import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from genepool._errors import (
-    InvalidArgumentError,
-    TrainableError,
-    invalid,
-    missing_dependency,
-)
+from genepool._errors import InvalidArgumentError, invalid, missing_dependency
 from genepool.asktell import AskTell
 from genepool.result import Result
 
@@ -58,12 +53,8 @@ except ImportError as _err:  # pragma: no cover - exercised only without lightni
     raise missing_dependency("lightning", "lightning", "genepool.integrations.lightning") from _err
 
 from genepool._claim import Claim
+from genepool.integrations._inplace import Framework, InPlace, Seat, drive
 from genepool.integrations._torch_hparams import Optimizer, Target
-from genepool.integrations._torch_rng import (
-    global_rng_state,
-    reseed_global_rng,
-    set_global_rng_state,
-)
 from genepool.integrations.torch import TorchState
 from genepool.space import Fixed
 
@@ -75,14 +66,6 @@ __all__ = ["STATE_FORMAT", "STATE_VERSION", "Callback", "fit"]
 #: Name and version of a member's saved layout; a newer version is refused.
 STATE_FORMAT = "genepool.lightning"
 STATE_VERSION = 1
-
-#: How long (seconds) a wait for the other side of a handoff sleeps between checks, so
-#: that a Ctrl-C reaches the main thread.
-_WAIT = 0.2
-
-
-class _Unwind(BaseException):
-    """Raised in a member's trainer to end its ``fit`` (the run is over, or aborts)."""
 
 
 def fit(
@@ -105,9 +88,10 @@ def fit(
             callbacks (one device: a world size above 1 is refused).
         hparams: Where each hyperparameter lives (:class:`~genepool.integrations.torch.
             Optimizer`, ``Modules`` or ``Custom`` targets; optimizers are named by their
-            position, ``"0"``, ``"1"``, ..., in ``trainer.optimizers``). Default: each
-            hyperparameter of the space is a param-group key of every optimizer (``lr``,
-            ``momentum``, ``weight_decay``, ...); any other must be mapped here.
+            position, ``"0"``, ``"1"``, ..., in ``trainer.optimizers``; the module is
+            ``"model"``). Default: each hyperparameter of the space is a param-group key
+            of every optimizer (``lr``, ``momentum``, ``weight_decay``, ...); any other
+            must be mapped here.
         **fit_kwargs: For ``Trainer.fit`` (``train_dataloaders``, ``val_dataloaders``,
             ``datamodule``); ``ckpt_path`` is genepool's to choose.
 
@@ -115,127 +99,59 @@ def fit(
         The run's result (:meth:`genepool.AskTell.result`).
 
     Raises:
-        InvalidArgumentError: ``ckpt_path`` given, a trainer with a world size above 1,
-            or a hyperparameter that maps to no optimizer.
+        InvalidArgumentError: ``ckpt_path`` given, a trainer with a world size above 1
+            or without its callback, or a hyperparameter that maps to no optimizer.
         TrainableError: A trainer's ``fit`` ended before its member's budget.
         HyperparameterNotAppliedError: A hyperparameter in effect differs from the
             decided one after it was applied.
     """
     if "ckpt_path" in fit_kwargs:
         raise invalid(
-            "genepool.integrations.lightning.fit",
+            _FIT,
             "ckpt_path",
             "not given",
             repr(fit_kwargs["ckpt_path"]),
             "Fix: leave it out: each member resumes from its own checkpoint in genepool's store.",
         )
-    seats: dict[int, _Seat] = {}
-    try:
-        while (claim := pbt.ask(timeout=float("inf"))) is not None:
-            seat = seats.get(claim.member)
-            if seat is None or seat.ended:
-                seat = seats[claim.member] = _Seat(
-                    pbt, module(**claim.hparams), trainer, hparams, fit_kwargs
-                )
-            with claim:
-                seat.train(claim)
-        return pbt.result()
-    finally:
-        for seat in seats.values():
-            seat.close()
+
+    def seat_for(claim: Claim) -> Seat:
+        seat = Seat(ended_early=_ENDED_EARLY)
+        callback = Callback(InPlace(pbt, seat), hparams)
+        made = _trainer(trainer, callback)
+        seat.run = functools.partial(made.fit, module(**claim.hparams), **fit_kwargs)
+        return seat
+
+    return drive(pbt, seat_for)
 
 
-class _Seat:
-    """One member's trainer, running ``fit`` in its own thread; the driver and the thread
-    hand control to each other, so that one of them runs at a time."""
+_FIT = "genepool.integrations.lightning.fit"
+_ENDED_EARLY = (
+    "give the Trainer max_epochs (or max_steps) enough for the whole budget, and no early "
+    "stopping: genepool's budget ends training."
+)
 
-    def __init__(
-        self,
-        pbt: AskTell,
-        module: LightningModule,
-        make_trainer: Callable[..., Trainer],
-        hparams: Mapping[str, Target] | None,
-        fit_kwargs: Mapping[str, Any],
-    ) -> None:
-        self.callback = Callback(pbt, hparams, handoff=self)
-        trainer = make_trainer(callbacks=[self.callback])
-        if not any(c is self.callback for c in getattr(trainer, "callbacks", ())):
-            raise invalid(
-                "genepool.integrations.lightning.fit",
-                "trainer",
-                "a Trainer with the callback it is given among its callbacks",
-                f"{trainer!r} without it",
-                "Fix: pass on the callbacks it is called with: trainer=functools.partial("
-                "L.Trainer, max_epochs=...), or a function of callbacks= that does.",
-            )
-        if trainer.world_size > 1:
-            raise invalid(
-                "genepool.integrations.lightning.fit",
-                "trainer",
-                "a Trainer on one device (world size 1)",
-                f"world size {trainer.world_size}",
-                "Fix: one device per member for now (devices=1).",
-            )
-        self.trainer, self.module = trainer, module
-        self.ended = False
-        self.error: BaseException | None = None
-        self._to_trainer = threading.Semaphore(0)
-        self._to_driver = threading.Semaphore(0)
-        self._unwind = False
-        self._thread = threading.Thread(
-            target=self._main, args=(dict(fit_kwargs),), name="genepool-lightning", daemon=True
+
+def _trainer(make: Callable[..., Trainer], callback: Callback) -> Trainer:
+    """``make(callbacks=[callback])``, checked: the callback among its callbacks, one device."""
+    trainer = make(callbacks=[callback])
+    if not any(c is callback for c in getattr(trainer, "callbacks", ())):
+        raise invalid(
+            _FIT,
+            "trainer",
+            "a Trainer with the callback it is given among its callbacks",
+            f"{trainer!r} without it",
+            "Fix: pass on the callbacks it is called with: trainer=functools.partial("
+            "L.Trainer, max_epochs=...), or a function of callbacks= that does.",
         )
-
-    # -- driver side -----------------------------------------------------------------
-    def train(self, claim: Claim) -> None:
-        """Train ``claim``'s round in this seat's trainer; raise what the trainer raised."""
-        self.callback.claim = claim
-        if not self._thread.is_alive() and not self.ended:
-            self._thread.start()
-        else:
-            self._to_trainer.release()
-        _wait(self._to_driver)
-        if self.error is not None:
-            raise self.error
-        if self.ended and not claim.told:
-            raise TrainableError(
-                f"member {claim.member}: Trainer.fit ended at step {claim.step} of the member "
-                "(validation runs), before its budget, with its round untold. Fix: give the "
-                "Trainer max_epochs (or max_steps) enough for the whole budget, and no early "
-                "stopping: genepool's budget ends training."
-            )
-
-    def close(self) -> None:
-        """End the trainer's ``fit`` if it waits for a claim."""
-        if self._thread.is_alive():
-            self._unwind = True
-            self._to_trainer.release()
-            self._thread.join()
-
-    # -- trainer side ----------------------------------------------------------------
-    def _main(self, fit_kwargs: dict[str, Any]) -> None:
-        try:
-            self.trainer.fit(self.module, **fit_kwargs)
-        except _Unwind:
-            pass
-        except BaseException as err:  # handed to the driver, which raises it
-            self.error = err
-        finally:
-            self.ended = True
-            self._to_driver.release()
-
-    def pause(self) -> None:
-        """From the trainer's thread, after a tell: hand control back and wait for the
-        member's next claim (:class:`_Unwind` if the run is over)."""
-        self._to_driver.release()
-        _wait(self._to_trainer)
-        if self._unwind:
-            raise _Unwind()
-
-
-def _wait(semaphore: threading.Semaphore) -> None:
-    while not semaphore.acquire(timeout=_WAIT):  # short waits: a Ctrl-C gets through
-        pass
+    if trainer.world_size > 1:
+        raise invalid(
+            _FIT,
+            "trainer",
+            "a Trainer on one device (world size 1)",
+            f"world size {trainer.world_size}",
+            "Fix: one device per member for now (devices=1).",
+        )
+    return trainer
 
 
 class Callback(pl.Callback):
@@ -246,94 +162,59 @@ class Callback(pl.Callback):
     which it applies in place (see the module's docstring).
     """
 
-    def __init__(
-        self, pbt: AskTell, hparams: Mapping[str, Target] | None, *, handoff: _Seat
-    ) -> None:
-        self.pbt = pbt
+    def __init__(self, member: InPlace, hparams: Mapping[str, Target] | None) -> None:
+        self.member = member
         self.hparams = None if hparams is None else dict(hparams)
-        self.claim: Claim | None = None
-        self._handoff = handoff
-        self._at: tuple[int, int] | None = None  # (step, generation) the trainer holds
-        self._rng: dict[str, Any] | None = None  # the random states it paused with
 
-    # -- Lightning's hooks -----------------------------------------------------------
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._take(trainer, pl_module, starting=True)
+        self.member.take(self._state(trainer, pl_module), starting=True)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        claim = self._claim()
-        claim.report(_metrics(trainer))
-        if not claim.ready:
-            return
-        state = _State(trainer, pl_module, self._targets(trainer, pl_module))
-        decision = self.pbt.tell(claim, state=state.saved)
-        self._at = (claim.step, claim.generation)
-        del decision  # carried out by the next claim (a stopped member gets none)
-        self._rng = global_rng_state()  # other members' trainers draw meanwhile
-        self._handoff.pause()  # until the member's next claim
-        self._take(trainer, pl_module, starting=False)
+        if not trainer.sanity_checking:
+            self.member.evaluated(_metrics(trainer), self._state(trainer, pl_module))
 
-    # -- the claim, applied ------------------------------------------------------------
-    def _claim(self) -> Claim:
-        if self.claim is None or self.claim.told:  # pragma: no cover - fit() hands one
-            raise TrainableError("the Lightning callback holds no open claim")
-        return self.claim
+    @property
+    def claim(self) -> Claim:
+        """The member's open claim."""
+        return self.member.claim
 
-    def _take(self, trainer: Trainer, pl_module: LightningModule, *, starting: bool) -> None:
-        """Put the claim in effect: its checkpoint loaded unless the trainer holds it
-        already, its hyperparameters set and verified, the member's random states."""
-        claim = self._claim()
-        state = _State(trainer, pl_module, self._targets(trainer, pl_module))
-        ckpt = claim.checkpoint
-        held = ckpt is not None and ckpt.member == claim.member
-        held = held and self._at == (claim.step, claim.generation)
-        if ckpt is not None and not held:
-            payload = ckpt.load()
-            state.load(payload, starting=starting)
-            if ckpt.member == claim.member:  # its own: its data stream goes on
-                set_global_rng_state(payload["rng"])
-            else:  # a donor's: a stream of its own, reseeded
-                reseed_global_rng(claim.rng)
-        elif ckpt is None and starting:
-            reseed_global_rng(claim.rng)
-        elif self._rng is not None:  # its own state, held here: its stream goes on
-            set_global_rng_state(self._rng)
-        state.torch.apply(claim.hparams)
-        self._at = (claim.step, claim.generation)
-
-    def _targets(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Target]:
-        if self.hparams is not None:
-            return self.hparams
-        space = self.pbt.ctx.policy.space
-        targets: dict[str, Target] = {}
-        for name, domain in space.items():
-            if isinstance(domain, Fixed):  # never changes: nothing to set
-                continue
-            where = [
-                str(i)
-                for i, opt in enumerate(trainer.optimizers)
-                if all(name in group for group in opt.param_groups)
-            ]
-            if not where:
-                raise invalid(
-                    "genepool.integrations.lightning.fit",
-                    "hparams",
-                    f"a target for {name!r}",
-                    "none: it is a key of no optimizer's param groups",
-                    "Fix: map it, e.g. hparams={'dropout': gpt.Modules('model', "
-                    "torch.nn.Dropout, 'p'), ...} (the model is named 'model'), or "
-                    "gpt.Custom(set, get).",
-                )
-            targets[name] = Optimizer(where[0], name) if len(where) == 1 else _Each(where, name)
-        return targets
+    def _state(self, trainer: Trainer, pl_module: LightningModule) -> _State:
+        targets = self.hparams
+        if targets is None:
+            targets = _default_targets(self.member.pbt, trainer)
+        return _State(trainer, pl_module, targets)
 
 
-class _State:
+def _default_targets(pbt: AskTell, trainer: Trainer) -> dict[str, Target]:
+    """Each hyperparameter of the space (but fixed ones) on the optimizers whose every
+    param group has it as a key."""
+    targets: dict[str, Target] = {}
+    for name, domain in pbt.ctx.policy.space.items():
+        if isinstance(domain, Fixed):  # never changes: nothing to set
+            continue
+        where = [
+            str(i)
+            for i, opt in enumerate(trainer.optimizers)
+            if all(name in group for group in opt.param_groups)
+        ]
+        if not where:
+            raise invalid(
+                _FIT,
+                "hparams",
+                f"a target for {name!r}",
+                "none: it is a key of no optimizer's param groups",
+                "Fix: map it, e.g. hparams={'dropout': gpt.Modules('model', "
+                "torch.nn.Dropout, 'p'), ...} (the module is named 'model'), or "
+                "gpt.Custom(set, get).",
+            )
+        targets[name] = Optimizer(where[0], name) if len(where) == 1 else _Each(where, name)
+    return targets
+
+
+class _State(Framework):
     """A member's trainer as genepool saves and loads it: a :class:`TorchState` of the
     module (``"model"``), the optimizers and LR schedulers (by position), plus the loop
-    counters and random states."""
+    counters."""
 
     def __init__(
         self, trainer: Trainer, pl_module: LightningModule, targets: Mapping[str, Target]
@@ -346,6 +227,9 @@ class _State:
             hparams=targets,
             rng=False,
         )
+
+    def torch_state(self) -> TorchState:
+        return self.torch
 
     def saved(self) -> dict[str, Any]:
         """The member's state now (copies), in genepool's checkpoint format."""
@@ -362,10 +246,9 @@ class _State:
                     "_batches_that_stepped", 0
                 ),
             },
-            "rng": global_rng_state(),
         }
 
-    def load(self, payload: Any, *, starting: bool) -> None:
+    def load(self, payload: Mapping[str, Any], *, starting: bool) -> None:
         """Load a saved state (the member's own, or a donor's) into the trainer, in place:
         ``starting`` before its first step (``fit`` just began), else at the end of a
         validation run, where it was saved."""
