@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import multiprocessing
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ class Recorded(example.Model):
     made: list[Recorded] = []  # noqa: RUF012 (one list for the test's modules)
     fail_at: int | None = None  # raise at this many steps of all modules together
     steps = 0
+    barrier: Any = None  # waited on at the first step (then forgotten)
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
@@ -41,6 +43,9 @@ class Recorded(example.Model):
 
     def training_step(self, batch: list[Any], i: int) -> Any:
         Recorded.steps += 1
+        if Recorded.barrier is not None:
+            barrier, Recorded.barrier = Recorded.barrier, None
+            barrier.wait(120)
         if Recorded.fail_at is not None and Recorded.steps >= Recorded.fail_at:
             raise RuntimeError("the machine went down")
         group = self.trainer.optimizers[0].param_groups[0]
@@ -176,6 +181,43 @@ def pbt_of(space: gp.Space = SPACE, budget: int = BUDGET) -> gp.AskTell:
     return gp.AskTell(
         space, metric="val_loss", population=2, ready=gp.Every(2), budget=gp.Budget(steps=budget)
     )
+
+
+def _fit_in_a_process(storage: str, barrier: Any, out: Any) -> None:
+    Recorded.barrier = barrier  # neither trains on before the other holds a member
+    run(storage)
+    out.put([module.seen[0]["global_step"] for module in Recorded.made if module.seen])
+
+
+def test_two_processes_fit_one_run(tmp_path: Path) -> None:
+    """Members move between the processes: a trainer that finds its member trained
+    elsewhere loads the newer checkpoint; no member starts from step 0 twice."""
+    storage = f"sqlite:///{tmp_path / 'run.db'}"
+    with gp.AskTell(
+        SPACE,
+        metric="val_loss",
+        mode="min",
+        population=POPULATION,
+        ready=gp.Every(2),
+        budget=gp.Budget(steps=BUDGET),
+        seed=3,
+        storage=storage,
+    ):
+        pass  # the run is created once, before both open it
+    ctx = multiprocessing.get_context("spawn")
+    out, barrier = ctx.Queue(), ctx.Barrier(2)
+    procs = [ctx.Process(target=_fit_in_a_process, args=(storage, barrier, out)) for _ in "ab"]
+    for p in procs:
+        p.start()
+    firsts = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert all(firsts)  # both processes trained members
+    assert sum(map(len, firsts)) > POPULATION  # some member trained in both
+    assert sorted(x for f in firsts for x in f).count(0.0) == POPULATION  # one fresh start each
+    with gp.Result.open(storage) as result:
+        assert all(m.step == BUDGET and m.status == "finished" for m in result.population)
 
 
 def test_a_trainer_ending_before_the_budget_is_an_error() -> None:
