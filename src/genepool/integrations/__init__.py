@@ -2,4 +2,9 @@
 
 - :mod:`genepool.integrations.torch` (``pip install 'genepool[torch]'``): save and restore
   everything a PyTorch member is, and make explored hyperparameters take effect.
+- :mod:`genepool.integrations.lightning` and :mod:`genepool.integrations.huggingface`
+  (extras ``lightning``, ``huggingface``): a population of the framework's trainers in one
+  process, exploits applied in place.
+- :mod:`genepool.integrations.sklearn` (``pip install 'genepool[sklearn]'``): estimators
+  trained through ``partial_fit``, their values set where they are read.
 """
