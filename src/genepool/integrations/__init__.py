@@ -5,6 +5,8 @@
 - :mod:`genepool.integrations.lightning` and :mod:`genepool.integrations.huggingface`
   (extras ``lightning``, ``huggingface``): a population of the framework's trainers in one
   process, exploits applied in place.
+- :mod:`genepool.integrations.keras` (``pip install 'genepool[keras]'``): Keras 3 models on
+  the PyTorch backend, one per member in one process, exploits in place.
 - :mod:`genepool.integrations.sklearn` (``pip install 'genepool[sklearn]'``): estimators
   trained through ``partial_fit``, their values set where they are read.
 """

@@ -39,7 +39,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from genepool._errors import InvalidArgumentError, invalid, missing_dependency
+from genepool._errors import CheckpointError, invalid, missing_dependency
 from genepool.asktell import AskTell
 from genepool.result import Result
 
@@ -300,13 +300,13 @@ class _State(Framework):
 
     def load(self, payload: Mapping[str, Any], *, starting: bool) -> None:
         if not isinstance(payload, Mapping) or payload.get("format") != STATE_FORMAT:
-            raise InvalidArgumentError(
+            raise CheckpointError(
                 "the checkpoint is not a Hugging Face member's state (genepool.huggingface); "
                 "it was written by another trainable. Fix: resume a run with the trainable "
                 "that wrote it."
             )
         if int(payload.get("version", 0)) > STATE_VERSION:
-            raise InvalidArgumentError(
+            raise CheckpointError(
                 f"the checkpoint's Hugging Face state is version {payload['version']}, newer "
                 f"than this genepool's {STATE_VERSION}. Fix: upgrade genepool."
             )

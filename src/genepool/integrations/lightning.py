@@ -43,7 +43,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from genepool._errors import InvalidArgumentError, invalid, missing_dependency
+from genepool._errors import CheckpointError, invalid, missing_dependency
 from genepool.asktell import AskTell
 from genepool.result import Result
 
@@ -253,13 +253,13 @@ class _State(Framework):
         ``starting`` before its first step (``fit`` just began), else at the end of a
         validation run, where it was saved."""
         if not isinstance(payload, Mapping) or payload.get("format") != STATE_FORMAT:
-            raise InvalidArgumentError(
+            raise CheckpointError(
                 "the checkpoint is not a Lightning member's state (genepool.lightning); it "
                 "was written by another trainable. Fix: resume a run with the trainable "
                 "that wrote it."
             )
         if int(payload.get("version", 0)) > STATE_VERSION:
-            raise InvalidArgumentError(
+            raise CheckpointError(
                 f"the checkpoint's Lightning state is version {payload['version']}, newer "
                 f"than this genepool's {STATE_VERSION}. Fix: upgrade genepool."
             )
