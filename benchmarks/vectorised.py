@@ -26,7 +26,12 @@ Columns, at 1, 16, 64 and 256 members (some columns at a subset, see ``measured_
   guide advises (function trainable, a checkpoint every perturbation interval,
   ``reuse_actors=True``, one CPU per trial, ``ray.init(num_cpus=2)``); skipped with a note
   where ray is missing;
-- ``plain``: one member in a plain PyTorch loop (same steps, evaluation at every ready).
+- ``plain``: one member in a plain PyTorch loop (same steps, evaluation at every ready);
+- ``jax`` (issue 19; the MLP, at 64 and 256 members): ``genepool.integrations.jax.run``,
+  one ``jax.vmap`` of a plain-JAX/optax update over the members, on a new SQLite store
+  with durable checkpoints at every ready round as (a) (benchmarks/vec_workloads_jax.py);
+  each size compiled first by a 2-step run of the same size (its time printed apart),
+  then timed. Skipped with a note where JAX is missing.
 
 (b), (c) and (d) stop after a time window (``gp.Budget(seconds=)``, Tune's
 ``time_budget_s``); throughput = member-steps done (reports) / wall time of the whole call.
@@ -43,16 +48,18 @@ alone (benchmarks/vec_ceiling.py: a stacked forward, backward and SGD update, wi
 sampling, evaluation, store or checkpoint), the best any driver could do on this machine.
 A throughput target above its ceiling ratio, or a wall target below it, cannot hold here.
 
-Run: python benchmarks/vectorised.py [--quick | --gpu-quick]. The last line printed is one
-JSON object. The full run took 12 to 27 minutes on two cores (the VM's speed drifts);
+Run: python benchmarks/vectorised.py [--quick | --gpu-quick | --jax]. The last line printed
+is one JSON object. The full run took 12 to 27 minutes on two cores (the VM's speed drifts);
 ``--quick`` under a minute.
 ``--gpu-quick`` runs only the vectorised column on ``device="cuda"`` at 64, 256 and 1,024;
 on such a machine run the GPU tests too: ``pytest -m gpu tests/vectorised``.
+``--jax`` runs only the MLP's (a) and JAX columns at 64 and 256 members, side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -87,6 +94,7 @@ FULL: dict[str, Any] = {
     "tune_models": ["mlp", "cnn"],
     "tune_window_s": 120.0,
     "calls": 200,
+    "jax_sizes": [64, 256],
 }
 QUICK: dict[str, Any] = {
     "sizes": [1, 16],
@@ -102,6 +110,7 @@ QUICK: dict[str, Any] = {
     "tune_models": ["mlp"],
     "tune_window_s": 15.0,
     "calls": 20,
+    "jax_sizes": [16],
 }
 GPU_SIZES = [64, 256, 1024]
 TARGET_SERIAL, TARGET_PROCESSES, TARGET_TUNE, TARGET_WALL_16 = 10.0, 10.0, 100.0, 2.0
@@ -298,11 +307,44 @@ def run_plain(kind: str, sz: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def warm_up(kind: str) -> None:
+def jax_column() -> tuple[Any, str | None]:
+    """benchmarks/vec_workloads_jax.py, or why the JAX column is skipped."""
+    try:
+        return importlib.import_module("vec_workloads_jax"), None
+    except ImportError as err:
+        return None, f"skipped: JAX is not importable ({err})"
+
+
+def run_jax_column(kind: str, sz: dict[str, Any], vec: dict[int, Any]) -> dict[str, Any]:
+    """The JAX column (the MLP only), each size beside (a)'s figure at the same size."""
+    wj, skipped = jax_column()
+    if kind != "mlp" or wj is None:
+        return {"skipped": skipped or "the JAX column is the MLP's"}
+    column: dict[str, Any] = wj.column(sz, vec, PBT, say=lambda row: _say(kind, "jax", row))
+    return column
+
+
+def jax_only() -> dict[str, Any]:
+    """``--jax``: the MLP's (a) and JAX columns at 64 and 256 members, one sitting."""
+    sz = {**FULL, "sizes": FULL["jax_sizes"]}
+    warm_up("mlp", serial=False)
+    vec = {}
+    for n in sz["sizes"]:
+        vec[n] = run_vectorised("mlp", n, sz)
+        _say("mlp", "vectorised", vec[n])
+    return {
+        "sizes": {k: sz[k] for k in ("steps", "ready", "jax_sizes")},
+        "vectorised": vec,
+        "jax": run_jax_column("mlp", sz, vec),
+    }
+
+
+def warm_up(kind: str, *, serial: bool = True) -> None:
     """First calls (lazy imports, torch's first kernels) outside every timed case."""
     tiny = {"steps": 4, "ready": 2}
     run_vectorised(kind, 2, tiny)
-    run_genepool(kind, 2, tiny, 30.0, workers=1)
+    if serial:
+        run_genepool(kind, 2, tiny, 30.0, workers=1)
     w.plain_loop(kind, 4, 2)
 
 
@@ -342,6 +384,7 @@ def bench_model(kind: str, sz: dict[str, Any], tune_ok: str | None) -> dict[str,
         procs[n] = run_genepool(kind, n, sz, window, workers=2)
         _say(kind, "processes", procs[n])
     out.update(vectorised=vec, serial=serial, processes=procs)
+    out["jax"] = run_jax_column(kind, sz, vec)
     if kind in sz["tune_models"] and tune_ok is None:
         out["tune"] = {
             sz["tune_population"]: run_tune(kind, sz["tune_population"], sz, sz["tune_window_s"])
@@ -435,8 +478,15 @@ def main() -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="smallest sizes, few steps")
     group.add_argument("--gpu-quick", action="store_true", help="vectorised on CUDA only")
+    group.add_argument("--jax", action="store_true", help="the MLP's (a) and JAX columns only")
     args = parser.parse_args()
     began = time.perf_counter()
+    if args.jax:
+        os.environ["VEC_BENCH_READY"] = str(FULL["ready"])
+        summary = {"benchmark": "vectorised --jax", **jax_only(), "torch": torch.__version__}
+        summary.update(cpus=os.cpu_count(), total_s=round(time.perf_counter() - began, 1))
+        print(json.dumps(summary, default=str))
+        return
     if args.gpu_quick:
         summary = {"benchmark": "vectorised --gpu-quick", **gpu_quick()}
         print(json.dumps(summary, default=str))
@@ -463,6 +513,7 @@ def main() -> None:
         "models": {k: w.DESCRIPTIONS[k] for k in w.MODELS},
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "jax": jax_column()[1] or importlib.import_module("jax").__version__,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "checkpoint_every": 1,
@@ -478,6 +529,9 @@ def main() -> None:
             "tune": "Ray Tune PBT, time_budget_s=window; member-steps = rows reported by all "
             "trials, / wall of ray.init + Tuner.fit; peak memory includes Ray's processes",
             "plain": "one member, plain PyTorch loop, same steps, evaluation at every ready",
+            "jax": "the MLP only: genepool.integrations.jax.run (vmap of a plain-JAX update), "
+            "new SQLite store, checkpoint_every=1; each size compiled by an untimed 2-step "
+            "run first (first_run_compile_s); wall = the timed gpj.run call",
             "accuracy": "test accuracy of the best member (by validation accuracy); "
             "accuracy_16 repeats (a) and (b) at 16 members over seeds",
             "window_s": sz["window_s"],

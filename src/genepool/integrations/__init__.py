@@ -7,6 +7,8 @@
   process, exploits applied in place.
 - :mod:`genepool.integrations.keras` (``pip install 'genepool[keras]'``): Keras 3 models on
   the PyTorch backend, one per member in one process, exploits in place.
+- :mod:`genepool.integrations.jax` (``pip install 'genepool[jax]'``): JAX and optax, a
+  whole population in one ``jax.vmap`` or one member at a time.
 - :mod:`genepool.integrations.sklearn` (``pip install 'genepool[sklearn]'``): estimators
   trained through ``partial_fit``, their values set where they are read.
 """
