@@ -31,13 +31,16 @@ from genepool.checkpoints import CheckpointStore, LocalCheckpoints, MemoryCheckp
 from genepool.clock import ManualClock, SystemClock
 from genepool.member import CheckpointRef, Event, MemberView, Population, Report
 from genepool.policy import (
+    BestOf,
     Budget,
+    Calm,
     Continue,
     Every,
     Exploit,
     Explore,
     ExploreFunction,
     GaussianNoise,
+    MovingAverage,
     Perturb,
     Policy,
     Ready,
@@ -88,7 +91,9 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AskTell",
+    "BestOf",
     "Budget",
+    "Calm",
     "CheckpointError",
     "CheckpointRef",
     "CheckpointStore",
@@ -118,6 +123,7 @@ __all__ = [
     "MemoryCheckpoints",
     "MemoryStore",
     "MissingDependencyError",
+    "MovingAverage",
     "Perturb",
     "Policy",
     "Population",

@@ -47,6 +47,9 @@ class Exploit:
     #: The donor's generation in the population decided on: the stretch of its training
     #: that made ``checkpoint`` (it may have exploited again since that population was read).
     donor_generation: int | None = None
+    #: How a greediness control (:class:`genepool.Calm`) judged the donor's lead, as plain
+    #: data for the event; ``None`` without one.
+    judgement: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,9 @@ class Explore:
     """Train on from the member's own weights with new hyperparameters ``hparams``."""
 
     hparams: Mapping[str, Any]
+    #: Why no donor was copied, when a greediness control (:class:`genepool.Calm`) found
+    #: none clearly better and explores from the member's own weights; ``None`` otherwise.
+    judgement: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

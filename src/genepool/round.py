@@ -272,13 +272,17 @@ def exploited(
         "generation": generation,
         "ready_count": view.ready_count,
     }
+    if decision.judgement is not None:  # the donor's lead, as gp.Calm judged it
+        data["greedy"] = dict(decision.judgement)
     return new, Event("exploit", view.id, donor.step, data, now)
 
 
 def explored(view: MemberView, decision: Explore, *, now: float) -> tuple[MemberView, Event]:
     """``explore`` alone: new hyperparameters on the member's own weights."""
     new_hp = dict(decision.hparams)
-    data = {"old_hparams": dict(view.hparams), "new_hparams": new_hp}
+    data: dict[str, Any] = {"old_hparams": dict(view.hparams), "new_hparams": new_hp}
+    if decision.judgement is not None:  # no donor was clearly better (gp.Calm)
+        data["greedy"] = dict(decision.judgement)
     return dataclasses.replace(view, hparams=new_hp), Event(
         "explore", view.id, view.step, data, now
     )

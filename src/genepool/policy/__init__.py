@@ -23,13 +23,16 @@ from genepool.policy.explore import (
     Perturb,
     Resample,
 )
+from genepool.policy.greedy import BestOf, Calm, MovingAverage
 from genepool.policy.ready import Every, Ready
 from genepool.policy.select import Select, Tournament, Truncation, WelchTTest
 from genepool.policy.stop import Budget, PlateauTracker, run_stop_reason
 from genepool.space import Space
 
 __all__ = [
+    "BestOf",
     "Budget",
+    "Calm",
     "Continue",
     "Decision",
     "Every",
@@ -37,6 +40,7 @@ __all__ = [
     "Explore",
     "ExploreFunction",
     "GaussianNoise",
+    "MovingAverage",
     "Perturb",
     "PlateauTracker",
     "Policy",
@@ -86,7 +90,7 @@ class Policy:
             raise invalid(
                 "Policy",
                 "exploit",
-                "gp.Truncation(), gp.Tournament(), gp.WelchTTest() or None",
+                "gp.Truncation(), gp.Tournament(), gp.WelchTTest(), gp.Calm(rule) or None",
                 repr(exploit),
             )
         if explore is not None and not isinstance(explore, Explore):
@@ -100,6 +104,14 @@ class Policy:
             raise invalid("Policy", "budget", "a gp.Budget", repr(budget))
         if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
             raise invalid("Policy", "max_failures", "an integer >= 1", repr(max_failures))
+        if isinstance(exploit, Calm) and exploit.explore_own and explore is None:
+            raise invalid(
+                "Policy",
+                "explore",
+                "an explore rule when the exploit rule is gp.Calm(..., explore_own=True)",
+                "None",
+                "Fix: give an explore rule (gp.Perturb(), ...), or explore_own=False.",
+            )
         self.space = space
         self.ready = ready
         self.exploit = exploit
@@ -145,7 +157,17 @@ class Policy:
         if self.exploit.never_selects(population, member):
             return Continue()
         rng = make_rng()
-        donor = self.exploit.select(population, member, rng)
+        judgement = None
+        if isinstance(self.exploit, Calm):  # a greediness control: a clear lead, or none
+            verdict = self.exploit.verdict(population, member, rng)
+            if verdict.explore_own:  # no donor clearly better: explore from its own weights
+                if self.explore is None or member.failed:
+                    return Continue()
+                new_hp = self.explore.explore(self.space, member.hparams, rng)
+                return decision.Explore(new_hp, judgement=verdict.judgement)
+            donor, judgement = verdict.donor, verdict.judgement
+        else:
+            donor = self.exploit.select(population, member, rng)
         if donor is None or donor.checkpoint is None:
             return Continue()
         inherited = donor.checkpoint.hparams
@@ -159,4 +181,5 @@ class Policy:
             checkpoint=donor.checkpoint,
             hparams=new,
             donor_generation=donor.generation,
+            judgement=judgement,
         )
