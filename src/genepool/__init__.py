@@ -31,6 +31,7 @@ from genepool.checkpoints import CheckpointStore, LocalCheckpoints, MemoryCheckp
 from genepool.clock import ManualClock, SystemClock
 from genepool.member import CheckpointRef, Event, MemberView, Population, Report
 from genepool.policy import (
+    PB2,
     BestOf,
     Budget,
     Calm,
@@ -41,6 +42,7 @@ from genepool.policy import (
     ExploreFunction,
     GaussianNoise,
     MovingAverage,
+    PB2Mix,
     Perturb,
     Policy,
     Ready,
@@ -90,6 +92,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "PB2",
     "AskTell",
     "BestOf",
     "Budget",
@@ -124,6 +127,7 @@ __all__ = [
     "MemoryStore",
     "MissingDependencyError",
     "MovingAverage",
+    "PB2Mix",
     "Perturb",
     "Policy",
     "Population",

@@ -61,10 +61,12 @@ from genepool._redact import shown
 from genepool._settings import CONFIG_FILE, RUN, check
 from genepool._trainable_ref import load_trainable
 from genepool.policy import (
+    PB2,
     Budget,
     Every,
     Explore,
     GaussianNoise,
+    PB2Mix,
     Perturb,
     Resample,
     Select,
@@ -116,6 +118,8 @@ _EXPLORE: dict[str, Callable[..., Explore] | None] = {
     "perturb": Perturb,
     "resample": Resample,
     "noise": GaussianNoise,
+    "pb2": PB2,
+    "pb2mix": PB2Mix,
     "none": None,
 }
 

@@ -50,6 +50,9 @@ class Exploit:
     #: How a greediness control (:class:`genepool.Calm`) judged the donor's lead, as plain
     #: data for the event; ``None`` without one.
     judgement: Mapping[str, Any] | None = None
+    #: What chose ``hparams``, from an explore strategy that says (:class:`genepool.PB2`:
+    #: its model's prediction, which rule chose each value); ``None`` otherwise.
+    explored: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,8 @@ class Explore:
     #: Why no donor was copied, when a greediness control (:class:`genepool.Calm`) found
     #: none clearly better and explores from the member's own weights; ``None`` otherwise.
     judgement: Mapping[str, Any] | None = None
+    #: What chose ``hparams`` (as :attr:`Exploit.explored`).
+    explored: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,11 @@ class MemberView:
         previous: The checkpoints it held before ``checkpoint``, newest first, that the
             store keeps for it (``gp.run(keep=)`` of them): what it falls back to when its
             current checkpoint cannot be read.
+        intervals: Its latest stretches of training between readies, oldest first, as
+            ``(ready counter at the end, change of the score per unit of the ready
+            counter since the checkpoint it started from, its hyperparameters)``: the data
+            of an explore strategy that models them (:class:`genepool.PB2`), kept only
+            for one (its :attr:`~genepool.policy.explore.Explore.intervals` of them).
     """
 
     id: int
@@ -107,6 +112,7 @@ class MemberView:
     ready_counter: float = 0.0
     previous: tuple[CheckpointRef, ...] = ()
     curve: tuple[tuple[float, float], ...] = ()
+    intervals: tuple[tuple[float, float, Mapping[str, Any]], ...] = ()
 
     #: Whether its latest round failed (or the failure policy stopped it).
     failed: bool = field(init=False, repr=False, compare=False)

@@ -195,12 +195,16 @@ def after_round(
 ) -> MemberView:
     """The member after its round, trained to ``step``: its new score, its ready count,
     and its checkpoint as the decision sees it (its id ``""`` until it is written, which
-    a member about to exploit, its weights replaced, never needs)."""
+    a member about to exploit, its weights replaced, never needs); and, if the explore
+    strategy reads them, the round among its latest intervals (:attr:`MemberView.intervals`)."""
     scores = record.scores
     score = scores[-1] if scores else view.score
     ready = not record.cut_short
     counter = record.counter
     ref = CheckpointRef("", view.id, step, counter, score, view.hparams)
+    kept, intervals = view.intervals, record.policy.intervals
+    if intervals and ready and scores:
+        kept = _with_interval(view, counter, scores[-1], intervals)
     return dataclasses.replace(
         view,
         step=step,
@@ -214,7 +218,26 @@ def after_round(
         ready_counter=counter if ready else view.ready_counter,
         # what it ranks by from now on, even once it has copied another (Truncation)
         curve=view.curve_with(counter, scores[-1]) if ready and scores else view.curve,
+        intervals=kept,
     )
+
+
+def _with_interval(
+    view: MemberView, counter: float, score: float, keep: int
+) -> tuple[tuple[float, float, Mapping[str, Any]], ...]:
+    """``view``'s intervals with the round that ended at ``counter`` scoring ``score``:
+    the change of its score per unit of the ready counter since the checkpoint it started
+    from (its own, or the donor's it copied), with the values it trained with. A round
+    with no such start (a member's first) adds none."""
+    start = view.checkpoint
+    if start is None or start.score is None or not math.isfinite(start.score):
+        return view.intervals
+    if counter <= start.counter or not math.isfinite(score):
+        return view.intervals
+    change = (score - start.score) / (counter - start.counter)
+    kept = [row for row in view.intervals if row[0] < counter]  # not from before a rewind
+    tail = kept[len(kept) - keep + 1 :] if keep > 1 else []
+    return (*tail, (counter, change, dict(view.hparams)))
 
 
 def decide(
@@ -274,6 +297,8 @@ def exploited(
     }
     if decision.judgement is not None:  # the donor's lead, as gp.Calm judged it
         data["greedy"] = dict(decision.judgement)
+    if decision.explored is not None:  # what chose the new values (gp.PB2)
+        data["explored"] = dict(decision.explored)
     return new, Event("exploit", view.id, donor.step, data, now)
 
 
@@ -283,6 +308,8 @@ def explored(view: MemberView, decision: Explore, *, now: float) -> tuple[Member
     data: dict[str, Any] = {"old_hparams": dict(view.hparams), "new_hparams": new_hp}
     if decision.judgement is not None:  # no donor was clearly better (gp.Calm)
         data["greedy"] = dict(decision.judgement)
+    if decision.explored is not None:  # what chose the new values (gp.PB2)
+        data["explored"] = dict(decision.explored)
     return dataclasses.replace(view, hparams=new_hp), Event(
         "explore", view.id, view.step, data, now
     )

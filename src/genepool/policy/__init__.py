@@ -8,7 +8,8 @@ touches a process, a file or a database; the worker carries the decision out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -24,12 +25,14 @@ from genepool.policy.explore import (
     Resample,
 )
 from genepool.policy.greedy import BestOf, Calm, MovingAverage
+from genepool.policy.pb2 import PB2, PB2Mix
 from genepool.policy.ready import Every, Ready
 from genepool.policy.select import Select, Tournament, Truncation, WelchTTest
 from genepool.policy.stop import Budget, PlateauTracker, run_stop_reason
 from genepool.space import Space
 
 __all__ = [
+    "PB2",
     "BestOf",
     "Budget",
     "Calm",
@@ -41,6 +44,7 @@ __all__ = [
     "ExploreFunction",
     "GaussianNoise",
     "MovingAverage",
+    "PB2Mix",
     "Perturb",
     "PlateauTracker",
     "Policy",
@@ -100,6 +104,8 @@ class Policy:
                 "gp.Perturb(), gp.Resample(), gp.GaussianNoise(), gp.ExploreFunction(fn) or None",
                 repr(explore),
             )
+        if explore is not None:
+            explore.check(space)
         if not isinstance(budget, Budget):
             raise invalid("Policy", "budget", "a gp.Budget", repr(budget))
         if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
@@ -151,7 +157,8 @@ class Policy:
         if self.exploit is None:
             if self.explore is None or member.failed:
                 return Continue()
-            return decision.Explore(self.explore.explore(self.space, member.hparams, make_rng()))
+            new_hp, explored = self._explore(population, member, member.hparams, make_rng())
+            return decision.Explore(new_hp, explored=explored)
         if self.aligned and not population.aligned:
             population = population.as_aligned()
         if self.exploit.never_selects(population, member):
@@ -163,23 +170,40 @@ class Policy:
             if verdict.explore_own:  # no donor clearly better: explore from its own weights
                 if self.explore is None or member.failed:
                     return Continue()
-                new_hp = self.explore.explore(self.space, member.hparams, rng)
-                return decision.Explore(new_hp, judgement=verdict.judgement)
+                new_hp, explored = self._explore(population, member, member.hparams, rng)
+                return decision.Explore(new_hp, judgement=verdict.judgement, explored=explored)
             donor, judgement = verdict.donor, verdict.judgement
         else:
             donor = self.exploit.select(population, member, rng)
         if donor is None or donor.checkpoint is None:
             return Continue()
         inherited = donor.checkpoint.hparams
-        new = (
-            self.explore.explore(self.space, inherited, rng)
-            if self.explore is not None
-            else dict(inherited)
-        )
+        new, explored = self._explore(population, member, inherited, rng)
         return Exploit(
             donor=donor.id,
             checkpoint=donor.checkpoint,
             hparams=new,
             donor_generation=donor.generation,
             judgement=judgement,
+            explored=explored,
         )
+
+    def _explore(
+        self,
+        population: Population,
+        member: MemberView,
+        hparams: Mapping[str, Any],
+        rng: np.random.Generator,
+    ) -> tuple[dict[str, Any], Mapping[str, Any] | None]:
+        """``explore`` of ``hparams`` for ``member`` in ``population``, and what chose them
+        (without an explore rule: ``hparams`` unchanged)."""
+        if self.explore is None:
+            return dict(hparams), None
+        return self.explore.explore_in(
+            self.space, hparams, rng, population=population, member=member
+        )
+
+    @property
+    def intervals(self) -> int:
+        """How many of its latest intervals each member keeps for the explore strategy."""
+        return self.explore.intervals if self.explore is not None else 0

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from genepool._errors import InvalidArgumentError, invalid
+from genepool.member import MemberView, Population
 from genepool.policy._checks import check_number, check_probability, shown
 from genepool.space import Domain, Space
 
@@ -23,11 +24,33 @@ __all__ = ["Explore", "ExploreFunction", "GaussianNoise", "Perturb", "Resample"]
 class Explore(ABC):
     """Turns a member's hyperparameters into new ones."""
 
+    #: How many of its latest intervals (:attr:`MemberView.intervals`) each member keeps
+    #: for this strategy to read: 0 for one that reads none (the store keeps none).
+    intervals: int = 0
+
     @abstractmethod
     def explore(
         self, space: Space, hparams: Mapping[str, Any], rng: np.random.Generator
     ) -> dict[str, Any]:
         """Return new hyperparameters (a new dict; ``hparams`` is not changed)."""
+
+    def check(self, space: Space) -> None:  # noqa: B027 - most strategies explore any space
+        """Refuse a ``space`` this strategy cannot explore (called when the policy is made)."""
+
+    def explore_in(
+        self,
+        space: Space,
+        hparams: Mapping[str, Any],
+        rng: np.random.Generator,
+        *,
+        population: Population,
+        member: MemberView,
+    ) -> tuple[dict[str, Any], Mapping[str, Any] | None]:
+        """New hyperparameters for ``member`` deciding in ``population``, and what chose
+        them as plain data for the event (``None``: nothing to record). A strategy that
+        reads the population (:class:`genepool.PB2`) overrides it; others explore
+        ``hparams`` alone."""
+        return self.explore(space, hparams, rng), None
 
 
 class _PerValue(Explore):

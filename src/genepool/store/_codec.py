@@ -113,6 +113,11 @@ def view_json(m: MemberView) -> str:
             "ready_counter": encode(m.ready_counter),
             **({"previous": [_ref_json(p) for p in m.previous]} if m.previous else {}),
             **({"curve": [[encode(c), encode(v)] for c, v in m.curve]} if m.curve else {}),
+            **(
+                {"intervals": [[encode(t), encode(d), encode_map(h)] for t, d, h in m.intervals]}
+                if m.intervals
+                else {}
+            ),
         }
     )
 
@@ -196,6 +201,7 @@ def view_from_json(text: str) -> MemberView:
             ready_counter=d.get("ready_counter", 0.0),
             previous=tuple(_ref_from_json(p) for p in d.get("previous", ())),
             curve=tuple((c, v) for c, v in d.get("curve", ())),
+            intervals=tuple((t, x, h) for t, x, h in d.get("intervals", ())),
         )
     except KeyError as err:
         raise Corrupt(f"its view lacks {err}") from None
@@ -233,6 +239,8 @@ def _wrong_in_view(v: MemberView) -> str | None:
         return f"ready_counter is {v.ready_counter!r}"
     if not all(is_num(c) and is_num(x) for c, x in v.curve):
         return f"curve is {list(v.curve)!r}"
+    if not all(is_num(t) and is_num(x) and type(h) is dict for t, x, h in v.intervals):
+        return f"intervals is {list(v.intervals)!r}"
     ck = v.checkpoint
     if ck is not None and not _good_ref(ck):
         return f"checkpoint is {ck!r}"
