@@ -93,6 +93,9 @@ class MemberView:
             counter since the checkpoint it started from, its hyperparameters)``: the data
             of an explore strategy that models them (:class:`genepool.PB2`), kept only
             for one (its :attr:`~genepool.policy.explore.Explore.intervals` of them).
+        explore_state: What the explore strategy left at the member's latest decision for
+            the next one to start from (:class:`genepool.PB2`: its model's fitted
+            parameters and when), as plain data; ``None`` for strategies that keep none.
     """
 
     id: int
@@ -113,6 +116,7 @@ class MemberView:
     previous: tuple[CheckpointRef, ...] = ()
     curve: tuple[tuple[float, float], ...] = ()
     intervals: tuple[tuple[float, float, Mapping[str, Any]], ...] = ()
+    explore_state: Mapping[str, Any] | None = None
 
     #: Whether its latest round failed (or the failure policy stopped it).
     failed: bool = field(init=False, repr=False, compare=False)

@@ -299,6 +299,7 @@ def exploited(
         data["greedy"] = dict(decision.judgement)
     if decision.explored is not None:  # what chose the new values (gp.PB2)
         data["explored"] = dict(decision.explored)
+        new = _with_explore_state(new, decision.explored)
     return new, Event("exploit", view.id, donor.step, data, now)
 
 
@@ -308,11 +309,18 @@ def explored(view: MemberView, decision: Explore, *, now: float) -> tuple[Member
     data: dict[str, Any] = {"old_hparams": dict(view.hparams), "new_hparams": new_hp}
     if decision.judgement is not None:  # no donor was clearly better (gp.Calm)
         data["greedy"] = dict(decision.judgement)
+    new = dataclasses.replace(view, hparams=new_hp)
     if decision.explored is not None:  # what chose the new values (gp.PB2)
         data["explored"] = dict(decision.explored)
-    return dataclasses.replace(view, hparams=new_hp), Event(
-        "explore", view.id, view.step, data, now
-    )
+        new = _with_explore_state(new, decision.explored)
+    return new, Event("explore", view.id, view.step, data, now)
+
+
+def _with_explore_state(view: MemberView, explored: Mapping[str, Any]) -> MemberView:
+    """``view`` keeping what the explore strategy left for its next decision (its
+    ``"state"``, if it left one)."""
+    state = explored.get("state")
+    return view if state is None else dataclasses.replace(view, explore_state=dict(state))
 
 
 def stopped(

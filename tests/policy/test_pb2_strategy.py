@@ -140,7 +140,7 @@ def test_the_window_is_the_populations_latest_intervals_and_pending_are_the_copi
             member=a,
         )
         assert new == {"lr": 0.1}
-        assert info == {"rule": "PB2", "rules": {"lr": "gp"}}
+        assert info == {"rule": "PB2", "rules": {"lr": "gp"}, "state": None}
         # the latest two, oldest first; PB2 maximises the improvement
         assert seen["rows"] == [
             _pb2.Row(4.0, {"lr": 0.4}, sign * 2.0),
@@ -149,6 +149,33 @@ def test_the_window_is_the_populations_latest_intervals_and_pending_are_the_copi
         assert seen["pending"] == [{"lr": 0.5}]
         assert seen["now"] == 6.0
         assert seen["mix"] is False
+        assert seen["state"] is None  # no decision fitted a kernel yet
+
+
+def test_the_next_fit_starts_from_the_latest_decisions_kernel(monkeypatch: pytest.MonkeyPatch):
+    """Each decision leaves its kernel in the member's view; the next starts from the
+    latest one in the snapshot (warm, and still a function of the snapshot alone)."""
+    result = pb2_run()
+    states = [m.explore_state for m in result.population if m.explore_state is not None]
+    assert states
+    assert all(set(s) == {"time", "kernel"} for s in states)
+    latest = max(states, key=lambda s: s["time"])
+    seen: dict[str, Any] = {}
+
+    def suggest(space: gp.Space, rows: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return {"lr": 0.1}, {"rules": {"lr": "gp"}, "kernel": {"eps": 0.5}}
+
+    monkeypatch.setattr(_pb2, "suggest", suggest)
+    population = result.population
+    member = population[0]
+    space = gp.Space(lr=gp.Float(1e-3, 1.0, log=True))
+    _, info = gp.PB2().explore_in(
+        space, member.hparams, np.random.default_rng(0), population=population, member=member
+    )
+    assert seen["state"] == latest["kernel"]
+    assert info is not None
+    assert info["state"] == {"time": member.curve[-1][0], "kernel": {"eps": 0.5}}
 
 
 def test_pb2_mix_chooses_unordered_values_and_pb2_refuses_them():

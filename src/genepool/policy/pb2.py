@@ -142,13 +142,30 @@ class PB2(Explore):
             now=now,
             rng=rng,
             pending=pending,
+            state=_latest_fit(population),
             mix=self.mix,
             window=self.window,
             min_rows=self.min_rows,
             fit_rows=self.fit_rows,
         )
-        info.pop("kernel", None)  # the fit starts cold at every decision (pure)
-        return new, {"rule": type(self).__name__, **info}
+        kernel = info.pop("kernel", None)
+        state = None if kernel is None else {"time": now, "kernel": kernel}
+        return new, {"rule": type(self).__name__, **info, "state": state}
+
+
+def _latest_fit(population: Population) -> Mapping[str, float] | None:
+    """The kernel parameters the population's latest PB2 decision fitted (kept in the view
+    of the member it decided for): the next fit starts there."""
+    states = [
+        m.explore_state
+        for m in population
+        if m.explore_state is not None and "kernel" in m.explore_state
+    ]
+    if not states:
+        return None
+    latest = max(states, key=lambda state: float(state.get("time", 0.0)))
+    kernel: Mapping[str, float] = latest["kernel"]
+    return kernel
 
 
 class PB2Mix(PB2):

@@ -118,6 +118,11 @@ def view_json(m: MemberView) -> str:
                 if m.intervals
                 else {}
             ),
+            **(
+                {"explore_state": encode_map(m.explore_state)}
+                if m.explore_state is not None
+                else {}
+            ),
         }
     )
 
@@ -202,6 +207,7 @@ def view_from_json(text: str) -> MemberView:
             previous=tuple(_ref_from_json(p) for p in d.get("previous", ())),
             curve=tuple((c, v) for c, v in d.get("curve", ())),
             intervals=tuple((t, x, h) for t, x, h in d.get("intervals", ())),
+            explore_state=d.get("explore_state"),
         )
     except KeyError as err:
         raise Corrupt(f"its view lacks {err}") from None
@@ -241,6 +247,8 @@ def _wrong_in_view(v: MemberView) -> str | None:
         return f"curve is {list(v.curve)!r}"
     if not all(is_num(t) and is_num(x) and type(h) is dict for t, x, h in v.intervals):
         return f"intervals is {list(v.intervals)!r}"
+    if v.explore_state is not None and type(v.explore_state) is not dict:
+        return f"explore_state is {v.explore_state!r}"
     ck = v.checkpoint
     if ck is not None and not _good_ref(ck):
         return f"checkpoint is {ck!r}"
