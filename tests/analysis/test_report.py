@@ -39,7 +39,7 @@ from tests.analysis._runs import (
     synthetic_result,
 )
 
-SECTIONS = ("scores", "lineage", "hparams", "schedule", "members")
+SECTIONS = ("scores", "lineage", "hparams", "schedule", "members", "decisions")
 
 
 class Page(HTMLParser):
@@ -483,7 +483,7 @@ def test_script_in_any_string_of_a_run_is_written_escaped(tmp_path: Path) -> Non
             assert not (attrs.get(key) or "").lstrip().lower().startswith("javascript:"), tag
     (link,) = [a for t, a in page.tags if t == "a" and a.get("download")]
     assert link["download"] == f"{_payloads.RUN}-schedule.json"
-    assert sum(1 for t, _ in page.tags if t == "a") == 6  # the nav's five and the download
+    assert sum(1 for t, _ in page.tags if t == "a") == 7  # the nav's six and the download
     # each string shows as text: in the page, a table cell or a figure's tooltip
     text = "".join(page.text)
     for shown in _payloads.SHOWN:

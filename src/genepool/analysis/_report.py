@@ -105,6 +105,30 @@ def _members_table(data: ReportData) -> str:
     )
 
 
+def _judged_table(data: ReportData) -> str:
+    """The exploits and explores whose rules said why: which rule chose each value, the
+    model's prediction, the donor's lead against the bar."""
+    if not data.judged:
+        return (
+            '<p class="empty">This run\'s rules record no account of their choices '
+            "(gp.PB2 and gp.Calm do).</p>"
+        )
+    rows = []
+    for j in data.judged:
+        values = ", ".join(f"{k} = {fmt_value(v)}" for k, v in j.values.items())
+        donor = "" if j.donor is None else str(int(j.donor))
+        rows.append(
+            f'<tr data-m="{int(j.member)}"><td>{int(j.step)}</td><td>{int(j.member)}</td>'
+            f"<td>{esc(j.kind)}</td><td>{donor}</td><td>{esc(values)}</td>"
+            f"<td>{esc(j.chosen_by)}</td><td>{esc(j.prediction)}</td><td>{esc(j.lead)}</td></tr>"
+        )
+    return (
+        '<table class="judged"><thead><tr><th>step</th><th>member</th><th>decision</th>'
+        "<th>donor</th><th>new values</th><th>chosen by</th><th>predicted improvement</th>"
+        f"<th>donor's lead</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
 def _schedule_table(schedule: Schedule) -> str:
     names = schedule.names
     head = "".join(f"<th>{esc(n)}</th>" for n in names)
@@ -307,7 +331,7 @@ def render(data: ReportData, *, title: str | None = None) -> str:
         f"<header><h1>{esc(heading)}</h1>",
         '<nav><a href="#scores">scores</a><a href="#lineage">lineage</a>'
         '<a href="#hparams">hyperparameters</a><a href="#schedule">best schedule</a>'
-        '<a href="#members">members</a></nav>',
+        '<a href="#members">members</a><a href="#decisions">decisions</a></nav>',
         f'<dl class="facts">{dl}</dl></header>',
         legend,
         f'<section id="scores"><h2>{esc(data.metric)} over steps</h2>',
@@ -332,6 +356,11 @@ def render(data: ReportData, *, title: str | None = None) -> str:
         "</section>",
         f'<section id="schedule"><h2>Best schedule</h2>{schedule_html}</section>',
         f'<section id="members"><h2>Members</h2>{_members_table(data)}</section>',
+        '<section id="decisions"><h2>Decisions</h2>',
+        f'<p class="lead">The latest {len(data.judged)} exploits and explores whose rules '
+        "said why.</p>",
+        _judged_table(data),
+        "</section>",
         f'<footer><p class="note">Written by genepool {esc(__version__)}.</p></footer>',
         f"<script>{_JS}</script>",
         "</body></html>",

@@ -27,6 +27,7 @@ import numpy as np
 from genepool._errors import GenepoolError, invalid
 from genepool.analysis._hparam_axes import Axis, fit_axes, is_number
 from genepool.analysis._lineage import Jump, Lineage, ancestry_scores, lineage
+from genepool.analysis._report_judged import Judged, judged
 from genepool.analysis._schedule import Schedule
 from genepool.member import Event, Population
 
@@ -118,6 +119,8 @@ class ReportData:
     reports: int
     config: Mapping[str, Any]
     failure_errors: list[str] = field(default_factory=list)
+    #: The latest exploits and explores whose rules said why (:func:`judged`).
+    judged: list[Judged] = field(default_factory=list)
 
     def score_range(self) -> tuple[float, float] | None:
         """The lowest and highest score drawn, ``None`` with no score at all."""
@@ -313,6 +316,7 @@ def collect(result: Result, *, max_points: int = DEFAULT_MAX_POINTS) -> ReportDa
             best_scores = _minmax(xs, ys, max_points, keep)
     counts = Counter(e.kind for e in events)
     return ReportData(
+        judged=judged(events),
         name=result.name,
         metric=result.metric,
         mode=population.mode,
