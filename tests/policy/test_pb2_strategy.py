@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,25 @@ def test_a_config_file_names_pb2_and_its_settings():
     assert isinstance(made, gp.PB2)
     assert made.window == 500
     assert isinstance(_config._rule("explore", "pb2mix", _config._EXPLORE), gp.PB2Mix)
+
+
+def test_a_saved_old_database_reads_without_intervals_and_takes_a_pb2_run(tmp_path: Path):
+    """tests/data/manifest-v1 (genepool 0.1.0, schema version 1, views with no intervals):
+    its members read with none, PB2 decides on them (at random, flagged, until data
+    come), and a new PB2 run in the same database keeps and reads back its intervals."""
+    shutil.copytree(
+        Path(__file__).parents[1] / "data" / "manifest-v1", tmp_path, dirs_exist_ok=True
+    )
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = gp.Result.open(url, "old").population
+    assert all(m.intervals == () and m.explore_state is None for m in old)
+    space = gp.Space(lr=gp.Float(0.1, 1.0))
+    new, info = gp.PB2().explore_in(
+        space, {"lr": 0.5}, np.random.default_rng(0), population=old, member=old[0]
+    )
+    assert 0.1 <= new["lr"] <= 1.0
+    assert info is not None
+    assert info["fallback"]
+    result = pb2_run(storage=url, name="pb2")
+    assert all(len(m.intervals) > 0 for m in gp.Result.open(url, "pb2").population)
+    assert result.stop_reason == "budget"
