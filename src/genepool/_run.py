@@ -331,6 +331,7 @@ def check_arguments(args: Mapping[str, Any], *, owner: str = "run") -> Policy:
         budget=args["budget"],
         max_failures=args["max_failures"],
         aligned=not synchronous if args["aligned"] is None else args["aligned"],
+        population=population if population is not None else len(initial or ()),
     )
     window = getattr(policy.exploit, "window", 0)
     if window > args["recent_window"]:

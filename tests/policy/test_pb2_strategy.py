@@ -241,3 +241,19 @@ def test_a_saved_old_database_reads_without_intervals_and_takes_a_pb2_run(tmp_pa
     result = pb2_run(storage=url, name="pb2")
     assert all(len(m.intervals) > 0 for m in gp.Result.open(url, "pb2").population)
     assert result.stop_reason == "budget"
+
+
+def test_each_member_keeps_enough_intervals_for_the_window_at_the_runs_population():
+    assert gp.PB2().intervals_for(4) == 250  # 4 x 250 = the window of 1,000
+    assert gp.PB2(window=100).intervals_for(64) == 2
+    assert gp.PB2(per_member=8).intervals_for(4) == 8
+    assert gp.PB2().intervals_for(None) == 32
+    policy = gp.Policy(
+        space=gp.Space(lr=gp.Float(0.1, 1.0)),
+        ready=gp.Every(2),
+        exploit=gp.Truncation(),
+        explore=gp.PB2(),
+        budget=gp.Budget(steps=4),
+        population=8,
+    )
+    assert policy.intervals == 125

@@ -70,6 +70,8 @@ class Policy:
             ``exploit=None`` it applies at every ready instead.
         budget: The member's step budget (``budget.steps``, in the ready counter's units).
         max_failures: Consecutive failed rounds after which a member is stopped.
+        population: The run's population, if known (an explore strategy that reads the
+            members' intervals keeps enough of them a member for its window).
         aligned: Compare members at the same point of training (see
             :attr:`Population.aligned`): for asynchronous runs, where a member that
             decides may be a round ahead of, or behind, the others.
@@ -85,6 +87,7 @@ class Policy:
         budget: Budget,
         max_failures: int = 3,
         aligned: bool = False,
+        population: int | None = None,
     ) -> None:
         if not isinstance(space, Space):
             raise invalid("Policy", "space", "a gp.Space", repr(space))
@@ -118,6 +121,7 @@ class Policy:
                 "None",
                 "Fix: give an explore rule (gp.Perturb(), ...), or explore_own=False.",
             )
+        self.population = population
         self.space = space
         self.ready = ready
         self.exploit = exploit
@@ -206,4 +210,4 @@ class Policy:
     @property
     def intervals(self) -> int:
         """How many of its latest intervals each member keeps for the explore strategy."""
-        return self.explore.intervals if self.explore is not None else 0
+        return self.explore.intervals_for(self.population) if self.explore is not None else 0

@@ -34,6 +34,10 @@ class Explore(ABC):
     ) -> dict[str, Any]:
         """Return new hyperparameters (a new dict; ``hparams`` is not changed)."""
 
+    def intervals_for(self, population: int | None) -> int:
+        """:attr:`intervals` for a run of ``population`` members (``None``: not known)."""
+        return self.intervals
+
     def check(self, space: Space) -> None:  # noqa: B027 - most strategies explore any space
         """Refuse a ``space`` this strategy cannot explore (called when the policy is made)."""
 

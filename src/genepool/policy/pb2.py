@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,8 +50,9 @@ class PB2(Explore):
 
     Args:
         window: How many of the run's latest intervals the model reads (the paper's W).
-        per_member: How many of its latest intervals each member keeps (the window is
-            drawn from ``per_member`` times the population's).
+        per_member: How many of its latest intervals each member keeps; by default
+            enough for the window across the run's population (``window / population``,
+            at least 2; 32 where the population is not known).
         min_rows: With fewer intervals than this, values are drawn at random (flagged
             ``"fallback"`` in the event).
         fit_rows: The kernel is fitted on the latest ``fit_rows`` intervals, then
@@ -63,16 +65,27 @@ class PB2(Explore):
     mix = False
 
     def __init__(
-        self, *, window: int = 1000, per_member: int = 32, min_rows: int = 4, fit_rows: int = 250
+        self,
+        *,
+        window: int = 1000,
+        per_member: int | None = None,
+        min_rows: int = 4,
+        fit_rows: int = 250,
     ) -> None:
         owner = type(self).__name__
         check_integer(owner, "window", window, at_least=2)
-        check_integer(owner, "per_member", per_member, at_least=2)
+        if per_member is not None:
+            check_integer(owner, "per_member", per_member, at_least=2)
         check_integer(owner, "min_rows", min_rows, at_least=2)
         check_integer(owner, "fit_rows", fit_rows, at_least=2)
         self.window, self.per_member = window, per_member
         self.min_rows, self.fit_rows = min_rows, fit_rows
-        self.intervals = per_member
+        self.intervals = 32 if per_member is None else per_member
+
+    def intervals_for(self, population: int | None) -> int:
+        if self.per_member is not None or not population:
+            return self.intervals
+        return max(2, math.ceil(self.window / population))
 
     def __repr__(self) -> str:
         return (
