@@ -104,7 +104,7 @@ def test_after_an_exploit_the_slice_holds_the_donors_state_and_the_decided_value
     checkpoint (params and optimizer state: the momentum trace, the count), at the donor's
     step, and its entries of opt_state.hyperparams are the claim's values."""
     checked: list[int] = []
-    start = _Members._start
+    start = _Members.start
 
     def checking(self: _Members, claims: dict[int, Any]) -> None:
         start(self, claims)
@@ -115,14 +115,14 @@ def test_after_an_exploit_the_slice_holds_the_donors_state_and_the_decided_value
             if ck is None or ck.member == m:
                 continue
             assert claim.step == ck.step  # no restart from step 0
-            mine, donors = self._state(m, claim), ck.load()
+            mine, donors = self.checkpoint_state(m, claim), ck.load()
             for part in ("params", "opt_state"):
                 for k, v in donors[part].items():
                     if "hyperparams" not in k:
                         np.testing.assert_array_equal(mine[part][k], v)
             checked.append(m)
 
-    monkeypatch.setattr(_Members, "_start", checking)
+    monkeypatch.setattr(_Members, "start", checking)
     result = gpj.run(**settings())
     assert len(checked) == sum(e.kind == "exploit" for e in result.events) >= 2
 

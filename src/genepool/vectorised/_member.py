@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -28,7 +27,7 @@ from typing import Any, ClassVar
 from genepool._errors import CheckpointError, InvalidArgumentError, invalid, missing_dependency
 from genepool._redact import shown
 from genepool._rng import member_stream
-from genepool.policy import Every
+from genepool._stacked import steps_between_readies
 from genepool.trainable import Trainable
 from genepool.vectorised._hparams import Targets
 from genepool.vectorised._inputs import Steps
@@ -165,22 +164,10 @@ def trainable(
     steps = Steps(loss=loss, data=data, evaluate=evaluate, eval_data=eval_data, metric=None)
     options = {} if optimizer_options is None else optimizer_options
     Targets((), optimizer=optimizer, options=options, dropouts=())  # refused here if wrong
-    spec = _Spec(model, steps, _every(ready), optimizer, options, device)
-    return type("VectorisedMember", (VectorisedMember,), {"spec": spec})
-
-
-def _every(ready: Any) -> int:
-    """The steps between two readies of ``ready`` (``gp.Every(k)`` or ``k``)."""
-    k: Any = ready.steps if isinstance(ready, Every) else ready
-    plain = not isinstance(ready, Every) or (
-        ready.counter == "steps" and ready.burn_in == 0 and ready.min_seconds == 0
+    spec = _Spec(
+        model, steps, steps_between_readies(ready, owner=_OWNER), optimizer, options, device
     )
-    number = isinstance(k, numbers.Real) and not isinstance(k, bool) and math.isfinite(k)
-    if not (plain and number and k >= 1 and k == int(k)):
-        fix = "Fix: pass the run's ready rule; one that is not every k steps is not retraced."
-        must = "gp.Every(k) counting steps, k a whole number"
-        raise invalid(_OWNER, "ready", must, shown(ready), fix)
-    return int(k)
+    return type("VectorisedMember", (VectorisedMember,), {"spec": spec})
 
 
 class VectorisedMember(Trainable):

@@ -39,15 +39,13 @@ evaluation yet; the reports between carry the member's latest evaluation.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from genepool._capacity import size_text
 from genepool._errors import InvalidArgumentError, missing_dependency
+from genepool._stacked import INITIAL, StackedDriver
 from genepool.asktell import AskTell, Claim
 from genepool.result import Result
 from genepool.round import check_applied
@@ -65,9 +63,6 @@ except ImportError as _err:  # pragma: no cover - exercised only without torch
 __all__ = ["STATE_FORMAT", "initial_seed", "run"]
 
 log = logging.getLogger("genepool.vectorised")
-#: What a slice holds besides a checkpoint's id: its initial weights (``None``: it has
-#: trained since it last held a checkpoint).
-_INITIAL = "<initial>"
 
 
 def run(
@@ -181,8 +176,9 @@ def run(
     return pbt.result()  # closed: a store it opened is the result's, reopened if asked
 
 
-class _Members:
-    """The population's slices, its optimizer, and what each slice holds now."""
+class _Members(StackedDriver):
+    """The population's slices and its optimizer, in the round of
+    :class:`~genepool._stacked.StackedDriver`."""
 
     def __init__(
         self,
@@ -195,8 +191,9 @@ class _Members:
     ) -> None:
         ctx = pbt.ctx
         configs = [m.hparams for m in ctx.store.population(ctx.name)]
-        self.pbt, self.model, self.targets, self.steps = pbt, model, probed.targets, steps
-        self.n = n = len(configs)
+        n = len(configs)
+        super().__init__(pbt, n=n, metric=steps.metric, checkpoint_every=checkpoint_every)
+        self.model, self.targets, self.steps = model, probed.targets, steps
         check_fits(n, probed.member_bytes, probed.device)
         self.seeds = [initial_seed(ctx.seed, i) for i in range(n)]
         self.stack = StackedMembers(model, seeds=self.seeds, device=probed.device)
@@ -204,58 +201,19 @@ class _Members:
         self.opt = self.targets.optimizer(self.stack.params, configs)
         self.fresh_opt = self.opt.member_state(0)  # before any step: a fresh start's
         self.weights = torch.ones(n, dtype=torch.float64, device=self.device)
-        #: Per slice: the checkpoint id it holds, _INITIAL, or None (trained since).
-        self.held: list[str | None] = [_INITIAL] * n
-        #: Per member: its latest evaluation (None: none yet).
-        self.evaluated: list[dict[str, float] | None] = [None] * n
-        #: Every how many rounds a member's checkpoint is durable, and per member the
-        #: rounds told since its last durable one.
-        self.checkpoint_every = checkpoint_every
-        self.resident_rounds = [0] * n
-
-    def train(self) -> None:
-        """Rounds until the run is over: ask, start, step until ready, tell."""
-        while True:
-            with contextlib.ExitStack() as open_claims:  # left untold: given back
-                claims = self._ask(open_claims)
-                if not claims:
-                    return
-                self._start(claims)
-                failed = self._step_until_ready(claims)
-                self._tell(claims, failed)
-
-    def _ask(self, open_claims: contextlib.ExitStack) -> dict[int, Claim]:
-        """A claim of every member that trains this round (none: the run is over)."""
-        claims: dict[int, Claim] = {}
-        timeout = math.inf  # the first waits for members another process held
-        while (claim := self.pbt.ask(timeout=timeout)) is not None:
-            claims[claim.member] = open_claims.enter_context(claim)
-            timeout = 0.0
-        return claims
 
     # -- starting points ----------------------------------------------------------------
-    def _start(self, claims: Mapping[int, Claim]) -> None:
+    def start(self, claims: Mapping[int, Claim]) -> None:
         """Bring each claimed member's slice to its starting point, set its
         hyperparameters and its random stream for the round."""
-        copies: dict[int, int] = {}
-        loads: dict[int, Any] = {}
-        for m, claim in claims.items():
-            ck = claim.checkpoint
-            if ck is None:
-                if self.held[m] != _INITIAL:
-                    loads[m] = _INITIAL
-            elif self.held[m] == ck.id:
-                continue
-            elif ck.member != m and self.held[ck.member] == ck.id:
-                copies[m] = ck.member
-            else:
-                loads[m] = ck.load()
+        copies, loads, fresh = self.plan(claims)
+        loads.update(dict.fromkeys(fresh, INITIAL))
         self._copy(copies, loads)
         for m, state in loads.items():
             ck = claims[m].checkpoint
             self._load(m, state, where=f"member {m}'s checkpoint {ck.id if ck else None!r}")
+        self.started(claims)
         for m, claim in claims.items():
-            self.held[m] = claim.checkpoint.id if claim.checkpoint is not None else _INITIAL
             self._apply(m, claim)
 
     def _copy(self, copies: dict[int, int], loads: dict[int, Any]) -> None:
@@ -279,12 +237,12 @@ class _Members:
                 self.evaluated[d] = self.evaluated[s]
 
     def _load(self, m: int, state: Any, *, where: str = "a state") -> None:
-        """Write a checkpoint's state (or, for ``_INITIAL``, a fresh member) into slice ``m``.
+        """Write a checkpoint's state (or, for ``INITIAL``, a fresh member) into slice ``m``.
 
         Raises:
             CheckpointError: The state is not a member's of this run's model and optimizer.
         """
-        if state is _INITIAL:
+        if state is INITIAL:
             initial = StackedMembers(self.model, seeds=[self.seeds[m]], device=self.device)
             self.stack.load_member_state(m, initial.member_state(0))
             self.opt.load_member_state(m, self.fresh_opt)
@@ -309,15 +267,18 @@ class _Members:
         """Member ``m``'s checkpoint state (tensors on the CPU)."""
         return member_state(self.stack, self.opt, m, self.evaluated[m])
 
+    def checkpoint_state(self, m: int, claim: Claim) -> dict[str, Any]:
+        return self._state(m)
+
     # -- the round ------------------------------------------------------------------------
-    def _step_until_ready(self, claims: Mapping[int, Claim]) -> set[int]:
+    def step_until_ready(self, claims: Mapping[int, Claim]) -> set[int]:
         """Step the claimed members together, each until its claim is ready, reporting
         each step; returns the members whose round failed (a score not a number)."""
         metric, n = self.steps.metric, self.n
         stepping = [m for m in sorted(claims) if not claims[m].ready]
         failed: set[int] = set()
         if self.steps.evaluate is not None:
-            self._evaluate([m for m in stepping if self.evaluated[m] is None], failed)
+            self.evaluate([m for m in stepping if self.evaluated[m] is None], failed)
         while stepping:
             batch = self.steps.batch(self.stack, stepping)
             try:
@@ -337,43 +298,16 @@ class _Members:
             self.opt.step(out.grads, active=active)
             due = [m for m in stepping if ok[m] and claims[m].ends_next()]
             if self.steps.evaluate is not None:
-                self._evaluate(due, failed)
+                self.evaluate(due, failed)
             losses = out.loss.tolist()
             more = {name: value.tolist() for name, value in out.metrics.items()}
             for m in stepping:
-                self.held[m] = None
                 report = {"loss": losses[m], **{k: v[m] for k, v in more.items()}}
-                report.update(self.evaluated[m] or {})
+                self.report(claims[m], m, report, ok=ok[m])
                 if not ok[m]:
-                    report[metric] = math.nan
                     failed.add(m)
-                claims[m].report(report)
             stepping = [m for m in stepping if not claims[m].ready]
         return failed
 
-    def _evaluate(self, members: Sequence[int], failed: set[int]) -> None:
-        """Evaluate every member; keep the evaluation of ``members`` (one whose score is
-        not a number fails its round)."""
-        if not members:
-            return
-        values = self.steps.evaluated(self.stack)
-        for m in members:
-            mine = self.evaluated[m] = {name: value[m] for name, value in values.items()}
-            if not math.isfinite(mine.get(self.steps.metric, 0.0)):
-                failed.add(m)
-
-    def _tell(self, claims: Mapping[int, Claim], failed: set[int]) -> None:
-        """Tell every round (the failed ones last, so that a decision taken at once for
-        one sees the round's new checkpoints), then note the checkpoint each slice holds."""
-        for m in sorted(claims, key=lambda m: (m in failed, m)):
-            claim = claims[m]
-            due = self.resident_rounds[m] + 1 >= self.checkpoint_every
-            durable = due or claim.budget_used()
-            self.pbt.tell(claim, state=functools.partial(self._state, m), durable=durable)
-            self.resident_rounds[m] = 0 if durable else self.resident_rounds[m] + 1
-        ctx = self.pbt.ctx
-        population = ctx.store.population(ctx.name)
-        for m, claim in claims.items():
-            ck = population[m].checkpoint
-            written = m not in failed and ck is not None and (ck.member, ck.step) == (m, claim.step)
-            self.held[m] = ck.id if written and ck is not None else None
+    def evaluations(self) -> Mapping[str, Any]:
+        return self.steps.evaluated(self.stack)

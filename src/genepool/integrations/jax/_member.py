@@ -21,23 +21,21 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from genepool._errors import invalid, missing_dependency
-from genepool._redact import shown
+from genepool._errors import missing_dependency
 from genepool._rng import member_stream
+from genepool._stacked import steps_between_readies
 from genepool.integrations.jax._hparams import Hyperparams
 from genepool.integrations.jax._program import Program
 from genepool.integrations.jax._program import program as make_program
 from genepool.integrations.jax._stack import Stack
 from genepool.integrations.jax._state import read
 from genepool.integrations.jax._tree import key_data
-from genepool.policy import Every
 from genepool.trainable import Trainable
 
 try:
@@ -113,22 +111,8 @@ def trainable(
     )
     _, opt_state, _ = program.check()
     Hyperparams(opt_state, (), mapping=hparams, owner=_OWNER)  # a mapping refused here if wrong
-    spec = _Spec(program, opt_state, _every(ready), hparams)
+    spec = _Spec(program, opt_state, steps_between_readies(ready, owner=_OWNER), hparams)
     return type("JaxMember", (JaxMember,), {"spec": spec})
-
-
-def _every(ready: Any) -> int:
-    """The steps between two readies of ``ready`` (``gp.Every(k)`` or ``k``)."""
-    k: Any = ready.steps if isinstance(ready, Every) else ready
-    plain = not isinstance(ready, Every) or (
-        ready.counter == "steps" and ready.burn_in == 0 and ready.min_seconds == 0
-    )
-    number = isinstance(k, numbers.Real) and not isinstance(k, bool) and math.isfinite(k)
-    if not (plain and number and k >= 1 and k == int(k)):
-        fix = "Fix: pass the run's ready rule; one that is not every k steps is not retraced."
-        must = "gp.Every(k) counting steps, k a whole number"
-        raise invalid(_OWNER, "ready", must, shown(ready), fix)
-    return int(k)
 
 
 class JaxMember(Trainable):

@@ -32,17 +32,15 @@ between; a run stopped resumes from the durable ones with the same call.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from genepool._errors import invalid, missing_dependency
 from genepool._redact import shown
+from genepool._stacked import StackedDriver
 from genepool.asktell import AskTell, Claim
 from genepool.integrations.jax._hparams import Hyperparams
 from genepool.integrations.jax._member import initial_key
@@ -63,8 +61,6 @@ except ImportError as _err:  # pragma: no cover - exercised only without jax
 __all__ = ["run"]
 
 log = logging.getLogger("genepool.integrations.jax")
-#: What a slice holds besides a checkpoint's id: its initial params.
-_INITIAL = "<initial>"
 
 
 def run(
@@ -182,8 +178,8 @@ def _check(*, space: Any, checkpoint_every: Any, settings: Mapping[str, Any]) ->
         raise invalid(OWNER, "synchronous", "True", shown(settings["synchronous"]), fix)
 
 
-class _Members:
-    """The population's slices and what each holds now."""
+class _Members(StackedDriver):
+    """The population's slices, in the round of :class:`~genepool._stacked.StackedDriver`."""
 
     def __init__(
         self,
@@ -196,57 +192,19 @@ class _Members:
     ) -> None:
         ctx = pbt.ctx
         configs = [m.hparams for m in ctx.store.population(ctx.name)]
-        self.pbt, self.program, self.metric = pbt, program, metric
-        self.n = n = len(configs)
+        n = len(configs)
+        super().__init__(pbt, n=n, metric=metric, checkpoint_every=checkpoint_every)
+        self.program = program
         keys = np.stack([initial_key(ctx.seed, i) for i in range(n)])
         self.stack = Stack(program, keys, targets)
         self.stack.set_hparams(dict(enumerate(configs)))
         #: Per member: the key data of its round (drawn from its claim's stream).
         self.round_keys = keys.copy()
-        #: Per slice: the checkpoint id it holds, _INITIAL, or None (trained since).
-        self.held: list[str | None] = [_INITIAL] * n
-        #: Per member: its latest evaluation (None: none yet).
-        self.evaluated: list[dict[str, float] | None] = [None] * n
-        self.checkpoint_every = checkpoint_every
-        self.resident_rounds = [0] * n
 
-    def train(self) -> None:
-        """Rounds until the run is over: ask, start, step until ready, tell."""
-        while True:
-            with contextlib.ExitStack() as open_claims:  # left untold: given back
-                claims = self._ask(open_claims)
-                if not claims:
-                    return
-                self._start(claims)
-                failed = self._step_until_ready(claims)
-                self._tell(claims, failed)
-
-    def _ask(self, open_claims: contextlib.ExitStack) -> dict[int, Claim]:
-        """A claim of every member that trains this round (none: the run is over)."""
-        claims: dict[int, Claim] = {}
-        timeout = math.inf  # the first waits for members another process held
-        while (claim := self.pbt.ask(timeout=timeout)) is not None:
-            claims[claim.member] = open_claims.enter_context(claim)
-            timeout = 0.0
-        return claims
-
-    def _start(self, claims: Mapping[int, Claim]) -> None:
+    def start(self, claims: Mapping[int, Claim]) -> None:
         """Bring each claimed member's slice to its starting point, write its
         hyperparameters and check them, draw its round key."""
-        copies: dict[int, int] = {}
-        loads: dict[int, Any] = {}
-        fresh: list[int] = []
-        for m, claim in claims.items():
-            ck = claim.checkpoint
-            if ck is None:
-                if self.held[m] != _INITIAL:
-                    fresh.append(m)
-            elif self.held[m] == ck.id:
-                continue
-            elif ck.member != m and self.held[ck.member] == ck.id:
-                copies[m] = ck.member
-            else:
-                loads[m] = ck.load()
+        copies, loads, fresh = self.plan(claims)
         evaluated = list(self.evaluated)  # every donor's read before any is written
         self.stack.copy(copies)  # first: the loads below may overwrite a donor's slice
         for d, s in copies.items():
@@ -261,8 +219,8 @@ class _Members:
             self.evaluated[m] = None
         self.stack.set_hparams({m: claim.hparams for m, claim in claims.items()})
         in_effect = self.stack.hparams()
+        self.started(claims)
         for m, claim in claims.items():
-            self.held[m] = _id(claim) if claim.checkpoint is not None else _INITIAL
             check_applied(
                 in_effect[m],
                 claim.hparams,
@@ -272,7 +230,7 @@ class _Members:
             )
             self.round_keys[m] = key_data(claim.rng)
 
-    def _step_until_ready(self, claims: Mapping[int, Claim]) -> set[int]:
+    def step_until_ready(self, claims: Mapping[int, Claim]) -> set[int]:
         """Step the claimed members together, each until its claim is ready, reporting
         each step; returns the members whose round failed (a score not a number)."""
         metric, n = self.metric, self.n
@@ -280,7 +238,7 @@ class _Members:
         failed: set[int] = set()
         evaluates = self.program.evaluate is not None
         if evaluates:
-            self._evaluate([m for m in stepping if self.evaluated[m] is None], failed)
+            self.evaluate([m for m in stepping if self.evaluated[m] is None], failed)
         steps = np.zeros(n, dtype=np.int64)
         while stepping:
             active = np.zeros(n, dtype=bool)
@@ -292,50 +250,22 @@ class _Members:
                 finite = finite & np.isfinite(metrics[metric])
             due = [m for m in stepping if finite[m] and claims[m].ends_next()]
             if evaluates:
-                self._evaluate(due, failed)
+                self.evaluate(due, failed)
             for m in stepping:
-                self.held[m] = None
                 report = {name: float(value[m]) for name, value in metrics.items()}
-                report.update(self.evaluated[m] or {})
+                self.report(claims[m], m, report, ok=bool(finite[m]))
                 if not finite[m]:
-                    report[metric] = math.nan
                     failed.add(m)
-                claims[m].report(report)
             stepping = [m for m in stepping if not claims[m].ready]
         return failed
 
-    def _evaluate(self, members: Sequence[int], failed: set[int]) -> None:
-        """Evaluate every member; keep the evaluation of ``members`` (one whose score is
-        not a number fails its round)."""
-        if not members:
-            return
-        values = self.stack.evaluated()
-        for m in members:
-            mine = self.evaluated[m] = {name: float(value[m]) for name, value in values.items()}
-            if not math.isfinite(mine.get(self.metric, 0.0)):
-                failed.add(m)
+    def evaluations(self) -> Mapping[str, Any]:
+        return self.stack.evaluated()
 
-    def _state(self, m: int, claim: Claim) -> dict[str, Any]:
+    def checkpoint_state(self, m: int, claim: Claim) -> dict[str, Any]:
         owner = (m, claim.generation)
         keys = self.round_keys[m]
         return self.stack.member_state(m, self.evaluated[m], step=claim.step, key=keys, owner=owner)
-
-    def _tell(self, claims: Mapping[int, Claim], failed: set[int]) -> None:
-        """Tell every round (the failed ones last, so that a decision taken at once for
-        one sees the round's new checkpoints), then note the checkpoint each slice holds."""
-        for m in sorted(claims, key=lambda m: (m in failed, m)):
-            claim = claims[m]
-            due = self.resident_rounds[m] + 1 >= self.checkpoint_every
-            durable = due or claim.budget_used()
-            state = functools.partial(self._state, m, claim)
-            self.pbt.tell(claim, state=state, durable=durable)
-            self.resident_rounds[m] = 0 if durable else self.resident_rounds[m] + 1
-        ctx = self.pbt.ctx
-        population = ctx.store.population(ctx.name)
-        for m, claim in claims.items():
-            ck = population[m].checkpoint
-            written = m not in failed and ck is not None and (ck.member, ck.step) == (m, claim.step)
-            self.held[m] = ck.id if written and ck is not None else None
 
 
 def _id(claim: Claim) -> str | None:
