@@ -24,8 +24,9 @@ from genepool._errors import invalid
 from genepool._redact import shown
 from genepool.asktell import AskTell, Claim
 from genepool.policy.ready import Every
+from genepool.space import Space
 
-__all__ = ["INITIAL", "StackedDriver", "steps_between_readies"]
+__all__ = ["INITIAL", "StackedDriver", "check_settings", "steps_between_readies"]
 
 #: What a slice holds before its member's first step: its initial weights.
 INITIAL = "<initial>"
@@ -169,3 +170,25 @@ def steps_between_readies(ready: Any, *, owner: str) -> int:
         must = "gp.Every(k) counting steps, k a whole number"
         raise invalid(owner, "ready", must, shown(ready), fix)
     return int(k)
+
+
+def check_settings(
+    *, owner: str, space: Any, checkpoint_every: Any, settings: Mapping[str, Any]
+) -> None:
+    """The arguments of a stacked run that need no computation: ``space`` a
+    :class:`~genepool.Space`, ``checkpoint_every`` an int >= 1 and ``keep`` at least it,
+    the run synchronous (its members step together)."""
+    if not isinstance(space, Space):
+        raise invalid(owner, "space", "a gp.Space", shown(space))
+    if type(checkpoint_every) is not int or checkpoint_every < 1:
+        must = "an int >= 1 (every how many ready rounds a member's checkpoint is durable)"
+        raise invalid(owner, "checkpoint_every", must, shown(checkpoint_every))
+    keep = settings.get("keep", checkpoint_every)
+    if type(keep) is int and keep < checkpoint_every:
+        fix = f"Fix: keep={checkpoint_every} or more (or leave it out): a member falls back "
+        fix += "to its last durable checkpoint, which it must keep among its previous ones."
+        must = f"at least checkpoint_every={checkpoint_every}"
+        raise invalid(owner, "keep", must, shown(keep), fix)
+    if settings.get("synchronous", True) is not True:
+        fix = "Fix: leave it out: the members step together, round by round."
+        raise invalid(owner, "synchronous", "True", shown(settings["synchronous"]), fix)

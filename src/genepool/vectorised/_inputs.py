@@ -14,6 +14,7 @@ import numpy as np
 
 from genepool._errors import InvalidArgumentError, invalid, missing_dependency
 from genepool._redact import shown
+from genepool._stacked import check_settings
 from genepool.space import Space
 from genepool.vectorised._hparams import OWNER, Targets
 from genepool.vectorised._memory import SavedTensors, member_bytes
@@ -94,20 +95,7 @@ def check(*, model: Any, space: Any, checkpoint_every: Any, settings: Mapping[st
     if not callable(model):
         must = "a function of no arguments returning an nn.Module"
         raise invalid(OWNER, "model", must, shown(model))
-    if not isinstance(space, Space):
-        raise invalid(OWNER, "space", "a gp.Space", shown(space))
-    if type(checkpoint_every) is not int or checkpoint_every < 1:
-        must = "an int >= 1 (every how many ready rounds a member's checkpoint is durable)"
-        raise invalid(OWNER, "checkpoint_every", must, shown(checkpoint_every))
-    keep = settings.get("keep", checkpoint_every)
-    if type(keep) is int and keep < checkpoint_every:
-        fix = f"Fix: keep={checkpoint_every} or more (or leave it out): a member falls back "
-        fix += "to its last durable checkpoint, which it must keep among its previous ones."
-        must = f"at least checkpoint_every={checkpoint_every}"
-        raise invalid(OWNER, "keep", must, shown(keep), fix)
-    if settings.get("synchronous", True) is not True:
-        fix = "Fix: leave it out: the members step together, round by round."
-        raise invalid(OWNER, "synchronous", "True", shown(settings["synchronous"]), fix)
+    check_settings(owner=OWNER, space=space, checkpoint_every=checkpoint_every, settings=settings)
 
 
 class Probed(NamedTuple):

@@ -40,7 +40,7 @@ import numpy as np
 
 from genepool._errors import invalid, missing_dependency
 from genepool._redact import shown
-from genepool._stacked import StackedDriver
+from genepool._stacked import StackedDriver, check_settings
 from genepool.asktell import AskTell, Claim
 from genepool.integrations.jax._hparams import Hyperparams
 from genepool.integrations.jax._member import initial_key
@@ -136,7 +136,7 @@ def run(
         (20, [''])
     """
     program = make_program(init=init, update=update, optimizer=optimizer, evaluate=evaluate)
-    _check(space=space, checkpoint_every=checkpoint_every, settings=settings)
+    check_settings(owner=OWNER, space=space, checkpoint_every=checkpoint_every, settings=settings)
     _, opt_state, names = program.check()
     targets = Hyperparams(opt_state, space, mapping=hparams, owner=OWNER)
     config = space.sample(np.random.default_rng(0))
@@ -157,25 +157,6 @@ def run(
         log.info("JAX population run %r: %d members", pbt.name, members.n)
         members.train()
     return pbt.result()  # closed: a store it opened is the result's, reopened if asked
-
-
-def _check(*, space: Any, checkpoint_every: Any, settings: Mapping[str, Any]) -> None:
-    """The arguments that need no computation."""
-    if not isinstance(space, Space):
-        raise invalid(OWNER, "space", "a gp.Space", shown(space))
-    if type(checkpoint_every) is not int or checkpoint_every < 1:
-        must = "an int >= 1 (every how many ready rounds a member's checkpoint is durable)"
-        raise invalid(OWNER, "checkpoint_every", must, shown(checkpoint_every))
-    keep = settings.get("keep", checkpoint_every)
-    if type(keep) is int and keep < checkpoint_every:
-        fix = f"Fix: keep={checkpoint_every} or more (or leave it out): a member falls back "
-        fix += "to its last durable checkpoint, which it must keep among its previous ones."
-        raise invalid(
-            OWNER, "keep", f"at least checkpoint_every={checkpoint_every}", shown(keep), fix
-        )
-    if settings.get("synchronous", True) is not True:
-        fix = "Fix: leave it out: the members step together, round by round."
-        raise invalid(OWNER, "synchronous", "True", shown(settings["synchronous"]), fix)
 
 
 class _Members(StackedDriver):
