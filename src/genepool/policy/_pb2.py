@@ -51,7 +51,7 @@ from genepool.policy._pb2_kernel import (
 )
 from genepool.space import Choice, Domain, Float, Int, Space
 
-__all__ = ["Row", "beta", "suggest"]
+__all__ = ["Row", "beta", "check_space", "suggest"]
 
 Array = npt.NDArray[np.float64]
 OWNER = "PB2"
@@ -109,9 +109,9 @@ def _from_unit(domain: Domain, unit: float) -> Any:
     return min(domain.high, max(domain.low, value))
 
 
-def _check_inputs(
-    space: Any, now: Any, rng: Any, state: Any, mix: Any, window: Any, min_rows: Any, fit: Any
-) -> None:
+def check_space(space: Any, *, mix: Any) -> None:
+    """Refuse a space PB2 cannot model: nothing to explore, a domain other than a float,
+    an integer or a choice, or (without ``mix``, PB2-Mix) an unordered choice."""
     if not isinstance(space, Space):
         raise invalid(OWNER, "space", "a gp.Space", shown(space))
     if not space.mutable_names:
@@ -140,8 +140,15 @@ def _check_inputs(
             "space",
             "made of floats, integers and ordered choices (PB2 models values on a scale)",
             f"the unordered choices {unordered}",
-            "Fix: use PB2-Mix (mix=True), or gp.Choice([...], ordered=True) for a scale.",
+            "Fix: use PB2-Mix (gp.PB2Mix(), or mix=True here), which draws them with a "
+            "bandit, or gp.Choice([...], ordered=True) for values on a scale.",
         )
+
+
+def _check_inputs(
+    space: Any, now: Any, rng: Any, state: Any, mix: Any, window: Any, min_rows: Any, fit: Any
+) -> None:
+    check_space(space, mix=mix)
     check_number(OWNER, "now", now)
     if not isinstance(rng, np.random.Generator):
         raise invalid(OWNER, "rng", "a numpy Generator (np.random.default_rng(seed))", shown(rng))

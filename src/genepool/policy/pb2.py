@@ -40,7 +40,7 @@ from genepool._errors import invalid
 from genepool.member import MemberView, Population
 from genepool.policy._checks import check_integer
 from genepool.policy.explore import Explore
-from genepool.space import Choice, Space
+from genepool.space import Space
 
 __all__ = ["PB2", "PB2Mix"]
 
@@ -94,20 +94,9 @@ class PB2(Explore):
         )
 
     def check(self, space: Space) -> None:
-        unordered = [
-            name
-            for name in space.mutable_names
-            if isinstance(domain := space[name], Choice) and not domain.ordered
-        ]
-        if unordered and not self.mix:
-            raise invalid(
-                "PB2",
-                "space",
-                "made of floats, integers and ordered choices (PB2 models values on a scale)",
-                f"the unordered choices {unordered}",
-                "Fix: use gp.PB2Mix(), which draws them with a bandit, or "
-                "gp.Choice([...], ordered=True) for values on a scale.",
-            )
+        from genepool.policy import _pb2  # scikit-learn: a missing extra is named here
+
+        _pb2.check_space(space, mix=self.mix)
 
     def explore(
         self, space: Space, hparams: Mapping[str, Any], rng: np.random.Generator
