@@ -295,11 +295,7 @@ def exploited(
         "generation": generation,
         "ready_count": view.ready_count,
     }
-    if decision.judgement is not None:  # the donor's lead, as gp.Calm judged it
-        data["greedy"] = dict(decision.judgement)
-    if decision.explored is not None:  # what chose the new values (gp.PB2)
-        data["explored"] = dict(decision.explored)
-        new = _with_explore_state(new, decision.explored)
+    new = _with_account(new, data, decision)
     return new, Event("exploit", view.id, donor.step, data, now)
 
 
@@ -307,19 +303,23 @@ def explored(view: MemberView, decision: Explore, *, now: float) -> tuple[Member
     """``explore`` alone: new hyperparameters on the member's own weights."""
     new_hp = dict(decision.hparams)
     data: dict[str, Any] = {"old_hparams": dict(view.hparams), "new_hparams": new_hp}
-    if decision.judgement is not None:  # no donor was clearly better (gp.Calm)
-        data["greedy"] = dict(decision.judgement)
-    new = dataclasses.replace(view, hparams=new_hp)
-    if decision.explored is not None:  # what chose the new values (gp.PB2)
-        data["explored"] = dict(decision.explored)
-        new = _with_explore_state(new, decision.explored)
+    new = _with_account(dataclasses.replace(view, hparams=new_hp), data, decision)
     return new, Event("explore", view.id, view.step, data, now)
 
 
-def _with_explore_state(view: MemberView, explored: Mapping[str, Any]) -> MemberView:
-    """``view`` keeping what the explore strategy left for its next decision (its
-    ``"state"``, if it left one)."""
-    state = explored.get("state")
+def _with_account(
+    view: MemberView, data: dict[str, Any], decision: Exploit | Explore
+) -> MemberView:
+    """What the rules said of ``decision`` put in its event's ``data``: a greediness
+    control's judgement of the donor's lead (``"greedy"``, gp.Calm) and the explore
+    strategy's account of the values (``"explored"``, gp.PB2); and ``view`` keeping what
+    the strategy left for its next decision (its ``"state"``, if any)."""
+    if decision.judgement is not None:
+        data["greedy"] = dict(decision.judgement)
+    if decision.explored is None:
+        return view
+    data["explored"] = dict(decision.explored)
+    state = decision.explored.get("state")
     return view if state is None else dataclasses.replace(view, explore_state=dict(state))
 
 
