@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -383,7 +383,12 @@ def _same_value(a: Any, b: Any) -> bool:
 
 
 def check_applied(
-    in_effect: Mapping[str, Any] | None, decided: Mapping[str, Any], *, who: str, fix: str
+    in_effect: Mapping[str, Any] | None,
+    decided: Mapping[str, Any],
+    *,
+    who: str,
+    fix: str,
+    same: Callable[[Any, Any], bool] = _same_value,
 ) -> None:
     """The hyperparameters a trainable says are in effect are the ones decided.
 
@@ -392,6 +397,8 @@ def check_applied(
         decided: The values decided.
         who: Whose they are, for the message ("Member 3").
         fix: The message's fix.
+        same: Whether a value in effect is the decided one (default: equal, floats within
+            a relative 1e-6).
 
     Raises:
         HyperparameterNotAppliedError: A value in effect differs from the decided one.
@@ -401,7 +408,7 @@ def check_applied(
     wrong = {
         k: (in_effect[k], v)
         for k, v in decided.items()
-        if k in in_effect and not _same_value(in_effect[k], v)
+        if k in in_effect and not same(in_effect[k], v)
     }
     if wrong:
         detail = ", ".join(f"{k}: in effect {a!r}, decided {b!r}" for k, (a, b) in wrong.items())

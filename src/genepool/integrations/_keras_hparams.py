@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from genepool._errors import HyperparameterNotAppliedError, invalid
+from genepool._errors import invalid
 from genepool.integrations._torch_hparams import same
+from genepool.round import check_applied
 from genepool.space import Fixed, Space
 
 __all__ = ["Custom", "Layers", "Optimizer", "Target", "apply", "in_effect", "targets"]
@@ -206,15 +207,14 @@ def apply(model: Any, mapped: Mapping[str, Target], hparams: Mapping[str, Any]) 
     for name, target in mapped.items():
         if name in hparams:
             target.set(model, hparams[name])
-    now = in_effect(model, mapped)
-    wrong = {k: (now[k], v) for k, v in hparams.items() if k in now and not _same(now[k], v)}
-    if wrong:
-        detail = ", ".join(f"{k}: in effect {a!r}, decided {b!r}" for k, (a, b) in wrong.items())
-        raise HyperparameterNotAppliedError(
-            f"hyperparameters not in effect after they were set ({detail}). Fix: a target "
-            "that reads back what it sets (gpk.Custom's get), and nothing that sets them back "
-            "(a callback changing the optimizer's learning_rate?)."
-        )
+    check_applied(
+        in_effect(model, mapped),
+        hparams,
+        who="The Keras model",
+        fix="a target that reads back what it sets (gpk.Custom's get), and nothing that sets "
+        "them back (a callback changing the optimizer's learning_rate?).",
+        same=_same,
+    )
 
 
 def _same(now: Any, decided: Any) -> bool:

@@ -45,12 +45,12 @@ from typing import TYPE_CHECKING, Any
 
 from genepool._errors import (
     CheckpointError,
-    HyperparameterNotAppliedError,
     invalid,
     missing_dependency,
 )
 from genepool.integrations._torch_hparams import Custom, Modules, Optimizer, Target, same
 from genepool.integrations._torch_rng import global_rng_state, set_global_rng_state
+from genepool.round import check_applied
 from genepool.trainable import Member, Trainable
 
 try:
@@ -177,16 +177,14 @@ class TorchState:
 
     def verify(self, hparams: Mapping[str, Any]) -> None:
         """Raise if a mapped hyperparameter in effect differs from ``hparams``."""
-        now = self.in_effect()
-        wrong = {k: (now[k], v) for k, v in hparams.items() if k in now and not same(now[k], v)}
-        if wrong:
-            detail = ", ".join(
-                f"{k}: in effect {a!r}, decided {b!r}" for k, (a, b) in wrong.items()
-            )
-            raise HyperparameterNotAppliedError(
-                f"hyperparameters not in effect after apply ({detail}). Fix: something set "
-                "them back (a scheduler step, a load after apply?); call apply() after load."
-            )
+        check_applied(
+            self.in_effect(),
+            hparams,
+            who="The TorchState",
+            fix="something set them back (a scheduler step, a load after apply?); call "
+            "apply() after load.",
+            same=same,
+        )
 
     # -- state -------------------------------------------------------------------------
     def _plain(self) -> dict[str, Any]:
