@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from genepool._errors import CheckpointError
+from genepool.integrations._saved import checked_layout
 from genepool.integrations._torch_rng import (
     global_rng_state,
     reseed_global_rng,
@@ -48,16 +49,7 @@ def saved(model: Any, *, epoch: int) -> dict[str, Any]:
 def load(model: Any, payload: Mapping[str, Any], *, seeds: bool) -> None:
     """Load a saved state (the member's own, or a donor's) into ``model`` in place; its
     seed generators too if ``seeds`` (a donor's are reseeded instead)."""
-    if not isinstance(payload, Mapping) or payload.get("format") != STATE_FORMAT:
-        raise CheckpointError(
-            "the checkpoint is not a Keras member's state (genepool.keras); it was written "
-            "by another trainable. Fix: resume a run with the trainable that wrote it."
-        )
-    if int(payload.get("version", 0)) > STATE_VERSION:
-        raise CheckpointError(
-            f"the checkpoint's Keras state is version {payload['version']}, newer than this "
-            f"genepool's {STATE_VERSION}. Fix: upgrade genepool."
-        )
+    checked_layout(payload, fmt=STATE_FORMAT, version=STATE_VERSION, what="Keras")
     _assign("weights", model.weights, payload["weights"])
     _assign("optimizer", model.optimizer.variables, payload["optimizer"])
     if seeds:

@@ -39,7 +39,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from genepool._errors import CheckpointError, invalid, missing_dependency
+from genepool._errors import invalid, missing_dependency
 from genepool.asktell import AskTell
 from genepool.result import Result
 
@@ -52,6 +52,7 @@ except ImportError as _err:  # pragma: no cover - exercised only without transfo
 
 from genepool._claim import Claim
 from genepool.integrations._inplace import Framework, InPlace, Seat, drive
+from genepool.integrations._saved import checked_layout
 from genepool.integrations._torch_hparams import Optimizer, Target
 from genepool.integrations.torch import TorchState
 from genepool.space import Fixed
@@ -299,17 +300,7 @@ class _State(Framework):
         }
 
     def load(self, payload: Mapping[str, Any], *, starting: bool) -> None:
-        if not isinstance(payload, Mapping) or payload.get("format") != STATE_FORMAT:
-            raise CheckpointError(
-                "the checkpoint is not a Hugging Face member's state (genepool.huggingface); "
-                "it was written by another trainable. Fix: resume a run with the trainable "
-                "that wrote it."
-            )
-        if int(payload.get("version", 0)) > STATE_VERSION:
-            raise CheckpointError(
-                f"the checkpoint's Hugging Face state is version {payload['version']}, newer "
-                f"than this genepool's {STATE_VERSION}. Fix: upgrade genepool."
-            )
+        checked_layout(payload, fmt=STATE_FORMAT, version=STATE_VERSION, what="Hugging Face")
         self.torch.load_state_dict(payload["torch"])
         counters = payload["counters"]
         self.state.global_step = int(counters["global_step"])

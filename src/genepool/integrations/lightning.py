@@ -43,7 +43,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from genepool._errors import CheckpointError, invalid, missing_dependency
+from genepool._errors import invalid, missing_dependency
 from genepool.asktell import AskTell
 from genepool.result import Result
 
@@ -54,6 +54,7 @@ except ImportError as _err:  # pragma: no cover - exercised only without lightni
 
 from genepool._claim import Claim
 from genepool.integrations._inplace import Framework, InPlace, Seat, drive
+from genepool.integrations._saved import checked_layout
 from genepool.integrations._torch_hparams import Optimizer, Target
 from genepool.integrations.torch import TorchState
 from genepool.space import Fixed
@@ -252,17 +253,7 @@ class _State(Framework):
         """Load a saved state (the member's own, or a donor's) into the trainer, in place:
         ``starting`` before its first step (``fit`` just began), else at the end of a
         validation run, where it was saved."""
-        if not isinstance(payload, Mapping) or payload.get("format") != STATE_FORMAT:
-            raise CheckpointError(
-                "the checkpoint is not a Lightning member's state (genepool.lightning); it "
-                "was written by another trainable. Fix: resume a run with the trainable "
-                "that wrote it."
-            )
-        if int(payload.get("version", 0)) > STATE_VERSION:
-            raise CheckpointError(
-                f"the checkpoint's Lightning state is version {payload['version']}, newer "
-                f"than this genepool's {STATE_VERSION}. Fix: upgrade genepool."
-            )
+        checked_layout(payload, fmt=STATE_FORMAT, version=STATE_VERSION, what="Lightning")
         self.torch.load_state_dict(payload["torch"])
         counters = payload["counters"]
         loop = self.trainer.fit_loop

@@ -62,6 +62,7 @@ from genepool._errors import (
     invalid,
     missing_dependency,
 )
+from genepool.integrations._saved import checked_layout
 from genepool.trainable import Trainable
 
 try:
@@ -402,16 +403,7 @@ def _unplain(value: Any) -> Any:
 
 
 def _check_layout(state: Any, template: BaseEstimator) -> None:
-    if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(
-            f"this checkpoint is not a scikit-learn member's ({STATE_FORMAT!r}): it holds "
-            f"{type(state).__name__}. Fix: resume the run with the trainable that wrote it."
-        )
-    if state.get("version", 0) > STATE_VERSION:
-        raise CheckpointError(
-            f"this checkpoint's layout is version {state['version']}, newer than this "
-            f"genepool reads ({STATE_VERSION}). Fix: upgrade genepool."
-        )
+    checked_layout(state, fmt=STATE_FORMAT, version=STATE_VERSION, what="scikit-learn")
     name = state.get("estimator")
     if name is not None and name != type(template).__name__:
         raise CheckpointError(

@@ -42,6 +42,7 @@ import numpy as np
 
 from genepool._errors import CheckpointError, invalid, missing_dependency
 from genepool._redact import shown
+from genepool.integrations._saved import checked_layout
 from genepool.integrations.jax._hparams import Hyperparams, injected
 from genepool.integrations.jax._tree import from_plain, key, to_plain
 from genepool.round import check_applied
@@ -243,22 +244,13 @@ def read(state: Any, *, where: str) -> Mapping[str, Any]:
     Raises:
         CheckpointError: It is not.
     """
-    if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-        got = state.get("format") if isinstance(state, Mapping) else type(state).__name__
-        raise CheckpointError(
-            f"The state of {where} is not a JAX member's ({STATE_FORMAT!r} format, got "
-            f"{shown(got)}). Fix: resume a run with the code that wrote it."
-        )
-    version = state.get("version")
-    if not isinstance(version, int) or version > STATE_VERSION:
-        raise CheckpointError(
-            f"The state of {where} has layout version {version!r}, newer than this genepool "
-            f"reads ({STATE_VERSION}). Fix: upgrade genepool."
-        )
+    checked = checked_layout(
+        state, fmt=STATE_FORMAT, version=STATE_VERSION, what="JAX", where=f"the state of {where}"
+    )
     for k in ("params", "opt_state"):
-        if k not in state:
+        if k not in checked:
             raise CheckpointError(f"The state of {where} has no {k!r}: it is torn.")
-    return state
+    return checked
 
 
 class OptaxTrainable(Trainable):
