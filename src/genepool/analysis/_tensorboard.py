@@ -35,8 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from genepool._errors import missing_dependency
-from genepool._redact import redact_url
-from genepool.analysis._lineage import hparams_at_report, hparams_timeline
+from genepool.analysis._curves import CurveReader, describe_event, lineage_curves, number
 
 if TYPE_CHECKING:
     from genepool.result import Result
@@ -62,54 +61,17 @@ def run_folder(member: int) -> str:
     return f"member_{member:03d}"
 
 
-def _number(value: Any) -> float | None:
-    """``value`` as a scalar TensorBoard can draw, or ``None`` (text, lists, ...)."""
-    if isinstance(value, str | bytes) or not hasattr(value, "__float__"):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _scalars(
     writer: Any, values: Mapping[str, Any], step: int, walltime: float | None, prefix: str = ""
 ) -> None:
     for name, value in values.items():
-        number = _number(value)
-        if number is not None:
-            writer.add_scalar(prefix + str(name), number, step, walltime=walltime)
+        found = number(value)
+        if found is not None:
+            writer.add_scalar(prefix + str(name), found, step, walltime=walltime)
 
 
 def _walltime(time: float) -> float | None:
     return time if math.isfinite(time) else None
-
-
-def _describe(event: Any) -> str:
-    """An event as a line of text (a failure's error with any password in it hidden)."""
-    return redact_url(_event_text(event))
-
-
-def _event_text(event: Any) -> str:
-    data = event.data
-    if event.kind == "exploit":
-        return (
-            f"exploited member {data.get('donor')}'s checkpoint at step {data.get('donor_step')} "
-            f"(score {data.get('donor_score')}), leaving step {data.get('old_step')}; "
-            f"hyperparameters {data.get('old_hparams')} -> {data.get('new_hparams')}"
-        )
-    if event.kind == "explore":
-        return f"explored: {data.get('old_hparams')} -> {data.get('new_hparams')}"
-    if event.kind == "failure":
-        return f"failed: {data.get('error')}"
-    if event.kind == "stop":
-        return f"stopped: {data.get('reason')}"
-    if event.kind == "revive":
-        return (
-            f"revived (it had stopped: {data.get('reason')}; crashes {data.get('crashes')}, "
-            f"failures {data.get('failures')})"
-        )
-    return f"{event.kind}: {dict(data)}"
 
 
 class TensorBoardLog:
@@ -144,8 +106,7 @@ class TensorBoardLog:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._members: dict[int, Any] = {}
         self._lineages: dict[int, Any] = {}
-        self._reports_done: dict[int, int] = {}
-        self._events_done: dict[int, int] = {}
+        self._reader = CurveReader()
         for pattern in ("member_*", f"{LINEAGE}/member_*"):
             for folder in self.logdir.glob(pattern):
                 self._remove_own_files(folder)
@@ -166,42 +127,25 @@ class TensorBoardLog:
 
     def update(self, result: Result) -> int:
         """Append the reports and events made since the last update; return how many reports."""
-        timelines = hparams_timeline(result.events, result.population)
-        seen: dict[int, int] = {}
-        written = 0
-        for report in result.reports:  # in the order they were written, so per member too
-            count = seen[report.member] = seen.get(report.member, 0) + 1
-            if count <= self._reports_done.get(report.member, 0):
-                continue
-            writer = self._member_writer(report.member)
-            walltime = _walltime(report.time)
-            _scalars(writer, report.metrics, report.step, walltime)
-            timeline = timelines.get(report.member)
-            if timeline is not None:
-                hparams = hparams_at_report(timeline, report)
-                _scalars(writer, hparams, report.step, walltime, prefix="hparams/")
-            written += 1
-        self._reports_done.update(seen)
-        events_seen: dict[int, int] = {}
-        for event in result.events:
-            count = events_seen[event.member] = events_seen.get(event.member, 0) + 1
-            if count <= self._events_done.get(event.member, 0):
-                continue
+        points = self._reader.read(result.reports, result.events, result.population)
+        for point in points:  # in the order they were written, so per member too
+            writer = self._member_writer(point.member)
+            walltime = _walltime(point.time)
+            _scalars(writer, point.metrics, point.step, walltime)
+            _scalars(writer, point.hparams, point.step, walltime, prefix="hparams/")
+        for event in self._reader.new_events(result.events):
             self._member_writer(event.member).add_text(
-                "events", _describe(event), event.step, walltime=_walltime(event.time)
+                "events", describe_event(event), event.step, walltime=_walltime(event.time)
             )
-        self._events_done.update(events_seen)
         for writer in self._members.values():
             writer.flush()
-        return written
+        return len(points)
 
     def write_lineages(self, result: Result, members: Iterable[int] | None = None) -> list[Path]:
         """Write the line of each member's weights (all by default); return their folders."""
         chosen = [m.id for m in result.population] if members is None else list(members)
         best = result.population.best()
-        times: dict[tuple[int, int], float] = {}
-        for r in result.reports:
-            times.setdefault((r.member, r.step), r.time)
+        curves = lineage_curves(result, chosen)
         folders = []
         for member in chosen:
             folder = self.logdir / LINEAGE / run_folder(member)
@@ -210,20 +154,21 @@ class TensorBoardLog:
                 old.close()
             self._remove_own_files(folder)
             writer = self._lineages[member] = self._writer(folder)
-            scores = result.ancestry_scores(member)
-            schedule = result.schedule(member)
-            for step, score, who in scores:
-                walltime = _walltime(times.get((who, step), math.nan))
-                writer.add_scalar(result.metric, score, step, walltime=walltime)
-                writer.add_scalar(f"{LINEAGE}/member", float(who), step, walltime=walltime)
-                _scalars(writer, schedule.at(step - 1), step, walltime, prefix="hparams/")
+            for point in curves[member]:
+                walltime = _walltime(point.time)
+                writer.add_scalar(result.metric, point.score, point.step, walltime=walltime)
+                writer.add_scalar(
+                    f"{LINEAGE}/member", float(point.member), point.step, walltime=walltime
+                )
+                _scalars(writer, point.hparams, point.step, walltime, prefix="hparams/")
             line = result.lineage(member)
             path = " -> ".join(
                 f"member {s.member} (steps {s.start + 1}-{s.end})" for s in line.segments
             )
             note = "the best member" if best is not None and best.id == member else "a member"
+            score = result.schedule(member).score
             writer.add_text(
-                LINEAGE, f"{note}; its line: {path}; final score {schedule.score}", line.final_step
+                LINEAGE, f"{note}; its line: {path}; final score {score}", line.final_step
             )
             writer.flush()
             folders.append(folder)
