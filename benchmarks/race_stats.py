@@ -12,9 +12,11 @@ be added after the results are seen. ``race_write.py`` turns the summary into th
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from benchutil import t_interval
@@ -50,6 +52,28 @@ COMPARISONS = (
 RANK_METHODS = ("random", "pbt", "pb2", "pbt_calm")
 
 Key = tuple[str, int, str]  # (task, population, method)
+#: The keys of a race record (benchmarks/paper.py's own older records lack ``framework``).
+RECORD_KEYS = frozenset({"task", "method", "framework", "seed", "size", "population"}) | {
+    *("metric", "mode", "best_score", "budget_steps", "wall_s", "exploits", "population_curve")
+}
+
+
+def load_records(directory: Path) -> list[dict[str, Any]]:
+    """Every ``*.json`` in ``directory`` holding a race record, in file-name order.
+
+    A race record is a JSON object with ``"format": 1`` and the race's keys (``framework``,
+    ``population``, ``best_score``...): the older records of benchmarks/paper.py, also
+    format 1 but without ``framework``, are left out, as is every other file.
+    """
+    out = []
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("format") == 1 and data.keys() >= RECORD_KEYS:
+            out.append(data)
+    return out
 
 
 def fmt(x: float | None) -> str:
@@ -73,7 +97,7 @@ def _cell_order(key: Key) -> tuple[Any, ...]:
     return (task_order(key[0]), key[1], method_order(key[2]))
 
 
-def _finite(x: Any) -> bool:
+def finite(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -117,7 +141,7 @@ def summarise(
             raise ValueError(f"task {key[0]}: records disagree on metric/mode: {mm}")
 
     def scores(key: Key) -> dict[int, float]:
-        return {s: float(r["best_score"]) for s, r in runs[key].items() if _finite(r["best_score"])}
+        return {s: float(r["best_score"]) for s, r in runs[key].items() if finite(r["best_score"])}
 
     cells = []
     for key in sorted(planned, key=_cell_order):
@@ -411,7 +435,7 @@ def ranks(
     for task, pop in sorted({(k[0], k[1]) for k in runs}, key=lambda tp: _cell_order((*tp, ""))):
         have = [runs.get((task, pop, m), {}) for m in methods]
         seeds = sorted(
-            set.intersection(*({s for s, r in h.items() if _finite(r["best_score"])} for h in have))
+            set.intersection(*({s for s, r in h.items() if finite(r["best_score"])} for h in have))
             if have
             else set()
         )

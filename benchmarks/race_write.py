@@ -22,7 +22,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from race_stats import METHODS, fmt, fmt_interval, method_order, summarise, task_order
+from race_stats import (
+    METHODS,
+    finite,
+    fmt,
+    fmt_interval,
+    load_records,
+    method_order,
+    summarise,
+    task_order,
+)
 
 __all__ = ["figures", "load_records", "main", "summarise", "write_doc"]
 
@@ -30,19 +39,6 @@ HERE = Path(__file__).resolve().parent
 _TAB = ["blue", "red", "green", "olive", "orange", "purple", "brown", "pink", "cyan"]
 COLOURS = {m: f"tab:{c}" for m, c in zip(METHODS, _TAB, strict=True)}
 DPI = 100
-
-
-def load_records(directory: Path) -> list[dict[str, Any]]:
-    """Every ``*.json`` in ``directory`` holding a format-1 record, in file-name order."""
-    out = []
-    for path in sorted(Path(directory).glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if isinstance(data, dict) and data.get("format") == 1:
-            out.append(data)
-    return out
 
 
 def _used(records: Iterable[Mapping[str, Any]], summary: Mapping[str, Any]) -> list[Any]:
@@ -150,13 +146,14 @@ def _curves(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         return
     grid = np.linspace(min(steps), max(steps), 120)
     for m in sorted({r["method"] for r in rows}, key=method_order):
-        mine = [r["population_curve"] for r in rows if r["method"] == m]
+        mine = [
+            sorted(p for p in r["population_curve"] if finite(p[1]))
+            for r in rows
+            if r["method"] == m
+        ]
+        nan = np.nan
         ys = np.array(
-            [
-                np.interp(grid, [p[0] for p in c], [p[1] for p in c], left=np.nan, right=np.nan)
-                for c in mine
-                if c
-            ]
+            [np.interp(grid, [p[0] for p in c], [p[1] for p in c], nan, nan) for c in mine if c]
         )
         if not ys.size:
             continue
@@ -244,6 +241,12 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     return out + ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
 
 
+def _progress(c: Mapping[str, Any] | None) -> str:
+    if c is None:
+        return ""
+    return f"{c['runs_in']}/{c['planned']}" + (f" ({c['failed']} failed)" if c["failed"] else "")
+
+
 def _cmp(c: Mapping[str, Any], *last: Any) -> list[Any]:
     """A comparison's row: a - b, pairs, mean gain, interval, then ``last``."""
     head = [f"{c['a']} - {c['b']}", f"{c['n']} of {c['planned']}", fmt(c["mean"])]
@@ -252,6 +255,17 @@ def _cmp(c: Mapping[str, Any], *last: Any) -> list[Any]:
 
 def _cmp_rows(comps: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
     return [_cmp(c, f"{c['wins']}/{c['ties']}/{c['losses']}", c["verdict"]) for c in comps]
+
+
+_CELL_HEAD = ["method", "scores (of planned)", "mean ± sd", "95% interval", "wall s"]
+_CELL_HEAD += ["exploits", "budget steps"]
+
+
+def _cell_row(c: Mapping[str, Any]) -> list[Any]:
+    steps = ", ".join(map(str, c["budget_steps"])) or "n/a"
+    mean = f"{fmt(c['mean'])} ± {fmt(c['sd'])}"
+    cost = [fmt(c["wall_s"]), fmt(c["exploits"]), steps]
+    return [c["method"], f"{c['n']} of {c['planned']}", mean, fmt_interval(c["interval"]), *cost]
 
 
 _CMP_HEAD = ["comparison", "pairs (of planned)", "mean gain", "95% interval"]
@@ -299,16 +313,8 @@ def _markdown(
     by = {(c["task"], c["population"], c["method"]): c for c in cells}
     progress = []
     for t, p in sorted({(c["task"], c["population"]) for c in cells}, key=_tp):
-        row: list[Any] = [t, p]
-        for m in methods:
-            c = by.get((t, p, m))
-            row.append(
-                ""
-                if c is None
-                else f"{c['runs_in']}/{c['planned']}"
-                + (f" ({c['failed']} failed)" if c["failed"] else "")
-            )
-        progress.append(row)
+        got = [by.get((t, p, m)) for m in methods]
+        progress.append([t, p, *(_progress(c) for c in got)])
     L += _table(["task", "population", *methods], progress)
     L += ["", "## Targets", ""]
     for i, t in enumerate(summary["targets"], 1):
@@ -338,22 +344,7 @@ def _markdown(
         for pop in sorted({c["population"] for c in cells if c["task"] == task}):
             mine = [c for c in cells if (c["task"], c["population"]) == (task, pop)]
             L += [f"### {task}, population {pop}", ""]
-            head = ["method", "runs in", "mean ± sd", "95% interval", "wall s", "exploits"]
-            L += _table(
-                [*head, "budget steps"],
-                (
-                    [
-                        c["method"],
-                        f"{c['n']} of {c['planned']}",
-                        f"{fmt(c['mean'])} ± {fmt(c['sd'])}",
-                        fmt_interval(c["interval"]),
-                        fmt(c["wall_s"]),
-                        fmt(c["exploits"]),
-                        ", ".join(map(str, c["budget_steps"])) or "n/a",
-                    ]
-                    for c in mine
-                ),
-            )
+            L += _table(_CELL_HEAD, (_cell_row(c) for c in mine))
             pc = [c for c in comps if (c["task"], c["population"]) == (task, pop)]
             if pc:
                 L += ["", *_table([*_CMP_HEAD, "wins/ties/losses", "verdict"], _cmp_rows(pc))]
@@ -473,7 +464,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--figures", type=Path, default=HERE.parent / "docs" / "results")
     parser.add_argument("--size", default="full")
     args = parser.parse_args(argv)
-    plan = json.loads((args.plan or args.results / "plan.json").read_text(encoding="utf-8"))
+    plan_file = args.plan or args.results / "plan.json"
+    if plan_file.exists():
+        plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    else:  # the plan as benchmarks/race_plan.py fixes it
+        import race_plan
+
+        plan = race_plan.cells(race_plan.plan())
     notes_file = args.results / "NOTES.md"
     notes = notes_file.read_text(encoding="utf-8") if notes_file.exists() else None
     summary = write_doc(load_records(args.results), plan, args.doc, args.figures, notes, args.size)

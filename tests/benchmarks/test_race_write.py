@@ -258,6 +258,8 @@ def test_load_records_keeps_format_1_only(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text(json.dumps(record("toy", 4, "pbt", 0)))
     (tmp_path / "plan.json").write_text(json.dumps(full_plan()))
     (tmp_path / "old.json").write_text(json.dumps({"format": 0}))
+    paper = {k: v for k, v in record("toy", 4, "pbt", 2).items() if k != "framework"}
+    (tmp_path / "paper.json").write_text(json.dumps(paper))  # benchmarks/paper.py's own
     (tmp_path / "torn.json").write_text('{"format": 1, "ta')
     (tmp_path / "notes.txt").write_text("{}")
     assert [r["seed"] for r in race_write.load_records(tmp_path)] == [0, 1]
