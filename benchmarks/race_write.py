@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 _TAB = ["blue", "red", "green", "olive", "orange", "purple", "brown", "pink", "cyan"]
 COLOURS = {m: f"tab:{c}" for m, c in zip(METHODS, _TAB, strict=True)}
 DPI = 100
+_ABL = ("random", "pbt", "exploit_only", "explore_only")  # the GAN's ablation, population 8
 
 
 def _used(records: Iterable[Mapping[str, Any]], summary: Mapping[str, Any]) -> list[Any]:
@@ -102,11 +103,9 @@ def figures(
     if rk["cd"] is not None:
         save(_rank_figure(plt, rk), "ranks", "race_ranks.png")
     cells = {(c["task"], c["population"], c["method"]): c for c in summary["cells"]}
-    if any(("gan", 8, m) in cells for m in ("exploit_only", "explore_only")):
+    if any(cells.get(("gan", 8, m), {}).get("n") for m in ("exploit_only", "explore_only")):
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        shown = [
-            m for m in ("random", "pbt", "exploit_only", "explore_only") if ("gan", 8, m) in cells
-        ]
+        shown = [m for m in _ABL if ("gan", 8, m) in cells]
         for i, m in enumerate(shown):
             _dots(ax, i, cells[("gan", 8, m)], m)
         ax.set_xticks(range(len(shown)), shown)
@@ -115,7 +114,7 @@ def figures(
             title="gan, population 8",
         )
         save(fig, "gan_ablation", "race_gan_ablation.png")
-    pops = sorted({p for t, p, m in cells if t == "gan" and m in ("pbt", "random")})
+    pops = sorted({p for (t, p, m), c in cells.items() if t == "gan" and m in _ABL[:2] and c["n"]})
     if len(pops) > 1:
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
         for j, m in enumerate(("random", "pbt")):
@@ -241,6 +240,10 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     return out + ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
 
 
+def _images(alt: str, names: Sequence[str], rel: str) -> list[str]:
+    return [line for n in names for line in (f"![{alt}]({rel}{n})", "")]
+
+
 def _progress(c: Mapping[str, Any] | None) -> str:
     if c is None:
         return ""
@@ -263,7 +266,7 @@ _CELL_HEAD += ["exploits", "budget steps"]
 
 def _cell_row(c: Mapping[str, Any]) -> list[Any]:
     steps = ", ".join(map(str, c["budget_steps"])) or "n/a"
-    mean = f"{fmt(c['mean'])} ± {fmt(c['sd'])}"
+    mean = fmt(c["mean"]) if c["sd"] is None else f"{fmt(c['mean'])} ± {fmt(c['sd'])}"
     cost = [fmt(c["wall_s"]), fmt(c["exploits"]), steps]
     return [c["method"], f"{c['n']} of {c['planned']}", mean, fmt_interval(c["interval"]), *cost]
 
@@ -344,12 +347,14 @@ def _markdown(
         for pop in sorted({c["population"] for c in cells if c["task"] == task}):
             mine = [c for c in cells if (c["task"], c["population"]) == (task, pop)]
             L += [f"### {task}, population {pop}", ""]
-            L += _table(_CELL_HEAD, (_cell_row(c) for c in mine))
+            if not any(c["runs_in"] for c in mine):
+                L += [f"No run in yet (0 of {sum(c['planned'] for c in mine)}).", ""]
+                continue
+            L += [*_table(_CELL_HEAD, (_cell_row(c) for c in mine)), ""]
             pc = [c for c in comps if (c["task"], c["population"]) == (task, pop)]
             if pc:
-                L += ["", *_table([*_CMP_HEAD, "wins/ties/losses", "verdict"], _cmp_rows(pc))]
-            L += [""] + [f"![{task} {pop} {n}]({rel}{n})" for n in figs.get(f"{task}_p{pop}", [])]
-            L.append("")
+                L += [*_table([*_CMP_HEAD, "wins/ties/losses", "verdict"], _cmp_rows(pc)), ""]
+            L += _images(f"{task} {pop}", figs.get(f"{task}_p{pop}", []), rel)
     L += _gan_section(cells, comps, figs, rel)
     if notes:
         L += [
@@ -391,7 +396,7 @@ def _rank_section(rk: Mapping[str, Any], figs: Mapping[str, list[str]], rel: str
         if rk["cliques"]
         else "every pair of methods differs by at least it."
     )
-    L += [""] + [f"![ranks]({rel}{n})" for n in figs.get("ranks", [])] + ["", "Per task:", ""]
+    L += ["", *_images("ranks", figs.get("ranks", []), rel), "Per task:", ""]
     rows = [
         [t, v["blocks"], *(fmt(v["average"][m]) for m in rk["methods"])]
         for t, v in rk["per_task"].items()
@@ -406,31 +411,21 @@ def _gan_section(
     rel: str,
 ) -> list[str]:
     L: list[str] = []
-    abl = ("exploit_only", "explore_only")
+    abl = _ABL[2:]
     if any(c["task"] == "gan" and c["population"] == 8 and c["method"] in abl for c in cells):
         rows = [c for c in comps if (c["task"], c["population"]) == ("gan", 8)]
         rows = [c for c in rows if c["a"] in abl or c["b"] in abl]
+        mine = [c for c in cells if (c["task"], c["population"]) == ("gan", 8)]
         L += ["## gan: exploit-only and explore-only ablations (population 8)", ""]
+        L += [*_table(_CELL_HEAD, (_cell_row(c) for c in mine if c["method"] in _ABL)), ""]
         L += _table([*_CMP_HEAD, "wins/ties/losses", "verdict"], _cmp_rows(rows))
-        L += [""] + [f"![gan ablation]({rel}{n})" for n in figs.get("gan_ablation", [])] + [""]
+        L += ["", *_images("gan ablation", figs.get("gan_ablation", []), rel)]
     pts = [c for c in cells if c["task"] == "gan" and c["method"] in ("pbt", "random")]
     if len({c["population"] for c in pts}) > 1:
         L += ["## gan: final score against population size", ""]
-        L += _table(
-            ["population", "method", "runs in", "mean", "95% interval"],
-            (
-                [
-                    c["population"],
-                    c["method"],
-                    f"{c['n']} of {c['planned']}",
-                    fmt(c["mean"]),
-                    fmt_interval(c["interval"]),
-                ]
-                for c in pts
-            ),
-        )
-        L += [""] + [f"![gan population]({rel}{n})" for n in figs.get("gan_population", [])]
-        L.append("")
+        table = [[c["population"], *_cell_row(c)[:4]] for c in pts]
+        L += [*_table(["population", *_CELL_HEAD[:4]], table), ""]
+        L += _images("gan population", figs.get("gan_population", []), rel)
     return L
 
 
@@ -451,7 +446,8 @@ def write_doc(
     if not figs:
         lines += ["No figures: matplotlib is not installed (pip install 'genepool[plot]').", ""]
     doc_path.parent.mkdir(parents=True, exist_ok=True)
-    doc_path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    lines = [x for i, x in enumerate(lines) if x or (i and lines[i - 1])]  # no double blanks
+    doc_path.write_text("\n".join(lines).strip() + "\n", encoding="utf-8")
     summary["figures"] = figs
     return summary
 

@@ -281,12 +281,15 @@ def test_doc_deterministic_and_from_records(
     no_matplotlib(monkeypatch)  # the figures are checked below: this test stays quick
     plan = full_plan()
     recs = [r for r in all_records(plan) if not (r["method"] == "random" and r["seed"] == 4)]
+    plan.append(cell("translation", 4, "random"))  # planned, nothing in yet
     notes = "PB2 lost on the wave because *reasons*."
     first = write(tmp_path, recs, plan, notes)
     assert write(tmp_path, recs[::-1][::-1], plan, notes) == first
     assert "## Notes (written by hand after the results)" in first
     assert "*reasons*" in first
-    assert "238 of 250 planned runs are in" in first
+    assert "238 of 255 planned runs are in" in first
+    assert "### translation, population 4\n\nNo run in yet (0 of 5).\n" in first
+    assert "\n\n\n" not in first
     assert "### 1. beats random search: **not decided yet (56 of 60 runs in)**" in first
     assert "### 2. PB2 beats PBT: **met**" in first
     assert "| rl | 4 | pbt - random | 4 of 5 | 1.075 | 0.9227 to 1.227 | runs missing" in first
