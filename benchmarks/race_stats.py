@@ -112,9 +112,19 @@ def _interval(values: Sequence[float]) -> list[float] | None:
 
 
 def summarise(
-    records: Iterable[Mapping[str, Any]], plan: Iterable[Mapping[str, Any]], size: str = "full"
+    records: Iterable[Mapping[str, Any]],
+    plan: Iterable[Mapping[str, Any]],
+    size: str | None = None,
 ) -> dict[str, Any]:
-    """The race's summary (JSON-ready) from the records of ``size`` and the plan."""
+    """The race's summary (JSON-ready) from the records of ``size`` and the plan.
+
+    ``size=None``: ``"full"`` where any record is of that size, else the one size there is
+    (a ``--quick`` run's ``"smoke"``); records of another size are counted and left out.
+    """
+    records = list(records)
+    if size is None:
+        sizes = {r.get("size") for r in records}
+        size = "full" if "full" in sizes or len(sizes) != 1 else str(sizes.pop())
     planned: dict[Key, dict[str, Any]] = {}
     for c in plan:
         key = (str(c["task"]), int(c["population"]), str(c["method"]))

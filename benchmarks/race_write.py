@@ -435,9 +435,14 @@ def write_doc(
     doc_path: Path,
     figure_dir: Path,
     notes: str | None = None,
-    size: str = "full",
+    size: str | None = None,
 ) -> dict[str, Any]:
-    """Writes the document and its figures from ``records`` and ``plan``; returns the summary."""
+    """Writes the document and its figures from ``records`` and ``plan``; returns the summary.
+
+    ``notes``: hand-written commentary (``NOTES.md``), printed under its own heading.
+    ``size``: the records' size written up (``None``: ``"full"`` where there is any, else
+    the one size there is). The summary is ``summarise``'s, with ``"figures"`` added.
+    """
     summary = summarise(records, plan, size)
     doc_path = Path(doc_path)
     figs = figures(records, summary, Path(figure_dir))
@@ -458,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plan", type=Path, default=None, help="default: <results>/plan.json")
     parser.add_argument("--doc", type=Path, default=HERE.parent / "docs" / "results.md")
     parser.add_argument("--figures", type=Path, default=HERE.parent / "docs" / "results")
-    parser.add_argument("--size", default="full")
+    parser.add_argument("--size", default=None, help="default: full, else the one size there")
     args = parser.parse_args(argv)
     plan_file = args.plan or args.results / "plan.json"
     if plan_file.exists():

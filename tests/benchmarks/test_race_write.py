@@ -150,6 +150,11 @@ def test_only_pairs_counted_and_partial_plan() -> None:
     pb2 = cell_of(s, "toy", 4, "pb2")
     assert (pb2["runs_in"], pb2["failed"], pb2["n"], pb2["planned"]) == (3, 1, 2, 5)
     assert comparison(s, "toy", 4, "pbt", "random")["mean"] < 50  # not the duplicate
+    # smoke records alone (benchmarks/paper.py --quick): their size is the one written up
+    smoke = [{**r, "size": "smoke"} for r in all_records(plan)[:7]]
+    assert race_write.summarise(smoke, plan)["size"] == "smoke"
+    assert race_write.summarise(smoke, plan)["runs_in"] == 7
+    assert race_write.summarise(smoke, plan, size="full")["ignored"]["other_size"] == 7
     assert s["runs_in"] == s["runs_planned"] - 10 * 3 + 1  # 10 pb2 cells, 3 of 5 seeds missing
 
 
