@@ -146,9 +146,11 @@ def summarise(
             ignored["duplicate"] += 1  # the first one read (files in name order) is kept
             continue
         runs[key][seed] = r
-        mm = (str(r["metric"]), str(r["mode"]))
-        if modes.setdefault(key[0], mm) != mm:
-            raise ValueError(f"task {key[0]}: records disagree on metric/mode: {mm}")
+        names, mode0 = modes.setdefault(key[0], (str(r["metric"]), str(r["mode"])))
+        if mode0 != r["mode"]:  # the sign of every difference depends on it
+            raise ValueError(f"task {key[0]}: records disagree on the mode ({mode0}, {r['mode']})")
+        if r["metric"] not in names.split(" / "):  # e.g. Ray Tune's own name for it
+            modes[key[0]] = (" / ".join(sorted([*names.split(" / "), str(r["metric"])])), mode0)
 
     def scores(key: Key) -> dict[int, float]:
         return {s: float(r["best_score"]) for s, r in runs[key].items() if finite(r["best_score"])}

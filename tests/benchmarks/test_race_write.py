@@ -106,7 +106,8 @@ def cell_of(summary: Rec, task: str, pop: int, method: str) -> Rec:
 
 def test_paired_differences_interval_and_sign() -> None:
     plan = full_plan()
-    s = race_write.summarise(all_records(plan), plan)
+    recs = all_records(plan)
+    s = race_write.summarise(recs, plan)
     assert s["runs_in"] == s["runs_planned"] == 5 * len(plan)
     for task in ("toy", "deceptive"):  # deceptive: lower is better, the sign is flipped
         c = comparison(s, task, 4, "pbt", "random")
@@ -125,6 +126,11 @@ def test_paired_differences_interval_and_sign() -> None:
         -statistics.fmean(score("toy", "pbt", x) for x in SEEDS)
     )
     assert json.loads(json.dumps(s)) == s  # JSON-ready
+    renamed = [{**r, "metric": "mean_q"} if r["method"] == "tune_pbt" else r for r in recs]
+    assert cell_of(race_write.summarise(renamed, plan), "toy", 4, "pbt")["metric"] == "Q / mean_q"
+    flipped = [{**r, "mode": "min"} if r["method"] == "tune_pbt" else r for r in recs]
+    with pytest.raises(ValueError, match="disagree on the mode"):
+        race_write.summarise(flipped, plan)
 
 
 def test_only_pairs_counted_and_partial_plan() -> None:
