@@ -12,6 +12,8 @@ import math
 import time
 from collections.abc import Callable, Iterable
 
+import _methods
+
 import genepool as gp
 
 
@@ -26,7 +28,7 @@ def main(
 ) -> None:
     """Parse the flags, run the example once and print its best member as JSON."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--method", choices=["pbt", "random"], default="pbt")
+    parser.add_argument("--method", choices=_methods.METHODS, default="pbt")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=sorted(sizes), default="full")
     parser.add_argument("--workers", type=int, default=1)

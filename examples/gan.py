@@ -10,9 +10,10 @@ classified digits). The classifier is also taught that noise is no digit (its pr
 on random images is pushed towards uniform), so that noise scores near 1.
 
 PBT tunes the generator's and the discriminator's learning rates (log scale) as the paper
-does, with binary tournament selection and perturb (x0.8 / x1.2) explore, in synchronous
-generations (a donor is never at an earlier step, so no member redoes steps and PBT
-spends exactly the compute of random search). Random search is the same population with
+does, with binary tournament selection and perturb (x0.8 / x1.2) explore, or a resample
+with probability 0.25 (examples/_methods.py), in synchronous generations (a donor is never
+at an earlier step, so no member redoes steps and PBT spends exactly the compute of random
+search). Random search is the same population with
 rates sampled from the same space and kept, for the same budget.
 
 Every random draw comes from the member's own stream (``member.rng``): the weights'
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import _cli
+import _methods
 import numpy as np
 import torch
 from torch import nn
@@ -377,29 +379,27 @@ def run(
     workers: int = 1,
     storage: str | None = None,
     progress: bool = False,
+    population: int | None = None,
 ) -> gp.Result:
-    """One run: ``method="pbt"`` (tournament exploit, perturb explore) or ``"random"``.
+    """One run of ``method`` (see examples/_methods.py: ``"pbt"``, ``"random"``, ...).
 
-    Both use the same population, space, ready interval and budget; random search only
-    never exploits or explores.
+    Every method trains the same population (``population``, default the size's) with
+    the same space, ready interval and budget; PBT's exploit is a binary tournament.
     """
-    if method not in ("pbt", "random"):
-        raise ValueError(f"method must be 'pbt' or 'random', got {method!r}")
+    policy = _methods.policy(method, select=gp.Tournament())
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     s = SIZES[size]
     classifier()  # train it once here: worker processes then read it from the cache file
-    pbt = method == "pbt"
     return gp.run(
         trainable(size),
         SPACE,
         metric=METRIC,
         mode=MODE,
-        population=s["population"],
+        population=population or s["population"],
         ready=gp.Every(s["ready"]),
         budget=gp.Budget(steps=s["steps"]),
-        exploit=gp.Tournament() if pbt else None,
-        explore=gp.Perturb() if pbt else None,
+        **policy,
         seed=seed,
         # generations: every member decides on the same round, so a donor is never behind
         # (asynchronously a member could copy one at an earlier step and redo its steps,

@@ -26,10 +26,10 @@ first five seeds then ended on a slow learner's line.)
 The score (``return``) is the mean undiscounted return of the member's last 10 finished
 episodes (before its first episode ends: the mean running return). Selection is the
 paper's rule for RL, Welch's t-test on the member's recent scores against a random other
-member's (``gp.WelchTTest``), with the perturb explore. The finished episodes' returns and
-the step counters travel with the weights in the checkpoint; the environments do not:
-after an exploit or a resume they are reset with a fresh seed from the member's random
-stream.
+member's (``gp.WelchTTest``), with the perturb explore (or a resample, with probability
+0.25; examples/_methods.py). The finished episodes' returns and the step counters travel
+with the weights in the checkpoint; the environments do not: after an exploit or a resume
+they are reset with a fresh seed from the member's random stream.
 
 Every random draw (weights, environment seeds, actions) comes from ``member.rng``: a
 seeded serial run is exactly reproducible.
@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import _cli
+import _methods
 import gymnasium as gym
 import numpy as np
 import torch
@@ -353,26 +354,25 @@ def run(
     workers: int = 1,
     storage: str | None = None,
     progress: bool = False,
+    population: int | None = None,
 ) -> gp.Result:
-    """One run: ``"pbt"`` (Welch t-test exploit, perturb explore) or ``"random"`` search.
+    """One run of ``method`` (see examples/_methods.py: ``"pbt"``, ``"random"``, ...).
 
-    Random search is the same population with hyperparameters sampled from the same
-    space, the same ready interval (checkpoints only) and the same budget.
+    Every method trains the same population (``population``, default the size's) with
+    the same space, ready interval and budget; only the decision at ready differs. PBT's
+    exploit is the paper's Welch t-test on the last 10 episodes' returns.
     """
-    if method not in ("pbt", "random"):
-        raise ValueError(f"method must be 'pbt' or 'random', got {method!r}")
+    policy = _methods.policy(method, select=gp.WelchTTest(window=10))
     cfg = _size(size)
-    pbt = method == "pbt"
     return gp.run(
         trainable(size),
         SPACE,
         metric=METRIC,
         mode=MODE,
-        population=cfg.population,
+        population=population or cfg.population,
         ready=gp.Every(cfg.ready, burn_in=cfg.burn_in),
         budget=gp.Budget(steps=cfg.steps),
-        exploit=gp.WelchTTest(window=10) if pbt else None,
-        explore=gp.Perturb() if pbt else None,
+        **policy,
         seed=seed,
         name=f"{TASK}-{method}-{seed}",
         storage=storage,

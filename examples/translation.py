@@ -4,7 +4,8 @@ The paper's Transformer experiment (Jaderberg et al. 2017, section 4.2), at lapt
 PBT tunes the learning rate (log scale) and the Transformer's three dropouts: attention
 dropout (on the attention weights), layer dropout (on each residual branch and on the
 embeddings) and ReLU dropout (inside the feed-forward block). Selection is a binary
-tournament, explore is the paper's perturb (x0.8 / x1.2).
+tournament, explore is the paper's perturb (x0.8 / x1.2), or a resample with probability
+0.25 (examples/_methods.py has the other methods: PB2, ablations, ...).
 
 **The task** is generated in code from a fixed seed (nothing is downloaded). The source
 language is English-like: ``DET ADJ* NOUN [that VERB DET ADJ* NOUN] VERB DET ADJ* NOUN``
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import _cli
+import _methods
 import numpy as np
 import sacrebleu
 import torch
@@ -557,24 +559,26 @@ def run(
     workers: int = 1,
     storage: str | None = None,
     progress: bool = False,
+    population: int | None = None,
 ) -> gp.Result:
-    """PBT (``method="pbt"``: tournament + perturb) or random search (``"random"``)."""
-    if method not in ("pbt", "random"):
-        raise ValueError(f"method must be 'pbt' or 'random', got {method!r}")
+    """One run of ``method`` (see examples/_methods.py: ``"pbt"``, ``"random"``, ...).
+
+    Every method trains the same population (``population``, default the size's) with
+    the same space, ready interval and budget; PBT's exploit is a binary tournament.
+    """
+    policy = _methods.policy(method, select=gp.Tournament())
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     s = SIZES[size]
-    pbt = method == "pbt"
     return gp.run(
         _trainable(size),
         SPACE,
         metric=METRIC,
         mode=MODE,
-        population=s["population"],
+        population=population or s["population"],
         ready=gp.Every(s["ready"]),
         budget=gp.Budget(steps=s["steps"]),
-        exploit=gp.Tournament() if pbt else None,
-        explore=gp.Perturb() if pbt else None,
+        **policy,
         seed=seed,
         workers=workers,
         storage=storage,
