@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +155,12 @@ def run_tune(
     seed: int,
     target: float | None = None,
     explore_fn: Any = None,
+    scheduler: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """One Ray Tune PBT run: wall times, and every trial's metrics. ``explore_fn`` is
-    Tune's ``custom_explore_fn`` (applied after its own perturbation)."""
+    Tune's ``custom_explore_fn`` (applied after its own perturbation); ``scheduler`` makes
+    another scheduler instead (benchmarks/race_tune.py: PB2, synchronous PBT), after Ray's
+    start and the seeding of its streams."""
     import ray
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
@@ -196,19 +199,23 @@ def run_tune(
 
             random.seed(seed)  # Ray's samplers draw from the global streams
             np.random.seed(seed)
-            scheduler = PopulationBasedTraining(
-                time_attr="training_iteration",
-                perturbation_interval=interval,
-                hyperparam_mutations=mutations,
-                quantile_fraction=0.25,
-                resample_probability=0.25,
-                custom_explore_fn=explore_fn,
+            made = (
+                scheduler()
+                if scheduler is not None
+                else PopulationBasedTraining(
+                    time_attr="training_iteration",
+                    perturbation_interval=interval,
+                    hyperparam_mutations=mutations,
+                    quantile_fraction=0.25,
+                    resample_probability=0.25,
+                    custom_explore_fn=explore_fn,
+                )
             )
             tuner = tune.Tuner(
                 tune.with_resources(trainable, {"cpu": 1}),
                 param_space=param_space,
                 tune_config=tune.TuneConfig(
-                    scheduler=scheduler,
+                    scheduler=made,
                     metric=metric,
                     mode="max",
                     num_samples=population,
@@ -236,7 +243,7 @@ def run_tune(
         "wall_s": end - start,
         "wall_without_startup_s": end - first,
         "frames": frames,
-        "perturbations": int(getattr(scheduler, "_num_perturbations", -1)),
+        "perturbations": int(getattr(made, "_num_perturbations", -1)),
         "timed_out": end - start >= TUNE_TIME_BUDGET_S,
         "trials_finished": finished,
     }
