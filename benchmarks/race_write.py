@@ -85,7 +85,7 @@ def figures(
         plt.close(fig)
         made.setdefault(key, []).append(name)
 
-    for task, pop in sorted({(c["task"], c["population"]) for c in summary["cells"]}, key=_tp):
+    for task, pop in _task_pops(summary["cells"]):
         rows = [r for r in used if (r["task"], r["population"]) == (task, pop)]
         if not rows:
             continue
@@ -94,7 +94,8 @@ def figures(
         _curves(ax, rows)
         ax.set(xlabel="step", ylabel=f"best {rows[0]['metric']} in the population")
         ax.set_title(f"{task}, population {pop}: median over seeds, band: quartiles")
-        ax.legend(loc="best", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # no curve: no legend (and no warning)
+            ax.legend(loc="best", fontsize=8)
         save(fig, key, f"race_{key}.png")
         fig = _schedule_figure(plt, rows, f"{task}, population {pop}")
         if fig is not None:
@@ -133,8 +134,10 @@ def figures(
     return made
 
 
-def _tp(tp: tuple[str, int]) -> tuple[Any, ...]:
-    return (task_order(tp[0]), tp[1])
+def _task_pops(cells: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    return sorted(
+        {(c["task"], c["population"]) for c in cells}, key=lambda x: (task_order(x[0]), x[1])
+    )
 
 
 def _curves(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -160,7 +163,7 @@ def _curves(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
             warnings.simplefilter("ignore", RuntimeWarning)  # a step no run of m reached
             q1, med, q3 = np.nanpercentile(ys, [25, 50, 75], axis=0)
         colour = COLOURS.get(m)
-        ax.plot(grid, med, color=colour, lw=1.5, label=f"{m} ({len(ys)} runs)")
+        ax.plot(grid, med, color=colour, lw=1.5, label=f"{m} ({len(ys)} run{'s' * (len(ys) > 1)})")
         ax.fill_between(grid, q1, q3, color=colour, alpha=0.2, lw=0)
 
 
@@ -240,6 +243,14 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     return out + ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
 
 
+def _seeds(s: Sequence[int]) -> str:
+    """'10 seeds (0 to 9)', '1 seed (0)', '2 seeds (0, 5)'."""
+    if len(s) == 1:
+        return f"1 seed ({s[0]})"
+    run = list(range(s[0], s[-1] + 1)) == list(s)
+    return f"{len(s)} seeds ({f'{s[0]} to {s[-1]}' if run else ', '.join(map(str, s))})"
+
+
 def _images(alt: str, names: Sequence[str], rel: str) -> list[str]:
     return [line for n in names for line in (f"![{alt}]({rel}{n})", "")]
 
@@ -287,7 +298,7 @@ def _markdown(
     for x in plan:
         seeds_per_task.setdefault(x["task"], set()).update(x["seeds"])
     design = ", ".join(
-        f"{t}: {len(s)} seeds ({min(s)} to {max(s)})"
+        f"{t}: {_seeds(sorted(s))}"
         for t, s in sorted(seeds_per_task.items(), key=lambda x: task_order(x[0]))
     )
     hand = " except the section headed *Notes (written by hand after the results)*"
@@ -315,7 +326,7 @@ def _markdown(
     methods = sorted({c["method"] for c in cells}, key=method_order)
     by = {(c["task"], c["population"], c["method"]): c for c in cells}
     progress = []
-    for t, p in sorted({(c["task"], c["population"]) for c in cells}, key=_tp):
+    for t, p in _task_pops(cells):
         got = [by.get((t, p, m)) for m in methods]
         progress.append([t, p, *(_progress(c) for c in got)])
     L += _table(["task", "population", *methods], progress)
@@ -381,21 +392,15 @@ def _rank_section(rk: Mapping[str, Any], figs: Mapping[str, list[str]], rel: str
         "below are the primary evidence.",
         "",
         *_table(["method", "average rank"], ([m, fmt(rk["average"][m])] for m in rk["methods"])),
-        "",
-        (
-            f"Friedman test: chi-square {fmt(fr['chi2'])}, p = {fmt(fr['p'])}."
-            if fr
-            else "Friedman test: not computed (it needs 3 methods, 2 blocks and unequal ranks)."
-        )
-        + f" Nemenyi critical difference at 0.05: {fmt(rk['cd'])}; ",
     ]
-    L[-1] += (
-        "methods whose average ranks differ by less than it are not told apart: "
-        + "; ".join(" ~ ".join(g) for g in rk["cliques"])
-        + "."
-        if rk["cliques"]
-        else "every pair of methods differs by at least it."
-    )
+    fried = f"chi-square {fmt(fr['chi2'])}, p = {fmt(fr['p'])}" if fr else "not computed (it "
+    fried += "" if fr else "needs 3 methods, 2 blocks and unequal ranks)"
+    apart = "; ".join(" ~ ".join(g) for g in rk["cliques"]) or "none"
+    L += [
+        "",
+        f"Friedman test: {fried}. Nemenyi critical difference at 0.05: {fmt(rk['cd'])}; "
+        f"methods whose average ranks differ by less than it, not told apart: {apart}.",
+    ]
     L += ["", *_images("ranks", figs.get("ranks", []), rel), "Per task:", ""]
     rows = [
         [t, v["blocks"], *(fmt(v["average"][m]) for m in rk["methods"])]
