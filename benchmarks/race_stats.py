@@ -106,6 +106,12 @@ def _mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
     return mean, (statistics.stdev(values) if len(values) >= 2 else None)
 
 
+def _mean_of(records: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    """The mean of ``key`` over the records that have a number there (``None``: none has)."""
+    values = [float(r[key]) for r in records if finite(r.get(key))]
+    return statistics.fmean(values) if values else None
+
+
 def _interval(values: Sequence[float]) -> list[float] | None:
     iv = t_interval(values)
     return None if iv is None else [float(iv[0]), float(iv[1])]
@@ -179,9 +185,11 @@ def summarise(
                 "mean": mean,
                 "sd": sd,
                 "interval": _interval(values),
-                "wall_s": statistics.fmean(float(r["wall_s"]) for r in rs) if rs else None,
-                "exploits": statistics.fmean(float(r["exploits"]) for r in rs) if rs else None,
-                "budget_steps": sorted({int(r["budget_steps"]) for r in rs}),
+                "wall_s": _mean_of(rs, "wall_s"),
+                "exploits": _mean_of(rs, "exploits"),
+                "budget_steps": sorted(
+                    {int(r["budget_steps"]) for r in rs if finite(r["budget_steps"])}
+                ),
             }
         )
 

@@ -136,9 +136,8 @@ def test_paired_differences_interval_and_sign() -> None:
 def test_only_pairs_counted_and_partial_plan() -> None:
     plan = full_plan()
     recs = [r for r in all_records(plan) if not (r["method"] == "pb2" and r["seed"] >= 2)]
-    recs.append(
-        {**record("toy", 4, "pb2", 2), "best_score": None}
-    )  # a run that failed: in, no score
+    failed = {**record("toy", 4, "pb2", 2), "best_score": None, "exploits": None}
+    recs.append(failed)  # a run that failed: in, without a score
     recs.append(record("toy", 4, "pbt", 7))  # a seed not in the plan: left out
     recs.append({**record("toy", 4, "pbt", 0), "size": "smoke"})
     recs.append(record("toy", 4, "pbt", 0, best=99.0))  # a duplicate: the first one is kept
@@ -155,6 +154,7 @@ def test_only_pairs_counted_and_partial_plan() -> None:
     assert c["interval"] is not None
     pb2 = cell_of(s, "toy", 4, "pb2")
     assert (pb2["runs_in"], pb2["failed"], pb2["n"], pb2["planned"]) == (3, 1, 2, 5)
+    assert (pb2["exploits"], pb2["wall_s"]) == (3, 1.5)  # the failed run has no count
     assert comparison(s, "toy", 4, "pbt", "random")["mean"] < 50  # not the duplicate
     # smoke records alone (benchmarks/paper.py --quick): their size is the one written up
     smoke = [{**r, "size": "smoke"} for r in all_records(plan)[:7]]
