@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from genepool.asktell import AskTell
     from genepool.checkpoints.fsspec import FsspecCheckpoints
     from genepool.executors import Executor, ProcessExecutor, RayExecutor, SerialExecutor
+    from genepool.loggers import Logger, MLflowLogger, WandbLogger, export_logs
     from genepool.result import MemberResult, Result
 
 #: Loaded on first use (PEP 562): a worker process, which imports genepool to run the
@@ -79,6 +80,10 @@ _LAZY = {
     "ProcessExecutor": "genepool.executors",
     "RayExecutor": "genepool.executors",
     "SerialExecutor": "genepool.executors",
+    "Logger": "genepool.loggers",
+    "MLflowLogger": "genepool.loggers",
+    "WandbLogger": "genepool.loggers",
+    "export_logs": "genepool.loggers",
     "MemberResult": "genepool.result",
     "Result": "genepool.result",
 }
@@ -119,6 +124,8 @@ __all__ = [
     "Int",
     "InvalidArgumentError",
     "LocalCheckpoints",
+    "Logger",
+    "MLflowLogger",
     "ManualClock",
     "Member",
     "MemberResult",
@@ -151,8 +158,10 @@ __all__ = [
     "Trainable",
     "TrainableError",
     "Truncation",
+    "WandbLogger",
     "WelchTTest",
     "__version__",
+    "export_logs",
     "load_best",
     "replay",
     "run",

@@ -2,11 +2,12 @@
 
 :mod:`genepool.cli` holds the command line itself (its parser, its help and its exit
 status) and the user's documentation; this module holds the commands: ``run`` (load the
-trainable, read the config file, check or run), the commands that read a run back from
-its store (``status``, ``export``, ``report``, ``tensorboard``), ``replay``, and the two
-that mend a store (``migrate``, ``revive``), with what they share: the store's URL from
-``--storage`` or the environment, the store and the run opened read-only, an output path
-checked before any work, and :func:`say`, which prints run data with its passwords hidden.
+trainable, read the config file, check or run), the commands that read a run back from its
+store (``status``, ``export``, ``report``, ``tensorboard``, ``export-logs``), ``replay``,
+and the two that mend a store (``migrate``, ``revive``), with what they share: the store's
+URL from ``--storage`` or the environment, the store and the run opened read-only, an
+output path checked before any work, and :func:`say`, which prints run data with its
+passwords hidden.
 
 Each command takes the parsed arguments and returns the exit status; :data:`COMMANDS` maps
 the command's name to it. An error to fix is raised (as :func:`genepool._errors.invalid`
@@ -28,6 +29,7 @@ from genepool._config import check_run, load_config, load_trainable, run_argumen
 from genepool._errors import StorageFaultError, invalid
 from genepool._progress import terminal_text
 from genepool._redact import redact_url, shown
+from genepool.loggers._spec import loggers_from_specs
 
 if TYPE_CHECKING:
     from genepool.result import Result
@@ -49,6 +51,12 @@ def _run(args: argparse.Namespace) -> int:
     with _no_bytecode(args.check):  # --check writes nothing, not even __pycache__
         trainable, module = load_trainable(args.trainable)
     options = run_arguments(config, trainable_module=module, overrides=flags)
+    if args.logger:  # the flags win over the file's
+        options["loggers"] = loggers_from_specs(args.logger, owner="genepool run", name="--logger")
+    elif options.get("loggers") is not None:  # the file names them: "mlflow:URI", ...
+        options["loggers"] = loggers_from_specs(
+            options["loggers"], owner="the config file", name="loggers"
+        )
     if "storage" not in options and os.environ.get(STORAGE_ENV):
         options["storage"] = os.environ[STORAGE_ENV]
     if args.resume:
@@ -327,6 +335,26 @@ def _tensorboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_logs(args: argparse.Namespace) -> int:
+    """Send a run (finished or still going) to the loggers ``--logger`` names."""
+    from genepool.loggers import LogFeed
+
+    loggers = loggers_from_specs(args.logger, owner="genepool export-logs", name="--logger")
+    with _opened_store(args, "export-logs") as store:
+        result = _open_result(args, "export-logs", store)
+        feed = LogFeed(loggers, store, result.name)
+        sent = feed.once()
+    out = {
+        "run": result.name,
+        "reports": sent,
+        "members": len(result.population),
+        "loggers": [repr(logger) for logger in loggers],
+        "failed": [repr(logger) for logger in feed.dropped],
+    }
+    say(json.dumps(out))
+    return 1 if feed.dropped else 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from genepool._migrate import migrate
 
@@ -363,6 +391,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "replay": _replay,
     "report": _report,
     "tensorboard": _tensorboard,
+    "export-logs": _export_logs,
     "migrate": _migrate,
     "revive": _revive,
 }

@@ -9,6 +9,7 @@ A config file (TOML, or YAML with the ``[yaml]`` extra: a ``.yaml`` or ``.yml`` 
     seed = 0
     workers = 2
     storage = "sqlite:///pbt.db"
+    loggers = ["mlflow:sqlite:///mlflow.db", "wandb:my-project"]  # genepool.loggers
 
     [ready]
     every = 4                # gp.Every(4); also counter = "samples", burn_in, min_seconds
@@ -31,17 +32,16 @@ A config file (TOML, or YAML with the ``[yaml]`` extra: a ``.yaml`` or ``.yml`` 
     optimizer = "adam"       # a plain value is fixed; { fixed = [...] } for a list
 
 The top level holds the settings of :func:`genepool.run` that are plain data (those of
-:data:`genepool._settings.CONFIG_FILE`), each checked as ``gp.run`` checks it. A rule
-with its defaults may be named alone: ``exploit = "tournament"``, ``exploit = "none"``
-(never copy), ``explore = "resample"``. Without ``[ready]`` a member is ready every step;
+:data:`genepool._settings.CONFIG_FILE`; ``loggers`` by name), each checked as ``gp.run``
+checks it. A rule with its defaults may be named alone: ``exploit = "none"`` (never
+copy), ``explore = "resample"``. Without ``[ready]`` a member is ready every step;
 without ``[exploit]`` / ``[explore]``, ``gp.run``'s defaults (truncation, perturb) apply.
 A list in ``[space]`` must say what it is: ``{ choice = [...] }`` for categories,
 ``{ fixed = [...] }`` for a value that never changes. The space may instead live in the
 trainable's file, as a ``gp.Space`` named ``space`` or ``SPACE``.
 
-Every wrong input (a missing or unreadable file, a parse error, an unknown key, a value of
-the wrong type) raises :class:`~genepool.InvalidArgumentError` naming the key, the value
-and the fix, before anything is created.
+Every wrong input (a missing or unreadable file, a parse error, an unknown key, a wrong
+value) raises :class:`~genepool.InvalidArgumentError` (key, value, fix) before anything is made.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ from genepool.checkpoints import (
 from genepool.clock import Clock, SystemClock
 from genepool.executors import Executor, ProcessExecutor, SerialExecutor
 from genepool.executors.processes import refuse_in_memory
+from genepool.loggers._base import Logger
+from genepool.loggers._feed import check_loggers, feeding
 from genepool.member import Mode
 from genepool.policy import Budget, Explore, Perturb, Policy, Ready, Select, Truncation
 from genepool.result import Result
@@ -105,6 +107,7 @@ def run(
     store: Store | None = None,
     progress: bool = False,
     trust_checkpoints: bool = False,
+    loggers: Sequence[Logger] | None = None,
 ) -> Result:
     """Train a population with Population Based Training.
 
@@ -204,6 +207,13 @@ def run(
             write to it) as trusted as this code. Off by default: checkpoints hold plain
             data, NumPy arrays and torch tensors, and reading one never runs code. It is
             never read from the store or the checkpoints: each call that reads says so.
+        loggers: Where else to send the run as it goes: ``[gp.MLflowLogger(...),
+            gp.WandbLogger(...)]``, or your own :class:`~genepool.Logger`. A thread of
+            this process reads what the run wrote to its store (every second, less often
+            for a large run, and once more at the end) and sends each member's scores,
+            hyperparameters and events, and at the end each member's lineage curve (see
+            :mod:`genepool.loggers`). A logger that fails is warned about and dropped;
+            the run goes on. A resumed run is sent whole again.
 
     Returns:
         A :class:`~genepool.Result`: ``result.best.hparams``, ``result.best.score``,
@@ -272,6 +282,7 @@ def run(
         if resumed:
             give_back_abandoned(the_store, name)  # by a run of this process that met a fault
             _tidy(ctx)
+        stack.enter_context(feeding(check_loggers(loggers, owner="run"), the_store, name))
         reason = executor.run(ctx)
         _tidy(ctx)
     return Result(
@@ -299,6 +310,7 @@ def check_arguments(args: Mapping[str, Any], *, owner: str = "run") -> Policy:
     check(owner, args)
     check_run_name(args["name"], owner=owner, name="name")
     check_trainable(args["trainable"])
+    check_loggers(args.get("loggers"), owner=owner)
     space: Space = args["space"]
     initial = args["initial"]
     population = args["population"]

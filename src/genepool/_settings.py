@@ -107,6 +107,12 @@ RUN: dict[str, Setting] = {
     "progress": Setting((BOOL,)),
     # never from a file or a store: it lets checkpoints run code when read
     "trust_checkpoints": Setting((BOOL,)),
+    # each item checked by genepool.loggers (a logger; in a config file, a logger's name)
+    "loggers": Setting(
+        (TypeOf((list, tuple), "a list of loggers"), NONE),
+        "Fix: loggers=[gp.MLflowLogger(tracking_uri='sqlite:///mlflow.db')] (in a config "
+        "file: loggers = ['mlflow:sqlite:///mlflow.db', 'wandb:my-project']).",
+    ),
 }
 
 #: The settings a config file of ``genepool run`` may hold at its top level (beside its

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -40,9 +39,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     from typing_extensions import assert_never
 
+from genepool._asktell_args import ASK, tell_steps
 from genepool._claim import Checkpoint, Claim
 from genepool._collect import Collector
-from genepool._constraints import Interval, Options, Setting, check
+from genepool._constraints import check
 from genepool._errors import CheckpointError, CollectedPinError, StaleLeaseError, invalid
 from genepool._heartbeat import Heartbeats
 from genepool._loading import Loader, Unreadable
@@ -52,6 +52,7 @@ from genepool._residents import Residents
 from genepool._storage import close_store
 from genepool.checkpoints._resident import ResidentCheckpoints
 from genepool.decision import Continue, Decision, Exploit, Explore, Stop
+from genepool.loggers._feed import feeding
 from genepool.member import ACTIVE, FAILED, FINISHED, Event, MemberView, Population, Report
 from genepool.policy.stop import BEST_EVENT, PlateauTracker, ended_because, run_stop_reason
 from genepool.result import Result
@@ -83,7 +84,9 @@ class AskTell:
     Args:
         space: The hyperparameters and their bounds.
         **settings: As for :func:`genepool.run`: ``metric``, ``ready`` and ``budget``,
-            and ``mode``, ``population``, ``storage``, ``seed``, ...
+            and ``mode``, ``population``, ``storage``, ``seed``, ``loggers`` (a thread
+            of this process sends the run to them until :meth:`close`: pass them to one
+            process of a run only), ...
     """
 
     def __init__(self, space: Space, **settings: Any) -> None:
@@ -108,6 +111,8 @@ class AskTell:
             )
         #: Why the run ended (``None`` while members are left to train).
         self.stop_reason: str | None = None
+        self._logging = contextlib.ExitStack()  # closed last by close()
+        self._logging.enter_context(feeding(settings.get("loggers") or [], ctx.store, ctx.name))
 
     def __enter__(self) -> AskTell:
         return self
@@ -138,7 +143,7 @@ class AskTell:
             CheckpointError: A checkpoint is refused, not torn: it needs
                 ``trust_checkpoints=True``, or a newer genepool (the member is given back).
         """
-        check("AskTell.ask", {"timeout": timeout}, _ASK)
+        check("AskTell.ask", {"timeout": timeout}, ASK)
         ctx = self.ctx
         deadline = ctx.clock.now() + timeout
         while self.stop_reason is None:
@@ -262,7 +267,7 @@ class AskTell:
                 already), or leave it and its member goes back untouched.
         """
         self._check_open(claim)
-        steps = _steps(metrics)
+        steps = tell_steps(metrics)
         for m in steps:  # each step checked before any is reported
             claim._checked(m, {}, owner="AskTell.tell")
         for m in steps:
@@ -467,34 +472,8 @@ class AskTell:
             self._beats.close()
             self._collector.collect()
             self.ctx.checkpoints.drain()
+            self._logging.close()  # what is left, and the lineages
         finally:
             self._closed = True
             if self._owns_store:
                 close_store(self.ctx.store)
-
-
-#: What :meth:`AskTell.ask` takes.
-_ASK = {
-    "timeout": Setting(
-        (Interval("real", 0, None), Options((math.inf,))),
-        "Fix: timeout=0 (no wait), the seconds to wait, or math.inf (until a member is "
-        "claimable or the run is over).",
-    )
-}
-
-
-def _steps(metrics: Any) -> list[Mapping[str, Any]]:
-    """``tell``'s ``metrics``: any iterable of steps' metrics but a string or a dict.
-
-    Raises:
-        InvalidArgumentError: It is not.
-    """
-    if not isinstance(metrics, (str, bytes, Mapping)) and isinstance(metrics, Iterable):
-        return list(metrics)
-    raise invalid(
-        "AskTell.tell",
-        "metrics",
-        "a list of dicts, one per step",
-        shown(metrics),
-        "Fix: metrics=[{'score': 0.5}] (or report each step with claim.report(score=0.5)).",
-    )

@@ -1,5 +1,5 @@
 """The command line: ``genepool run``, ``status``, ``export``, ``replay``, ``report``,
-``tensorboard``, ``migrate``.
+``tensorboard``, ``export-logs``, ``migrate``.
 
 ``genepool run train.py:train --config pbt.toml`` runs the trainable ``train`` of the file
 ``train.py`` (or of an importable module: ``mypkg.train:Trainer``) with the settings of the
@@ -29,6 +29,7 @@ picks a run when the store holds several)::
     genepool replay train.py:train --schedule schedule.json [--steps N] [--seed S] [--json]
     genepool report --storage sqlite:///pbt.db -o report.html [--png figures/]
     genepool tensorboard --storage sqlite:///pbt.db --logdir tb/ [--follow]
+    genepool export-logs --storage sqlite:///pbt.db --logger mlflow:sqlite:///mlflow.db
 
 Checkpoints hold plain data, arrays and tensors, and reading one never runs code. A run
 whose state holds other Python objects needs ``genepool run ... --trust-checkpoints``
@@ -39,14 +40,18 @@ by genepool before its safe format are pickles: ``genepool migrate --storage URL
 ``export`` writes the best member's hyperparameter schedule (or the given member's) as
 JSON; ``replay`` trains one fresh member with it and prints its score; ``tensorboard``
 writes every member's scores and hyperparameters, and each member's lineage as one curve,
-and with ``--follow`` keeps appending while the run goes.
+and with ``--follow`` keeps appending while the run goes; ``export-logs`` sends the same to
+MLflow (``--logger mlflow:TRACKING_URI``) or Weights & Biases (``--logger wandb:PROJECT``,
+with ``WANDB_MODE=offline`` for files only), as ``genepool run --logger`` does while it
+runs (or ``loggers = [...]`` in the config file), and exits 1 if a logger failed.
 
 Without ``--storage`` (and, for ``run``, without ``storage`` in the config file), every
 command reads the store's URL from the environment variable ``GENEPOOL_STORAGE``: a
 password in the URL then stays off the command line, which ``ps`` shows to every user.
 No command shows a URL's password: errors and tables show it as ``***``.
 
-Exit status: 0 done; 2 an error to fix (the message says how); 75 the storage failed (a
+Exit status: 0 done; 1 ``export-logs`` had a logger fail (a warning says why); 2 an error
+to fix (the message says how); 75 the storage failed (a
 full disk, an I/O error, a database out of reach): ``run`` then prints
 ``"stop_reason": "storage"``, its members wait, active, and the same command resumes the
 run once the storage is back.
@@ -67,6 +72,7 @@ from genepool._cli_commands import COMMANDS, STORAGE_ENV, say
 from genepool._config import load_config, load_trainable, parse_space
 from genepool._errors import GenepoolError, InvalidArgumentError, StorageFaultError
 from genepool._faults import STORAGE_EXIT
+from genepool.loggers._spec import SPEC_HELP
 
 __all__ = ["load_config", "load_trainable", "main", "parse_space"]
 
@@ -76,6 +82,12 @@ TRUST_HELP = (
     "let checkpoints hold any Python object (pickle) and read those of genepool's first "
     "format: reading them can run code, so the checkpoint storage must be as trusted as "
     "this code"
+)
+
+
+LOGGER_HELP = (
+    f"send the run to a logger: {SPEC_HELP} (repeat for several; W&B's mode and folder "
+    "from WANDB_MODE, WANDB_DIR)"
 )
 
 
@@ -104,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("--resume", action="store_true", help="the run must exist already")
     run_cmd.add_argument("--quiet", action="store_true", help="no live table")
     run_cmd.add_argument("--trust-checkpoints", action="store_true", help=TRUST_HELP)
+    run_cmd.add_argument("--logger", action="append", metavar="SPEC", help=LOGGER_HELP)
     run_cmd.add_argument(
         "--check",
         action="store_true",
@@ -147,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     tb_cmd.add_argument(
         "--every", type=float, default=5.0, help="seconds between reads with --follow"
+    )
+    logs_cmd = reader("export-logs", "send a run's members, events and lineages to MLflow or W&B")
+    logs_cmd.add_argument(
+        "--logger", action="append", metavar="SPEC", required=True, help=LOGGER_HELP
     )
     migrate_cmd = reader(
         "migrate",

@@ -1,0 +1,34 @@
+"""Send a run where users already look: MLflow and Weights & Biases.
+
+``gp.run(..., loggers=[gp.MLflowLogger(...), gp.WandbLogger(...)])`` (and ``gp.AskTell``,
+and ``genepool run --logger``) sends each member's scores and hyperparameters over steps,
+every exploit and explore as a tagged event, and, when the run ends, each member's lineage
+as one continuous curve (its ancestors' scores up to each exploit, as
+:meth:`genepool.Result.ancestry_scores` reads them). A thread of the driver reads what the
+run wrote to its store and hands it to the loggers in batches: no logger call sits inside
+a member's round, and a logger that fails is warned about and dropped while the run goes
+on. :func:`export_logs` (``genepool export-logs``) sends a run afterwards, with the same
+code.
+
+Write your own by implementing :class:`Logger` (``start``, ``log``, ``finish``).
+MLflow and W&B are extras (``pip install 'genepool[mlflow]'``, ``'genepool[wandb]'``),
+imported only when a logger starts.
+"""
+
+from genepool.loggers._base import Batch, LineagePoint, LoggedEvent, Logger, MemberPoint, RunInfo
+from genepool.loggers._feed import LogFeed, export_logs
+from genepool.loggers._mlflow import MLflowLogger
+from genepool.loggers._wandb import WandbLogger
+
+__all__ = [
+    "Batch",
+    "LineagePoint",
+    "LogFeed",
+    "LoggedEvent",
+    "Logger",
+    "MLflowLogger",
+    "MemberPoint",
+    "RunInfo",
+    "WandbLogger",
+    "export_logs",
+]

@@ -1,0 +1,251 @@
+"""Feeding loggers from what a run wrote to its store.
+
+One path for a live run and an export: a :class:`LogFeed` reads the run's reports and
+events from the store (only what it has not sent yet), hands each logger a
+:class:`~genepool.loggers.Batch`, and at the end every member's lineage curve. During a
+run (:func:`feeding`) a thread of the driver polls the store every ``every`` seconds, and
+once more when the run ends; no logger call ever sits inside a worker's round, and it is
+the same for the serial, processes and Ray executors and for ask/tell.
+:func:`export_logs` is the very same feed run once over a finished (or going) run.
+
+A logger that raises (on start, on log, on finish) is dropped with a warning through
+``logging``; the run goes on. A store read that fails is warned about and tried again at
+the next poll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from genepool._errors import invalid
+from genepool._redact import redact_url, shown
+from genepool.analysis._curves import CurveReader, describe_event, lineage_curves
+from genepool.analysis._lineage import hparams_timeline
+from genepool.loggers._base import Batch, LoggedEvent, Logger, RunInfo
+from genepool.member import Event
+from genepool.store import Store
+
+__all__ = ["LogFeed", "check_loggers", "export_logs", "feeding"]
+
+log = logging.getLogger("genepool.loggers")
+
+#: A poll may take at most this share of the feed thread's wall time: the wait after a
+#: poll is at least this many times as long as the poll took (a large run's history takes
+#: longer to read, so it is read less often).
+LOAD_FACTOR = 50.0
+
+
+def check_loggers(loggers: Any, *, owner: str) -> list[Logger]:
+    """``loggers`` as a list, each checked to have ``start``, ``log`` and ``finish``.
+
+    Raises:
+        InvalidArgumentError: ``loggers`` is not a list of loggers.
+    """
+    if loggers is None:
+        return []
+    fix = "Fix: loggers=[gp.MLflowLogger(tracking_uri='sqlite:///mlflow.db')], or None."
+    if isinstance(loggers, str | bytes | Mapping) or not isinstance(loggers, Sequence):
+        raise invalid(owner, "loggers", "a list of loggers", shown(loggers), fix)
+    for i, one in enumerate(loggers):
+        if not all(callable(getattr(one, name, None)) for name in ("start", "log", "finish")):
+            must = "a logger (with start, log and finish methods: gp.Logger)"
+            raise invalid(owner, f"loggers[{i}]", must, shown(one), fix)
+    return list(loggers)
+
+
+def _logged(event: Event) -> LoggedEvent:
+    data = event.data
+    exploit = event.kind == "exploit"
+    new = data.get("new_hparams") if event.kind in ("exploit", "explore") else None
+    return LoggedEvent(
+        member=event.member,
+        step=event.step,
+        time=event.time,
+        kind=event.kind,
+        text=describe_event(event),
+        donor=int(data["donor"]) if exploit and data.get("donor") is not None else None,
+        donor_step=(
+            int(data["donor_step"]) if exploit and data.get("donor_step") is not None else None
+        ),
+        hparams=dict(new) if isinstance(new, Mapping) else None,
+    )
+
+
+class LogFeed:
+    """Sends a run in a store to loggers: :meth:`start`, :meth:`poll` (repeatedly),
+    :meth:`finish`. Thread-safe: one call at a time.
+
+    Args:
+        loggers: The loggers.
+        store: The run's store.
+        name: The run's name.
+    """
+
+    def __init__(self, loggers: Sequence[Logger], store: Store, name: str) -> None:
+        self.loggers = list(loggers)
+        self.store = store
+        self.name = name
+        self._reader = CurveReader()
+        self._lock = threading.Lock()
+        self._started = False
+        #: The loggers dropped for raising, in the order they failed.
+        self.dropped: list[Logger] = []
+
+    def _call(self, what: str, method: Callable[[Logger], None]) -> None:
+        """Call ``method`` on each logger; a logger that raises is warned about and dropped."""
+        for logger in list(self.loggers):
+            try:
+                method(logger)
+            except Exception as err:  # a logger never stops the run
+                self.loggers.remove(logger)
+                self.dropped.append(logger)
+                log.warning(
+                    "the logger %s failed in %s and is dropped (the run goes on): %s: %s",
+                    redact_url(type(logger).__name__),
+                    what,
+                    type(err).__name__,
+                    redact_url(str(err))[:2000],
+                )
+
+    def start(self) -> None:
+        """Tell the loggers which run starts (its members and their first hyperparameters)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            config = self.store.run_config(self.name)
+            population = self.store.population(self.name)
+            timelines = hparams_timeline(self.store.events(self.name), population)
+            run = RunInfo(
+                name=self.name,
+                metric=str(config.get("metric", "score")),
+                mode=str(population.mode),
+                seed=int(config.get("seed", 0)),
+                members={m.id: dict(timelines[m.id][0][2]) for m in population},
+            )
+            self._call("start", lambda logger: logger.start(run))
+
+    def poll(self) -> int:
+        """Send what the run wrote since the last poll; return how many points."""
+        with self._lock:
+            if not self.loggers:
+                return 0
+            history = self.store.history(self.name)
+            population = self.store.population(self.name)
+            points = self._reader.read(history.reports, history.events, population)
+            events = [_logged(e) for e in self._reader.new_events(history.events)]
+            if points or events:
+                batch = Batch(points=points, events=events)
+                self._call("log", lambda logger: logger.log(batch))
+            return len(points)
+
+    def finish(self) -> None:
+        """Send what is left and every member's lineage curve; the loggers close."""
+        from genepool.checkpoints import MemoryCheckpoints
+        from genepool.result import Result
+
+        self.poll()
+        with self._lock:
+            if not self.loggers:
+                return
+            config = self.store.run_config(self.name)
+            result = Result(
+                name=self.name,
+                seed=int(config.get("seed", 0)),
+                metric=str(config.get("metric", "score")),
+                stop_reason="",
+                store=self.store,
+                checkpoints=MemoryCheckpoints(),
+            )
+            curves = lineage_curves(result)
+            self._call("finish", lambda logger: logger.finish(curves))
+            self.loggers.clear()
+
+    def once(self) -> int:
+        """The whole run at once (an export): start, one poll, finish; return how many
+        points were sent."""
+        self.start()
+        sent = self.poll()
+        self.finish()
+        return sent
+
+
+def _safely(what: str, action: Callable[[], Any]) -> None:
+    try:
+        action()
+    except Exception as err:  # a store read that failed: the next poll tries again
+        log.warning("logging the run: %s failed: %s", what, redact_url(str(err))[:2000])
+
+
+@contextlib.contextmanager
+def feeding(
+    loggers: Sequence[Logger], store: Store, name: str, *, every: float = 1.0
+) -> Iterator[LogFeed | None]:
+    """While the block runs, a thread sends the run to ``loggers`` every ``every``
+    seconds or longer (see :data:`LOAD_FACTOR`); at its end, what is left and the lineages.
+    Nothing (``None``) without loggers."""
+    if not loggers:
+        yield None
+        return
+    feed = LogFeed(loggers, store, name)
+    _safely("starting the loggers", feed.start)
+    stop = threading.Event()
+
+    def loop() -> None:
+        wait = every
+        while not stop.wait(wait):
+            began = time.thread_time()
+            _safely("reading the run", feed.poll)
+            cost = time.thread_time() - began
+            wait = max(every, LOAD_FACTOR * cost) if math.isfinite(cost) else every
+
+    thread = threading.Thread(target=loop, name="genepool-loggers", daemon=True)
+    thread.start()
+    try:
+        yield feed
+    finally:
+        stop.set()
+        thread.join()
+        _safely("finishing the loggers", feed.finish)
+
+
+def export_logs(result: Any, loggers: Sequence[Logger]) -> int:
+    """Send a run, finished or still going, to loggers: every member's points and events,
+    and its lineage curve, as :func:`genepool.run` sends them with ``loggers=`` (the same
+    code, run once). ``genepool export-logs`` is this from a shell.
+
+    Args:
+        result: The run (:func:`genepool.run`'s result, or :meth:`genepool.Result.open`).
+        loggers: Where to send it (``gp.MLflowLogger(...)``, ``gp.WandbLogger(...)``).
+
+    Returns:
+        How many points (reports) were sent.
+
+    Raises:
+        InvalidArgumentError: ``loggers`` is not a list of loggers.
+
+    Example:
+        >>> import genepool as gp
+        >>> class Keep:
+        ...     def start(self, run): self.points = []
+        ...     def log(self, batch): self.points += batch.points
+        ...     def finish(self, lineages): self.lineages = lineages
+        >>> def train(member):
+        ...     while member.running:
+        ...         member.report(score=member.hparams["lr"] * member.step, state=0)
+        >>> result = gp.run(train, gp.Space(lr=gp.Float(0.1, 1.0)), metric="score",
+        ...                 population=2, ready=gp.Every(2), budget=gp.Budget(steps=4), seed=0)
+        >>> keep = Keep()
+        >>> gp.export_logs(result, [keep])
+        8
+        >>> sorted(keep.lineages) == [m.id for m in result.population]
+        True
+    """
+    feed = LogFeed(check_loggers(loggers, owner="export_logs"), result._store, result.name)
+    return feed.once()

@@ -1,0 +1,188 @@
+"""A run in MLflow: one parent run, and a nested run per member."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from genepool._errors import missing_dependency
+from genepool._redact import redact_url
+from genepool.analysis._curves import number
+from genepool.loggers._base import Batch, LineagePoint, RunInfo
+
+__all__ = ["MLflowLogger", "lineage_text"]
+
+#: What one ``log_batch`` call of MLflow takes at most.
+_METRICS, _PARAMS, _TAGS = 1000, 100, 100
+#: MLflow's longest tag value and param value.
+_TAG_CHARS, _PARAM_CHARS = 5000, 6000
+
+
+def member_name(member: int) -> str:
+    """A member's run name (``member_007``), as the TensorBoard export names its folder."""
+    return f"member_{member:03d}"
+
+
+def lineage_text(points: Sequence[LineagePoint]) -> str:
+    """A lineage curve's line as text: ``member 3 (steps 1-10) -> member 0 (steps 11-20)``."""
+    parts: list[list[int]] = []  # [member, first step, last step]
+    for point in points:
+        if parts and parts[-1][0] == point.member:
+            parts[-1][2] = point.step
+        else:
+            parts.append([point.member, point.step, point.step])
+    return " -> ".join(f"member {m} (steps {a}-{b})" for m, a, b in parts)
+
+
+def _millis(when: float) -> int:
+    return int((when if math.isfinite(when) and when > 0 else time.time()) * 1000)
+
+
+class MLflowLogger:
+    """Sends a run to MLflow: a parent run named after the PBT run, and under it one run
+    per member (``member_000``, ...).
+
+    Each member's run holds its initial hyperparameters as params; its metrics at each
+    step, and the hyperparameters that trained it as ``hparams/<name>``; each event as a
+    tag ``genepool.event.<n>`` (``"exploit at step 10: ..."``) and an exploit also as the
+    metric ``event/exploit`` (the donor's id, at the step the member left). When the run
+    ends, its lineage curve: ``lineage/<metric>`` (each step's score from the ancestor
+    that trained it), ``lineage/member`` and ``lineage/hparams/<name>``, and the tag
+    ``genepool.lineage`` (the line as text). Needs ``mlflow-skinny``
+    (``pip install 'genepool[mlflow]'``).
+
+    Args:
+        tracking_uri: Where MLflow writes: ``"sqlite:///mlflow.db"``, an HTTP server, or a
+            folder (``"file:///path/mlruns"``; MLflow 3 wants ``MLFLOW_ALLOW_FILE_STORE=true``
+            in the environment for a folder). Default: MLflow's own (``MLFLOW_TRACKING_URI``).
+        experiment: The MLflow experiment (made if missing). Default: the run's name.
+        run_name: The parent run's name. Default: the run's name.
+        tags: More tags for the parent run.
+
+    Raises:
+        MissingDependencyError: MLflow is not installed.
+
+    Example:
+        >>> import genepool as gp
+        >>> logger = gp.MLflowLogger(tracking_uri="sqlite:///mlflow.db", experiment="pbt")
+        >>> result = gp.run(train, space, metric="score", ready=gp.Every(5),
+        ...                 budget=gp.Budget(steps=100), loggers=[logger])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        tracking_uri: str | None = None,
+        experiment: str | None = None,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        if importlib.util.find_spec("mlflow") is None:
+            raise missing_dependency("mlflow-skinny", "mlflow", "MLflowLogger")
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.run_name = run_name
+        self.tags = dict(tags or {})
+        self.parent_id: str | None = None
+        #: Each member's MLflow run id.
+        self.run_ids: dict[int, str] = {}
+        self._client: Any = None
+        self._metric = "score"
+        self._events: dict[int, int] = {}
+
+    def __repr__(self) -> str:
+        uri = None if self.tracking_uri is None else redact_url(self.tracking_uri)
+        return f"MLflowLogger(tracking_uri={uri!r}, experiment={self.experiment!r})"
+
+    def start(self, run: RunInfo) -> None:
+        """Make the experiment (if missing), the parent run and a run per member."""
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        client = self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        name = self.experiment or run.name
+        found = client.get_experiment_by_name(name)
+        experiment = found.experiment_id if found is not None else client.create_experiment(name)
+        self._metric = run.metric
+        tags = {
+            "genepool.run": run.name,
+            "genepool.metric": run.metric,
+            "genepool.mode": run.mode,
+            "genepool.seed": str(run.seed),
+            **self.tags,
+        }
+        parent = client.create_run(experiment, run_name=self.run_name or run.name, tags=tags)
+        self.parent_id = parent.info.run_id
+        for member, hparams in sorted(run.members.items()):
+            child = client.create_run(
+                experiment,
+                run_name=member_name(member),
+                tags={
+                    "mlflow.parentRunId": self.parent_id,
+                    "genepool.run": run.name,
+                    "genepool.member": str(member),
+                },
+            )
+            self.run_ids[member] = child.info.run_id
+            params = [Param(str(k), str(v)[:_PARAM_CHARS]) for k, v in hparams.items()]
+            for i in range(0, len(params), _PARAMS):
+                client.log_batch(child.info.run_id, params=params[i : i + _PARAMS])
+
+    def log(self, batch: Batch) -> None:
+        """Write the batch: one ``log_batch`` per member (or per 1,000 metrics)."""
+        from mlflow.entities import Metric, RunTag
+
+        metrics: dict[int, list[Any]] = {}
+        tags: dict[int, list[Any]] = {}
+        for p in batch.points:
+            when = _millis(p.time)
+            out = metrics.setdefault(p.member, [])
+            out.extend(Metric(k, v, when, p.step) for k, v in p.metrics.items())
+            for k, v in p.hparams.items():
+                value = number(v)
+                if value is not None:
+                    out.append(Metric(f"hparams/{k}", value, when, p.step))
+        for e in batch.events:
+            n = self._events[e.member] = self._events.get(e.member, 0) + 1
+            text = f"{e.kind} at step {e.step}: {e.text}"[:_TAG_CHARS]
+            tags.setdefault(e.member, []).append(RunTag(f"genepool.event.{n:05d}", text))
+            if e.donor is not None:
+                metric = Metric("event/exploit", float(e.donor), _millis(e.time), e.step)
+                metrics.setdefault(e.member, []).append(metric)
+        for member in sorted({*metrics, *tags}):
+            self._write(member, metrics.get(member, []), tags.get(member, []))
+
+    def _write(self, member: int, metrics: list[Any], tags: list[Any]) -> None:
+        run_id = self.run_ids.get(member)
+        if run_id is None:  # a member the run did not have when it started
+            return
+        calls = max(-(-len(metrics) // _METRICS), -(-len(tags) // _TAGS))
+        for i in range(calls):
+            self._client.log_batch(
+                run_id,
+                metrics=metrics[i * _METRICS : (i + 1) * _METRICS],
+                tags=tags[i * _TAGS : (i + 1) * _TAGS],
+            )
+
+    def finish(self, lineages: Mapping[int, Sequence[LineagePoint]]) -> None:
+        """Write each member's lineage curve; end every run."""
+        from mlflow.entities import Metric, RunTag
+
+        for member, points in sorted(lineages.items()):
+            metrics = []
+            for p in points:
+                when = _millis(p.time)
+                metrics.append(Metric(f"lineage/{self._metric}", p.score, when, p.step))
+                metrics.append(Metric("lineage/member", float(p.member), when, p.step))
+                for k, v in p.hparams.items():
+                    value = number(v)
+                    if value is not None:
+                        metrics.append(Metric(f"lineage/hparams/{k}", value, when, p.step))
+            text = lineage_text(points)[:_TAG_CHARS]
+            self._write(member, metrics, [RunTag("genepool.lineage", text)])
+        for run_id in [*self.run_ids.values(), self.parent_id]:
+            if run_id is not None:
+                self._client.set_terminated(run_id)

@@ -1,0 +1,111 @@
+"""MLflowLogger: a run written to a local MLflow store, read back with MLflow's client,
+each member's curves and lineage checked against the run's own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import genepool as gp
+from tests.loggers._toy import check_has_exploits, expected_lineage, own_scores, run_toy
+
+mlflow = pytest.importorskip("mlflow")
+
+
+def read_back(uri: str, experiment: str) -> tuple[Any, Any, dict[int, Any]]:
+    """The client, the parent run, and each member's run (by member id)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    runs = client.search_runs([found.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    members = {}
+    for r in runs:
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id:
+            members[int(r.data.tags["genepool.member"])] = r
+    return client, parent, members
+
+
+def history(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def check_written(uri: str, experiment: str, result: gp.Result) -> None:
+    client, parent, members = read_back(uri, experiment)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["genepool.run"] == result.name
+    assert sorted(members) == [m.id for m in result.population]
+    events = {m.id: [e for e in result.events if e.member == m.id] for m in result.population}
+    for m in result.population:
+        run = members[m.id]
+        run_id = run.info.run_id
+        assert run.info.run_name == f"member_{m.id:03d}"
+        assert run.info.status == "FINISHED"
+        # its own curve, step for step, in the order reported
+        assert history(client, run_id, "score") == own_scores(result, m.id)
+        first = next(r for r in result.reports if r.member == m.id)
+        assert float(run.data.params["lr"]) == pytest.approx(
+            history(client, run_id, "hparams/lr")[0][1]
+        )
+        assert history(client, run_id, "hparams/lr")[0][0] == first.step
+        # every event a tag, in order; each exploit a point at the step it left
+        tags = sorted(k for k in run.data.tags if k.startswith("genepool.event."))
+        kinds = [run.data.tags[k].split(" ", 1)[0] for k in tags]
+        assert kinds == [e.kind for e in events[m.id]]
+        exploits = [e for e in events[m.id] if e.kind == "exploit"]
+        assert history(client, run_id, "event/exploit") == [
+            (e.step, float(e.data["donor"])) for e in exploits
+        ]
+        # the lineage: one curve across exploits, as Result.ancestry_scores has it
+        expected = expected_lineage(result, m.id)
+        assert history(client, run_id, "lineage/score") == [(s, v) for s, v, _ in expected]
+        assert history(client, run_id, "lineage/member") == [(s, float(w)) for s, _, w in expected]
+        ancestors = result.lineage(m.id).ancestors
+        assert run.data.tags["genepool.lineage"].startswith(f"member {ancestors[0]} (steps 1-")
+
+
+def test_a_run_in_a_folder_store(tmp_path: Path, file_store: str) -> None:
+    logger = gp.MLflowLogger(tracking_uri=file_store, experiment="pbt")
+    result = run_toy(tmp_path, [logger])
+    check_has_exploits(result)
+    check_written(file_store, "pbt", result)
+
+
+def test_two_workers_and_an_export_afterwards(tmp_path: Path, file_store: str) -> None:
+    result = run_toy(tmp_path, [gp.MLflowLogger(tracking_uri=file_store)], workers=2)
+    check_written(file_store, "toy", result)  # the experiment is named after the run
+    result.close()
+    with gp.Result.open(f"sqlite:///{tmp_path}/pbt.db", "toy") as opened:
+        gp.export_logs(opened, [gp.MLflowLogger(tracking_uri=file_store, experiment="later")])
+        check_written(file_store, "later", opened)
+
+
+def test_a_run_in_a_sqlite_store(tmp_path: Path) -> None:
+    pytest.importorskip("alembic")  # MLflow's SQL store needs it: not in mlflow-skinny
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = run_toy(tmp_path, [gp.MLflowLogger(tracking_uri=uri, experiment="pbt")])
+    check_written(uri, "pbt", result)
+
+
+def test_a_store_mlflow_refuses_warns_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    uri = "http://user:hunter2@127.0.0.1:9/"  # nothing listens: MLflow cannot reach it
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    logger = gp.MLflowLogger(tracking_uri=uri)
+    assert "hunter2" not in repr(logger)
+    with caplog.at_level("WARNING", logger="genepool.loggers"):
+        result = run_toy(tmp_path, [logger])
+    assert result.best.step == 12
+    warned = [r.getMessage() for r in caplog.records if "MLflowLogger" in r.getMessage()]
+    assert len(warned) == 1
+    assert "dropped" in warned[0]
+    assert "hunter2" not in warned[0]

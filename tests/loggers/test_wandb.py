@@ -1,0 +1,79 @@
+"""WandbLogger offline: a run written as W&B offline run files, read back from them (no
+network), each member's curves and lineage checked against the run's own."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import genepool as gp
+from tests.loggers._toy import check_has_exploits, expected_lineage, own_scores, run_toy
+from tests.loggers._wandb_files import OfflineRun, offline_runs
+
+pytest.importorskip("wandb")
+
+
+def finished_runs(folder: Path, timeout: float = 20.0) -> dict[str, OfflineRun]:
+    """The offline runs under ``folder`` once each has its exit record: W&B's service
+    writes the files on its own thread, so the last records may land a moment after
+    ``finish()`` returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = offline_runs(folder)
+        if all(run.exited for run in runs.values()) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.1)
+
+
+def check_written(folder: Path, result: gp.Result) -> None:
+    runs = finished_runs(folder)
+    names = {f"{result.name}/member_{m.id:03d}": m.id for m in result.population}
+    assert sorted(runs) == sorted(names)
+    for name, member in names.items():
+        run: OfflineRun = runs[name]
+        assert run.exited
+        assert run.group == result.name
+        assert run.config["genepool/member"] == member
+        rows = run.rows
+        own = [(r["step"], r["score"]) for r in rows if "score" in r]
+        assert own == own_scores(result, member)
+        first = next(r for r in rows if "hparams/lr" in r)
+        assert run.config["lr"] == pytest.approx(first["hparams/lr"])
+        events = [e for e in result.events if e.member == member]
+        logged = [(r["step"], r["event/kind"]) for r in rows if "event/kind" in r]
+        assert logged == [(e.step, e.kind) for e in events]
+        exploits = [r["event/exploit"] for r in rows if "event/exploit" in r]
+        assert exploits == [e.data["donor"] for e in events if e.kind == "exploit"]
+        line = [
+            (r["lineage/step"], float(r["lineage/score"]), r["lineage/member"])
+            for r in rows
+            if "lineage/step" in r
+        ]
+        assert line == expected_lineage(result, member)
+        assert run.summary["lineage"].startswith(
+            f"member {result.lineage(member).ancestors[0]} (steps 1-"
+        )
+
+
+def test_an_offline_run(tmp_path: Path, offline: Path) -> None:
+    logger = gp.WandbLogger(project="pbt", mode="offline", dir=offline)
+    result = run_toy(tmp_path, [logger])
+    check_has_exploits(result)
+    check_written(offline, result)
+
+
+def test_two_workers_then_an_export(tmp_path: Path, offline: Path) -> None:
+    result = run_toy(tmp_path, [gp.WandbLogger(project="pbt", dir=offline)], workers=2)
+    check_written(offline, result)
+    result.close()
+    later = tmp_path / "later"
+    with gp.Result.open(f"sqlite:///{tmp_path}/pbt.db", "toy") as opened:
+        gp.export_logs(opened, [gp.WandbLogger(project="pbt", mode="offline", dir=later)])
+        check_written(later, opened)
+
+
+def test_a_wrong_mode_is_refused() -> None:
+    with pytest.raises(gp.InvalidArgumentError, match="'mode' parameter of WandbLogger"):
+        gp.WandbLogger(mode="offlien")
