@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from benchutil import t_interval
+from race_plan import PAPER_TASKS, TASKS
 
-TASKS = ("toy", "wave", "deceptive", "rl", "translation", "gan")
-PAPER_TASKS = ("rl", "translation", "gan")
 METHODS = (
     "random",
     "pbt",
