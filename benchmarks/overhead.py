@@ -43,8 +43,12 @@ benchmarks/scale.py; it takes several minutes, the longest part by far.
 Every part also records how much CPU other processes on the machine used while it ran
 (``other_processes_cpu_s``): on a small shared machine that is what disturbs timings most.
 
+With ``--loggers off,mlflow,wandb`` (issue 22) the processes part also runs with each
+logger on, beside it off, in the same run: see benchmarks/processes.py. Target: each
+logger's efficiency at most 0.01 below off's.
+
 Run: python benchmarks/overhead.py [--quick] [--repeats 3] [--process-repeats 2]
-[--parts memory,sqlite,processes,reports,scale]
+[--parts memory,sqlite,processes,reports,scale] [--loggers off,mlflow,wandb]
 ``--quick`` runs every part at a smoke size (for CI, which reads only that it exits 0 and
 prints the JSON line; its ``meets_target`` values are about the smoke sizes, not the
 targets' sizes). The full run takes a few minutes on two cores.
@@ -351,7 +355,17 @@ def main() -> None:
     parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"which parts, comma-separated: {PARTS}"
     )
+    parser.add_argument(
+        "--loggers",
+        default="off",
+        help=f"the processes part with each of these loggers, comma-separated, off first: "
+        f"{processes.LOGGERS}",
+    )
     args = parser.parse_args()
+    loggers = [k.strip() for k in args.loggers.split(",") if k.strip()]
+    kinds = {k.partition(":")[0] for k in loggers}
+    if not loggers or loggers[0] != "off" or kinds - set(processes.LOGGERS):
+        parser.error(f"--loggers: off first, then any of {processes.LOGGERS} (KIND:N: every=N)")
     chosen = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(chosen) - set(PARTS))
     if unknown:
@@ -363,7 +377,7 @@ def main() -> None:
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "memory": lambda: part_memory(args.quick, repeats),
         "sqlite": lambda: part_sqlite(args.quick, repeats),
-        "processes": lambda: processes.part_processes(args.quick, process_repeats),
+        "processes": lambda: processes.part_processes(args.quick, process_repeats, loggers),
         "reports": lambda: part_reports(args.quick),
         "scale": lambda: scale.part_scale(args.quick, repeats),
     }

@@ -54,4 +54,4 @@ def check_has_exploits(result: gp.Result) -> None:
 
 def own_scores(result: gp.Result, member: int) -> list[tuple[int, float]]:
     """A member's own reports of the run's metric, in the order written."""
-    return [(r.step, float(r.metrics["score"])) for r in result.reports if r.member == member]
+    return [(r.step, float(r.metrics[result.metric])) for r in result.reports if r.member == member]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import genepool as gp
+from genepool.analysis import hparams_at_report, hparams_timeline
 from tests.loggers._toy import check_has_exploits, expected_lineage, own_scores, run_toy
 
 mlflow = pytest.importorskip("mlflow")
@@ -36,6 +37,21 @@ def history(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
 
 
+def expanded(sparse: list[tuple[int, float]], full: list[int]) -> list[float]:
+    """A step function MLflow holds where it changes (``sparse``: its points in the order
+    written), drawn at every step of ``full`` (the steps in the order written): each value
+    carried on to the next point it has. Raises if ``sparse`` is not a subsequence of
+    ``full`` that starts with its first step."""
+    values, j = [], 0
+    for step in full:
+        if j < len(sparse) and sparse[j][0] == step:
+            j += 1
+        assert j > 0, "the first step's value is missing"
+        values.append(sparse[j - 1][1])
+    assert j == len(sparse), "a value at a step the curve does not have"
+    return values
+
+
 def check_written(uri: str, experiment: str, result: gp.Result) -> None:
     client, parent, members = read_back(uri, experiment)
     assert parent.info.status == "FINISHED"
@@ -48,12 +64,18 @@ def check_written(uri: str, experiment: str, result: gp.Result) -> None:
         assert run.info.run_name == f"member_{m.id:03d}"
         assert run.info.status == "FINISHED"
         # its own curve, step for step, in the order reported
-        assert history(client, run_id, "score") == own_scores(result, m.id)
+        assert history(client, run_id, result.metric) == own_scores(result, m.id)
         first = next(r for r in result.reports if r.member == m.id)
-        assert float(run.data.params["lr"]) == pytest.approx(
-            history(client, run_id, "hparams/lr")[0][1]
-        )
-        assert history(client, run_id, "hparams/lr")[0][0] == first.step
+        reports = [r for r in result.reports if r.member == m.id]
+        timeline = hparams_timeline(result.events, result.population)[m.id]
+        for hp in m.hparams:  # the params: the initial hyperparameters, that trained step 1
+            sparse = history(client, run_id, f"hparams/{hp}")
+            assert sparse[0][0] == first.step
+            assert float(run.data.params[hp]) == pytest.approx(sparse[0][1])
+            # a step function, written where it changes: each step's own value
+            trained = [float(hparams_at_report(timeline, r)[hp]) for r in reports]
+            assert expanded(sparse, [r.step for r in reports]) == trained
+            assert len(sparse) < len(reports)  # fewer values than steps
         # every event a tag, in order; each exploit a point at the step it left
         tags = sorted(k for k in run.data.tags if k.startswith("genepool.event."))
         kinds = [run.data.tags[k].split(" ", 1)[0] for k in tags]
@@ -64,8 +86,11 @@ def check_written(uri: str, experiment: str, result: gp.Result) -> None:
         ]
         # the lineage: one curve across exploits, as Result.ancestry_scores has it
         expected = expected_lineage(result, m.id)
-        assert history(client, run_id, "lineage/score") == [(s, v) for s, v, _ in expected]
-        assert history(client, run_id, "lineage/member") == [(s, float(w)) for s, _, w in expected]
+        assert history(client, run_id, f"lineage/{result.metric}") == [
+            (s, v) for s, v, _ in expected
+        ]
+        owners = history(client, run_id, "lineage/member")
+        assert expanded(owners, [s for s, _, _ in expected]) == [float(w) for _, _, w in expected]
         ancestors = result.lineage(m.id).ancestors
         assert run.data.tags["genepool.lineage"].startswith(f"member {ancestors[0]} (steps 1-")
 
@@ -109,3 +134,27 @@ def test_a_store_mlflow_refuses_warns_and_the_run_goes_on(
     assert len(warned) == 1
     assert "dropped" in warned[0]
     assert "hunter2" not in warned[0]
+
+
+def test_every_sends_every_nth_step_and_the_lineages_last(tmp_path: Path, file_store: str) -> None:
+    logger = gp.MLflowLogger(tracking_uri=file_store, experiment="thin", every=5)
+    result = run_toy(tmp_path, [logger])
+    client, _, members = read_back(file_store, "thin")
+    for m in result.population:
+        run_id = members[m.id].info.run_id
+        own = own_scores(result, m.id)
+        assert history(client, run_id, "score") == [(s, v) for s, v in own if s % 5 == 0]
+        expected = [(s, v) for s, v, _ in expected_lineage(result, m.id)]
+        kept = [(s, v) for s, v in expected if s % 5 == 0] + [expected[-1]]
+        assert history(client, run_id, "lineage/score") == kept
+        events = [e for e in result.events if e.member == m.id]
+        tags = [k for k in members[m.id].data.tags if k.startswith("genepool.event.")]
+        assert len(tags) == len(events)  # every event, however thin the points
+
+
+@pytest.mark.parametrize("every", [0, 2.5, True, "10"])
+def test_every_must_be_a_whole_number_of_steps(every: object) -> None:
+    with pytest.raises(gp.InvalidArgumentError, match="'every' parameter of MLflowLogger"):
+        gp.MLflowLogger(every=every)  # type: ignore[arg-type]
+    with pytest.raises(gp.InvalidArgumentError, match="'every' parameter of WandbLogger"):
+        gp.WandbLogger(every=every)  # type: ignore[arg-type]

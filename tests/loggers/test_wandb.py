@@ -37,17 +37,18 @@ def check_written(folder: Path, result: gp.Result) -> None:
         assert run.group == result.name
         assert run.config["genepool/member"] == member
         rows = run.rows
-        own = [(r["step"], r["score"]) for r in rows if "score" in r]
+        own = [(r["step"], r[result.metric]) for r in rows if result.metric in r]
         assert own == own_scores(result, member)
-        first = next(r for r in rows if "hparams/lr" in r)
-        assert run.config["lr"] == pytest.approx(first["hparams/lr"])
+        for hp in result.population[member].hparams:  # initial = what trained step 1
+            first = next(r for r in rows if f"hparams/{hp}" in r)
+            assert run.config[hp] == pytest.approx(first[f"hparams/{hp}"])
         events = [e for e in result.events if e.member == member]
         logged = [(r["step"], r["event/kind"]) for r in rows if "event/kind" in r]
         assert logged == [(e.step, e.kind) for e in events]
         exploits = [r["event/exploit"] for r in rows if "event/exploit" in r]
         assert exploits == [e.data["donor"] for e in events if e.kind == "exploit"]
         line = [
-            (r["lineage/step"], float(r["lineage/score"]), r["lineage/member"])
+            (r["lineage/step"], float(r[f"lineage/{result.metric}"]), r["lineage/member"])
             for r in rows
             if "lineage/step" in r
         ]

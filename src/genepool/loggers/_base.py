@@ -4,11 +4,47 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from genepool._errors import invalid
+from genepool._redact import shown
 from genepool.analysis._curves import LineagePoint, MemberPoint
 
-__all__ = ["Batch", "LineagePoint", "LoggedEvent", "Logger", "MemberPoint", "RunInfo"]
+__all__ = [
+    "Batch",
+    "LineagePoint",
+    "LoggedEvent",
+    "Logger",
+    "MemberPoint",
+    "RunInfo",
+    "check_every",
+    "thinned",
+]
+
+P = TypeVar("P", MemberPoint, LineagePoint)
+
+
+def check_every(every: Any, owner: str) -> int:
+    """``every`` checked: a whole number of steps, at least 1.
+
+    Raises:
+        InvalidArgumentError: It is not.
+    """
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        fix = "Fix: every=1 (every step), or every=10 (steps 10, 20, ...; fewer writes)."
+        raise invalid(owner, "every", "a whole number of steps >= 1", shown(every), fix)
+    return every
+
+
+def thinned(points: Sequence[P], every: int, *, last: bool = False) -> list[P]:
+    """The points at steps that are multiples of ``every`` (all of them for 1), and with
+    ``last`` the last point too."""
+    if every == 1:
+        return list(points)
+    kept = [p for p in points if p.step % every == 0]
+    if last and points and (not kept or kept[-1] is not points[-1]):
+        kept.append(points[-1])
+    return kept
 
 
 @dataclass(frozen=True)

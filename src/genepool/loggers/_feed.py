@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -187,23 +186,26 @@ def _safely(what: str, action: Callable[[], Any]) -> None:
 def feeding(
     loggers: Sequence[Logger], store: Store, name: str, *, every: float = 1.0
 ) -> Iterator[LogFeed | None]:
-    """While the block runs, a thread sends the run to ``loggers`` every ``every``
-    seconds or longer (see :data:`LOAD_FACTOR`); at its end, what is left and the lineages.
-    Nothing (``None``) without loggers."""
+    """While the block runs, a thread starts the loggers and sends them the run every
+    ``every`` seconds or longer (see :data:`LOAD_FACTOR`); at its end, what is left and the
+    lineages. Nothing (``None``) without loggers.
+
+    The thread runs at the process's priority: on a machine the workers keep busy, what
+    it sends while they train shares the CPUs with them, where at a lower priority it
+    would wait for the run's end and be sent then, on one core."""
     if not loggers:
         yield None
         return
     feed = LogFeed(loggers, store, name)
-    _safely("starting the loggers", feed.start)
     stop = threading.Event()
 
     def loop() -> None:
+        _safely("starting the loggers", feed.start)  # an import, a server: not in the way
         wait = every
         while not stop.wait(wait):
             began = time.thread_time()
             _safely("reading the run", feed.poll)
-            cost = time.thread_time() - began
-            wait = max(every, LOAD_FACTOR * cost) if math.isfinite(cost) else every
+            wait = max(every, LOAD_FACTOR * (time.thread_time() - began))
 
     thread = threading.Thread(target=loop, name="genepool-loggers", daemon=True)
     thread.start()

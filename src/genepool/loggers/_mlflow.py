@@ -11,7 +11,7 @@ from typing import Any
 from genepool._errors import missing_dependency
 from genepool._redact import redact_url
 from genepool.analysis._curves import number
-from genepool.loggers._base import Batch, LineagePoint, RunInfo
+from genepool.loggers._base import Batch, LineagePoint, RunInfo, check_every, thinned
 
 __all__ = ["MLflowLogger", "lineage_text"]
 
@@ -37,6 +37,49 @@ def lineage_text(points: Sequence[LineagePoint]) -> str:
     return " -> ".join(f"member {m} (steps {a}-{b})" for m, a, b in parts)
 
 
+class _Steps:
+    """A step function (hyperparameters, the member along a lineage) sent where it changes:
+    at its first point, at the point before each change and at the change, and at its last
+    (:meth:`last`), so that a chart draws the same steps from a few values."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, float] | None = None
+        self._held: tuple[int, int, dict[str, float]] | None = None
+
+    def add(self, step: int, when: int, values: dict[str, float]) -> list[Any]:
+        """The points to send for this one (``(step, millis, values)``)."""
+        out = []
+        if values != self._values:
+            if self._held is not None:
+                out.append(self._held)
+            out.append((step, when, values))
+            self._held = None
+        else:
+            self._held = (step, when, values)
+        self._values = values
+        return out
+
+    def last(self) -> list[Any]:
+        """The last point, if it is not sent yet."""
+        held, self._held = self._held, None
+        return [held] if held is not None else []
+
+
+def _metrics(points: list[Any]) -> list[Any]:
+    from mlflow.entities import Metric
+
+    return [Metric(k, v, when, step) for step, when, values in points for k, v in values.items()]
+
+
+def _hparams(values: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    out = {}
+    for k, v in values.items():
+        value = number(v)
+        if value is not None:
+            out[f"{prefix}{k}"] = value
+    return out
+
+
 def _millis(when: float) -> int:
     return int((when if math.isfinite(when) and when > 0 else time.time()) * 1000)
 
@@ -51,7 +94,9 @@ class MLflowLogger:
     metric ``event/exploit`` (the donor's id, at the step the member left). When the run
     ends, its lineage curve: ``lineage/<metric>`` (each step's score from the ancestor
     that trained it), ``lineage/member`` and ``lineage/hparams/<name>``, and the tag
-    ``genepool.lineage`` (the line as text). Needs ``mlflow-skinny``
+    ``genepool.lineage`` (the line as text). The hyperparameters and ``lineage/member``
+    are step functions: each is written at its first and last step and on both sides of
+    each change (a chart draws the same steps from far fewer values). Needs ``mlflow-skinny``
     (``pip install 'genepool[mlflow]'``).
 
     Args:
@@ -62,7 +107,14 @@ class MLflowLogger:
         run_name: The parent run's name. Default: the run's name.
         tags: More tags for the parent run.
 
+        every: Send each member's points, and its lineage curve, at the steps that are
+            multiples of this (and the lineage's last step); events are all sent. ``1``
+            (default): every step. Each point is a write (MLflow's folder store takes
+            about 0.1 ms a value): a long run of many members on a small machine may
+            want ``every=10``.
+
     Raises:
+        InvalidArgumentError: ``every`` is not a whole number >= 1.
         MissingDependencyError: MLflow is not installed.
 
     Example:
@@ -79,12 +131,14 @@ class MLflowLogger:
         experiment: str | None = None,
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
+        every: int = 1,
     ) -> None:
         if importlib.util.find_spec("mlflow") is None:
             raise missing_dependency("mlflow-skinny", "mlflow", "MLflowLogger")
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name
+        self.every = check_every(every, "MLflowLogger")
         self.tags = dict(tags or {})
         self.parent_id: str | None = None
         #: Each member's MLflow run id.
@@ -92,6 +146,7 @@ class MLflowLogger:
         self._client: Any = None
         self._metric = "score"
         self._events: dict[int, int] = {}
+        self._hparams: dict[int, _Steps] = {}
 
     def __repr__(self) -> str:
         uri = None if self.tracking_uri is None else redact_url(self.tracking_uri)
@@ -137,14 +192,12 @@ class MLflowLogger:
 
         metrics: dict[int, list[Any]] = {}
         tags: dict[int, list[Any]] = {}
-        for p in batch.points:
+        for p in thinned(batch.points, self.every):
             when = _millis(p.time)
             out = metrics.setdefault(p.member, [])
             out.extend(Metric(k, v, when, p.step) for k, v in p.metrics.items())
-            for k, v in p.hparams.items():
-                value = number(v)
-                if value is not None:
-                    out.append(Metric(f"hparams/{k}", value, when, p.step))
+            steps = self._hparams.setdefault(p.member, _Steps())
+            out.extend(_metrics(steps.add(p.step, when, _hparams(p.hparams, "hparams/"))))
         for e in batch.events:
             n = self._events[e.member] = self._events.get(e.member, 0) + 1
             text = f"{e.kind} at step {e.step}: {e.text}"[:_TAG_CHARS]
@@ -172,15 +225,15 @@ class MLflowLogger:
         from mlflow.entities import Metric, RunTag
 
         for member, points in sorted(lineages.items()):
-            metrics = []
-            for p in points:
+            metrics = _metrics(self._hparams.pop(member, _Steps()).last())
+            line = _Steps()
+            for p in thinned(points, self.every, last=True):
                 when = _millis(p.time)
                 metrics.append(Metric(f"lineage/{self._metric}", p.score, when, p.step))
-                metrics.append(Metric("lineage/member", float(p.member), when, p.step))
-                for k, v in p.hparams.items():
-                    value = number(v)
-                    if value is not None:
-                        metrics.append(Metric(f"lineage/hparams/{k}", value, when, p.step))
+                values = {"lineage/member": float(p.member)}
+                values.update(_hparams(p.hparams, "lineage/hparams/"))
+                metrics.extend(_metrics(line.add(p.step, when, values)))
+            metrics.extend(_metrics(line.last()))
             text = lineage_text(points)[:_TAG_CHARS]
             self._write(member, metrics, [RunTag("genepool.lineage", text)])
         for run_id in [*self.run_ids.values(), self.parent_id]:

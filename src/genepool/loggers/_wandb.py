@@ -9,7 +9,7 @@ from typing import Any
 
 from genepool._errors import missing_dependency
 from genepool.analysis._curves import number
-from genepool.loggers._base import Batch, LineagePoint, RunInfo
+from genepool.loggers._base import Batch, LineagePoint, RunInfo, check_every, thinned
 from genepool.loggers._mlflow import lineage_text, member_name
 
 __all__ = ["WandbLogger"]
@@ -38,7 +38,13 @@ class WandbLogger:
         dir: The folder W&B writes its files into (``<dir>/wandb/``). Default: W&B's own.
         tags: Tags for every member's run.
 
+        every: Send each member's points, and its lineage curve, at the steps that are
+            multiples of this (and the lineage's last step); events are all sent. ``1``
+            (default): every step. Each point is a row W&B's service processes: a long
+            run of many members on a small machine may want ``every=10``.
+
     Raises:
+        InvalidArgumentError: ``every`` is not a whole number >= 1.
         MissingDependencyError: wandb is not installed.
 
     Example:
@@ -57,6 +63,7 @@ class WandbLogger:
         mode: str | None = None,
         dir: str | os.PathLike[str] | None = None,
         tags: Sequence[str] = (),
+        every: int = 1,
     ) -> None:
         from genepool._errors import invalid
 
@@ -72,6 +79,7 @@ class WandbLogger:
         self.group = group
         self.mode = mode
         self.dir = None if dir is None else os.fspath(dir)
+        self.every = check_every(every, "WandbLogger")
         self.tags = list(tags)
         #: Each member's W&B run.
         self.runs: dict[int, Any] = {}
@@ -109,7 +117,7 @@ class WandbLogger:
 
     def log(self, batch: Batch) -> None:
         """Write the batch: a row per report and per event."""
-        for p in batch.points:
+        for p in thinned(batch.points, self.every):
             one = self.runs.get(p.member)
             if one is None:
                 continue
@@ -134,7 +142,7 @@ class WandbLogger:
             one = self.runs.get(member)
             if one is None:
                 continue
-            for p in points:
+            for p in thinned(points, self.every, last=True):
                 row: dict[str, Any] = {
                     "lineage/step": p.step,
                     f"lineage/{self._metric}": p.score,
