@@ -34,9 +34,9 @@ __all__ = ["LogFeed", "check_loggers", "export_logs", "feeding"]
 
 log = logging.getLogger("genepool.loggers")
 
-#: A poll may take at most this share of the feed thread's wall time: the wait after a
-#: poll is at least this many times as long as the poll took (a large run's history takes
-#: longer to read, so it is read less often).
+#: Reading the run takes at most about 1/LOAD_FACTOR of a CPU: the wait after a poll is
+#: at least this many times as long as its read took (a large run's history takes longer
+#: to read, so it is read less often). Sending what was read is the loggers' own cost.
 LOAD_FACTOR = 50.0
 
 
@@ -95,6 +95,8 @@ class LogFeed:
         self._started = False
         #: The loggers dropped for raising, in the order they failed.
         self.dropped: list[Logger] = []
+        #: The CPU seconds the last poll took to read the run (not to send it).
+        self.read_seconds = 0.0
 
     def _call(self, what: str, method: Callable[[Logger], None]) -> None:
         """Call ``method`` on each logger; a logger that raises is warned about and dropped."""
@@ -135,10 +137,12 @@ class LogFeed:
         with self._lock:
             if not self.loggers:
                 return 0
+            began = time.thread_time()
             history = self.store.history(self.name)
             population = self.store.population(self.name)
             points = self._reader.read(history.reports, history.events, population)
             events = [_logged(e) for e in self._reader.new_events(history.events)]
+            self.read_seconds = time.thread_time() - began
             if points or events:
                 batch = Batch(points=points, events=events)
                 self._call("log", lambda logger: logger.log(batch))
@@ -203,9 +207,9 @@ def feeding(
         _safely("starting the loggers", feed.start)  # an import, a server: not in the way
         wait = every
         while not stop.wait(wait):
-            began = time.thread_time()
             _safely("reading the run", feed.poll)
-            wait = max(every, LOAD_FACTOR * (time.thread_time() - began))
+            # reading the whole history again costs more as the run grows: read less often
+            wait = max(every, LOAD_FACTOR * feed.read_seconds)
 
     thread = threading.Thread(target=loop, name="genepool-loggers", daemon=True)
     thread.start()
