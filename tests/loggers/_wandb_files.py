@@ -63,6 +63,8 @@ class OfflineRun:
     config: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: Each defined metric's name (or glob) and the metric it is drawn against.
+    axes: dict[str, str] = field(default_factory=dict)
     exited: bool = False
 
 
@@ -92,6 +94,9 @@ def read_run(path: Path) -> OfflineRun:
             for item in record.summary.update:
                 key = item.key or "/".join(item.nested_key)
                 run.summary[key] = json.loads(item.value_json)
+        elif kind == "metric":
+            metric = record.metric
+            run.axes[metric.name or metric.glob_name] = metric.step_metric
         elif kind == "exit":
             run.exited = True
     return run

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -197,3 +198,18 @@ def test_loggers_that_are_not_loggers_are_refused(loggers: object, name: str) ->
             budget=gp.Budget(steps=2),
             loggers=loggers,  # type: ignore[arg-type]
         )
+
+
+@pytest.mark.parametrize(
+    ("module", "make", "extra"),
+    [
+        ("mlflow.tracking", lambda: gp.MLflowLogger(), "mlflow"),
+        ("wandb", lambda: gp.WandbLogger(), "wandb"),
+    ],
+)
+def test_without_its_library_a_logger_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, make: object, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    with pytest.raises(gp.MissingDependencyError, match=re.escape(f"genepool[{extra}]")):
+        make()  # type: ignore[operator]

@@ -36,6 +36,9 @@ def check_written(folder: Path, result: gp.Result) -> None:
         assert run.exited
         assert run.group == result.name
         assert run.config["genepool/member"] == member
+        assert run.axes[result.metric] == "step"  # its own steps, which go back at exploits
+        assert run.axes["hparams/*"] == "step"
+        assert run.axes["lineage/*"] == "lineage/step"
         rows = run.rows
         own = [(r["step"], r[result.metric]) for r in rows if result.metric in r]
         assert own == own_scores(result, member)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -113,6 +112,9 @@ class MLflowLogger:
             about 0.1 ms a value): a long run of many members on a small machine may
             want ``every=10``.
 
+    MLflow is loaded when the logger is made (not when genepool is imported), so that a run
+    does not wait for it.
+
     Raises:
         InvalidArgumentError: ``every`` is not a whole number >= 1.
         MissingDependencyError: MLflow is not installed.
@@ -133,8 +135,10 @@ class MLflowLogger:
         tags: Mapping[str, str] | None = None,
         every: int = 1,
     ) -> None:
-        if importlib.util.find_spec("mlflow") is None:
-            raise missing_dependency("mlflow-skinny", "mlflow", "MLflowLogger")
+        try:  # here, once: not in the run's way (MLflow takes a CPU-second or two to load)
+            import mlflow.tracking  # noqa: F401
+        except ImportError:
+            raise missing_dependency("mlflow-skinny", "mlflow", "MLflowLogger") from None
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,6 +42,9 @@ class WandbLogger:
             (default): every step. Each point is a row W&B's service processes: a long
             run of many members on a small machine may want ``every=10``.
 
+    W&B is loaded when the logger is made (not when genepool is imported); its service
+    starts with the run.
+
     Raises:
         InvalidArgumentError: ``every`` is not a whole number >= 1.
         MissingDependencyError: wandb is not installed.
@@ -67,8 +69,10 @@ class WandbLogger:
     ) -> None:
         from genepool._errors import invalid
 
-        if importlib.util.find_spec("wandb") is None:
-            raise missing_dependency("wandb", "wandb", "WandbLogger")
+        try:  # here, once: not in the run's way
+            import wandb  # noqa: F401
+        except ImportError:
+            raise missing_dependency("wandb", "wandb", "WandbLogger") from None
         if mode not in (None, "online", "offline", "disabled"):
             fix = "Fix: mode='offline' (files only), 'online', 'disabled', or None."
             raise invalid(
@@ -84,6 +88,7 @@ class WandbLogger:
         #: Each member's W&B run.
         self.runs: dict[int, Any] = {}
         self._metric = "score"
+        self._defined: set[tuple[int, str]] = set()
 
     def __repr__(self) -> str:
         return f"WandbLogger(project={self.project!r}, mode={self.mode!r}, dir={self.dir!r})"
@@ -122,6 +127,10 @@ class WandbLogger:
             if one is None:
                 continue
             row: dict[str, Any] = {"step": p.step, **p.metrics}
+            for name in p.metrics:
+                if (p.member, name) not in self._defined:  # drawn against "step"
+                    one.define_metric(name, step_metric="step")
+                    self._defined.add((p.member, name))
             for k, v in p.hparams.items():
                 value = number(v)
                 if value is not None:
