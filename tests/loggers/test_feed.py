@@ -213,3 +213,33 @@ def test_without_its_library_a_logger_names_the_extra(
     monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
     with pytest.raises(gp.MissingDependencyError, match=re.escape(f"genepool[{extra}]")):
         make()  # type: ignore[operator]
+
+
+def test_a_failed_first_read_is_tried_again(tmp_path: Path) -> None:
+    from genepool.loggers import LogFeed
+
+    result = run_toy(tmp_path, [])
+
+    class Flaky:
+        """The run's store, whose first read of the run's settings fails."""
+
+        def __init__(self) -> None:
+            self.fails = 1
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(result._store, name)
+
+        def run_config(self, name: str) -> object:
+            if self.fails:
+                self.fails -= 1
+                raise gp.StorageError("the disk went away for a moment")
+            return result._store.run_config(name)
+
+    keep = Keep()
+    feed = LogFeed([keep], Flaky(), result.name)  # type: ignore[arg-type]
+    with pytest.raises(gp.StorageError):
+        feed.start()
+    assert feed.poll() == 0  # nothing is sent to a logger that has not started
+    assert keep.runs == []
+    feed.finish()  # starts it now, sends every point, the lineages
+    check_kept(keep, result)

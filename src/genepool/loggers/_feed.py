@@ -119,7 +119,6 @@ class LogFeed:
         with self._lock:
             if self._started:
                 return
-            self._started = True
             config = self.store.run_config(self.name)
             population = self.store.population(self.name)
             timelines = hparams_timeline(self.store.events(self.name), population)
@@ -130,12 +129,14 @@ class LogFeed:
                 seed=int(config.get("seed", 0)),
                 members={m.id: dict(timelines[m.id][0][2]) for m in population},
             )
+            self._started = True  # once the run is read: a failed read is tried again
             self._call("start", lambda logger: logger.start(run))
 
     def poll(self) -> int:
-        """Send what the run wrote since the last poll; return how many points."""
+        """Send what the run wrote since the last poll; return how many points (none
+        before :meth:`start`)."""
         with self._lock:
-            if not self.loggers:
+            if not self.loggers or not self._started:
                 return 0
             began = time.thread_time()
             history = self.store.history(self.name)
@@ -153,6 +154,7 @@ class LogFeed:
         from genepool.checkpoints import MemoryCheckpoints
         from genepool.result import Result
 
+        self.start()
         self.poll()
         with self._lock:
             if not self.loggers:
@@ -204,9 +206,10 @@ def feeding(
     stop = threading.Event()
 
     def loop() -> None:
-        _safely("starting the loggers", feed.start)  # an import, a server: not in the way
+        _safely("starting the loggers", feed.start)  # a server, files: not in the way
         wait = every
         while not stop.wait(wait):
+            _safely("starting the loggers", feed.start)  # if the first read failed
             _safely("reading the run", feed.poll)
             # reading the whole history again costs more as the run grows: read less often
             wait = max(every, LOAD_FACTOR * feed.read_seconds)
