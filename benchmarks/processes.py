@@ -12,7 +12,10 @@ run is made once per logger, in turn within each repeat: ``off`` (none), ``mlflo
 member's score, its ``work_s`` and ``hparams/lr``), its events, and each member's lineage
 at the end, all inside the timed ``gp.run`` call; making the logger (which loads MLflow or W&B, once
 per process, as a script that makes one does) comes before the clock starts and is printed
-beside it, as SQLAlchemy's import is. Target: each logger's best efficiency at
+beside it, as SQLAlchemy's import is. Each run also records the driver process's CPU time
+(``driver_cpu_s``: the driver, and a logger's thread): on a machine shared with others, the
+difference from ``off`` is the logger's cost, however the neighbours disturb the wall
+times. Target: each logger's best efficiency at
 most 0.01 below ``off``'s, at each population.
 """
 
@@ -78,6 +81,7 @@ def measure_processes(population: int, steps: int, logger: str = "off") -> dict[
         made_s = time.perf_counter() - made
         began = time.time()
         start = time.perf_counter()
+        driver_cpu = time.process_time()  # this process: the driver, and any logger's thread
         store = SQLStore(url)
         try:
             result = gp.run(
@@ -93,6 +97,7 @@ def measure_processes(population: int, steps: int, logger: str = "off") -> dict[
                 loggers=loggers,
             )
             wall = time.perf_counter() - start
+            driver_cpu = time.process_time() - driver_cpu
             # read while the file exists (a Result reads its history lazily)
             reports = result.reports
             exploits = sum(1 for e in result.events if e.kind == "exploit")
@@ -124,6 +129,7 @@ def measure_processes(population: int, steps: int, logger: str = "off") -> dict[
         "efficiency_nominal_steps": round(population * steps * step_s / PROCESS_WORKERS / wall, 4),
         # diagnostics: where the wall time went
         "startup_s": round(busy_start - began, 3),
+        "driver_cpu_s": round(driver_cpu, 3),
         "tail_s": round(began + wall - last, 3),
         "efficiency_between_first_and_last_step": round(steady, 4),
         "measured_step_time_s": round(spun, 3),
@@ -157,7 +163,8 @@ def part_processes(quick: bool, repeats: int, loggers: Sequence[str] = ("off",))
                         f"start-up {row['startup_s']:.2f} s, tail {row['tail_s']:.2f} s, "
                         f"between them {row['efficiency_between_first_and_last_step']:.3f}; "
                         f"mean step {row['mean_step_ms']:.2f} ms; other processes' CPU "
-                        f"{row['machine']['other_processes_cpu_s']} s; logger made in "
+                        f"{row['machine']['other_processes_cpu_s']} s; driver CPU "
+                        f"{row['driver_cpu_s']:.2f} s; logger made in "
                         f"{row['logger_made_s']:.2f} s"
                     )
             for kind in loggers:
