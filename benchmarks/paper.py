@@ -177,9 +177,9 @@ def run_queue(
     running: list[tuple[race_plan.Run, subprocess.Popen[bytes], float]] = []
     made: list[Path] = []
     while todo or running:
-        busy = sum(r.workers for r, _, _ in running)
+        busy = sum(r.cores for r, _, _ in running)
         late = limit_s is not None and time.monotonic() - started > limit_s
-        while todo and not late and busy + min(todo[0].workers, jobs) <= jobs:
+        while todo and not late and busy + min(todo[0].cores, jobs) <= jobs:
             run = todo.pop(0)
             cmd = [
                 sys.executable,
@@ -192,7 +192,7 @@ def run_queue(
                 str(run.file(results)),
             ]
             running.append((run, subprocess.Popen(cmd, cwd=ROOT), time.monotonic()))
-            busy += run.workers
+            busy += run.cores
         if late and not running:
             break
         time.sleep(0.2)

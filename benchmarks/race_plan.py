@@ -37,7 +37,8 @@ SERIAL_UP_TO = 16
 #: Seconds one serial run takes on this machine (2 cores) at population 8, measured with
 #: PBT at the start of the study, while the machine was also busy with other work; PB2 adds
 #: ``PB2_S`` per decision. A run's estimate scales with its population; a Ray Tune run
-#: costs ``TUNE_S`` (its start-up, and a report per step through Ray).
+#: costs ``TUNE_S`` (its start-up, and a report per step through Ray), measured in the
+#: study's first Ray runs.
 SECONDS_AT_8 = {
     "toy": 0.5,
     "wave": 0.5,
@@ -47,7 +48,7 @@ SECONDS_AT_8 = {
     "gan": 107.0,
 }
 PB2_S = 0.025
-TUNE_S = 45.0
+TUNE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,12 @@ class Run:
         return 1 if self.population <= SERIAL_UP_TO else 2
 
     @property
+    def cores(self) -> int:
+        """Cores it takes: its workers; a Ray Tune run the whole machine (its cluster has
+        2 CPUs, and two Ray clusters started at once on one machine find each other)."""
+        return 2 if self.framework == "ray-tune" else self.workers
+
+    @property
     def framework(self) -> str:
         return "ray-tune" if self.method.startswith("tune_") else "genepool"
 
@@ -74,7 +81,7 @@ class Run:
         return results / f"{self.task}-p{self.population}-{self.method}-{self.seed}.json"
 
     def estimate_s(self, readies: int) -> float:
-        """Seconds it should take (its share of the machine: ``workers`` cores)."""
+        """Seconds it should take (on its ``cores``)."""
         if self.framework == "ray-tune":
             return TUNE_S
         seconds = SECONDS_AT_8[self.task] * self.population / 8 / self.workers
@@ -127,6 +134,6 @@ def pending(runs: Iterable[Run], results: Path) -> list[Run]:
 
 
 def wall_estimate_s(runs: Sequence[Run], readies: dict[str, int], slots: int) -> float:
-    """The wall time of ``runs`` with ``slots`` cores (a run takes ``workers`` of them)."""
-    core_s = sum(r.estimate_s(readies[r.task]) * r.workers for r in runs)
+    """The wall time of ``runs`` with ``slots`` cores (a run takes ``cores`` of them)."""
+    core_s = sum(r.estimate_s(readies[r.task]) * r.cores for r in runs)
     return math.ceil(core_s / slots)

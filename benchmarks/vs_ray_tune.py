@@ -110,7 +110,7 @@ def run_genepool(
         if kind == "ray":
             import ray
 
-            ray.init(num_cpus=CORES, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=CORES, include_dashboard=False, log_to_driver=False)
         try:
             executor = _executor(kind)
             result = gp.run(
@@ -191,7 +191,7 @@ def run_tune(
     Target.reached = False
     with tempfile.TemporaryDirectory(prefix="tune-vs-gp-") as tmp:
         start = time.time()
-        ray.init(num_cpus=CORES, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=CORES, include_dashboard=False, log_to_driver=False)
         try:
             import random
 
