@@ -34,10 +34,11 @@ __all__ = ["LogFeed", "check_loggers", "export_logs", "feeding"]
 
 log = logging.getLogger("genepool.loggers")
 
-#: Reading the run takes at most about 1/LOAD_FACTOR of a CPU: the wait after a poll is
-#: at least this many times as long as its read took (a large run's history takes longer
-#: to read, so it is read less often). Sending what was read is the loggers' own cost.
-LOAD_FACTOR = 50.0
+#: Reading the run takes at most about 1/LOAD_FACTOR of a CPU (0.5%): the wait after a poll
+#: is at least this many times as long as its read took (a large run's history takes longer
+#: to read, so it is read less often). Sending what was read is the loggers' own cost. With
+#: two workers on two cores, 2% of a CPU (a factor of 50) cost 0.01 of efficiency alone.
+LOAD_FACTOR = 200.0
 
 
 def check_loggers(loggers: Any, *, owner: str) -> list[Logger]:
