@@ -185,6 +185,9 @@ def summarise(
                 "sd": sd,
                 "interval": _interval(values),
                 "wall_s": _mean_of(rs, "wall_s"),
+                "max_wall_s": max(
+                    (float(r["wall_s"]) for r in rs if finite(r["wall_s"])), default=None
+                ),
                 "exploits": _mean_of(rs, "exploits"),
                 "budget_steps": sorted(
                     {int(r["budget_steps"]) for r in rs if finite(r["budget_steps"])}

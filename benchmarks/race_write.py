@@ -271,14 +271,15 @@ def _cmp_rows(comps: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
     return [_cmp(c, f"{c['wins']}/{c['ties']}/{c['losses']}", c["verdict"]) for c in comps]
 
 
-_CELL_HEAD = ["method", "scores (of planned)", "mean ± sd", "95% interval", "wall s"]
+_CELL_HEAD = ["method", "scores (of planned)", "mean ± sd", "95% interval", "wall s (max)"]
 _CELL_HEAD += ["exploits", "budget steps"]
 
 
 def _cell_row(c: Mapping[str, Any]) -> list[Any]:
     steps = ", ".join(map(str, c["budget_steps"])) or "n/a"
     mean = fmt(c["mean"]) if c["sd"] is None else f"{fmt(c['mean'])} ± {fmt(c['sd'])}"
-    cost = [fmt(c["wall_s"]), fmt(c["exploits"]), steps]
+    wall = f"{fmt(c['wall_s'])} ({fmt(c.get('max_wall_s'))})"  # a run may take 5 minutes
+    cost = [wall, fmt(c["exploits"]), steps]
     return [c["method"], f"{c['n']} of {c['planned']}", mean, fmt_interval(c["interval"]), *cost]
 
 
