@@ -155,6 +155,19 @@ def test_every_sends_every_nth_step_and_the_lineages_last(tmp_path: Path, file_s
         assert len(tags) == len(events)  # every event, however thin the points
 
 
+def test_lineage_points_bounds_each_lineage_curve(tmp_path: Path, file_store: str) -> None:
+    logger = gp.MLflowLogger(tracking_uri=file_store, experiment="bound", lineage_points=4)
+    result = run_toy(tmp_path, [logger])
+    client, _, members = read_back(file_store, "bound")
+    for m in result.population:
+        run_id = members[m.id].info.run_id
+        assert len(history(client, run_id, "score")) == len(own_scores(result, m.id))  # all
+        expected = [(s, v) for s, v, _ in expected_lineage(result, m.id)]
+        assert len(expected) == 12
+        spread = [expected[i] for i in (0, 4, 7, 11)]  # 4 points, 11/3 apart, rounded
+        assert history(client, run_id, "lineage/score") == spread
+
+
 @pytest.mark.parametrize("every", [0, 2.5, True, "10"])
 def test_every_must_be_a_whole_number_of_steps(every: object) -> None:
     with pytest.raises(gp.InvalidArgumentError, match="'every' parameter of MLflowLogger"):

@@ -81,3 +81,20 @@ def test_two_workers_then_an_export(tmp_path: Path, offline: Path) -> None:
 def test_a_wrong_mode_is_refused() -> None:
     with pytest.raises(gp.InvalidArgumentError, match="'mode' parameter of WandbLogger"):
         gp.WandbLogger(mode="offlien")
+
+
+def test_lineage_points_bounds_each_lineage_curve(tmp_path: Path, offline: Path) -> None:
+    logger = gp.WandbLogger(project="pbt", mode="offline", dir=offline, lineage_points=3)
+    result = run_toy(tmp_path, [logger])
+    runs = finished_runs(offline)
+    for m in result.population:
+        rows = runs[f"{result.name}/member_{m.id:03d}"].rows
+        line = [
+            (r["lineage/step"], float(r[f"lineage/{result.metric}"]))
+            for r in rows
+            if "lineage/step" in r
+        ]
+        expected = [(s, v) for s, v, _ in expected_lineage(result, m.id)]
+        assert line == [expected[0], expected[6], expected[11]]  # 3 points, 5.5 apart
+        own = [(r["step"], r[result.metric]) for r in rows if result.metric in r]
+        assert own == own_scores(result, m.id)  # its own points: all of them

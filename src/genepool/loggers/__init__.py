@@ -15,12 +15,21 @@ MLflow and W&B are extras (``pip install 'genepool[mlflow]'``, ``'genepool[wandb
 imported only when a logger starts.
 """
 
-from genepool.loggers._base import Batch, LineagePoint, LoggedEvent, Logger, MemberPoint, RunInfo
+from genepool.loggers._base import (
+    LINEAGE_POINTS,
+    Batch,
+    LineagePoint,
+    LoggedEvent,
+    Logger,
+    MemberPoint,
+    RunInfo,
+)
 from genepool.loggers._feed import LogFeed, export_logs
 from genepool.loggers._mlflow import MLflowLogger
 from genepool.loggers._wandb import WandbLogger
 
 __all__ = [
+    "LINEAGE_POINTS",
     "Batch",
     "LineagePoint",
     "LogFeed",

@@ -10,7 +10,16 @@ from typing import Any
 from genepool._errors import missing_dependency
 from genepool._redact import redact_url
 from genepool.analysis._curves import number
-from genepool.loggers._base import Batch, LineagePoint, RunInfo, check_every, thinned
+from genepool.loggers._base import (
+    LINEAGE_POINTS,
+    Batch,
+    LineagePoint,
+    RunInfo,
+    check_every,
+    check_lineage_points,
+    lineage_thinned,
+    thinned,
+)
 
 __all__ = ["MLflowLogger", "lineage_text"]
 
@@ -111,12 +120,17 @@ class MLflowLogger:
             (default): every step. Each point is a write (MLflow's folder store takes
             about 0.1 ms a value): a long run of many members on a small machine may
             want ``every=10``.
+        lineage_points: The most points of each member's lineage curve, spread evenly
+            over its steps (first and last kept): the curve is sent when the run ends,
+            while the run waits, so it is bounded (:data:`genepool.loggers.LINEAGE_POINTS`,
+            1,000, by default). ``None``: every step.
 
     MLflow is loaded when the logger is made (not when genepool is imported), so that a run
     does not wait for it.
 
     Raises:
-        InvalidArgumentError: ``every`` is not a whole number >= 1.
+        InvalidArgumentError: ``every`` is not a whole number >= 1, or
+            ``lineage_points`` not one >= 2 or ``None``.
         MissingDependencyError: MLflow is not installed.
 
     Example:
@@ -134,6 +148,7 @@ class MLflowLogger:
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
         every: int = 1,
+        lineage_points: int | None = LINEAGE_POINTS,
     ) -> None:
         try:  # here, once: not in the run's way (MLflow takes a CPU-second or two to load)
             import mlflow.tracking  # noqa: F401
@@ -143,6 +158,7 @@ class MLflowLogger:
         self.experiment = experiment
         self.run_name = run_name
         self.every = check_every(every, "MLflowLogger")
+        self.lineage_points = check_lineage_points(lineage_points, "MLflowLogger")
         self.tags = dict(tags or {})
         self.parent_id: str | None = None
         #: Each member's MLflow run id.
@@ -231,7 +247,7 @@ class MLflowLogger:
         for member, points in sorted(lineages.items()):
             metrics = _metrics(self._hparams.pop(member, _Steps()).last())
             line = _Steps()
-            for p in thinned(points, self.every, last=True):
+            for p in lineage_thinned(points, self.every, self.lineage_points):
                 when = _millis(p.time)
                 metrics.append(Metric(f"lineage/{self._metric}", p.score, when, p.step))
                 values = {"lineage/member": float(p.member)}

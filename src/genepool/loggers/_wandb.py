@@ -8,7 +8,16 @@ from typing import Any
 
 from genepool._errors import missing_dependency
 from genepool.analysis._curves import number
-from genepool.loggers._base import Batch, LineagePoint, RunInfo, check_every, thinned
+from genepool.loggers._base import (
+    LINEAGE_POINTS,
+    Batch,
+    LineagePoint,
+    RunInfo,
+    check_every,
+    check_lineage_points,
+    lineage_thinned,
+    thinned,
+)
 from genepool.loggers._mlflow import lineage_text, member_name
 
 __all__ = ["WandbLogger"]
@@ -41,12 +50,17 @@ class WandbLogger:
             multiples of this (and the lineage's last step); events are all sent. ``1``
             (default): every step. Each point is a row W&B's service processes: a long
             run of many members on a small machine may want ``every=10``.
+        lineage_points: The most points of each member's lineage curve, spread evenly
+            over its steps (first and last kept): the curve is sent when the run ends,
+            while the run waits, so it is bounded (:data:`genepool.loggers.LINEAGE_POINTS`,
+            1,000, by default). ``None``: every step.
 
     W&B is loaded when the logger is made (not when genepool is imported); its service
     starts with the run.
 
     Raises:
-        InvalidArgumentError: ``every`` is not a whole number >= 1.
+        InvalidArgumentError: ``every`` is not a whole number >= 1, or
+            ``lineage_points`` not one >= 2 or ``None``.
         MissingDependencyError: wandb is not installed.
 
     Example:
@@ -66,6 +80,7 @@ class WandbLogger:
         dir: str | os.PathLike[str] | None = None,
         tags: Sequence[str] = (),
         every: int = 1,
+        lineage_points: int | None = LINEAGE_POINTS,
     ) -> None:
         from genepool._errors import invalid
 
@@ -84,6 +99,7 @@ class WandbLogger:
         self.mode = mode
         self.dir = None if dir is None else os.fspath(dir)
         self.every = check_every(every, "WandbLogger")
+        self.lineage_points = check_lineage_points(lineage_points, "WandbLogger")
         self.tags = list(tags)
         #: Each member's W&B run.
         self.runs: dict[int, Any] = {}
@@ -151,7 +167,7 @@ class WandbLogger:
             one = self.runs.get(member)
             if one is None:
                 continue
-            for p in thinned(points, self.every, last=True):
+            for p in lineage_thinned(points, self.every, self.lineage_points):
                 row: dict[str, Any] = {
                     "lineage/step": p.step,
                     f"lineage/{self._metric}": p.score,
