@@ -10,7 +10,7 @@ import pytest
 
 import genepool as gp
 from tests.loggers._toy import check_has_exploits, expected_lineage, own_scores, run_toy
-from tests.loggers._wandb_files import OfflineRun, offline_runs
+from tests.loggers._wandb_files import OfflineRun, offline_runs, read_run
 
 pytest.importorskip("wandb")
 
@@ -66,6 +66,14 @@ def test_an_offline_run(tmp_path: Path, offline: Path) -> None:
     result = run_toy(tmp_path, [logger])
     check_has_exploits(result)
     check_written(offline, result)
+    # the installed packages are listed once, by the first member's run (all are made in
+    # the same process: each would list the same)
+    listed = [
+        read_run(next(folder.glob("run-*.wandb"))).name
+        for folder in offline.glob("wandb/offline-run-*")
+        if (folder / "files" / "requirements.txt").exists()
+    ]
+    assert listed == [f"{result.name}/member_000"]
 
 
 def test_two_workers_then_an_export(tmp_path: Path, offline: Path) -> None:
@@ -98,3 +106,21 @@ def test_lineage_points_bounds_each_lineage_curve(tmp_path: Path, offline: Path)
         assert line == [expected[0], expected[6], expected[11]]  # 3 points, 5.5 apart
         own = [(r["step"], r[result.metric]) for r in rows if result.metric in r]
         assert own == own_scores(result, m.id)  # its own points: all of them
+
+
+def test_a_wandb_without_the_lighter_settings_gets_its_defaults() -> None:
+    from genepool.loggers._wandb import _same_process_settings
+
+    class OldSettings:
+        def __init__(self, **settings: object) -> None:
+            raise ValueError(f"unknown settings {sorted(settings)}")
+
+    class OldWandb:
+        Settings = OldSettings
+
+    assert _same_process_settings(OldWandb()) is None
+    import wandb
+
+    made = _same_process_settings(wandb)
+    assert made.x_save_requirements is False
+    assert made.x_disable_stats is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +23,21 @@ from genepool.loggers._mlflow import lineage_text, member_name
 
 __all__ = ["WandbLogger"]
 
+log = logging.getLogger("genepool.loggers")
+
+
+def _same_process_settings(wandb: Any) -> Any:
+    """The settings of every member's W&B run after the first: all are made in the same
+    process, so the first alone records the installed packages and samples the machine's
+    system metrics (each run would record the same; listing the packages costs about 0.1
+    CPU-second a run, and each sampler runs in W&B's service beside the workers). ``None``
+    (W&B's defaults) where this W&B has no such settings."""
+    try:
+        return wandb.Settings(x_save_requirements=False, x_disable_stats=True)
+    except Exception as err:  # a W&B without these (private) settings: its defaults
+        log.debug("W&B's defaults for every member's run: %s", err)
+        return None
+
 
 class WandbLogger:
     """Sends a run to Weights & Biases: one W&B run per member (``<run>/member_000``, ...),
@@ -34,7 +50,9 @@ class WandbLogger:
     id). After an exploit ``step`` goes back to the donor's, as the member's weights did
     (W&B's own ``_step`` keeps counting rows). When the run ends, the lineage curve: rows
     of ``lineage/step``, ``lineage/<metric>``, ``lineage/member`` and
-    ``lineage/hparams/<name>``, and ``lineage`` (the line as text) in the summary. Needs
+    ``lineage/hparams/<name>``, and ``lineage`` (the line as text) in the summary. The
+    first member's run alone lists the installed packages and samples the machine's system
+    metrics: every run is made in the driver's process, so each would hold the same. Needs
     ``wandb`` (``pip install 'genepool[wandb]'``).
 
     Args:
@@ -116,7 +134,7 @@ class WandbLogger:
         self._metric = run.metric
         if self.dir is not None:
             os.makedirs(self.dir, exist_ok=True)
-        for member, hparams in sorted(run.members.items()):
+        for i, (member, hparams) in enumerate(sorted(run.members.items())):
             one = wandb.init(
                 project=self.project,
                 entity=self.entity,
@@ -128,6 +146,7 @@ class WandbLogger:
                 mode=self.mode,  # type: ignore[arg-type]
                 dir=self.dir,
                 reinit="create_new",
+                settings=None if i == 0 else _same_process_settings(wandb),
             )
             self.runs[member] = one
             one.define_metric("step")
