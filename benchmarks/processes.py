@@ -6,7 +6,8 @@ A step that busy-works 10 ms (benchmarks/busywork.py), truncation and perturb, p
 overhead.py's docstring for the targets.
 
 With loggers (issue 22, ``overhead.py --parts processes --loggers off,mlflow,wandb``) each
-run is made once per logger, in turn within each repeat: ``off`` (none), ``mlflow``
+run is made once per logger, in turn within each repeat: ``off`` (none), ``null`` (a
+logger that keeps nothing: genepool's own part of the cost), ``mlflow``
 (``gp.MLflowLogger`` to a folder store in the run's temporary directory) and ``wandb``
 (``gp.WandbLogger`` offline, its files there too; no network). Every step is sent (each
 member's score, its ``work_s`` and ``hparams/lr``), its events, and each member's lineage
@@ -47,11 +48,25 @@ DRIVER_SQL_IMPORT_S = round(time.perf_counter() - _began, 3)
 PROCESS_WORKERS = 2
 PROCESS_READY = 5
 PROCESS_TARGETS = {8: 0.95, 32: 0.90}
-#: The loggers a run may be measured with; ``off`` is none. ``KIND:N`` is the logger with
-#: ``every=N`` (each member's points at every N-th step): ``mlflow:10``.
-LOGGERS = ("off", "mlflow", "wandb")
+#: The loggers a run may be measured with; ``off`` is none; ``null`` a logger that keeps
+#: nothing (genepool's own part: reading the run, the lineages, the thread). ``KIND:N`` is
+#: the logger with ``every=N`` (each member's points at every N-th step): ``mlflow:10``.
+LOGGERS = ("off", "null", "mlflow", "wandb")
 #: How much lower a logger's efficiency may be than ``off``'s.
 LOGGER_TARGET_DROP = 0.01
+
+
+class NullLogger:
+    """A logger that keeps nothing: what is left is genepool's own cost of feeding one."""
+
+    def start(self, run: Any) -> None:
+        pass
+
+    def log(self, batch: Any) -> None:
+        pass
+
+    def finish(self, lineages: Any) -> None:
+        pass
 
 
 def make_loggers(kind: str, folder: str) -> list[Any]:
@@ -60,6 +75,8 @@ def make_loggers(kind: str, folder: str) -> list[Any]:
     name, _, every = kind.partition(":")
     if name == "off":
         return []
+    if name == "null":
+        return [NullLogger()]
     if name == "mlflow":
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # MLflow 3's opt-in for a folder
         uri = f"file://{folder}/mlruns"

@@ -112,6 +112,7 @@ class Result:
         checkpoints: CheckpointStore,
         trust: bool = False,
         owns_store: bool = False,
+        history: History | None = None,
     ) -> None:
         self.name = name
         self.seed = seed
@@ -122,8 +123,9 @@ class Result:
         self._trust = trust
         self._owns_store = owns_store
         self.population: Population = store.population(name)
-        self._history: History | None = None
-        self._events: tuple[Event, ...] | None = None
+        # the history, when the maker has read it already (a logger's feed, at the run's end)
+        self._history: History | None = history
+        self._events: tuple[Event, ...] | None = None if history is None else history.events
 
     @property
     def reports(self) -> tuple[Report, ...]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import genepool as gp
-from genepool.loggers import Batch, LineagePoint, RunInfo
+from genepool.loggers import Batch, LineagePoint, LogFeed, RunInfo
 from tests.loggers._toy import SPACE, check_has_exploits, expected_lineage, own_scores, run_toy
 
 
@@ -216,8 +216,6 @@ def test_without_its_library_a_logger_names_the_extra(
 
 
 def test_a_failed_first_read_is_tried_again(tmp_path: Path) -> None:
-    from genepool.loggers import LogFeed
-
     result = run_toy(tmp_path, [])
 
     class Flaky:
@@ -242,4 +240,27 @@ def test_a_failed_first_read_is_tried_again(tmp_path: Path) -> None:
     assert feed.poll() == 0  # nothing is sent to a logger that has not started
     assert keep.runs == []
     feed.finish()  # starts it now, sends every point, the lineages
+    check_kept(keep, result)
+
+
+def test_the_end_reads_the_run_once(tmp_path: Path) -> None:
+    """Finishing sends what is left and the lineages from one read of the whole history
+    (the run waits for it)."""
+    result = run_toy(tmp_path, [])
+
+    class Counting:
+        reads = 0
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(result._store, name)
+
+        def history(self, name: str) -> object:
+            Counting.reads += 1
+            return result._store.history(name)
+
+    keep = Keep()
+    feed = LogFeed([keep], Counting(), result.name)  # type: ignore[arg-type]
+    feed.start()
+    feed.finish()
+    assert Counting.reads == 1
     check_kept(keep, result)

@@ -10,7 +10,8 @@ Biases loggers (:mod:`genepool.loggers`) all draw from here, so they show the sa
 - :func:`describe_event` is an event as one line of text, any password in it hidden;
 - :func:`lineage_curves` is, per member, the run's metric along its ancestry (each step's
   score from the member that trained it: :meth:`genepool.Result.ancestry_scores`) with the
-  schedule's hyperparameters at each step.
+  schedule's hyperparameters at each step; it reads each report once for the whole
+  population, then only the reports of each member's ancestors.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from genepool._redact import redact_url
-from genepool.analysis._lineage import hparams_at_report, hparams_timeline
+from genepool.analysis._lineage import ancestry_scores, hparams_at_report, hparams_timeline
 from genepool.member import Event, Population, Report
 
 if TYPE_CHECKING:
@@ -178,13 +179,20 @@ def lineage_curves(
     """
     chosen = [m.id for m in result.population] if members is None else list(members)
     times: dict[tuple[int, int], float] = {}
+    by_member: dict[int, list[Report]] = {}
     for r in result.reports:
         times.setdefault((r.member, r.step), r.time)
+        by_member.setdefault(r.member, []).append(r)
     curves = {}
     for member in chosen:
+        line = result.lineage(member)
+        # the reports of the members along the line only (each in the order written): a
+        # curve per member over the whole history would take members x reports
+        ancestors = dict.fromkeys(s.member for s in line.segments)
+        reports = [r for who in ancestors for r in by_member.get(who, ())]
         schedule = result.schedule(member)
         curves[member] = [
             LineagePoint(step, score, who, schedule.at(step - 1), times.get((who, step), math.nan))
-            for step, score, who in result.ancestry_scores(member)
+            for step, score, who in ancestry_scores(reports, result.events, line, result.metric)
         ]
     return curves

@@ -28,7 +28,7 @@ from genepool.analysis._curves import CurveReader, describe_event, lineage_curve
 from genepool.analysis._lineage import hparams_timeline
 from genepool.loggers._base import Batch, LoggedEvent, Logger, RunInfo
 from genepool.member import Event
-from genepool.store import Store
+from genepool.store import History, Store
 
 __all__ = ["LogFeed", "check_loggers", "export_logs", "feeding"]
 
@@ -137,18 +137,23 @@ class LogFeed:
         """Send what the run wrote since the last poll; return how many points (none
         before :meth:`start`)."""
         with self._lock:
-            if not self.loggers or not self._started:
-                return 0
-            began = time.thread_time()
-            history = self.store.history(self.name)
-            population = self.store.population(self.name)
-            points = self._reader.read(history.reports, history.events, population)
-            events = [_logged(e) for e in self._reader.new_events(history.events)]
-            self.read_seconds = time.thread_time() - began
-            if points or events:
-                batch = Batch(points=points, events=events)
-                self._call("log", lambda logger: logger.log(batch))
-            return len(points)
+            return self._poll()[0]
+
+    def _poll(self) -> tuple[int, History | None]:
+        """:meth:`poll`, under the lock; also the history it read (``None`` if it read
+        none)."""
+        if not self.loggers or not self._started:
+            return 0, None
+        began = time.thread_time()
+        history = self.store.history(self.name)
+        population = self.store.population(self.name)
+        points = self._reader.read(history.reports, history.events, population)
+        events = [_logged(e) for e in self._reader.new_events(history.events)]
+        self.read_seconds = time.thread_time() - began
+        if points or events:
+            batch = Batch(points=points, events=events)
+            self._call("log", lambda logger: logger.log(batch))
+        return len(points), history
 
     def finish(self) -> None:
         """Send what is left and every member's lineage curve; the loggers close."""
@@ -156,8 +161,8 @@ class LogFeed:
         from genepool.result import Result
 
         self.start()
-        self.poll()
         with self._lock:
+            _, history = self._poll()
             if not self.loggers:
                 return
             config = self.store.run_config(self.name)
@@ -168,6 +173,7 @@ class LogFeed:
                 stop_reason="",
                 store=self.store,
                 checkpoints=MemoryCheckpoints(),
+                history=history,  # the poll above read the whole run: not again
             )
             curves = lineage_curves(result)
             self._call("finish", lambda logger: logger.finish(curves))
