@@ -179,6 +179,57 @@ def test_a_reported_score_that_is_no_number_is_refused(score: Any) -> None:
         _run(train, population=1)
 
 
+def _holds_itself() -> list[Any]:
+    looped: list[Any] = [1.0]
+    looped.append(looped)
+    return looped
+
+
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ["function", "class"])
+@pytest.mark.parametrize(
+    ("make", "shown"),
+    [
+        (object, "<object object"),
+        (_holds_itself, "[1.0, [...]]"),
+        (lambda: {1: {2, 3}}, "{1: {2, 3}}"),
+    ],
+)
+def test_a_metric_the_store_cannot_keep_is_refused_on_every_store(
+    tmp_path: Path, storage: str, kind: str, make: Any, shown: str
+) -> None:
+    """Every store refuses it alike, naming the metric and the fix, before it is kept (a
+    SQL store raised a StorageError or a RecursionError at the write, the memory store kept
+    it)."""
+    value = make()
+
+    def train(member: gp.Member) -> None:
+        while member.running:
+            member.report(score=1.0, info=value, state=lambda: 0)
+
+    class Train(gp.Trainable):
+        def setup(self, hparams: Any) -> None:
+            pass
+
+        def step(self) -> dict[str, Any]:
+            return {"score": 1.0, "info": value}
+
+        def save(self) -> Any:
+            return 0
+
+        def load(self, state: Any) -> None:
+            pass
+
+    url = None if storage == "memory" else f"sqlite:///{tmp_path}/pbt.db"
+    trainable = train if kind == "function" else Train
+    with pytest.raises(gp.TrainableError) as caught:
+        _run(trainable, population=1, storage=url)
+    message = str(caught.value)
+    assert f"Member 0 reported info={shown}" in message
+    assert "at step 1" in message
+    assert "Fix: report a plain value, e.g. info=float(value)" in message
+
+
 def test_a_score_of_numpy_or_a_0d_array_is_taken() -> None:
     import numpy as np
 

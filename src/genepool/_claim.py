@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from genepool._errors import InvalidArgumentError, StaleLeaseError, StorageError, invalid
+from genepool._errors import InvalidArgumentError, StaleLeaseError, invalid
 from genepool._heartbeat import Heartbeat, Heartbeats
 from genepool._redact import shown
 from genepool._rng import member_stream
@@ -26,7 +26,7 @@ from genepool.checkpoints._resident import ResidentCheckpoints
 from genepool.member import MemberView
 from genepool.round import RoundRecord, score_of
 from genepool.store import Lease
-from genepool.store._codec import encode as storable
+from genepool.store._codec import unstorable
 
 if TYPE_CHECKING:
     from genepool.asktell import AskTell
@@ -197,20 +197,20 @@ class Claim:
                 "Fix: claim.report({'score': 0.5}) or claim.report(score=0.5).",
             )
         merged = {**(metrics if metrics is not None else {}), **more}
-        for name, value in merged.items():
+        for name in merged:
             if not isinstance(name, str):
                 fix = "Fix: name each metric with a string."
                 raise invalid(owner, "metrics", "keyed by str", shown(name), fix)
-            try:
-                storable(value)
-            except (StorageError, RecursionError):  # RecursionError: a list in itself
-                raise invalid(
-                    owner,
-                    "metrics",
-                    "numbers, strings, booleans, None, or lists, tuples and dicts of them",
-                    f"{name}={shown(value)}",
-                    f"Fix: report a plain value, e.g. {name}=float(value).",
-                ) from None
+        bad = unstorable(merged)
+        if bad is not None:
+            name, value = bad
+            raise invalid(
+                owner,
+                "metrics",
+                "numbers, strings, booleans, None, or lists, tuples and dicts of them",
+                f"{name}={shown(value)}",
+                f"Fix: report a plain value, e.g. {name}=float(value).",
+            )
         ctx = self._owner.ctx
         fix = "include it in every report."
         score_of(ctx.metric, merged, fix=fix)

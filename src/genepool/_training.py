@@ -42,6 +42,7 @@ from genepool._errors import (
 )
 from genepool._heartbeat import Heartbeat
 from genepool._loading import Loader, MemberCodeFailed, own_code
+from genepool._redact import shown
 from genepool._residents import Resident, Residents
 from genepool._sessions import _Returned, _Session
 from genepool.decision import Continue, Decision, Exploit, Explore, Stop
@@ -63,11 +64,13 @@ from genepool.round import (
     explored,
     failed,
     kept_previous,
+    score_of,
     stopped,
     undecided,
     with_member,
 )
 from genepool.store import Lease
+from genepool.store._codec import unstorable
 
 if TYPE_CHECKING:
     from genepool._context import RunContext
@@ -225,6 +228,17 @@ class Trainer:
         def observe(metrics: Mapping[str, Any]) -> bool:
             """One step's report: whether the round is over."""
             step = session.advance()
+            bad = unstorable(metrics)
+            if bad is not None:
+                name, value = bad
+                if name == record.metric:  # the run's metric: its own message says more
+                    score_of(name, metrics, fix="report it as a number.")
+                raise TrainableError(
+                    f"Member {lease.member} reported {name}={shown(value)} at step {step}, "
+                    "which the store cannot keep: a metric is a number, a string, a boolean, "
+                    "None, or a list, tuple or dict of them (not one that holds itself). Fix: "
+                    f"report a plain value, e.g. {name}=float(value), or leave it out."
+                )
             now = clock.now()
             beat.progress(now)
             record.add(step, metrics, now)

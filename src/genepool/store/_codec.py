@@ -86,6 +86,21 @@ def encode(x: Any) -> Any:
     )
 
 
+def unstorable(metrics: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """The first metric of a report that :func:`encode` cannot keep (a value of another
+    type, or a list or dict that holds itself), as ``(name, value)``; ``None`` when every
+    one can be kept. A plain number costs one type check."""
+    for name, value in metrics.items():
+        kind = type(value)
+        if kind is float or kind is int:
+            continue
+        try:
+            encode(value)
+        except (StorageError, RecursionError):  # RecursionError: a list in itself
+            return name, value
+    return None
+
+
 def encode_map(m: Mapping[Any, Any]) -> Any:
     if all(type(k) is str for k in m) and not (len(m) == 1 and next(iter(m)) in _TAGS):
         return {k: encode(v) for k, v in m.items()}
