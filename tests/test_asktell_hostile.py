@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -342,6 +343,20 @@ def test_a_state_that_raises_leaves_the_claim_open_and_leaving_gives_it_back() -
         again = [pbt.ask() for _ in range(SETTINGS["population"])]
         assert claim.member in [c.member for c in again if c is not None]  # given back
         assert pbt.result().population[claim.member].step == 0
+
+
+def test_a_timeout_is_real_time_whatever_the_run_s_clock() -> None:
+    """A run on a gp.ManualClock (which moves only when told) still stops waiting."""
+    clock = gp.ManualClock()
+    store = gp.MemoryStore(clock=clock)
+    options = {"storage": store, "clock": clock, "population": 1}
+    with asktell(**options) as first, asktell(**options) as second:
+        held = claimed(first)
+        began = time.monotonic()
+        assert second.ask(timeout=0.3) is None  # the one member is held by `first`
+        assert 0.3 <= time.monotonic() - began < 5.0
+        assert clock.now() == 0.0
+        assert held.member == 0
 
 
 def test_a_claim_whose_lease_was_lost_is_told_once() -> None:

@@ -130,7 +130,8 @@ class AskTell:
 
         Args:
             timeout: Seconds to wait for a member held elsewhere (``0``: none;
-                ``math.inf``: until one is claimable or the run is over).
+                ``math.inf``: until one is claimable or the run is over), in real time
+                whatever the run's ``clock``.
 
         Returns:
             The claim, or ``None`` when the run is over (:attr:`stop_reason` says why),
@@ -145,7 +146,9 @@ class AskTell:
         """
         check("AskTell.ask", {"timeout": timeout}, ASK)
         ctx = self.ctx
-        deadline = ctx.clock.now() + timeout
+        # the wait is real (it sleeps), so its end is too: the run's clock may be a
+        # gp.ManualClock that moves only when told
+        deadline = time.monotonic() + timeout
         while self.stop_reason is None:
             lease = ctx.store.claim(
                 ctx.name, self._info, lease_seconds=ctx.lease_seconds, max_ahead=ctx.max_ahead
@@ -160,10 +163,10 @@ class AskTell:
             pop = ctx.store.population(ctx.name)
             if not any(m.status == ACTIVE for m in pop):
                 self.stop_reason = ended_because(pop)
-            elif ctx.clock.now() >= deadline:
+            elif time.monotonic() >= deadline:
                 return None
             else:
-                time.sleep(min(0.05, max(0.0, deadline - ctx.clock.now())))
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         return None
 
     def _claim(self, lease: Lease) -> Claim | Lease | None:
