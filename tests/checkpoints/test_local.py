@@ -129,6 +129,17 @@ def test_ids_of_one_run(local):
     assert len(local) == 2
 
 
+def test_a_checkpoint_folder_without_its_manifest_is_not_listed(local, tmp_path):
+    kept = local.put("run", 0, 1, b"kept")
+    damaged = local.put("run", 0, 2, b"damaged")
+    manifest = next(tmp_path.rglob(f"{damaged.rsplit('/', 1)[1]}/manifest.json"))
+    manifest.unlink()  # as damage would leave it: a write renames it in complete
+    assert local.ids() == [kept]
+    assert len(local) == 1
+    with pytest.raises(gp.CheckpointError):
+        local.get(damaged)
+
+
 # -- LocalCheckpoints: atomicity ---------------------------------------------------------
 
 

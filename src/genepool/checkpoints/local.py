@@ -402,7 +402,11 @@ class LocalCheckpoints(CheckpointStore):
                 entries = [
                     e
                     for e in os.scandir(member_dir)
-                    if e.is_dir() and CHECKPOINT_DIR.fullmatch(e.name)
+                    if e.is_dir()
+                    and CHECKPOINT_DIR.fullmatch(e.name)
+                    # complete: a write renames the folder in with its manifest, so one
+                    # without is damage (listed by no store, as fsspec's lists none)
+                    and os.path.exists(os.path.join(e.path, MANIFEST_FILE))
                 ]
             except OSError:
                 continue
