@@ -86,13 +86,15 @@ def encode(x: Any) -> Any:
     )
 
 
+_PLAIN = (float, int, str)
+
+
 def unstorable(metrics: Mapping[str, Any]) -> tuple[str, Any] | None:
     """The first metric of a report that :func:`encode` cannot keep (a value of another
     type, or a list or dict that holds itself), as ``(name, value)``; ``None`` when every
-    one can be kept. A plain number costs one type check."""
+    one can be kept. A number or a string (NumPy's float64 too) costs one type check."""
     for name, value in metrics.items():
-        kind = type(value)
-        if kind is float or kind is int:
+        if isinstance(value, _PLAIN):  # every subclass of these is kept as the base
             continue
         try:
             encode(value)
