@@ -244,23 +244,51 @@ def test_a_failed_first_read_is_tried_again(tmp_path: Path) -> None:
 
 
 def test_the_end_reads_the_run_once(tmp_path: Path) -> None:
-    """Finishing sends what is left and the lineages from one read of the whole history
-    (the run waits for it)."""
+    """Finishing sends what is left and the lineages from one read (the run waits for
+    it): what was read before is kept, not read again."""
     result = run_toy(tmp_path, [])
 
-    class Counting:
-        reads = 0
+    reads: list[tuple[int, int]] = []
 
+    class Counting:
         def __getattr__(self, name: str) -> object:
             return getattr(result._store, name)
 
         def history(self, name: str) -> object:
-            Counting.reads += 1
-            return result._store.history(name)
+            raise AssertionError("the feed reads on (history_after), not all again")
+
+        def history_after(self, name: str, *, reports_after: int, events_after: int) -> object:
+            reads.append((reports_after, events_after))
+            return result._store.history_after(
+                name, reports_after=reports_after, events_after=events_after
+            )
 
     keep = Keep()
     feed = LogFeed([keep], Counting(), result.name)  # type: ignore[arg-type]
     feed.start()
+    feed.poll()
+    assert reads == [(-1, -1)]
+    whole = result._store.history_after(result.name)
+    feed.finish()  # reads on from where the poll ended: nothing new
+    assert reads == [(-1, -1), (whole.reports_end, whole.events_end)]
+    check_kept(keep, result)
+
+
+def test_a_store_read_whole_each_time_sends_each_point_once(tmp_path: Path) -> None:
+    """A store whose positions may be seen out of order (PostgreSQL) is read whole at
+    each poll; what each member wrote beyond what was read of it is sent, once."""
+    result = run_toy(tmp_path, [])
+
+    class Whole:
+        history_in_order = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(result._store, name)
+
+    keep = Keep()
+    feed = LogFeed([keep], Whole(), result.name)  # type: ignore[arg-type]
+    feed.start()
+    assert feed.poll() == len(result.reports)
+    assert feed.poll() == 0
     feed.finish()
-    assert Counting.reads == 1
     check_kept(keep, result)

@@ -27,7 +27,7 @@ import pytest
 
 import genepool as gp
 from genepool.member import CheckpointRef, Event, MemberView, Report
-from genepool.store import Lease, MemoryStore, Store, WorkerInfo, _leases
+from genepool.store import History, Lease, MemoryStore, Store, WorkerInfo, _leases
 
 #: The PostgreSQL server the tests use (a fresh schema per test, dropped after it).
 POSTGRES_URL = os.environ.get(
@@ -723,6 +723,71 @@ class StoreContract:
         assert store.events(RUN) == tuple(e) == store.history(RUN).events
         with pytest.raises(KeyError):
             store.events("missing")
+
+    def test_history_after_reads_on_from_the_positions_it_handed_out(self, store):
+        store.create_run(RUN, config={}, members=members(2))
+        a = must_claim(store)
+        b = must_claim(store)
+        r = [
+            Report(m, s, {"score": float(s)}, float(s))
+            for s in (1, 2)
+            for m in (a.member, b.member)
+        ]
+        e = [Event("explore", b.member, 1, {"new_hparams": {"lr": 0.5}}, 1.0)]
+        store.commit(a, reports=r[:1])
+        store.commit(b, reports=r[1:2], events=e)
+        first = store.history_after(RUN)
+        assert (first.reports, first.events) == (tuple(r[:2]), tuple(e))
+        assert first.population == store.population(RUN)
+        done = dataclasses.replace(view(store, a.member), status="finished")
+        store.commit(a, member=done, reports=r[2:3], release=True)
+        store.commit(b, reports=r[3:])
+        after = {"reports_after": first.reports_end, "events_after": first.events_end}
+        second = store.history_after(RUN, **after)
+        assert (second.reports, second.events) == (tuple(r[2:]), ())
+        assert second.events_end == first.events_end
+        assert second.population[a.member].status == "finished"  # read with its rows
+        ends = {"reports_after": second.reports_end, "events_after": second.events_end}
+        nothing = store.history_after(RUN, **ends)
+        assert (nothing.reports, nothing.events) == ((), ())
+        assert (nothing.reports_end, nothing.events_end) == (second.reports_end, second.events_end)
+        assert store.history(RUN) == History(tuple(r), tuple(e))
+        with pytest.raises(KeyError):
+            store.history_after("missing")
+
+    def test_reading_on_while_members_write_reads_each_row_once(self, store):
+        """Where the store says its history is read in order, a reader that follows the
+        positions it is handed, while several members write at once, reads every row once
+        and each member's rows in order."""
+        if not store.history_in_order:
+            pytest.skip("positions may be seen out of order: a reader reads it all")
+        store.create_run(RUN, config={}, members=members(4))
+        leases = [must_claim(store) for _ in range(4)]
+
+        def write(lease: Lease) -> None:
+            for step in range(1, 41):
+                report = Report(lease.member, step, {"score": float(step)}, float(step))
+                event = Event("explore", lease.member, step, {"new_hparams": {}}, float(step))
+                store.commit(lease, reports=[report], events=[event] if step % 10 == 0 else [])
+
+        threads = [threading.Thread(target=write, args=(lease,)) for lease in leases]
+        for t in threads:
+            t.start()
+        reports: list[Report] = []
+        events: list[Event] = []
+        ends = {"reports_after": -1, "events_after": -1}
+        writing = True
+        while writing:
+            writing = any(t.is_alive() for t in threads)  # then one read after the last write
+            found = store.history_after(RUN, **ends)
+            reports += found.reports
+            events += found.events
+            ends = {"reports_after": found.reports_end, "events_after": found.events_end}
+        for t in threads:
+            t.join()
+        assert len(reports) == 160
+        assert len(events) == 16
+        assert store.history(RUN) == History(tuple(reports), tuple(events))
 
     def test_current_checkpoint_is_never_collected(self, store):
         store.create_run(RUN, config={}, members=members(2))

@@ -35,6 +35,7 @@ __all__ = [
     "describe_event",
     "lineage_curves",
     "number",
+    "points_of",
 ]
 
 
@@ -112,22 +113,14 @@ class CurveReader:
         self, reports: Sequence[Report], events: Sequence[Event], population: Population
     ) -> list[MemberPoint]:
         """The points of the reports not read before, in the order they were written."""
-        timelines = hparams_timeline(events, population)
         seen: dict[int, int] = {}
-        points = []
+        new = []
         for report in reports:
             count = seen[report.member] = seen.get(report.member, 0) + 1
-            if count <= self._reports_done.get(report.member, 0):
-                continue
-            timeline = timelines.get(report.member)
-            hparams = hparams_at_report(timeline, report) if timeline is not None else {}
-            points.append(
-                MemberPoint(
-                    report.member, report.step, report.time, numbers(report.metrics), hparams
-                )
-            )
+            if count > self._reports_done.get(report.member, 0):
+                new.append(report)
         self._reports_done.update(seen)
-        return points
+        return points_of(new, events, population)
 
     def new_events(self, events: Sequence[Event]) -> list[Event]:
         """The events not returned before, in the order they were written."""
@@ -139,6 +132,21 @@ class CurveReader:
                 out.append(event)
         self._events_done.update(seen)
         return out
+
+
+def points_of(
+    reports: Sequence[Report], events: Sequence[Event], population: Population
+) -> list[MemberPoint]:
+    """The reports as points, each with the hyperparameters that trained its step (read
+    from the run's ``events``: all of them so far)."""
+    timelines = hparams_timeline(events, population)
+    points = []
+    for report in reports:
+        timeline = timelines.get(report.member)
+        hparams = hparams_at_report(timeline, report) if timeline is not None else {}
+        metrics = numbers(report.metrics)
+        points.append(MemberPoint(report.member, report.step, report.time, metrics, hparams))
+    return points
 
 
 def describe_event(event: Event) -> str:

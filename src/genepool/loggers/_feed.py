@@ -1,7 +1,9 @@
 """Feeding loggers from what a run wrote to its store.
 
 One path for a live run and an export: a :class:`LogFeed` reads the run's reports and
-events from the store (only what it has not sent yet), hands each logger a
+events from the store (only what it has not sent yet: a store that keeps its history in
+order, the memory store and SQLite, is read on from where the last read ended; another,
+PostgreSQL, is read whole each time), hands each logger a
 :class:`~genepool.loggers.Batch`, and at the end every member's lineage curve. During a
 run (:func:`feeding`) a thread of the driver polls the store every ``every`` seconds, and
 once more when the run ends; no logger call ever sits inside a worker's round, and it is
@@ -24,10 +26,16 @@ from typing import Any
 
 from genepool._errors import invalid
 from genepool._redact import redact_url, shown
-from genepool.analysis._curves import CurveReader, describe_event, lineage_curves
+from genepool.analysis._curves import (
+    CurveReader,
+    MemberPoint,
+    describe_event,
+    lineage_curves,
+    points_of,
+)
 from genepool.analysis._lineage import hparams_timeline
 from genepool.loggers._base import Batch, LoggedEvent, Logger, RunInfo
-from genepool.member import Event
+from genepool.member import Event, Report
 from genepool.store import History, Store
 
 __all__ = ["LogFeed", "check_loggers", "export_logs", "feeding"]
@@ -91,7 +99,11 @@ class LogFeed:
         self.loggers = list(loggers)
         self.store = store
         self.name = name
-        self._reader = CurveReader()
+        self._reader = CurveReader()  # for a store that is read whole each time
+        #: The run as read so far: its lineages are drawn from it at the end.
+        self._reports: list[Report] = []
+        self._events: list[Event] = []
+        self._ends = (-1, -1)  # the positions the last read ended at (reports, events)
         self._lock = threading.Lock()
         self._started = False
         #: The loggers dropped for raising, in the order they failed.
@@ -137,23 +149,40 @@ class LogFeed:
         """Send what the run wrote since the last poll; return how many points (none
         before :meth:`start`)."""
         with self._lock:
-            return self._poll()[0]
+            return self._poll()
 
-    def _poll(self) -> tuple[int, History | None]:
-        """:meth:`poll`, under the lock; also the history it read (``None`` if it read
-        none)."""
+    def _poll(self) -> int:
+        """:meth:`poll`, under the lock."""
         if not self.loggers or not self._started:
-            return 0, None
+            return 0
         began = time.thread_time()
-        history = self.store.history(self.name)
-        population = self.store.population(self.name)
-        points = self._reader.read(history.reports, history.events, population)
-        events = [_logged(e) for e in self._reader.new_events(history.events)]
+        points, new_events = self._read()
+        events = [_logged(e) for e in new_events]
         self.read_seconds = time.thread_time() - began
         if points or events:
             batch = Batch(points=points, events=events)
             self._call("log", lambda logger: logger.log(batch))
-        return len(points), history
+        return len(points)
+
+    def _read(self) -> tuple[list[MemberPoint], list[Event]]:
+        """What the run wrote since the last read, each report and event once: as points,
+        and as events. A store that keeps its history in order
+        (:attr:`Store.history_in_order`) is read on from where the last read ended;
+        another is read whole, and what each member wrote beyond what was read of it is
+        new."""
+        if self.store.history_in_order:
+            reports_after, events_after = self._ends
+            found = self.store.history_after(
+                self.name, reports_after=reports_after, events_after=events_after
+            )
+            self._ends = (found.reports_end, found.events_end)
+            self._reports += found.reports
+            self._events += found.events
+            return points_of(found.reports, self._events, found.population), list(found.events)
+        found = self.store.history_after(self.name)
+        self._reports, self._events = list(found.reports), list(found.events)
+        points = self._reader.read(found.reports, found.events, found.population)
+        return points, self._reader.new_events(found.events)
 
     def finish(self) -> None:
         """Send what is left and every member's lineage curve; the loggers close."""
@@ -162,7 +191,7 @@ class LogFeed:
 
         self.start()
         with self._lock:
-            _, history = self._poll()
+            self._poll()
             if not self.loggers:
                 return
             config = self.store.run_config(self.name)
@@ -173,7 +202,7 @@ class LogFeed:
                 stop_reason="",
                 store=self.store,
                 checkpoints=MemoryCheckpoints(),
-                history=history,  # the poll above read the whole run: not again
+                history=History(tuple(self._reports), tuple(self._events)),  # read already
             )
             curves = lineage_curves(result)
             self._call("finish", lambda logger: logger.finish(curves))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from genepool._lazy import lazy_attributes
-from genepool.store._base import History, Lease, Store, WorkerInfo
+from genepool.store._base import History, HistoryAfter, Lease, Store, WorkerInfo
 from genepool.store._open import check_url, open_store
 from genepool.store.memory import MemoryStore
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "History",
+    "HistoryAfter",
     "Lease",
     "MemoryStore",
     "RemoteStore",

@@ -60,6 +60,13 @@ The contract (checked over every backend by ``tests/store/test_contract.py``'s
   what checkpoint folders and manifests record as their owner, so that no run deletes
   the checkpoints of another datastore's run (see
   :meth:`genepool.checkpoints.CheckpointStore.own`).
+* **Reading on.** :meth:`Store.history_after` reads, at one moment, the population and
+  the reports and events at positions after the ones given, each in the order written,
+  with the position of the last of each: ``history(run)`` is it from the start. Where
+  :attr:`Store.history_in_order` is true (the memory store, SQLite: one write at a time),
+  a row is visible once every row before it is, so a reader that gives back the positions
+  it was handed reads each row exactly once. Elsewhere (PostgreSQL's concurrent commits)
+  a later position may be seen first: a reader that must miss nothing reads it all.
 * **Events alone.** :meth:`Store.events` is ``history(run).events``: the same events, in
   the same order. The base class reads them through :meth:`Store.history`; a backend
   whose history is large overrides it to read the events only (a worker restoring its
@@ -81,6 +88,7 @@ from genepool.store._leases import Lease, WorkerInfo, counts_crash, holder_dead
 
 __all__ = [
     "History",
+    "HistoryAfter",
     "Lease",
     "Store",
     "WorkerInfo",
@@ -97,6 +105,19 @@ class History:
 
     reports: tuple[Report, ...]
     events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryAfter:
+    """What :meth:`Store.history_after` read: the population, and the reports and events
+    after the positions it was given, each in order, with the position of the last of each
+    (the one given when there is none after it)."""
+
+    population: Population
+    reports: tuple[Report, ...]
+    events: tuple[Event, ...]
+    reports_end: int
+    events_end: int
 
 
 #: The kind of the event :meth:`Store.revive` records.
@@ -237,6 +258,28 @@ class Store(ABC):
     @abstractmethod
     def history(self, run: str) -> History:
         """All reports and events of the run, each in the order they were written."""
+
+    #: Whether a reader of :meth:`history_after` that gives back the positions it was
+    #: handed reads each row once (see the module's "Reading on").
+    history_in_order: bool = False
+
+    def history_after(
+        self, run: str, *, reports_after: int = -1, events_after: int = -1
+    ) -> HistoryAfter:
+        """The population, then the reports and events at positions after ``reports_after``
+        and ``events_after`` (``-1``: all), each in the order written, read at one moment.
+        The default reads the population, then the whole history, its positions counted
+        from 0; a backend that can read the new rows alone overrides it."""
+        population = self.population(run)
+        history = self.history(run)
+        reports, events = history.reports[reports_after + 1 :], history.events[events_after + 1 :]
+        return HistoryAfter(
+            population,
+            reports,
+            events,
+            max(reports_after, len(history.reports) - 1),
+            max(events_after, len(history.events) - 1),
+        )
 
     def events(self, run: str) -> tuple[Event, ...]:
         """The run's events in the order they were written (``history(run).events``,

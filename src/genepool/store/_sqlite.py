@@ -119,6 +119,8 @@ class SQLiteStore(SQLStore, scheme="sqlite"):
     _I_COLLECTED: ClassVar[Statement] = I_COLLECTED_SQLITE
     #: One write under SQLite's write lock.
     fuses_commit_and_claim = True
+    #: One write at a time: a row's seq is visible once every smaller one is.
+    history_in_order = True
 
     _conn: Connection | None
     _raw: sqlite3.Connection | None  # SQLite without SQLAlchemy

@@ -24,7 +24,7 @@ from genepool._errors import StorageError, invalid
 from genepool._redact import redact_url
 from genepool.clock import Clock
 from genepool.member import Event, MemberView, Population, Report
-from genepool.store._base import History, Store, revive_ids, revived
+from genepool.store._base import History, HistoryAfter, Store, revive_ids, revived
 from genepool.store._codec import Corrupt, encode_map, json_object, loads, view_json
 from genepool.store._leases import Lease, WorkerInfo
 from genepool.store._snapshots import CachedRow, RunCache, load_rows
@@ -393,12 +393,15 @@ class SQLStore(Store):
 
     def population(self, run: str) -> Population:
         with self._tx("auto") as tx:
-            st = self._state(tx, run)
-            rows = tx.all(S_ROWS_NEW, {"r": st.id, "v": st.version})
-            with self._lock:
-                if rows:
-                    st.apply(rows)
-                return st.population()
+            return self._population(tx, self._state(tx, run))
+
+    def _population(self, tx: Tx, st: RunCache) -> Population:
+        """The run's population: the members' rows changed since the cache's are read."""
+        rows = tx.all(S_ROWS_NEW, {"r": st.id, "v": st.version})
+        with self._lock:
+            if rows:
+                st.apply(rows)
+            return st.population()
 
     def held(self, run: str) -> frozenset[int]:
         with self._tx("auto") as tx:
@@ -471,21 +474,26 @@ class SQLStore(Store):
 
     # -- the history ---------------------------------------------------------------------
     def history(self, run: str) -> History:
+        found = self.history_after(run)
+        return History(found.reports, found.events)
+
+    def history_after(
+        self, run: str, *, reports_after: int = -1, events_after: int = -1
+    ) -> HistoryAfter:
+        """One read transaction: the population, then the rows after the seqs given (a
+        row genepool never wrote raises there: see :meth:`_tx`)."""
         with self._tx("read") as tx:
             st = self._state(tx, run)
-            report_rows = tx.all(S_REPORTS, {"r": st.id})
-            event_rows = tx.all(S_EVENTS, {"r": st.id})
-        try:
+            population = self._population(tx, st)
+            report_rows = tx.all(S_REPORTS, {"r": st.id, "after": reports_after})
+            event_rows = tx.all(S_EVENTS, {"r": st.id, "after": events_after})
             reports = reports_from(report_rows, run=run, metric=st.metric)
-            return History(reports, events_from(event_rows, run=run))
-        except Corrupt as err:
-            raise self._corrupt(err) from None
+            events = events_from(event_rows, run=run)
+        reports_end = report_rows[-1][0] if report_rows else reports_after
+        events_end = event_rows[-1][0] if event_rows else events_after
+        return HistoryAfter(population, reports, events, reports_end, events_end)
 
     def events(self, run: str) -> tuple[Event, ...]:
-        with self._tx("read") as tx:
-            st = self._state(tx, run)
-            rows = tx.all(S_EVENTS, {"r": st.id})
-        try:
+        with self._tx("read") as tx:  # a row genepool never wrote raises there
+            rows = tx.all(S_EVENTS, {"r": self._state(tx, run).id, "after": -1})
             return events_from(rows, run=run)
-        except Corrupt as err:
-            raise self._corrupt(err) from None

@@ -300,19 +300,22 @@ def I_EVENTS(sa: ModuleType, db: ModuleType) -> Any:
 
 @statement
 def S_REPORTS(sa: ModuleType, db: ModuleType) -> Any:
-    """A run's reports in the order they were written, each with its seq (which names it
-    in an error)."""
+    """A run's reports after seq ``after`` in the order they were written, each with its
+    seq (which names it in an error, and is its position)."""
     r = db.reports_table.c
     columns = (r.seq, r.member, r.step, r.time, r.score, r.metrics)
-    return sa.select(*columns).where(r.run_id == sa.bindparam("r")).order_by(r.seq)
+    after = (r.run_id == sa.bindparam("r")) & (r.seq > sa.bindparam("after"))
+    return sa.select(*columns).where(after).order_by(r.seq)
 
 
 @statement
 def S_EVENTS(sa: ModuleType, db: ModuleType) -> Any:
-    """A run's events in the order they were written, each with its seq."""
+    """A run's events after seq ``after`` in the order they were written, each with its
+    seq (its position)."""
     e = db.events_table.c
     columns = (e.seq, e.kind, e.member, e.step, e.data, e.time)
-    return sa.select(*columns).where(e.run_id == sa.bindparam("r")).order_by(e.seq)
+    after = (e.run_id == sa.bindparam("r")) & (e.seq > sa.bindparam("after"))
+    return sa.select(*columns).where(after).order_by(e.seq)
 
 
 # -- pins and collected checkpoints --------------------------------------------------------

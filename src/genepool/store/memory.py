@@ -12,7 +12,7 @@ from typing import Any
 from genepool._errors import StorageError
 from genepool.clock import Clock, SystemClock
 from genepool.member import Event, MemberView, Mode, Population, Report
-from genepool.store._base import History, Store, revive_ids, revived
+from genepool.store._base import History, HistoryAfter, Store, revive_ids, revived
 from genepool.store._claims import counts_a_crash, pick_claim, with_crash
 from genepool.store._commits import check_commit, releases_pin
 from genepool.store._leases import Lease, WorkerInfo, check_lease, holds
@@ -233,6 +233,21 @@ class MemoryStore(Store):
         with self._lock:
             r = self._run(run)
             return History(tuple(r.reports), tuple(r.events))
+
+    history_in_order = True  # one write at a time: a row's position is its index
+
+    def history_after(
+        self, run: str, *, reports_after: int = -1, events_after: int = -1
+    ) -> HistoryAfter:
+        with self._lock:
+            r = self._run(run)
+            return HistoryAfter(
+                r.snapshot,
+                tuple(r.reports[reports_after + 1 :]),
+                tuple(r.events[events_after + 1 :]),
+                max(reports_after, len(r.reports) - 1),
+                max(events_after, len(r.events) - 1),
+            )
 
     def events(self, run: str) -> tuple[Event, ...]:
         with self._lock:
