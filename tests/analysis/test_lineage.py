@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from genepool import InvalidArgumentError
 from genepool.analysis import (
@@ -213,3 +216,65 @@ def test_a_copy_of_a_checkpoint_older_than_the_donors_own_exploit_follows_that_c
     # copy is taken, as before
     old = [*events[:3], exploit(4, 0, 1, 320, 320, 0.1, 0.3, 1)]
     assert lineage(old, pop, 0).ancestors == (2, 1, 0)
+
+
+def _ancestry_scores_by_scanning(
+    reports: list[Report], events: list[Event], line: Any, metric: str
+) -> list[tuple[int, float, int]]:
+    """The reference: every report scanned against the line's stretches of its member (the
+    algorithm before the reports were indexed by step)."""
+    cut = [
+        events[s.until_event].time if s.until_event < len(events) else float("inf")
+        for s in line.segments
+    ]
+    spans: dict[int, list[tuple[int, int, float]]] = {}
+    for seg, limit in zip(line.segments, cut, strict=True):
+        spans.setdefault(seg.member, []).append((seg.start, seg.end, limit))
+    best: dict[int, tuple[float, int]] = {}
+    for r in reports:
+        for start, end, limit in spans.get(r.member, []):
+            if start < r.step <= end and r.time <= limit:
+                value = r.metrics.get(metric)
+                if isinstance(value, int | float):
+                    best[r.step] = (float(value), r.member)
+                break
+    return [(step, score, who) for step, (score, who) in sorted(best.items())]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_scores_along_a_line_are_those_of_scanning_every_report(data: st.DataObject) -> None:
+    """Reports of several members, steps redone, late reports and text among numbers: the
+    indexed reading gives what scanning every report gives."""
+    from genepool.analysis._lineage import Lineage, Segment
+
+    cuts = sorted(data.draw(st.lists(st.integers(1, 8), min_size=0, max_size=3, unique=True)))
+    bounds = [0, *cuts, data.draw(st.integers(max(cuts, default=0) + 1, 10))]
+    events = [Event("exploit", 0, 0, {}, float(t)) for t in range(len(bounds))]
+    segments = tuple(
+        Segment(
+            member=data.draw(st.integers(0, 2)),
+            start=a,
+            end=b,
+            generation=0,
+            until_event=data.draw(st.sampled_from([i, len(events), len(events)])),
+        )
+        for i, (a, b) in enumerate(itertools.pairwise(bounds))
+    )
+    line = Lineage(member=segments[-1].member, segments=segments, jumps=())
+    value = st.one_of(st.floats(-5, 5), st.floats(-5, 5), st.integers(-5, 5), st.just("text"))
+    reports = data.draw(
+        st.lists(
+            st.builds(
+                Report,
+                st.integers(0, 2),
+                st.integers(1, 10),
+                st.one_of(st.fixed_dictionaries({"score": value}), st.just({})),
+                st.floats(0, float(len(bounds))),
+            ),
+            min_size=8,
+            max_size=60,
+        )
+    )
+    expected = _ancestry_scores_by_scanning(reports, events, line, "score")
+    assert ancestry_scores(reports, events, line, "score") == expected

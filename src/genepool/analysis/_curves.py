@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from genepool._redact import redact_url
-from genepool.analysis._lineage import ancestry_scores, hparams_at_report, hparams_timeline
+from genepool.analysis._lineage import (
+    hparams_at_report,
+    hparams_timeline,
+    reports_by_step,
+    schedule_changes,
+    scores_along,
+)
 from genepool.member import Event, Population, Report
 
 if TYPE_CHECKING:
@@ -184,23 +190,22 @@ def lineage_curves(
     A member's curve is :meth:`genepool.Result.ancestry_scores` (the run's metric at each
     step along the line of its final weights, from whichever ancestor trained the step)
     with the hyperparameters of :meth:`genepool.Result.schedule` that trained each step.
+    The reports are read once for the whole population; each curve then costs its length.
     """
     chosen = [m.id for m in result.population] if members is None else list(members)
-    times: dict[tuple[int, int], float] = {}
-    by_member: dict[int, list[Report]] = {}
-    for r in result.reports:
-        times.setdefault((r.member, r.step), r.time)
-        by_member.setdefault(r.member, []).append(r)
+    by_step = reports_by_step(result.reports)
+    events, population = result.events, result.population
     curves = {}
     for member in chosen:
         line = result.lineage(member)
-        # the reports of the members along the line only (each in the order written): a
-        # curve per member over the whole history would take members x reports
-        ancestors = dict.fromkeys(s.member for s in line.segments)
-        reports = [r for who in ancestors for r in by_member.get(who, ())]
-        schedule = result.schedule(member)
-        curves[member] = [
-            LineagePoint(step, score, who, schedule.at(step - 1), times.get((who, step), math.nan))
-            for step, score, who in ancestry_scores(reports, result.events, line, result.metric)
-        ]
+        changes = schedule_changes(events, population, line)
+        points = []
+        k = 0  # the change in effect: the last one at a step below the one trained
+        for step, score, who in scores_along(by_step, events, line, result.metric):
+            while k + 1 < len(changes) and changes[k + 1].step <= step - 1:
+                k += 1
+            reports = by_step.get((who, step))
+            when = reports[0].time if reports else math.nan
+            points.append(LineagePoint(step, score, who, dict(changes[k].hparams), when))
+        curves[member] = points
     return curves

@@ -334,28 +334,34 @@ def ancestry_scores(
     Each segment contributes its member's reports of its steps made before the segment
     ended (a step redone after a failure or a resume counts once, its last report).
     """
-    cut_time = [
-        events[s.until_event].time if s.until_event < len(events) else math.inf
-        for s in line.segments
-    ]
-    # per member, its stretches of the line in line order: a report counts for the first
-    # one that holds its step and came before the stretch ended
-    spans: dict[int, list[tuple[int, int, float]]] = {}
-    for seg, limit in zip(line.segments, cut_time, strict=True):
-        spans.setdefault(seg.member, []).append((seg.start, seg.end, limit))
-    best: dict[int, tuple[float, int]] = {}
+    return scores_along(reports_by_step(reports), events, line, metric)
+
+
+def reports_by_step(reports: Iterable[Report]) -> dict[tuple[int, int], list[Report]]:
+    """The reports by ``(member, step)``, each list in the order written: read once for
+    the lines of a whole population (:func:`scores_along`)."""
+    found: dict[tuple[int, int], list[Report]] = {}
     for r in reports:
-        own = spans.get(r.member)
-        if own is None:
-            continue
-        metrics = r.metrics
-        if metric not in metrics:
-            continue
-        step = r.step
-        for start, end, limit in own:
-            if start < step <= end and r.time <= limit:
-                value = metrics[metric]
-                if isinstance(value, int | float):
-                    best[step] = (float(value), r.member)
-                break
-    return [(step, score, who) for step, (score, who) in sorted(best.items())]
+        found.setdefault((r.member, r.step), []).append(r)
+    return found
+
+
+def scores_along(
+    by_step: Mapping[tuple[int, int], Sequence[Report]],
+    events: Sequence[Event],
+    line: Lineage,
+    metric: str,
+) -> list[tuple[int, float, int]]:
+    """:func:`ancestry_scores` from the run's reports by step (:func:`reports_by_step`):
+    each step of each segment its member's last report of it, made before the segment
+    ended, with the metric as a number (the segments hold different steps)."""
+    found: dict[int, tuple[float, int]] = {}
+    for seg in line.segments:
+        limit = events[seg.until_event].time if seg.until_event < len(events) else math.inf
+        for step in range(seg.start + 1, seg.end + 1):
+            for r in reversed(by_step.get((seg.member, step), ())):
+                value = r.metrics.get(metric)
+                if r.time <= limit and isinstance(value, int | float):
+                    found[step] = (float(value), seg.member)
+                    break
+    return [(step, score, who) for step, (score, who) in sorted(found.items())]
