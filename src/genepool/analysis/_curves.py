@@ -10,13 +10,14 @@ Biases loggers (:mod:`genepool.loggers`) all draw from here, so they show the sa
 - :func:`describe_event` is an event as one line of text, any password in it hidden;
 - :func:`lineage_curves` is, per member, the run's metric along its ancestry (each step's
   score from the member that trained it: :meth:`genepool.Result.ancestry_scores`) with the
-  schedule's hyperparameters at each step; it reads each report once for the whole
-  population, then only the reports of each member's ancestors.
+  schedule's hyperparameters at each step; it indexes the reports once for the whole
+  population, and each curve then costs its length.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -199,13 +200,12 @@ def lineage_curves(
     for member in chosen:
         line = result.lineage(member)
         changes = schedule_changes(events, population, line)
+        starts = [c.step for c in changes]  # as Schedule.at reads them, without its checks
         points = []
-        k = 0  # the change in effect: the last one at a step below the one trained
         for step, score, who in scores_along(by_step, events, line, result.metric):
-            while k + 1 < len(changes) and changes[k + 1].step <= step - 1:
-                k += 1
+            hparams = changes[bisect_right(starts, step - 1) - 1].hparams
             reports = by_step.get((who, step))
             when = reports[0].time if reports else math.nan
-            points.append(LineagePoint(step, score, who, dict(changes[k].hparams), when))
+            points.append(LineagePoint(step, score, who, dict(hparams), when))
         curves[member] = points
     return curves
