@@ -27,6 +27,7 @@ a checkpoint nothing refers to; its id is noted in the log as ``orphan <id>``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -139,21 +140,24 @@ def interrupt_driver() -> None:
 
 def due(path: str, member: int, step: int, actions: tuple[str, ...]) -> list[str]:
     """The trigger file's ``actions`` due for ``member`` at ``step`` (lines that fire once
-    are commented out)."""
+    are commented out). Processes read and comment out under a lock: two workers that read
+    a line before either comments it out would both act on it."""
     if not path or not os.path.exists(path):
         return []
-    lines = Path(path).read_text(encoding="utf-8").split("\n")
-    found: list[str] = []
-    for i, line in enumerate(lines):
-        parts = line.split()
-        if len(parts) not in (3, 4) or parts[0] not in actions:
-            continue
-        if parts[1] not in ("*", str(member)) or step < int(parts[2]):
-            continue
-        if len(parts) == 3:
-            lines[i] = "#" + line  # fire once
-            Path(path).write_text("\n".join(lines), encoding="utf-8")
-        found.append(parts[0])
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+        found: list[str] = []
+        for i, line in enumerate(lines):
+            parts = line.split()
+            if len(parts) not in (3, 4) or parts[0] not in actions:
+                continue
+            if parts[1] not in ("*", str(member)) or step < int(parts[2]):
+                continue
+            if len(parts) == 3:
+                lines[i] = "#" + line  # fire once
+                Path(path).write_text("\n".join(lines), encoding="utf-8")
+            found.append(parts[0])
     return found
 
 
