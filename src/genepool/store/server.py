@@ -34,7 +34,7 @@ from genepool._ray import import_ray, unwrap
 from genepool._redact import redact_url
 from genepool.clock import Clock
 from genepool.member import Event, MemberView, Population, Report
-from genepool.store._base import History, Lease, Store, WorkerInfo
+from genepool.store._base import History, HistoryAfter, Lease, Store, WorkerInfo
 
 __all__ = ["RemoteStore", "StoreServer", "absolute_sqlite_url"]
 
@@ -115,6 +115,11 @@ class StoreServer:
     def history(self, run: str) -> History:
         return self._store.history(run)
 
+    def history_after(self, run: str, reports_after: int, events_after: int) -> HistoryAfter:
+        return self._store.history_after(
+            run, reports_after=reports_after, events_after=events_after
+        )
+
     def events(self, run: str) -> tuple[Event, ...]:
         return self._store.events(run)
 
@@ -126,6 +131,9 @@ class StoreServer:
 
     def identity(self) -> str:
         return self._store.identity
+
+    def history_in_order(self) -> bool:
+        return self._store.history_in_order
 
     def where(self) -> tuple[str, int]:
         """The Ray node id and the process id the server runs in."""
@@ -154,6 +162,7 @@ class RemoteStore(Store):
         #: The database the server owns (its checkpoints default to ``<file>.checkpoints``).
         self.url = url
         self._identity: str | None = None
+        self._in_order: bool | None = None
 
     @classmethod
     def start(
@@ -282,6 +291,14 @@ class RemoteStore(Store):
         found: History = self._get(self.server.history.remote(run))
         return found
 
+    def history_after(
+        self, run: str, *, reports_after: int = -1, events_after: int = -1
+    ) -> HistoryAfter:
+        found: HistoryAfter = self._get(
+            self.server.history_after.remote(run, reports_after, events_after)
+        )
+        return found
+
     def events(self, run: str) -> tuple[Event, ...]:
         events: tuple[Event, ...] = self._get(self.server.events.remote(run))
         return events
@@ -301,6 +318,13 @@ class RemoteStore(Store):
         if self._identity is None:
             self._identity = str(self._get(self.server.identity.remote()))
         return self._identity
+
+    @property
+    def history_in_order(self) -> bool:  # type: ignore[override]
+        """Whether the served store reads its history in order (SQLite does; asked once)."""
+        if self._in_order is None:
+            self._in_order = bool(self._get(self.server.history_in_order.remote()))
+        return self._in_order
 
     def __repr__(self) -> str:
         return f"RemoteStore({redact_url(self.url)!r})"
