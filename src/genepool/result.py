@@ -19,6 +19,7 @@ from genepool.analysis import (
     lineage,
     schedule_changes,
 )
+from genepool.analysis._lineage import EventIndex, event_index
 from genepool.checkpoints import CheckpointStore, check_run_name, decode
 from genepool.member import ACTIVE, FAILED, Event, MemberView, Population, Report
 from genepool.policy.stop import ended_because
@@ -126,6 +127,7 @@ class Result:
         # the history, when the maker has read it already (a logger's feed, at the run's end)
         self._history: History | None = history
         self._events: tuple[Event, ...] | None = None if history is None else history.events
+        self._index: tuple[tuple[Event, ...], EventIndex] | None = None  # events, their index
 
     @property
     def reports(self) -> tuple[Report, ...]:
@@ -142,6 +144,14 @@ class Result:
         if self._events is None:
             self._events = self._store.events(self.name)
         return self._events
+
+    def _event_index(self) -> EventIndex:
+        """The events' :func:`~genepool.analysis._lineage.event_index`, built once for
+        every member's lineage and schedule (again if the events were read again)."""
+        events = self.events
+        if self._index is None or self._index[0] is not events:
+            self._index = (events, event_index(events))
+        return self._index[1]
 
     def close(self) -> None:
         """Close the store's connections if this result opened the store (see the class);
@@ -301,7 +311,8 @@ class Result:
         ``lineage().ancestors`` are the members along it, root first; ``.jumps`` the
         exploits, each with the step the recipient continued from.
         """
-        return lineage(self.events, self.population, self._member_id(member))
+        member_id = self._member_id(member)
+        return lineage(self.events, self.population, member_id, index=self._event_index())
 
     def schedule(self, member: int | None = None) -> Schedule:
         """The hyperparameters in effect at every step along a member's line.
@@ -328,7 +339,7 @@ class Result:
         final = self.population[line.member]
         ckpt = final.checkpoint
         return Schedule(
-            changes=schedule_changes(self.events, self.population, line),
+            changes=schedule_changes(self.events, self.population, line, index=self._event_index()),
             final_step=line.final_step,
             run=self.name,
             member=line.member,

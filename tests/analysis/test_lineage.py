@@ -278,3 +278,21 @@ def test_scores_along_a_line_are_those_of_scanning_every_report(data: st.DataObj
     )
     expected = _ancestry_scores_by_scanning(reports, events, line, "score")
     assert ancestry_scores(reports, events, line, "score") == expected
+
+
+def test_one_index_of_the_events_serves_every_members_line_and_schedule() -> None:
+    """Built once for a whole population (the logger's and the report's loops), the index
+    gives each member the line and schedule it gets alone; with a fallback among the
+    events, the rolled-back change is left out of both."""
+    from genepool.analysis._lineage import event_index
+
+    fallback = Event("fallback", 1, 10, {"generation": 1, "step": 10}, 6.5)
+    for events in (EVENTS, [*EVENTS, fallback]):
+        index = event_index(events)
+        for member in (0, 1, 2):
+            alone = lineage(events, POP, member)
+            assert lineage(events, POP, member, index=index) == alone
+            expected = schedule_changes(events, POP, alone)
+            assert schedule_changes(events, POP, alone, index=index) == expected
+    assert 5 in event_index(EVENTS)[1]  # B's second exploit, at step 40
+    assert 5 not in event_index([*EVENTS, fallback])[1]  # rolled back to generation 1

@@ -14,7 +14,7 @@ import torch
 
 import genepool as gp
 from genepool import vectorised as gpv
-from genepool.analysis._lineage import _event_index
+from genepool.analysis._lineage import event_index
 from genepool.checkpoints import LocalCheckpoints
 
 from .test_population import final_models, settings
@@ -118,7 +118,7 @@ def test_a_killed_run_resumes_from_its_durable_checkpoints(tmp_path: Path) -> No
     assert kinds == {True, False}  # both kinds of rollback happened
     # the exploits the rollback undid no longer count in anyone's line
     assert undone, "no exploit between the durable round and the kill: nothing to undo"
-    standing = _event_index(result.events)
+    standing = event_index(result.events)
     for m in result.members:
         exploits = [i for i in standing.get(m.id, []) if result.events[i].kind == "exploit"]
         assert len(exploits) == m.generation
@@ -132,7 +132,7 @@ def test_a_killed_run_resumes_from_its_durable_checkpoints(tmp_path: Path) -> No
     assert all(torch.equal(a[m][k], b[m][k]) for m in a for k in a[m])
 
     def changes(run: gp.Result) -> list[tuple[Any, ...]]:
-        kept = sorted(i for indices in _event_index(run.events).values() for i in indices)
+        kept = sorted(i for indices in event_index(run.events).values() for i in indices)
         return [(run.events[i].kind, run.events[i].member, run.events[i].step) for i in kept]
 
     assert changes(result) == changes(straight)

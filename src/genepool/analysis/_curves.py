@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from genepool._redact import redact_url
 from genepool.analysis._lineage import (
+    event_index,
     hparams_at_report,
     hparams_timeline,
+    lineage,
     reports_by_step,
     schedule_changes,
     scores_along,
@@ -196,10 +198,11 @@ def lineage_curves(
     chosen = [m.id for m in result.population] if members is None else list(members)
     by_step = reports_by_step(result.reports)
     events, population = result.events, result.population
+    index = event_index(events)
     curves = {}
     for member in chosen:
-        line = result.lineage(member)
-        changes = schedule_changes(events, population, line)
+        line = lineage(events, population, member, index=index)
+        changes = schedule_changes(events, population, line, index=index)
         starts = [c.step for c in changes]  # as Schedule.at reads them, without its checks
         points = []
         for step, score, who in scores_along(by_step, events, line, result.metric):

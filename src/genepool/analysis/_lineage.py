@@ -29,6 +29,7 @@ __all__ = [
     "Lineage",
     "Segment",
     "ancestry_scores",
+    "event_index",
     "hparams_at_report",
     "hparams_timeline",
     "lineage",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 _CHANGES = ("exploit", "explore")
+
+#: Per member, the indices of its changes in the run's events (:func:`event_index`).
+EventIndex = Mapping[int, list[int]]
 
 
 @dataclass(frozen=True)
@@ -143,10 +147,12 @@ class Change:
     cause: str
 
 
-def _event_index(events: Sequence[Event]) -> dict[int, list[int]]:
+def event_index(events: Sequence[Event]) -> dict[int, list[int]]:
     """Per member, the indices of its changes (exploits, explores) that stand: those a
     later fallback rolled back (its checkpoint lost, the member went back to an older
-    one, at that one's step and generation) are left out."""
+    one, at that one's step and generation) are left out. One pass over the events: build
+    it once for the lines of a whole population (``index=`` of :func:`lineage` and
+    :func:`schedule_changes`)."""
     by_member: dict[int, list[int]] = {}
     for i, e in enumerate(events):
         if e.kind in _CHANGES:
@@ -186,8 +192,15 @@ def _check_member(population: Population, member: int, owner: str) -> None:
         )
 
 
-def lineage(events: Sequence[Event], population: Population, member: int) -> Lineage:
-    """The line of ``member``'s weights as they stand in ``population``.
+def lineage(
+    events: Sequence[Event],
+    population: Population,
+    member: int,
+    *,
+    index: EventIndex | None = None,
+) -> Lineage:
+    """The line of ``member``'s weights as they stand in ``population`` (``index``: the
+    events' :func:`event_index`, built here if not given).
 
     Walks back from the member's present through its last exploit to the donor's state at
     that moment, and so on to a member that never exploited before the moment in question.
@@ -198,7 +211,7 @@ def lineage(events: Sequence[Event], population: Population, member: int) -> Lin
     moment earlier); else the donor's last stretch before the copy.
     """
     _check_member(population, member, "lineage")
-    by_member = _event_index(events)
+    by_member = event_index(events) if index is None else index
     segments: list[Segment] = []
     jumps: list[Jump] = []
     current = member
@@ -249,10 +262,15 @@ def _initial_hparams(
 
 
 def schedule_changes(
-    events: Sequence[Event], population: Population, line: Lineage
+    events: Sequence[Event],
+    population: Population,
+    line: Lineage,
+    *,
+    index: EventIndex | None = None,
 ) -> tuple[Change, ...]:
-    """The hyperparameters in effect along ``line``, as the changes that set them."""
-    by_member = _event_index(events)
+    """The hyperparameters in effect along ``line``, as the changes that set them
+    (``index``: the events' :func:`event_index`, built here if not given)."""
+    by_member = event_index(events) if index is None else index
     changes: list[Change] = []
     for k, seg in enumerate(line.segments):
         indices = by_member.get(seg.member, [])
@@ -296,7 +314,7 @@ def hparams_timeline(
 
     The first entry is its starting hyperparameters at time ``-inf``, step 0.
     """
-    by_member = _event_index(events)
+    by_member = event_index(events)
     out: dict[int, list[tuple[float, int, dict[str, Any]]]] = {}
     for m in population:
         indices = by_member.get(m.id, [])

@@ -26,7 +26,13 @@ import numpy as np
 
 from genepool._errors import GenepoolError, invalid
 from genepool.analysis._hparam_axes import Axis, fit_axes, is_number
-from genepool.analysis._lineage import Jump, Lineage, ancestry_scores, lineage
+from genepool.analysis._lineage import (
+    Jump,
+    Lineage,
+    ancestry_scores,
+    event_index,
+    lineage,
+)
 from genepool.analysis._report_judged import Judged, judged
 from genepool.analysis._schedule import Schedule
 from genepool.member import Event, Population
@@ -293,8 +299,9 @@ def collect(result: Result, *, max_points: int = DEFAULT_MAX_POINTS) -> ReportDa
             failure_errors.append(str(e.data.get("error", "")))
     surviving: set[tuple[int, int, int]] = set()
     surviving_jumps: set[int] = set()
+    index = event_index(events)
     for m in population:
-        line_m = lineage(events, population, m.id)
+        line_m = lineage(events, population, m.id, index=index)
         surviving.update((s.member, s.start, s.end) for s in line_m.segments)
         surviving_jumps.update(j.event for j in line_m.jumps)
     best_view = population.best()
