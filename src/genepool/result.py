@@ -14,12 +14,11 @@ from genepool.analysis import (
     Lineage,
     Schedule,
     ancestry_scores,
-    hparams_at_report,
     hparams_timeline,
     lineage,
     schedule_changes,
 )
-from genepool.analysis._lineage import EventIndex, event_index
+from genepool.analysis._lineage import EventIndex, event_index, hparams_of_reports
 from genepool.checkpoints import CheckpointStore, check_run_name, decode
 from genepool.member import ACTIVE, FAILED, Event, MemberView, Population, Report
 from genepool.policy.stop import ended_because
@@ -359,10 +358,10 @@ class Result:
         per hyperparameter (needs ``pandas``).
         """
         pandas = _pandas("Result.history_frame()")
-        timelines = hparams_timeline(self.events, self.population)
+        reports = self.reports
+        trained = hparams_of_reports(hparams_timeline(self.events, self.population), reports)
         rows = []
-        for r in self.reports:
-            hp = hparams_at_report(timelines[r.member], r) if r.member in timelines else {}
+        for r, hp in zip(reports, trained, strict=True):
             rows.append(
                 {
                     "member": r.member,

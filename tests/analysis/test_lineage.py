@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import pytest
@@ -296,3 +297,29 @@ def test_one_index_of_the_events_serves_every_members_line_and_schedule() -> Non
             assert schedule_changes(events, POP, alone, index=index) == expected
     assert 5 in event_index(EVENTS)[1]  # B's second exploit, at step 40
     assert 5 not in event_index([*EVENTS, fallback])[1]  # rolled back to generation 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_hparams_of_many_reports_are_those_the_rule_reads_one_by_one(data: st.DataObject) -> None:
+    """Changes whose clocks go back, equal instants, infinite and not-a-number times, and
+    reports of members without a timeline: the binary search reads what the rule reads."""
+    from genepool.analysis._lineage import hparams_of_reports
+
+    time = st.one_of(st.integers(0, 6).map(float), st.sampled_from([math.inf, -math.inf, math.nan]))
+    timelines = {
+        member: [
+            (t, s, {"change": (member, i)})
+            for i, (t, s) in enumerate(
+                data.draw(st.lists(st.tuples(time, st.integers(0, 6)), min_size=1, max_size=8))
+            )
+        ]
+        for member in range(data.draw(st.integers(0, 3)))
+    }
+    reports = data.draw(
+        st.lists(st.builds(Report, st.integers(0, 3), st.integers(0, 6), st.just({}), time))
+    )
+    expected = [
+        hparams_at_report(timelines[r.member], r) if r.member in timelines else {} for r in reports
+    ]
+    assert hparams_of_reports(timelines, reports) == expected

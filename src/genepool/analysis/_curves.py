@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from genepool._redact import redact_url
 from genepool.analysis._lineage import (
     event_index,
-    hparams_at_report,
+    hparams_of_reports,
     hparams_timeline,
     lineage,
     reports_by_step,
@@ -148,14 +148,11 @@ def points_of(
 ) -> list[MemberPoint]:
     """The reports as points, each with the hyperparameters that trained its step (read
     from the run's ``events``: all of them so far)."""
-    timelines = hparams_timeline(events, population)
-    points = []
-    for report in reports:
-        timeline = timelines.get(report.member)
-        hparams = hparams_at_report(timeline, report) if timeline is not None else {}
-        metrics = numbers(report.metrics)
-        points.append(MemberPoint(report.member, report.step, report.time, metrics, hparams))
-    return points
+    trained = hparams_of_reports(hparams_timeline(events, population), reports)
+    return [
+        MemberPoint(report.member, report.step, report.time, numbers(report.metrics), hparams)
+        for report, hparams in zip(reports, trained, strict=True)
+    ]
 
 
 def describe_event(event: Event) -> str:

@@ -14,8 +14,9 @@ governs the steps that take it from ``s`` to ``s + 1`` and on: :meth:`Schedule.a
 
 from __future__ import annotations
 
+import itertools
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "ancestry_scores",
     "event_index",
     "hparams_at_report",
+    "hparams_of_reports",
     "hparams_timeline",
     "lineage",
     "schedule_changes",
@@ -342,6 +344,39 @@ def hparams_at_report(
         else:
             break
     return chosen
+
+
+def hparams_of_reports(
+    timelines: Mapping[int, Sequence[tuple[float, int, dict[str, Any]]]],
+    reports: Iterable[Report],
+) -> list[dict[str, Any]]:
+    """:func:`hparams_at_report` of each of ``reports`` ({} for a member without a
+    timeline), each in the log of its member's changes rather than their number.
+
+    The rule reads a member's changes in order and stops at the first one not made
+    before the report. So does a binary search over the running greatest ``(time, step)``
+    of the changes, which never decreases, whatever order the clocks put them in: its
+    first entry not before the report's is where that first change is. (A time that is
+    not a number orders nothing: such a member or report is read by the rule itself.)
+    """
+    running: dict[int, list[tuple[float, int]] | None] = {}  # per member, on first use
+    found: list[dict[str, Any]] = []
+    for report in reports:
+        timeline = timelines.get(report.member)
+        if timeline is None:
+            found.append({})
+            continue
+        if report.member not in running:
+            times = [(time, step) for time, step, _ in timeline[1:]]  # the first: the start
+            ordered = not any(math.isnan(time) for time, _ in times)
+            running[report.member] = list(itertools.accumulate(times, max)) if ordered else None
+        keys = running[report.member]
+        if keys is None or math.isnan(report.time):
+            found.append(hparams_at_report(timeline, report))
+            continue
+        before = bisect_left(keys, (report.time, report.step))  # changes made before it
+        found.append(timeline[before][2])
+    return found
 
 
 def ancestry_scores(
