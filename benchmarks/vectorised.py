@@ -279,14 +279,15 @@ def run_tune(kind: str, n: int, sz: dict[str, Any], window: float) -> dict[str, 
         finally:
             ray.shutdown()
     done = sum(len(f) for f in frames)
-    best = max(frames, key=lambda f: float(f["val_acc"].iloc[-1]))
+    # on a loaded machine a short window can end before any trial reports: say so
+    best = max(frames, key=lambda f: float(f["val_acc"].iloc[-1])) if frames else None
     return _row(
         end - start,
         done,
         n,
         sz["steps"],
         member_steps_per_s_without_startup=round(done / (end - began), 1),
-        test_acc=round(float(best["test_acc"].iloc[-1]), 4),
+        test_acc=None if best is None else round(float(best["test_acc"].iloc[-1]), 4),
         window_s=window,
         **mem.as_dict(),
         machine=cpu.load.as_dict(),
@@ -352,10 +353,14 @@ def _say(kind: str, column: str, row: dict[str, Any]) -> None:
     mem = row.get("peak_rss_with_descendants_mb", row["peak_rss_mb"])
     print(
         f"{kind:9s} {column:10s} n={row['population']:4d}: {row['member_steps_per_s']:9.1f} "
-        f"member-steps/s, wall {row['wall_s']:7.2f} s, test acc {row['test_acc']:.3f}, "
+        f"member-steps/s, wall {row['wall_s']:7.2f} s, test acc {_acc(row['test_acc'])}, "
         f"peak RSS {mem:.0f} MB{'' if row['completed'] else ' (window)'}",
         flush=True,
     )
+
+
+def _acc(value: float | None) -> str:
+    return "none (no trial reported)" if value is None else f"{value:.3f}"
 
 
 def _spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -395,7 +400,7 @@ def bench_model(kind: str, sz: dict[str, Any], tune_ok: str | None) -> dict[str,
     ratios: dict[str, Any] = {}
     for name, col in (("serial", serial), ("processes", procs), ("tune", out["tune"])):
         for n, row in col.items():
-            if n in vec and isinstance(row, dict):
+            if n in vec and isinstance(row, dict) and row["member_steps_per_s"] > 0:
                 ratio = vec[n]["member_steps_per_s"] / row["member_steps_per_s"]
                 ratios[f"vectorised_vs_{name}_{n}"] = round(ratio, 2)
     out["throughput_ratios"] = ratios
@@ -432,7 +437,7 @@ def judge(kind: str, m: dict[str, Any], sz: dict[str, Any]) -> dict[str, Any]:
             "holds": None if key not in r else r[key] >= need,
             # the arithmetic alone at p members over the column: the largest ratio possible
             "ceiling_ratio": round(most / base["member_steps_per_s"], 2)
-            if most and isinstance(base, dict) and "member_steps_per_s" in base
+            if most and isinstance(base, dict) and base.get("member_steps_per_s")
             else None,
         }
     wall = m.get("wall_16_vectorised_over_plain")
