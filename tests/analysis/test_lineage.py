@@ -323,3 +323,31 @@ def test_hparams_of_many_reports_are_those_the_rule_reads_one_by_one(data: st.Da
         hparams_at_report(timelines[r.member], r) if r.member in timelines else {} for r in reports
     ]
     assert hparams_of_reports(timelines, reports) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_timelines_read_on_are_those_of_the_events_read_whole(data: st.DataObject) -> None:
+    """Events read in chunks, with fallbacks that roll back changes among them: after each
+    chunk, the timelines kept up to date are those built from every event so far."""
+    from genepool.analysis._lineage import TimelinesReadOn
+
+    kind = st.sampled_from(["explore", "explore", "exploit", "fallback", "failure"])
+
+    def event(i: int) -> Event:
+        member, what = data.draw(st.integers(0, 2)), data.draw(kind)
+        new = {"lr": float(i)}
+        if what == "fallback":
+            rollback = {"generation": data.draw(st.integers(0, 2)), "step": 0}
+            return Event(what, member, data.draw(st.integers(0, 9)), rollback, float(i))
+        if what == "exploit":
+            details = {"donor": (member + 1) % 3, "donor_step": i, "new_hparams": new}
+            return Event(what, member, i, {**details, "old_hparams": {"lr": -1.0}}, float(i))
+        return Event(what, member, i, {"old_hparams": {"lr": -1.0}, "new_hparams": new}, float(i))
+
+    everything = [event(i) for i in range(data.draw(st.integers(0, 16)))]
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(everything)), max_size=4)))
+    read_on = TimelinesReadOn()
+    for end in [*cuts, len(everything)]:
+        events = everything[:end]
+        assert read_on.read(events, POP) == hparams_timeline(events, POP)

@@ -45,6 +45,7 @@ __all__ = [
     "lineage_curves",
     "number",
     "points_of",
+    "points_with",
 ]
 
 
@@ -148,7 +149,14 @@ def points_of(
 ) -> list[MemberPoint]:
     """The reports as points, each with the hyperparameters that trained its step (read
     from the run's ``events``: all of them so far)."""
-    trained = hparams_of_reports(hparams_timeline(events, population), reports)
+    return points_with(reports, hparams_timeline(events, population))
+
+
+def points_with(
+    reports: Sequence[Report], timelines: Mapping[int, Sequence[tuple[float, int, dict[str, Any]]]]
+) -> list[MemberPoint]:
+    """:func:`points_of`, with the members' hyperparameter timelines given."""
+    trained = hparams_of_reports(timelines, reports)
     return [
         MemberPoint(report.member, report.step, report.time, numbers(report.metrics), hparams)
         for report, hparams in zip(reports, trained, strict=True)

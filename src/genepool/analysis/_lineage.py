@@ -42,6 +42,8 @@ _CHANGES = ("exploit", "explore")
 
 #: Per member, the indices of its changes in the run's events (:func:`event_index`).
 EventIndex = Mapping[int, list[int]]
+#: A member's hyperparameter changes as ``(time, step, hparams)`` (:func:`hparams_timeline`).
+Timeline = list[tuple[float, int, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -156,13 +158,24 @@ def event_index(events: Sequence[Event]) -> dict[int, list[int]]:
     it once for the lines of a whole population (``index=`` of :func:`lineage` and
     :func:`schedule_changes`)."""
     by_member: dict[int, list[int]] = {}
-    for i, e in enumerate(events):
+    _index_on(events, by_member, start=0)
+    return by_member
+
+
+def _index_on(events: Sequence[Event], by_member: dict[int, list[int]], *, start: int) -> set[int]:
+    """Add what ``events[start:]`` change to ``by_member`` (:func:`event_index` of
+    ``events[:start]``), and return the members they concern."""
+    touched: set[int] = set()
+    for i in range(start, len(events)):
+        e = events[i]
         if e.kind in _CHANGES:
             by_member.setdefault(e.member, []).append(i)
+            touched.add(e.member)
         elif e.kind == "fallback" and type(e.data.get("generation")) is int:
             mine = by_member.get(e.member, [])
             by_member[e.member] = _standing(events, mine, e.data["generation"], e.step)
-    return by_member
+            touched.add(e.member)
+    return touched
 
 
 def _standing(events: Sequence[Event], indices: list[int], generation: int, step: int) -> list[int]:
@@ -309,24 +322,46 @@ def schedule_changes(
     return tuple(merged)
 
 
-def hparams_timeline(
-    events: Sequence[Event], population: Population
-) -> dict[int, list[tuple[float, int, dict[str, Any]]]]:
+def hparams_timeline(events: Sequence[Event], population: Population) -> dict[int, Timeline]:
     """Per member, its hyperparameter changes in order as ``(time, step, hparams)``.
 
     The first entry is its starting hyperparameters at time ``-inf``, step 0.
     """
     by_member = event_index(events)
-    out: dict[int, list[tuple[float, int, dict[str, Any]]]] = {}
-    for m in population:
-        indices = by_member.get(m.id, [])
-        rows = [(-math.inf, 0, _initial_hparams(events, indices, m.hparams))]
-        for i in indices:
-            e = events[i]
-            step = int(e.data.get("donor_step", e.step)) if e.kind == "exploit" else e.step
-            rows.append((e.time, step, dict(e.data["new_hparams"])))
-        out[m.id] = rows
-    return out
+    return {m.id: _timeline(events, by_member.get(m.id, []), m.hparams) for m in population}
+
+
+def _timeline(
+    events: Sequence[Event], indices: Sequence[int], current: Mapping[str, Any]
+) -> Timeline:
+    """One member's :func:`hparams_timeline` from the indices of its standing changes."""
+    rows = [(-math.inf, 0, _initial_hparams(events, indices, current))]
+    for i in indices:
+        e = events[i]
+        step = int(e.data.get("donor_step", e.step)) if e.kind == "exploit" else e.step
+        rows.append((e.time, step, dict(e.data["new_hparams"])))
+    return rows
+
+
+class TimelinesReadOn:
+    """:func:`hparams_timeline` of a run whose events are read on (a logger's feed): each
+    :meth:`read` indexes only the events added since the last one and rebuilds only the
+    timelines of the members they concern, so a poll costs what is new, not the run."""
+
+    def __init__(self) -> None:
+        self._index: dict[int, list[int]] = {}
+        self._indexed = 0  # how many of the events are in the index
+        self._timelines: dict[int, Timeline] = {}
+
+    def read(self, events: Sequence[Event], population: Population) -> dict[int, Timeline]:
+        """The timelines of ``population`` from ``events``: the events of the last call,
+        with more written after them."""
+        touched = _index_on(events, self._index, start=self._indexed)
+        self._indexed = len(events)
+        for m in population:
+            if m.id in touched or m.id not in self._timelines:  # else: as it was
+                self._timelines[m.id] = _timeline(events, self._index.get(m.id, []), m.hparams)
+        return {m.id: self._timelines[m.id] for m in population}
 
 
 def hparams_at_report(

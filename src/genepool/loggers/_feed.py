@@ -31,9 +31,9 @@ from genepool.analysis._curves import (
     MemberPoint,
     describe_event,
     lineage_curves,
-    points_of,
+    points_with,
 )
-from genepool.analysis._lineage import hparams_timeline
+from genepool.analysis._lineage import TimelinesReadOn, hparams_timeline
 from genepool.loggers._base import Batch, LoggedEvent, Logger, RunInfo
 from genepool.member import Event, Report
 from genepool.store import History, Store
@@ -104,6 +104,7 @@ class LogFeed:
         self._reports: list[Report] = []
         self._events: list[Event] = []
         self._ends = (-1, -1)  # the positions the last read ended at (reports, events)
+        self._timelines = TimelinesReadOn()  # the hyperparameters over the events read on
         self._lock = threading.Lock()
         self._started = False
         #: The loggers dropped for raising, in the order they failed.
@@ -178,7 +179,8 @@ class LogFeed:
             self._ends = (found.reports_end, found.events_end)
             self._reports += found.reports
             self._events += found.events
-            return points_of(found.reports, self._events, found.population), list(found.events)
+            timelines = self._timelines.read(self._events, found.population)
+            return points_with(found.reports, timelines), list(found.events)
         found = self.store.history_after(self.name)
         self._reports, self._events = list(found.reports), list(found.events)
         points = self._reader.read(found.reports, found.events, found.population)
