@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from genepool._redact import redact_url
 from genepool.analysis._lineage import (
+    Timeline,
     event_index,
     hparams_of_reports,
     hparams_timeline,
@@ -152,9 +153,7 @@ def points_of(
     return points_with(reports, hparams_timeline(events, population))
 
 
-def points_with(
-    reports: Sequence[Report], timelines: Mapping[int, Sequence[tuple[float, int, dict[str, Any]]]]
-) -> list[MemberPoint]:
+def points_with(reports: Sequence[Report], timelines: Mapping[int, Timeline]) -> list[MemberPoint]:
     """:func:`points_of`, with the members' hyperparameter timelines given."""
     trained = hparams_of_reports(timelines, reports)
     return [

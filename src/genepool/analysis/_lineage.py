@@ -382,7 +382,7 @@ def hparams_at_report(
 
 
 def hparams_of_reports(
-    timelines: Mapping[int, Sequence[tuple[float, int, dict[str, Any]]]],
+    timelines: Mapping[int, Timeline],
     reports: Iterable[Report],
 ) -> list[dict[str, Any]]:
     """:func:`hparams_at_report` of each of ``reports`` ({} for a member without a
