@@ -33,6 +33,9 @@ def test_a_finished_run_reads_back_with_its_best_state(tmp_path: Path) -> None:
     again = gp.Result.open(url)
     assert again.best == result.best
     assert again.seed == 3
+    # the stored settings read back as the run wrote them, through either result
+    assert again.config == result.config
+    assert (again.config["metric"], again.config["seed"]) == ("score", 3)
     assert [r.metrics for r in again.reports] == [r.metrics for r in result.reports]
     assert gp.load_best(url) == pytest.approx(result.best.score)
     assert (tmp_path / "pbt.db.checkpoints").is_dir()

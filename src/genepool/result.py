@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from genepool._errors import invalid, missing_dependency
+from genepool._errors import GenepoolError, invalid, missing_dependency
 from genepool._storage import close_store, open_storage
 from genepool.analysis import (
     Lineage,
@@ -127,6 +127,7 @@ class Result:
         self._history: History | None = history
         self._events: tuple[Event, ...] | None = None if history is None else history.events
         self._index: tuple[tuple[Event, ...], EventIndex] | None = None  # events, their index
+        self._config: Mapping[str, Any] | None = None
 
     @property
     def reports(self) -> tuple[Report, ...]:
@@ -143,6 +144,17 @@ class Result:
         if self._events is None:
             self._events = self._store.events(self.name)
         return self._events
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The run's stored settings (metric, mode, seed, rules, ...), as the store keeps
+        them; empty where the store has none for this run."""
+        if self._config is None:
+            try:
+                self._config = self._store.run_config(self.name)
+            except (KeyError, GenepoolError):
+                self._config = {}
+        return self._config
 
     def _event_index(self) -> EventIndex:
         """The events' :func:`~genepool.analysis._lineage.event_index`, built once for
@@ -229,6 +241,7 @@ class Result:
                 trust=trust,
                 owns_store=opened,
             )
+            result._config = config
         except BaseException:
             if opened:
                 close_store(store)

@@ -25,12 +25,9 @@ from typing import TYPE_CHECKING, Any
 from genepool._redact import redact_url
 from genepool.analysis._lineage import (
     Timeline,
-    event_index,
     hparams_of_reports,
     hparams_timeline,
-    lineage,
     reports_by_step,
-    schedule_changes,
     scores_along,
 )
 from genepool.member import Event, Population, Report
@@ -201,12 +198,11 @@ def lineage_curves(
     """
     chosen = [m.id for m in result.population] if members is None else list(members)
     by_step = reports_by_step(result.reports)
-    events, population = result.events, result.population
-    index = event_index(events)
+    events = result.events
     curves = {}
     for member in chosen:
-        line = lineage(events, population, member, index=index)
-        changes = schedule_changes(events, population, line, index=index)
+        line = result.lineage(member)
+        changes = result.schedule(member).changes
         starts = [c.step for c in changes]  # as Schedule.at reads them, without its checks
         points = []
         for step, score, who in scores_along(by_step, events, line, result.metric):

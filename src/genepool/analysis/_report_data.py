@@ -24,14 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from genepool._errors import GenepoolError, invalid
+from genepool._errors import invalid
 from genepool.analysis._hparam_axes import Axis, fit_axes, is_number
 from genepool.analysis._lineage import (
     Jump,
     Lineage,
     ancestry_scores,
-    event_index,
-    lineage,
 )
 from genepool.analysis._report_judged import Judged, judged
 from genepool.analysis._schedule import Schedule
@@ -258,10 +256,7 @@ def collect(result: Result, *, max_points: int = DEFAULT_MAX_POINTS) -> ReportDa
         raise invalid("write_report", "max_points", "an int >= 10", repr(max_points))
     population = result.population
     events = result.events
-    try:
-        config: Mapping[str, Any] = result._store.run_config(result.name)
-    except (KeyError, GenepoolError):
-        config = {}
+    config = result.config
     lives = _lives(events, population)
     scores, max_step = _score_pieces(result, population, max_points)
     for stretches in lives.values():
@@ -299,9 +294,8 @@ def collect(result: Result, *, max_points: int = DEFAULT_MAX_POINTS) -> ReportDa
             failure_errors.append(str(e.data.get("error", "")))
     surviving: set[tuple[int, int, int]] = set()
     surviving_jumps: set[int] = set()
-    index = event_index(events)
     for m in population:
-        line_m = lineage(events, population, m.id, index=index)
+        line_m = result.lineage(m.id)
         surviving.update((s.member, s.start, s.end) for s in line_m.segments)
         surviving_jumps.update(j.event for j in line_m.jumps)
     best_view = population.best()
