@@ -42,6 +42,17 @@ DPI = 100
 _ABL = ("random", "pbt", "exploit_only", "explore_only")  # the GAN's ablation, population 8
 
 
+def _unplanned_methods(plan: Iterable[Mapping[str, Any]]) -> list[str]:
+    """A paragraph on PB2-Mix where the plan has no run of it (and nothing otherwise)."""
+    if any(x["method"] == "pb2mix" for x in plan):
+        return []
+    return [
+        "PB2-Mix is not in the plan: it differs from PB2 only on unordered choices "
+        "(`gp.Choice`), and no task's space here has one.",
+        "",
+    ]
+
+
 def _used(records: Iterable[Mapping[str, Any]], summary: Mapping[str, Any]) -> list[Any]:
     """The records the summary used (its size, planned seeds, the first of duplicates)."""
     want = {
@@ -317,6 +328,7 @@ def _markdown(
         "Student t interval is over the seeds both sides have (`pairs`). Where the interval "
         "contains 0 the seeds run do not tell the two methods apart.",
         "",
+        *_unplanned_methods(plan),
         "## Progress",
         "",
         f"{summary['runs_in']} of {summary['runs_planned']} planned runs are in. Records not "

@@ -318,6 +318,10 @@ def test_doc_deterministic_and_from_records(
     assert "Notes (written by hand" not in bare
     assert "typed by hand. In" in bare
     assert "no hand-written notes" in bare
+    # a plan without PB2-Mix says why; one with it does not
+    assert "PB2-Mix is not in the plan" in first
+    with_mix = [*plan, cell("toy", 4, "pb2mix")]
+    assert "PB2-Mix is not in the plan" not in write(tmp_path, recs, with_mix, notes)
 
 
 def test_figures_written(tmp_path: Path) -> None:
