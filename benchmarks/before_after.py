@@ -10,7 +10,8 @@ The rule (issues 15 and 16): no figure's median after is worse than its worst be
 for a cost (microseconds per member-step) the median after is at most the largest
 before; for a rate (reports per second, the process executor's efficiency) it is at
 least the smallest before. The last line printed is one JSON object: every run's
-figure, the medians and ranges, and the judgement against each commit before.
+figure, the medians and ranges, the judgement against each commit before, and for each
+run the share of the CPU other processes took during each part (a disturbed run shows).
 
 Usage::
 
@@ -51,6 +52,18 @@ def figures(parts: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
         value = reports.get(f"{key}_per_s")
         if value is not None:
             yield f"reports {key}_per_s", value
+
+
+def other_share(parts: Mapping[str, Any]) -> dict[str, float | None]:
+    """For each part of one overhead.py run, the share of the machine's CPU that other
+    processes used while it ran (what disturbs a run's figures most; None: not known).
+    The reports part's share includes the PostgreSQL server's work for it."""
+    shares: dict[str, float | None] = {}
+    for name, part in parts.items():
+        load = part.get("machine", {})
+        other, capacity = load.get("other_processes_cpu_s"), load.get("cpu_capacity_s")
+        shares[name] = round(other / capacity, 4) if other is not None and capacity else None
+    return shares
 
 
 def is_rate(name: str) -> bool:
@@ -107,6 +120,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="overhead.py's smoke size")
     parser.add_argument("--out", type=Path, help="also write the JSON object here")
     args = parser.parse_args()
+    if args.after in args.before or len(set(args.before)) < len(args.before):
+        parser.error("--before and --after: each commit once (a worktree is made for each)")
     revs = [*args.before, args.after]
     resolved = {
         rev: subprocess.run(
@@ -115,6 +130,8 @@ def main() -> None:
         for rev in revs
     }
     found: dict[str, dict[str, list[float]]] = {}
+    # per commit, per run: the share of the machine's CPU other processes took in each part
+    others: dict[str, list[dict[str, float | None]]] = {rev: [] for rev in revs}
     with tempfile.TemporaryDirectory(prefix="genepool-before-after-") as folder:
         trees = {}
         for rev in revs:
@@ -131,7 +148,12 @@ def main() -> None:
                     parts = run_overhead(trees[rev], args)["parts"]
                     for name, value in figures(parts):
                         found.setdefault(name, {}).setdefault(rev, []).append(value)
-                    print(f"run {run} of {rev} ({resolved[rev]}) done", flush=True)
+                    others[rev].append(other_share(parts))
+                    print(
+                        f"run {run} of {rev} ({resolved[rev]}) done; other processes' share "
+                        f"of the CPU by part: {others[rev][-1]}",
+                        flush=True,
+                    )
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
@@ -149,6 +171,7 @@ def main() -> None:
             for name, by_rev in found.items()
         },
         "judged": judge(found, args.before, args.after),
+        "other_processes_share": others,
     }
     summary["holds"] = all(
         row["holds"] for rows in summary["judged"].values() for row in rows.values()
