@@ -126,7 +126,8 @@ class Result:
         # the history, when the maker has read it already (a logger's feed, at the run's end)
         self._history: History | None = history
         self._events: tuple[Event, ...] | None = None if history is None else history.events
-        self._index: tuple[tuple[Event, ...], EventIndex] | None = None  # events, their index
+        # the events, their index and the lines drawn from them so far (by member)
+        self._index: tuple[tuple[Event, ...], EventIndex, dict[int, Lineage]] | None = None
         self._config: Mapping[str, Any] | None = None
 
     @property
@@ -156,13 +157,14 @@ class Result:
                 self._config = {}
         return self._config
 
-    def _event_index(self) -> EventIndex:
-        """The events' :func:`~genepool.analysis._lineage.event_index`, built once for
-        every member's lineage and schedule (again if the events were read again)."""
+    def _event_index(self) -> tuple[EventIndex, dict[int, Lineage]]:
+        """The events' :func:`~genepool.analysis._lineage.event_index` and the lineages
+        drawn with it, built once for every member's lineage and schedule (afresh if the
+        events were read again)."""
         events = self.events
         if self._index is None or self._index[0] is not events:
-            self._index = (events, event_index(events))
-        return self._index[1]
+            self._index = (events, event_index(events), {})
+        return self._index[1], self._index[2]
 
     def close(self) -> None:
         """Close the store's connections if this result opened the store (see the class);
@@ -324,7 +326,10 @@ class Result:
         exploits, each with the step the recipient continued from.
         """
         member_id = self._member_id(member)
-        return lineage(self.events, self.population, member_id, index=self._event_index())
+        index, lines = self._event_index()
+        if member_id not in lines:  # a Lineage is immutable: drawn once per member
+            lines[member_id] = lineage(self.events, self.population, member_id, index=index)
+        return lines[member_id]
 
     def schedule(self, member: int | None = None) -> Schedule:
         """The hyperparameters in effect at every step along a member's line.
@@ -351,7 +356,9 @@ class Result:
         final = self.population[line.member]
         ckpt = final.checkpoint
         return Schedule(
-            changes=schedule_changes(self.events, self.population, line, index=self._event_index()),
+            changes=schedule_changes(
+                self.events, self.population, line, index=self._event_index()[0]
+            ),
             final_step=line.final_step,
             run=self.name,
             member=line.member,
