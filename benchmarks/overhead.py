@@ -44,8 +44,8 @@ Every part also records how much CPU other processes on the machine used while i
 (``other_processes_cpu_s``): on a small shared machine that is what disturbs timings most.
 
 With ``--loggers off,mlflow,wandb`` (issue 22) the processes part also runs with each
-logger on, beside it off, in the same run: see benchmarks/processes.py. Target: each
-logger's efficiency at most 0.01 below off's.
+logger on (with its defaults), beside it off, in the same run: see
+benchmarks/processes.py. Target: each logger's efficiency at most 0.01 below off's.
 
 Run: python benchmarks/overhead.py [--quick] [--repeats 3] [--process-repeats 2]
 [--parts memory,sqlite,processes,reports,scale] [--loggers off,mlflow,wandb]
@@ -365,7 +365,10 @@ def main() -> None:
     loggers = [k.strip() for k in args.loggers.split(",") if k.strip()]
     kinds = {k.partition(":")[0] for k in loggers}
     if not loggers or loggers[0] != "off" or kinds - set(processes.LOGGERS):
-        parser.error(f"--loggers: off first, then any of {processes.LOGGERS} (KIND:N: every=N)")
+        parser.error(
+            f"--loggers: off first, then any of {processes.LOGGERS} (KIND:N: every=N; "
+            "KIND:all: every point)"
+        )
     chosen = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(chosen) - set(PARTS))
     if unknown:

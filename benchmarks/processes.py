@@ -9,9 +9,11 @@ With loggers (issue 22, ``overhead.py --parts processes --loggers off,mlflow,wan
 run is made once per logger, in turn within each repeat: ``off`` (none), ``null`` (a
 logger that keeps nothing: genepool's own part of the cost), ``mlflow``
 (``gp.MLflowLogger`` to a folder store in the run's temporary directory) and ``wandb``
-(``gp.WandbLogger`` offline, its files there too; no network). Every step is sent (each
-member's score, its ``work_s`` and ``hparams/lr``), its events, and each member's lineage
-at the end, all inside the timed ``gp.run`` call; making the logger (which loads MLflow or W&B, once
+(``gp.WandbLogger`` offline, its files there too; no network). Each logger has its
+defaults: at most ``gp.loggers.RATE`` (5) points a second of the whole run (each member's
+score, its ``work_s`` and ``hparams/lr``: a 10 ms step is sampled), every event, and each
+member's lineage at the end at the same rate, all inside the timed ``gp.run`` call
+(``KIND:N``: ``every=N`` beside it; ``KIND:all``: every point, ``rate=None``); making the logger (which loads MLflow or W&B, once
 per process, as a script that makes one does) comes before the clock starts and is printed
 beside it, as SQLAlchemy's import is. Each run also records the driver process's CPU time
 (``driver_cpu_s``: the driver, and a logger's thread): on a machine shared with others, the
@@ -50,7 +52,8 @@ PROCESS_READY = 5
 PROCESS_TARGETS = {8: 0.95, 32: 0.90}
 #: The loggers a run may be measured with; ``off`` is none; ``null`` a logger that keeps
 #: nothing (genepool's own part: reading the run, the lineages, the thread). ``KIND:N`` is
-#: the logger with ``every=N`` (each member's points at every N-th step): ``mlflow:10``.
+#: the logger with ``every=N`` (each member's points at every N-th step): ``mlflow:10``;
+#: ``KIND:all`` the logger sending every point (``rate=None``).
 LOGGERS = ("off", "null", "mlflow", "wandb")
 #: How much lower a logger's efficiency may be than ``off``'s.
 LOGGER_TARGET_DROP = 0.01
@@ -73,6 +76,8 @@ def make_loggers(kind: str, folder: str) -> list[Any]:
     """The loggers of ``kind`` (:data:`LOGGERS`, maybe with ``:N``), writing under
     ``folder`` (nothing leaves the machine)."""
     name, _, every = kind.partition(":")
+    rate: dict[str, Any] = {"rate": None} if every == "all" else {}
+    every = "1" if every == "all" else every
     if name == "off":
         return []
     if name == "null":
@@ -80,11 +85,17 @@ def make_loggers(kind: str, folder: str) -> list[Any]:
     if name == "mlflow":
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # MLflow 3's opt-in for a folder
         uri = f"file://{folder}/mlruns"
-        return [gp.MLflowLogger(tracking_uri=uri, experiment="bench", every=int(every or 1))]
+        return [
+            gp.MLflowLogger(tracking_uri=uri, experiment="bench", every=int(every or 1), **rate)
+        ]
     if name == "wandb":
         os.environ.setdefault("WANDB_SILENT", "true")
         where = f"{folder}/wandb"
-        return [gp.WandbLogger(project="bench", mode="offline", dir=where, every=int(every or 1))]
+        return [
+            gp.WandbLogger(
+                project="bench", mode="offline", dir=where, every=int(every or 1), **rate
+            )
+        ]
     raise ValueError(f"unknown logger {kind!r}: one of {LOGGERS}")
 
 

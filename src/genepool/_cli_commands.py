@@ -51,11 +51,14 @@ def _run(args: argparse.Namespace) -> int:
     with _no_bytecode(args.check):  # --check writes nothing, not even __pycache__
         trainable, module = load_trainable(args.trainable)
     options = run_arguments(config, trainable_module=module, overrides=flags)
+    rate = args.log_rate
     if args.logger:  # the flags win over the file's
-        options["loggers"] = loggers_from_specs(args.logger, owner="genepool run", name="--logger")
+        options["loggers"] = loggers_from_specs(
+            args.logger, owner="genepool run", name="--logger", rate=rate
+        )
     elif options.get("loggers") is not None:  # the file names them: "mlflow:URI", ...
         options["loggers"] = loggers_from_specs(
-            options["loggers"], owner="the config file", name="loggers"
+            options["loggers"], owner="the config file", name="loggers", rate=rate
         )
     if "storage" not in options and os.environ.get(STORAGE_ENV):
         options["storage"] = os.environ[STORAGE_ENV]
@@ -339,7 +342,9 @@ def _export_logs(args: argparse.Namespace) -> int:
     """Send a run (finished or still going) to the loggers ``--logger`` names."""
     from genepool.loggers import LogFeed
 
-    loggers = loggers_from_specs(args.logger, owner="genepool export-logs", name="--logger")
+    loggers = loggers_from_specs(
+        args.logger, owner="genepool export-logs", name="--logger", rate=args.log_rate
+    )
     with _opened_store(args, "export-logs") as store:
         result = _open_result(args, "export-logs", store)
         feed = LogFeed(loggers, store, result.name)

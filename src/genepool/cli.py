@@ -72,6 +72,7 @@ from genepool._cli_commands import COMMANDS, STORAGE_ENV, say
 from genepool._config import load_config, load_trainable, parse_space
 from genepool._errors import GenepoolError, InvalidArgumentError, StorageFaultError
 from genepool._faults import STORAGE_EXIT
+from genepool.loggers._base import RATE
 from genepool.loggers._spec import SPEC_HELP
 
 __all__ = ["load_config", "load_trainable", "main", "parse_space"]
@@ -89,6 +90,25 @@ LOGGER_HELP = (
     f"send the run to a logger: {SPEC_HELP} (repeat for several; W&B's mode and folder "
     "from WANDB_MODE, WANDB_DIR)"
 )
+
+
+LOG_RATE_HELP = (
+    "the most points a second the loggers send of the whole run (default 5: each member's "
+    "curve at one point every population/5 seconds, and its last; every event), or 'all' "
+    "for every point"
+)
+
+
+def _log_rate(text: str) -> float | None:
+    """``--log-rate``: a number of points a second, or ``all`` (``None``: every point)."""
+    if text == "all":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of points a second: give e.g. 5, or 'all'"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("--quiet", action="store_true", help="no live table")
     run_cmd.add_argument("--trust-checkpoints", action="store_true", help=TRUST_HELP)
     run_cmd.add_argument("--logger", action="append", metavar="SPEC", help=LOGGER_HELP)
+    run_cmd.add_argument("--log-rate", type=_log_rate, default=RATE, help=LOG_RATE_HELP)
     run_cmd.add_argument(
         "--check",
         action="store_true",
@@ -165,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs_cmd.add_argument(
         "--logger", action="append", metavar="SPEC", required=True, help=LOGGER_HELP
     )
+    logs_cmd.add_argument("--log-rate", type=_log_rate, default=RATE, help=LOG_RATE_HELP)
     migrate_cmd = reader(
         "migrate",
         "rewrite a run's checkpoints of genepool's first format (pickles) in the safe one",

@@ -28,14 +28,13 @@ def test_run_with_loggers_then_export_logs(
     with gp.Result.open(storage) as result:
         assert any(e.kind == "exploit" for e in result.events)
         test_wandb.check_written(offline, result)  # the config file's logger
-        code, out, err = run_cli(
-            capsys, "export-logs", "--storage", storage, "--logger", f"mlflow:{file_store}"
-        )
+        argv = ["export-logs", "--storage", storage, "--logger", f"mlflow:{file_store}"]
+        code, out, err = run_cli(capsys, *argv, "--log-rate", "all")
         assert code == 0, err
         printed = json.loads(out.strip().splitlines()[-1])
         assert printed["reports"] == len(result.reports)
         assert printed["failed"] == []
-        test_mlflow.check_written(file_store, "run", result)
+        test_mlflow.check_written(file_store, "run", result, rate=None)  # every point
 
 
 def test_the_flag_wins_over_the_file(
@@ -83,3 +82,19 @@ def test_export_logs_exits_1_when_a_logger_fails(
     printed = json.loads(out.strip().splitlines()[-1])
     assert len(printed["failed"]) == 1
     assert "hunter2" not in out + err
+
+
+def test_a_log_rate_that_is_no_rate_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = trainable_file(tmp_path)
+    config = config_file(tmp_path, TOML)
+    argv = ["run", f"{script}:train", "--config", str(config), "--check", "--logger", "mlflow"]
+    code, _, err = run_cli(capsys, *argv, "--log-rate", "0")
+    assert code == 2
+    assert "'rate' parameter of MLflowLogger" in err
+    with pytest.raises(SystemExit) as exited:  # argparse's own refusal
+        run_cli(capsys, *argv, "--log-rate", "fast")
+    assert exited.value.code == 2
+    assert "'fast' is not a number of points a second" in capsys.readouterr().err
+    assert not (tmp_path / "pbt.db").exists()

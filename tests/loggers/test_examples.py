@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from genepool.loggers import RATE
 from tests.loggers import test_wandb
 from tests.loggers._toy import expected_lineage
 
@@ -26,7 +27,8 @@ def test_the_mlflow_example(tmp_path: Path, file_store: str) -> None:
     example = _example("mlflow_pbt")
     result, line = example.main(file_store)  # type: ignore[attr-defined]
     assert any(e.kind == "exploit" for e in result.events)
-    assert line == [(s, v) for s, v, _ in expected_lineage(result, result.best.id)]
+    sent = expected_lineage(result, result.best.id, RATE)  # the logger's default rate
+    assert line == [(s, v) for s, v, _ in sent]
 
 
 def test_the_wandb_example(tmp_path: Path, offline: Path) -> None:

@@ -10,7 +10,14 @@ import pytest
 
 import genepool as gp
 from genepool.analysis import hparams_at_report, hparams_timeline
-from tests.loggers._toy import check_has_exploits, expected_lineage, own_scores, run_toy
+from genepool.loggers import RATE
+from tests.loggers._toy import (
+    check_has_exploits,
+    expected_lineage,
+    own_scores,
+    run_toy,
+    sampled,
+)
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -52,7 +59,8 @@ def expanded(sparse: list[tuple[int, float]], full: list[int]) -> list[float]:
     return values
 
 
-def check_written(uri: str, experiment: str, result: gp.Result) -> None:
+def check_written(uri: str, experiment: str, result: gp.Result, rate: float | None = RATE) -> None:
+    """The run as MLflow holds it: as a logger with ``rate`` sends it."""
     client, parent, members = read_back(uri, experiment)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["genepool.run"] == result.name
@@ -63,8 +71,8 @@ def check_written(uri: str, experiment: str, result: gp.Result) -> None:
         run_id = run.info.run_id
         assert run.info.run_name == f"member_{m.id:03d}"
         assert run.info.status == "FINISHED"
-        # its own curve, step for step, in the order reported
-        assert history(client, run_id, result.metric) == own_scores(result, m.id)
+        # its own curve, in the order reported: at ``rate`` (the toy's clock paces it)
+        assert history(client, run_id, result.metric) == own_scores(result, m.id, rate)
         first = next(r for r in result.reports if r.member == m.id)
         reports = [r for r in result.reports if r.member == m.id]
         timeline = hparams_timeline(result.events, result.population)[m.id]
@@ -72,10 +80,11 @@ def check_written(uri: str, experiment: str, result: gp.Result) -> None:
             sparse = history(client, run_id, f"hparams/{hp}")
             assert sparse[0][0] == first.step
             assert float(run.data.params[hp]) == pytest.approx(sparse[0][1])
-            # a step function, written where it changes: each step's own value
-            trained = [float(hparams_at_report(timeline, r)[hp]) for r in reports]
-            assert expanded(sparse, [r.step for r in reports]) == trained
-            assert len(sparse) < len(reports)  # fewer values than steps
+            # a step function, written where it changes: each sent step's own value
+            sent = sampled([(r.time, r) for r in reports], rate, len(result.population))
+            trained = [float(hparams_at_report(timeline, r)[hp]) for r in sent]
+            assert expanded(sparse, [r.step for r in sent]) == trained
+            assert len(sparse) <= len(sent)
         # every event a tag, in order; each exploit a point at the step it left
         tags = sorted(k for k in run.data.tags if k.startswith("genepool.event."))
         kinds = [run.data.tags[k].split(" ", 1)[0] for k in tags]
@@ -84,8 +93,9 @@ def check_written(uri: str, experiment: str, result: gp.Result) -> None:
         assert history(client, run_id, "event/exploit") == [
             (e.step, float(e.data["donor"])) for e in exploits
         ]
-        # the lineage: one curve across exploits, as Result.ancestry_scores has it
-        expected = expected_lineage(result, m.id)
+        # the lineage: one curve across exploits, as Result.ancestry_scores has it, at
+        # ``rate``; who trained each of those steps, a step function
+        expected = expected_lineage(result, m.id, rate)
         assert history(client, run_id, f"lineage/{result.metric}") == [
             (s, v) for s, v, _ in expected
         ]
@@ -100,6 +110,11 @@ def test_a_run_in_a_folder_store(tmp_path: Path, file_store: str) -> None:
     result = run_toy(tmp_path, [logger])
     check_has_exploits(result)
     check_written(file_store, "pbt", result)
+    # the toy's clock moves slower than five points a second: some points were not sent
+    assert all(
+        len(own_scores(result, m.id, RATE)) < len(own_scores(result, m.id))
+        for m in [*result.population]
+    )
 
 
 def test_two_workers_and_an_export_afterwards(tmp_path: Path, file_store: str) -> None:
@@ -140,7 +155,7 @@ def test_a_store_mlflow_refuses_warns_and_the_run_goes_on(
 
 
 def test_every_sends_every_nth_step_and_the_lineages_last(tmp_path: Path, file_store: str) -> None:
-    logger = gp.MLflowLogger(tracking_uri=file_store, experiment="thin", every=5)
+    logger = gp.MLflowLogger(tracking_uri=file_store, experiment="thin", every=5, rate=None)
     result = run_toy(tmp_path, [logger])
     client, _, members = read_back(file_store, "thin")
     for m in result.population:
@@ -156,7 +171,9 @@ def test_every_sends_every_nth_step_and_the_lineages_last(tmp_path: Path, file_s
 
 
 def test_lineage_points_bounds_each_lineage_curve(tmp_path: Path, file_store: str) -> None:
-    logger = gp.MLflowLogger(tracking_uri=file_store, experiment="bound", lineage_points=4)
+    logger = gp.MLflowLogger(
+        tracking_uri=file_store, experiment="bound", lineage_points=4, rate=None
+    )
     result = run_toy(tmp_path, [logger])
     client, _, members = read_back(file_store, "bound")
     for m in result.population:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import genepool as gp
+from genepool.loggers import RATE
 from tests.loggers._toy import check_has_exploits, expected_lineage, own_scores, run_toy
 from tests.loggers._wandb_files import OfflineRun, offline_runs, read_run
 
@@ -27,7 +28,8 @@ def finished_runs(folder: Path, timeout: float = 20.0) -> dict[str, OfflineRun]:
         time.sleep(0.1)
 
 
-def check_written(folder: Path, result: gp.Result) -> None:
+def check_written(folder: Path, result: gp.Result, rate: float | None = RATE) -> None:
+    """The run as W&B's files hold it: as a logger with ``rate`` sends it."""
     runs = finished_runs(folder)
     names = {f"{result.name}/member_{m.id:03d}": m.id for m in result.population}
     assert sorted(runs) == sorted(names)
@@ -41,7 +43,7 @@ def check_written(folder: Path, result: gp.Result) -> None:
         assert run.axes["lineage/*"] == "lineage/step"
         rows = run.rows
         own = [(r["step"], r[result.metric]) for r in rows if result.metric in r]
-        assert own == own_scores(result, member)
+        assert own == own_scores(result, member, rate)
         for hp in result.population[member].hparams:  # initial = what trained step 1
             first = next(r for r in rows if f"hparams/{hp}" in r)
             assert run.config[hp] == pytest.approx(first[f"hparams/{hp}"])
@@ -55,7 +57,7 @@ def check_written(folder: Path, result: gp.Result) -> None:
             for r in rows
             if "lineage/step" in r
         ]
-        assert line == expected_lineage(result, member)
+        assert line == expected_lineage(result, member, rate)
         assert run.summary["lineage"].startswith(
             f"member {result.lineage(member).ancestors[0]} (steps 1-"
         )
@@ -74,6 +76,13 @@ def test_an_offline_run(tmp_path: Path, offline: Path) -> None:
         if (folder / "files" / "requirements.txt").exists()
     ]
     assert listed == [f"{result.name}/member_000"]
+    # listed as the logger was made (not in the run), as W&B lists them: name==version
+    (first,) = list(offline.glob("wandb/offline-run-*/files/requirements.txt"))
+    import wandb
+
+    lines = first.read_text().splitlines()
+    assert f"wandb=={wandb.__version__}" in lines
+    assert lines == sorted(set(lines))
 
 
 def test_two_workers_then_an_export(tmp_path: Path, offline: Path) -> None:
@@ -92,7 +101,7 @@ def test_a_wrong_mode_is_refused() -> None:
 
 
 def test_lineage_points_bounds_each_lineage_curve(tmp_path: Path, offline: Path) -> None:
-    logger = gp.WandbLogger(project="pbt", mode="offline", dir=offline, lineage_points=3)
+    logger = gp.WandbLogger(project="pbt", mode="offline", dir=offline, lineage_points=3, rate=None)
     result = run_toy(tmp_path, [logger])
     runs = finished_runs(offline)
     for m in result.population:
@@ -109,7 +118,7 @@ def test_lineage_points_bounds_each_lineage_curve(tmp_path: Path, offline: Path)
 
 
 def test_a_wandb_without_the_lighter_settings_gets_its_defaults() -> None:
-    from genepool.loggers._wandb import _same_process_settings
+    from genepool.loggers._wandb import _first_run_settings, _same_process_settings
 
     class OldSettings:
         def __init__(self, **settings: object) -> None:
@@ -119,8 +128,12 @@ def test_a_wandb_without_the_lighter_settings_gets_its_defaults() -> None:
         Settings = OldSettings
 
     assert _same_process_settings(OldWandb()) is None
+    assert _first_run_settings(OldWandb()) is None
     import wandb
 
     made = _same_process_settings(wandb)
     assert made.x_save_requirements is False
     assert made.x_disable_stats is True
+    assert made.x_disable_machine_info is True
+    assert made.disable_git is True
+    assert _first_run_settings(wandb).x_save_requirements is False

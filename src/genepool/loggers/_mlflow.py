@@ -12,11 +12,15 @@ from genepool._redact import redact_url
 from genepool.analysis._curves import number
 from genepool.loggers._base import (
     LINEAGE_POINTS,
+    RATE,
     Batch,
     LineagePoint,
+    MemberPoint,
+    Paced,
     RunInfo,
     check_every,
     check_lineage_points,
+    check_rate,
     lineage_thinned,
     thinned,
 )
@@ -115,11 +119,16 @@ class MLflowLogger:
         run_name: The parent run's name. Default: the run's name.
         tags: More tags for the parent run.
 
-        every: Send each member's points, and its lineage curve, at the steps that are
-            multiples of this (and the lineage's last step); events are all sent. ``1``
-            (default): every step. Each point is a write (MLflow's folder store takes
-            about 0.1 ms a value): a long run of many members on a small machine may
-            want ``every=10``.
+        rate: The most points a second sent of the whole run (:data:`genepool.loggers.RATE`,
+            5, by default): each member's curve at one point every ``population / rate``
+            seconds of the run's clock or more, and its last point; its lineage curve the
+            same. Each value is a write MLflow takes 0.15 to 0.2 ms of CPU for (its folder
+            and SQLite stores, measured here), taken from the workers: steps slower than
+            ``population / rate`` seconds are all sent, a population stepping every 10 ms
+            is sampled. ``None``: every point (``gp.export_logs`` can send them all
+            afterwards). Events are all sent, each tag with the hyperparameters it set.
+        every: Of the points, send those at the steps that are multiples of this (and the
+            lineage's last step). ``1`` (default): every step.
         lineage_points: The most points of each member's lineage curve, spread evenly
             over its steps (first and last kept): the curve is sent when the run ends,
             while the run waits, so it is bounded (:data:`genepool.loggers.LINEAGE_POINTS`,
@@ -147,6 +156,7 @@ class MLflowLogger:
         experiment: str | None = None,
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
+        rate: float | None = RATE,
         every: int = 1,
         lineage_points: int | None = LINEAGE_POINTS,
     ) -> None:
@@ -157,6 +167,7 @@ class MLflowLogger:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name
+        self.rate = check_rate(rate, "MLflowLogger")
         self.every = check_every(every, "MLflowLogger")
         self.lineage_points = check_lineage_points(lineage_points, "MLflowLogger")
         self.tags = dict(tags or {})
@@ -167,6 +178,7 @@ class MLflowLogger:
         self._metric = "score"
         self._events: dict[int, int] = {}
         self._hparams: dict[int, _Steps] = {}
+        self._paced = Paced(self.rate, 0)
 
     def __repr__(self) -> str:
         uri = None if self.tracking_uri is None else redact_url(self.tracking_uri)
@@ -182,6 +194,7 @@ class MLflowLogger:
         found = client.get_experiment_by_name(name)
         experiment = found.experiment_id if found is not None else client.create_experiment(name)
         self._metric = run.metric
+        self._paced = Paced(self.rate, len(run.members))
         tags = {
             "genepool.run": run.name,
             "genepool.metric": run.metric,
@@ -210,14 +223,8 @@ class MLflowLogger:
         """Write the batch: one ``log_batch`` per member (or per 1,000 metrics)."""
         from mlflow.entities import Metric, RunTag
 
-        metrics: dict[int, list[Any]] = {}
+        metrics = self._points(self._paced.take(thinned(batch.points, self.every)))
         tags: dict[int, list[Any]] = {}
-        for p in thinned(batch.points, self.every):
-            when = _millis(p.time)
-            out = metrics.setdefault(p.member, [])
-            out.extend(Metric(k, v, when, p.step) for k, v in p.metrics.items())
-            steps = self._hparams.setdefault(p.member, _Steps())
-            out.extend(_metrics(steps.add(p.step, when, _hparams(p.hparams, "hparams/"))))
         for e in batch.events:
             n = self._events[e.member] = self._events.get(e.member, 0) + 1
             text = f"{e.kind} at step {e.step}: {e.text}"[:_TAG_CHARS]
@@ -227,6 +234,20 @@ class MLflowLogger:
                 metrics.setdefault(e.member, []).append(metric)
         for member in sorted({*metrics, *tags}):
             self._write(member, metrics.get(member, []), tags.get(member, []))
+
+    def _points(self, points: Sequence[MemberPoint]) -> dict[int, list[Any]]:
+        """The MLflow metrics of these points, by member: their metrics, and the
+        hyperparameters where they change."""
+        from mlflow.entities import Metric
+
+        metrics: dict[int, list[Any]] = {}
+        for p in points:
+            when = _millis(p.time)
+            out = metrics.setdefault(p.member, [])
+            out.extend(Metric(k, v, when, p.step) for k, v in p.metrics.items())
+            steps = self._hparams.setdefault(p.member, _Steps())
+            out.extend(_metrics(steps.add(p.step, when, _hparams(p.hparams, "hparams/"))))
+        return metrics
 
     def _write(self, member: int, metrics: list[Any], tags: list[Any]) -> None:
         run_id = self.run_ids.get(member)
@@ -241,21 +262,29 @@ class MLflowLogger:
             )
 
     def finish(self, lineages: Mapping[int, Sequence[LineagePoint]]) -> None:
-        """Write each member's lineage curve; end every run."""
+        """Write each member's last point and step functions' last values (where not
+        sent yet) and its lineage curve; end every run."""
         from mlflow.entities import Metric, RunTag
 
+        metrics = self._points(self._paced.rest())  # each member's last point, if not sent
+        for member, steps in self._hparams.items():  # each step function's last value
+            metrics.setdefault(member, []).extend(_metrics(steps.last()))
+        self._hparams.clear()
+        tags: dict[int, list[Any]] = {}
+        interval = self._paced.interval
         for member, points in sorted(lineages.items()):
-            metrics = _metrics(self._hparams.pop(member, _Steps()).last())
-            line = _Steps()
-            for p in lineage_thinned(points, self.every, self.lineage_points):
+            out = metrics.setdefault(member, [])
+            line = _Steps()  # the member and the hyperparameters, where they change
+            for p in lineage_thinned(points, self.every, self.lineage_points, interval):
                 when = _millis(p.time)
-                metrics.append(Metric(f"lineage/{self._metric}", p.score, when, p.step))
+                out.append(Metric(f"lineage/{self._metric}", p.score, when, p.step))
                 values = {"lineage/member": float(p.member)}
                 values.update(_hparams(p.hparams, "lineage/hparams/"))
-                metrics.extend(_metrics(line.add(p.step, when, values)))
-            metrics.extend(_metrics(line.last()))
-            text = lineage_text(points)[:_TAG_CHARS]
-            self._write(member, metrics, [RunTag("genepool.lineage", text)])
+                out.extend(_metrics(line.add(p.step, when, values)))
+            out.extend(_metrics(line.last()))
+            tags[member] = [RunTag("genepool.lineage", lineage_text(points)[:_TAG_CHARS])]
+        for member in sorted({*metrics, *tags}):
+            self._write(member, metrics.get(member, []), tags.get(member, []))
         for run_id in [*self.run_ids.values(), self.parent_id]:
             if run_id is not None:
                 self._client.set_terminated(run_id)
