@@ -13,13 +13,14 @@ logger that keeps nothing: genepool's own part of the cost), ``mlflow``
 defaults: at most ``gp.loggers.RATE`` (5) points a second of the whole run (each member's
 score, its ``work_s`` and ``hparams/lr``: a 10 ms step is sampled), every event, and each
 member's lineage at the end at the same rate, all inside the timed ``gp.run`` call
-(``KIND:N``: ``every=N`` beside it; ``KIND:all``: every point, ``rate=None``); making the logger (which loads MLflow or W&B, once
-per process, as a script that makes one does) comes before the clock starts and is printed
-beside it, as SQLAlchemy's import is. Each run also records the driver process's CPU time
-(``driver_cpu_s``: the driver, and a logger's thread): on a machine shared with others, the
-difference from ``off`` is the logger's cost, however the neighbours disturb the wall
-times. Target: each logger's best efficiency at
-most 0.01 below ``off``'s, at each population.
+(``KIND:N``: ``every=N`` beside it; ``KIND:all``: every point, ``rate=None``); making
+the logger (which loads MLflow or W&B, once per process, as a script that makes one does)
+comes before the clock starts and is printed beside it, as SQLAlchemy's import is. Each
+run also records the driver process's CPU time (``driver_cpu_s``: the driver, and a
+logger's thread): on a machine shared with others, the difference from ``off`` is the
+logger's cost, however the neighbours disturb the wall times (W&B's service is another
+process: its CPU shows among the other processes'). Target: each logger's best efficiency
+at most 0.01 below ``off``'s, at each population.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """benchmarks/paper.py's race: its plan, its toys, its methods, and that a stored result
-reproduces exactly."""
+reproduces (exactly; PB2's floats to rounding, see :data:`REL`)."""
 
 from __future__ import annotations
 
@@ -126,8 +126,44 @@ def test_a_seeded_toy_run_repeats_exactly(task: str) -> None:
 
 
 # -- a stored result reproduces -------------------------------------------------------------
+#: How far a number of a run made again may be from the stored one. PB2 fits a Gaussian
+#: process (scikit-learn, on NumPy's BLAS), and BLAS picks its kernels by the processor: a
+#: run of PB2 made on an AMD EPYC differs from one stored on another machine by about 1e-9
+#: (relative) in its scores and chosen hyperparameters, its choices (members, exploits,
+#: steps) being the same. Every other method reproduces to the last bit.
+REL = 1e-6
+#: The same for a task that trains with PyTorch (the GAN, translation, RL): its CPU kernels
+#: too are picked by the processor, and training carries a difference on (PB2's GAN smoke
+#: run made on an AMD EPYC: its best score 2.2e-5 from the stored one, relative).
+REL_TORCH = 1e-3
+TORCH_TASKS = race_plan.PAPER_TASKS
+
+
+def _same(stored: Any, again: Any, where: str, rel: float = REL) -> None:
+    """``again`` is ``stored``: the same structure and choices, floats to ``rel``."""
+    if isinstance(stored, float) and isinstance(again, float):
+        assert again == pytest.approx(stored, rel=rel, abs=1e-12), where
+    elif isinstance(stored, dict) and isinstance(again, dict):
+        assert again.keys() == stored.keys(), where
+        for key in stored:
+            _same(stored[key], again[key], f"{where}.{key}", rel)
+    elif isinstance(stored, list) and isinstance(again, list):
+        assert len(again) == len(stored), where
+        for i, (a, b) in enumerate(zip(stored, again, strict=True)):
+            _same(a, b, f"{where}[{i}]", rel)
+    else:
+        assert again == stored, where
+
+
 def _compare(stored: dict[str, Any], again: dict[str, Any]) -> None:
-    for key in ("best_score", "best_member", "final_scores", "exploits", "population_curve"):
+    keys = ("best_score", "best_member", "final_scores", "exploits", "population_curve")
+    if stored["task"] in TORCH_TASKS or stored["method"] in ("pb2", "pb2mix"):
+        rel = REL_TORCH if stored["task"] in TORCH_TASKS else REL
+        for key in keys:
+            _same(stored[key], again[key], key, rel)
+        _same(stored["schedule"]["changes"], again["schedule"]["changes"], "schedule", rel)
+        return
+    for key in keys:
         assert again[key] == stored[key], key
     assert again["schedule"]["changes"] == stored["schedule"]["changes"]
 

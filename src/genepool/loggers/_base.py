@@ -40,11 +40,12 @@ LINEAGE_POINTS = 1000
 #: The most points a second a logger sends of the whole run's curves by default (each
 #: member's curve at one point every ``population / RATE`` seconds of the run's clock, and
 #: its last point; its lineage curve the same, at the end; every event is sent). A
-#: tracker takes 0.15 to 0.35 ms of CPU a value (MLflow's folder and SQLite stores, W&B's
-#: offline service with its Python side, measured here): five points a second of a few
-#: values each cost about 0.5% of a core whatever the population or the length of a step,
-#: where every point of a population of 32 stepping each 10 ms is 3,200 a second, a whole
-#: core. A step slower than ``population / RATE`` seconds is sent every time.
+#: tracker takes 0.13 to 0.5 ms of CPU a value (MLflow's folder and SQLite stores), or
+#: 0.65 ms a row (W&B offline: 0.4 ms in the driver, 0.25 ms in its service), as
+#: benchmarks/logger_cost.py measures them here: five points a second cost under 0.5% of a
+#: core whatever the population or the length of a step, where every point of a
+#: population of 32 stepping each 10 ms is 3,200 a second, one to two cores. A step slower
+#: than ``population / RATE`` seconds is sent every time.
 RATE = 5.0
 
 

@@ -122,8 +122,8 @@ class MLflowLogger:
         rate: The most points a second sent of the whole run (:data:`genepool.loggers.RATE`,
             5, by default): each member's curve at one point every ``population / rate``
             seconds of the run's clock or more, and its last point; its lineage curve the
-            same. Each value is a write MLflow takes 0.15 to 0.2 ms of CPU for (its folder
-            and SQLite stores, measured here), taken from the workers: steps slower than
+            same. Each value is a write MLflow takes 0.13 to 0.5 ms of CPU for (its folder
+            and SQLite stores, benchmarks/logger_cost.py), taken from the workers: steps slower than
             ``population / rate`` seconds are all sent, a population stepping every 10 ms
             is sampled. ``None``: every point (``gp.export_logs`` can send them all
             afterwards). Events are all sent, each tag with the hyperparameters it set.

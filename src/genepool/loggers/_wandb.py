@@ -118,9 +118,9 @@ class WandbLogger:
         rate: The most points a second sent of the whole run (:data:`genepool.loggers.RATE`,
             5, by default): each member's curve at one point every ``population / rate``
             seconds of the run's clock or more, and its last point; its lineage curve the
-            same. Each point is a row W&B takes about 0.35 ms of CPU for (0.2 ms in the
-            driver, 0.15 ms in its service; offline, measured here), taken from the
-            workers: steps slower than ``population / rate`` seconds are all sent, a
+            same. Each point is a row W&B takes about 0.65 ms of CPU for (0.4 ms in the
+            driver, 0.25 ms in its service; offline, benchmarks/logger_cost.py), taken
+            from the workers: steps slower than ``population / rate`` seconds are all sent, a
             population stepping every 10 ms is sampled. ``None``: every point
             (``gp.export_logs`` can send them all afterwards). Events are all sent.
         every: Of the points, send those at the steps that are multiples of this (and the
