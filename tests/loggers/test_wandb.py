@@ -95,6 +95,17 @@ def test_two_workers_then_an_export(tmp_path: Path, offline: Path) -> None:
         check_written(later, opened)
 
 
+def test_a_disabled_logger_writes_nothing_and_the_run_goes_on(
+    tmp_path: Path, offline: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = gp.WandbLogger(project="pbt", mode="disabled", dir=offline)
+    with caplog.at_level("WARNING", logger="genepool.loggers"):
+        result = run_toy(tmp_path, [logger])
+    assert result.best.step == 12
+    assert not [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert not list(offline.glob("wandb/*run-*"))
+
+
 def test_a_wrong_mode_is_refused() -> None:
     with pytest.raises(gp.InvalidArgumentError, match="'mode' parameter of WandbLogger"):
         gp.WandbLogger(mode="offlien")

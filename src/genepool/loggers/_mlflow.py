@@ -138,8 +138,9 @@ class MLflowLogger:
     does not wait for it.
 
     Raises:
-        InvalidArgumentError: ``every`` is not a whole number >= 1, or
-            ``lineage_points`` not one >= 2 or ``None``.
+        InvalidArgumentError: ``rate`` is not a number of points a second > 0 or
+            ``None``, ``every`` not a whole number >= 1, or ``lineage_points`` not one
+            >= 2 or ``None``.
         MissingDependencyError: MLflow is not installed.
 
     Example:

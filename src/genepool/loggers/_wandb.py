@@ -134,8 +134,9 @@ class WandbLogger:
     genepool is imported); its service starts with the run.
 
     Raises:
-        InvalidArgumentError: ``every`` is not a whole number >= 1, or
-            ``lineage_points`` not one >= 2 or ``None``.
+        InvalidArgumentError: ``rate`` is not a number of points a second > 0 or
+            ``None``, ``every`` not a whole number >= 1, ``lineage_points`` not one
+            >= 2 or ``None``, or ``mode`` not one of W&B's.
         MissingDependencyError: wandb is not installed.
 
     Example:
@@ -213,14 +214,21 @@ class WandbLogger:
                 settings=settings,
             )
             if i == 0 and settings is not None:  # the packages, listed as the logger was made
-                with open(os.path.join(one.dir, "requirements.txt"), "w") as out:
-                    out.write(self._packages)
+                self._write_packages(one)
             self.runs[member] = one
             one.define_metric("step")
             one.define_metric("lineage/step")
             one.define_metric("lineage/*", step_metric="lineage/step")
             for name in ("hparams/*", "event/*"):
                 one.define_metric(name, step_metric="step")
+
+    def _write_packages(self, one: Any) -> None:
+        """The installed packages into a run's ``requirements.txt``, where W&B writes them."""
+        try:
+            with open(os.path.join(one.dir, "requirements.txt"), "w") as out:
+                out.write(self._packages)
+        except OSError as err:  # a disabled run's folder, say: the run goes on without
+            log.debug("W&B's first run keeps no requirements.txt: %s", err)
 
     def log(self, batch: Batch) -> None:
         """Write the batch: a row per report sent and per event."""
